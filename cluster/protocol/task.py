@@ -1,0 +1,120 @@
+"""Task types and the one door through which task arguments enter: ``parse_task_args``.
+
+Whatever the bytes, the result is either a validated, frozen argument model or ``ArgumentsInvalid``
+naming the offending fields. No other exception escapes: a malformed task is a task error, never a crash.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from enum import IntEnum
+
+from pydantic import BaseModel, ValidationError
+
+from cluster.protocol.errors import ArgumentsInvalid
+from cluster.protocol.gpt import GPTTaskArgs
+from cluster.protocol.sd import SDTaskArgs
+
+TaskArgs = GPTTaskArgs | SDTaskArgs
+# The largest argument document accepted; a ControlNet image as a data URL is the big case.
+MAX_TASK_ARGS_BYTES = 8 * 1024 * 1024
+ROOT_FIELD = "(root)"
+# No valid document nests deeper than ~10; a cap far above that keeps recursive parsers off the C stack.
+MAX_NESTING_DEPTH = 64
+
+
+class TaskType(IntEnum):
+    SD = 0
+    GPT = 1
+
+
+ARGS_MODEL: dict[TaskType, type[GPTTaskArgs] | type[SDTaskArgs]] = {
+    TaskType.SD: SDTaskArgs,
+    TaskType.GPT: GPTTaskArgs,
+}
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(part) for part in loc) or ROOT_FIELD
+
+
+def _invalid(task_type: TaskType, error: ValidationError) -> ArgumentsInvalid:
+    details = error.errors(include_url=False, include_input=False)
+    fields = tuple(dict.fromkeys(_field_path(d["loc"]) for d in details))
+    reasons = "; ".join(f"{_field_path(d['loc'])}: {d['msg']}" for d in details[:10])
+    more = f" (and {len(details) - 10} more)" if len(details) > 10 else ""
+    return ArgumentsInvalid(f"{task_type.name} task arguments invalid: {reasons}{more}", fields)
+
+
+def _max_nesting(text: str) -> int:
+    """The deepest bracket nesting of a JSON text, skipping strings; an upper bound for malformed text."""
+    depth = deepest = 0
+    for match in _STRUCTURE.finditer(text):
+        token = match.group()
+        if token in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif token in "]}":
+            depth -= 1
+    return deepest
+
+
+_STRUCTURE = re.compile(r'"(?:[^"\\]|\\.)*"?|[\[\]{}]')
+
+
+def parse_task_args(task_type: TaskType | int, raw: str | bytes) -> TaskArgs:
+    """Validate task arguments exactly as uploaded (JSON text or its UTF-8 bytes)."""
+    try:
+        task_type = TaskType(task_type)
+    except ValueError:
+        raise ArgumentsInvalid(f"unknown task type {task_type!r}", ("taskType",)) from None
+    if len(raw) > MAX_TASK_ARGS_BYTES:
+        raise ArgumentsInvalid(
+            f"task arguments are {len(raw)} bytes, above the limit of {MAX_TASK_ARGS_BYTES}", (ROOT_FIELD,)
+        )
+    if isinstance(raw, bytes):
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ArgumentsInvalid(f"task arguments are not UTF-8: {exc}", (ROOT_FIELD,)) from None
+    depth = _max_nesting(raw)
+    if depth > MAX_NESTING_DEPTH:
+        raise ArgumentsInvalid(
+            f"task arguments nest {depth} levels deep, above the limit of {MAX_NESTING_DEPTH}", (ROOT_FIELD,)
+        )
+    try:
+        json.loads(raw)  # for a precise line/column on malformed JSON
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise ArgumentsInvalid(f"task arguments are not valid JSON: {exc}", (ROOT_FIELD,)) from None
+    try:
+        return ARGS_MODEL[task_type].model_validate_json(raw)
+    except ValidationError as exc:
+        raise _invalid(task_type, exc) from None
+
+
+def parse_gpt_args(raw: str | bytes) -> GPTTaskArgs:
+    args = parse_task_args(TaskType.GPT, raw)
+    assert isinstance(args, GPTTaskArgs)
+    return args
+
+
+def parse_sd_args(raw: str | bytes) -> SDTaskArgs:
+    args = parse_task_args(TaskType.SD, raw)
+    assert isinstance(args, SDTaskArgs)
+    return args
+
+
+def task_type_of(args: BaseModel) -> TaskType:
+    if isinstance(args, GPTTaskArgs):
+        return TaskType.GPT
+    if isinstance(args, SDTaskArgs):
+        return TaskType.SD
+    raise TypeError(f"not task arguments: {type(args).__name__}")
+
+
+def task_cap(args: TaskArgs) -> int:
+    """The ``cap`` passed to ``createTask``: num_images for SD, max_new_tokens for GPT."""
+    if isinstance(args, SDTaskArgs):
+        return args.task_config.num_images
+    return args.max_new_tokens
