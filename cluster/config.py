@@ -1,0 +1,92 @@
+"""The typed configuration tree. Hydra composes YAML; these models validate it once, at start-up.
+
+A mistake in a rig file or an override fails here with the option's full name, not later in a worker.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from omegaconf import DictConfig, OmegaConf
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class VirtualSlots(_Section):
+    card_name: str = Field(min_length=1)
+    vram_gb: int = Field(ge=1)
+    count: int = Field(ge=1)
+
+
+class RigConfig(_Section):
+    name: str
+    device: Literal["cpu", "cuda", "mps"]
+    discover_gpus: bool
+    slots_per_gpu: int = Field(ge=1, le=64)
+    virtual_slots: list[VirtualSlots] = []
+    model_cache_dir: str
+    vram_budget_fraction: float = Field(gt=0.0, le=1.0)
+    prefetch_models: list[str] = []
+
+    @model_validator(mode="after")
+    def _slots_source(self) -> RigConfig:
+        if not self.discover_gpus and not self.virtual_slots:
+            raise ValueError(
+                "rig.discover_gpus is false, so rig.virtual_slots must list at least one slot group"
+            )
+        return self
+
+
+class ChainConfig(_Section):
+    rpc_url: str | None
+    chain_id: int = Field(ge=1)
+    contracts: dict[str, str] | None
+    confirmations: int = Field(ge=0)
+
+
+class OperatorConfig(_Section):
+    mnemonic_env: str
+    keystore_path: str | None
+    keystore_password_env: str
+
+
+class NetworkConfig(_Section):
+    name: str
+    chain: ChainConfig
+    relay_url: str | None
+    operator: OperatorConfig
+    node_stake_cnx: int = Field(ge=0)
+
+
+class EngineConfig(_Section):
+    text: Literal["transformers", "vllm"]
+    image: Literal["diffusers"]
+    deterministic: bool
+    runtime_tag: str | None
+
+
+class ClusterConfig(_Section):
+    rig: RigConfig
+    network: NetworkConfig
+    engine: EngineConfig
+    state_dir: str
+
+
+class ConfigError(ValueError):
+    """A configuration that does not validate; the message names every offending option."""
+
+
+def load_config(cfg: DictConfig | dict[str, Any]) -> ClusterConfig:
+    data = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+    assert isinstance(data, dict)
+    data = {k: v for k, v in data.items() if k != "hydra"}
+    try:
+        return ClusterConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = "\n".join(
+            f"  {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors(include_url=False)
+        )
+        raise ConfigError(f"invalid configuration:\n{problems}") from None

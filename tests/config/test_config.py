@@ -1,0 +1,91 @@
+"""The Hydra config tree composes, takes overrides, and refuses bad values naming the option."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from cluster.config import ConfigError, load_config
+
+REPO = Path(__file__).resolve().parents[2]
+CONF_DIR = REPO / "conf"
+
+
+def _compose(*overrides: str):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+def test_default_tree_is_the_cpu_devnet():
+    config = load_config(_compose())
+    assert (config.rig.name, config.network.name, config.engine.text) == (
+        "cpu-devnet",
+        "devnet",
+        "transformers",
+    )
+    groups = [(g.card_name, g.vram_gb, g.count) for g in config.rig.virtual_slots]
+    assert len({name for name, _, _ in groups}) >= 2, (
+        "the devnet needs two card models to exercise GPT grouping"
+    )
+    assert config.engine.deterministic is True
+
+
+def test_overrides_reach_the_typed_config():
+    config = load_config(
+        _compose("rig.slots_per_gpu=4", "network.chain.rpc_url=http://10.0.0.5:8545", "engine.text=vllm")
+    )
+    assert config.rig.slots_per_gpu == 4
+    assert config.network.chain.rpc_url == "http://10.0.0.5:8545"
+    assert config.engine.text == "vllm"
+
+
+def test_state_dir_follows_the_environment(monkeypatch):
+    monkeypatch.setenv("HELIUM_STATE_DIR", "/var/lib/helium")
+    assert load_config(_compose()).state_dir == "/var/lib/helium"
+
+
+@pytest.mark.parametrize(
+    ("override", "option"),
+    [
+        ("rig.slots_per_gpu=0", "rig.slots_per_gpu"),
+        ("rig.device=tpu", "rig.device"),
+        ("engine.text=llama.cpp", "engine.text"),
+        ("rig.vram_budget_fraction=1.5", "rig.vram_budget_fraction"),
+        ("+rig.typo_option=1", "rig.typo_option"),
+        ("rig.virtual_slots=[]", "rig"),
+    ],
+)
+def test_invalid_values_name_the_option(override, option):
+    with pytest.raises(ConfigError) as err:
+        load_config(_compose(override))
+    assert option in str(err.value)
+
+
+def _run_cluster(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "HELIUM_STATE_DIR": "/tmp/helium-test-state"}
+    return subprocess.run(
+        [sys.executable, "-m", "cluster", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_entry_point_accepts_overrides():
+    done = _run_cluster("rig=cpu-devnet", "rig.slots_per_gpu=2")
+    assert done.returncode == 0, done.stderr
+    assert "6 x Devnet Virtual Card A" in done.stdout  # 3 virtual GPUs x 2 slots
+    assert "gpt-task-args.json" in done.stdout and "sd-task-args.json" in done.stdout
+
+
+def test_entry_point_exits_2_on_a_bad_override():
+    done = _run_cluster("rig.slots_per_gpu=0")
+    assert done.returncode == 2
+    assert "rig.slots_per_gpu" in done.stderr
