@@ -1,0 +1,1 @@
+"""The chain: contract artifacts and bindings, deployment, accounts, transactions, the event reader."""

@@ -1,0 +1,137 @@
+"""The sender's durable journal: idempotency key -> the signed transaction(s) that carry that state change.
+
+A row is written (and fsynced) *before* its transaction is broadcast. After a crash the row tells the next
+sender exactly which signed bytes may already be in a mempool or a block, so it can look them up and
+rebroadcast the same bytes instead of signing a second, different transaction for the same change.
+
+Status: ``signed`` (written; maybe broadcast, maybe mined: unknown until looked up), ``mined``,
+``reverted`` (mined with status 0), ``failed`` (the node refused it before it entered a mempool, so the
+key may be signed afresh). ``tx_hashes`` lists every signature of the row's nonce (fee bumps re-sign the
+same nonce; at most one of them can ever be mined).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+TxStatus = Literal["signed", "mined", "reverted", "failed"]
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS tx_journal (
+    key TEXT PRIMARY KEY,
+    account TEXT NOT NULL,
+    nonce INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    tx_hashes TEXT NOT NULL,
+    raw_tx TEXT NOT NULL,
+    tx_fields TEXT NOT NULL,
+    block_number INTEGER,
+    gas_used INTEGER,
+    mined_hash TEXT,
+    updated_at REAL NOT NULL
+)
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEntry:
+    key: str
+    account: str
+    nonce: int
+    status: TxStatus
+    tx_hashes: list[str]
+    raw_tx: str  # the latest signature, hex: what a rebroadcast sends
+    tx_fields: dict[str, Any] = field(repr=False)  # to/data/value/gas/fees/chainId as signed
+    block_number: int | None = None
+    gas_used: int | None = None
+    mined_hash: str | None = None
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in ("mined", "reverted")
+
+
+class TxJournal:
+    """SQLite journal, one file per operator. Safe to share between threads; writes are durable on return."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        # WAL + FULL: a row is on disk before the broadcast that depends on it goes out.
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute(SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def get(self, key: str) -> JournalEntry | None:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM tx_journal WHERE key = ?", (key,)).fetchone()
+        return _entry(row) if row else None
+
+    def unfinished(self, account: str) -> list[JournalEntry]:
+        """Rows of ``account`` still ``signed``, lowest nonce first: what a restarted sender must settle."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM tx_journal WHERE account = ? AND status = 'signed' ORDER BY nonce", (account,)
+            ).fetchall()
+        return [_entry(r) for r in rows]
+
+    def record_signed(
+        self, key: str, account: str, nonce: int, tx_hash: str, raw_tx: str, tx_fields: dict[str, Any]
+    ) -> JournalEntry:
+        """A new signature for ``key``: a fee bump (same nonce) appends its hash; a new nonce starts over."""
+        old = self.get(key)
+        hashes = (
+            [*old.tx_hashes, tx_hash] if old and old.nonce == nonce and old.status == "signed" else [tx_hash]
+        )
+        entry = JournalEntry(key, account, nonce, "signed", hashes, raw_tx, tx_fields)
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO tx_journal (key, account, nonce, status, tx_hashes, raw_tx,"
+                " tx_fields, updated_at) VALUES (?, ?, ?, 'signed', ?, ?, ?, ?)",
+                (key, account, nonce, json.dumps(hashes), raw_tx, json.dumps(tx_fields), time.time()),
+            )
+        return entry
+
+    def record_outcome(
+        self,
+        key: str,
+        status: TxStatus,
+        *,
+        mined_hash: str | None = None,
+        block_number: int | None = None,
+        gas_used: int | None = None,
+    ) -> None:
+        with self._lock:
+            self._db.execute(
+                "UPDATE tx_journal SET status = ?, mined_hash = ?, block_number = ?, gas_used = ?,"
+                " updated_at = ? WHERE key = ?",
+                (status, mined_hash, block_number, gas_used, time.time(), key),
+            )
+
+
+def _entry(row: tuple[Any, ...]) -> JournalEntry:
+    key, account, nonce, status, hashes, raw_tx, fields, block_number, gas_used, mined_hash, _ = row
+    return JournalEntry(
+        key,
+        account,
+        nonce,
+        status,
+        json.loads(hashes),
+        raw_tx,
+        json.loads(fields),
+        block_number,
+        gas_used,
+        mined_hash,
+    )

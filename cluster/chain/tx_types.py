@@ -1,0 +1,59 @@
+"""The sender's typed inputs, outputs and settings (kept apart so callers can import them cheaply)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+
+@dataclass(frozen=True, slots=True)
+class TxRequest:
+    """One contract call to send. ``gas=None`` estimates it (and surfaces a revert before spending gas)."""
+
+    to: str
+    data: str = "0x"
+    value_wei: int = 0
+    gas: int | None = None
+
+    @classmethod
+    def call(
+        cls, contract: Any, fn_name: str, *args: Any, value_wei: int = 0, gas: int | None = None
+    ) -> TxRequest:
+        """From a web3 contract object (sync or async) and a function name: works with any ABI."""
+        return cls(contract.address, contract.encode_abi(fn_name, args=list(args)), value_wei, gas)
+
+
+class SentTx(BaseModel):
+    """A mined, successful transaction. (A mined revert raises ``ContractRevert`` instead.)"""
+
+    model_config = ConfigDict(frozen=True)
+    key: str
+    tx_hash: str
+    account: str
+    nonce: int
+    block_number: int
+    gas_used: int
+    status: int = 1
+
+
+class TxTimeout(Exception):
+    """Not mined within the receipt timeout after every fee bump. ``send`` with the same key resumes it."""
+
+
+@dataclass(slots=True)
+class SenderConfig:
+    gas_margin: float = 1.2
+    """Estimated gas is multiplied by this: state can change between estimate and inclusion."""
+    receipt_timeout_s: float = 60.0
+    """How long one signature may stay unmined before its fees are bumped."""
+    poll_interval_s: float = 0.25
+    max_fee_bumps: int = 3
+    fee_bump_ratio: float = 1.125
+    """geth and anvil refuse a same-nonce replacement that raises fees by less than 10%."""
+    max_nonce_resyncs: int = 3
+
+    def __post_init__(self) -> None:
+        if self.gas_margin < 1.0 or self.fee_bump_ratio <= 1.1:
+            raise ValueError(f"{self.gas_margin=} must be >= 1 and {self.fee_bump_ratio=} > 1.1")
