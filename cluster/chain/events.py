@@ -1,0 +1,240 @@
+"""Reads contract events page by page from a persisted block cursor.
+
+Delivery is at least once, in chain order (block, then log index): a page is handed to the consumer and
+only then is the cursor moved past it. A crash between the two replays that page after the restart, so
+consumers apply events idempotently (the relay upserts by task id; the coordinator's task state machine
+ignores transitions it has already made). A consumer that keeps its own database may instead store the
+cursor in the same transaction as its effects, through ``CursorStore``'s connection-free interface.
+
+Only blocks at least ``confirmations`` deep are read, so a reorg shallower than that never reaches a
+consumer. Providers that cap eth_getLogs ranges are met by halving the page until it is accepted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+import threading
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from eth_abi import decode
+from eth_hash.auto import keccak
+from eth_utils import to_checksum_address
+from web3 import AsyncWeb3
+
+from cluster.chain.revert import abi_type, normalize
+from cluster.chain.rpc import RpcClient, RpcError, TransientRpcError, hex_int
+
+log = logging.getLogger(__name__)
+
+# Phrases providers use when a log query spans too many blocks or returns too many logs.
+RANGE_TOO_LARGE_PHRASES = ("block range", "range too large", "exceeds max", "too many", "limit exceeded")
+
+
+@dataclass(frozen=True, slots=True)
+class ChainEvent:
+    contract: str  # the name the reader was given for the emitting address
+    name: str  # the event's name in the ABI
+    args: dict[str, Any]  # decoded; indexed dynamic values (string, bytes) are their keccak hash
+    block_number: int
+    log_index: int
+    tx_hash: str
+    address: str
+
+    @property
+    def position(self) -> tuple[int, int]:
+        return self.block_number, self.log_index
+
+
+@dataclass(frozen=True, slots=True)
+class _EventAbi:
+    contract: str
+    name: str
+    indexed: tuple[tuple[str, str], ...]  # (name, type) of the topics after topic0
+    data_names: tuple[str, ...]
+    data_types: tuple[str, ...]
+
+
+def event_topic(event_abi: Mapping[str, Any]) -> bytes:
+    """topic0 of an event: keccak256 of its canonical signature."""
+    signature = f"{event_abi['name']}({','.join(abi_type(i) for i in event_abi['inputs'])})"
+    return keccak(signature.encode())
+
+
+def _decode_topic(type_str: str, topic: bytes) -> Any:
+    if type_str in ("string", "bytes") or type_str.endswith("]") or type_str.startswith("("):
+        return topic  # the hash of the value: the value itself is not in the log
+    return normalize(type_str, decode([type_str], topic)[0])
+
+
+@dataclass
+class EventDecoder:
+    """Decodes raw logs of known contracts; logs of unknown addresses or events are skipped."""
+
+    contracts: Mapping[str, tuple[str, Sequence[Mapping[str, Any]]]]  # name -> (address, abi)
+    _by_key: dict[tuple[str, bytes], _EventAbi] = field(init=False, default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for contract, (address, abi) in self.contracts.items():
+            for item in abi:
+                if item.get("type") != "event" or item.get("anonymous"):
+                    continue
+                inputs = item["inputs"]
+                entry = _EventAbi(
+                    contract=contract,
+                    name=item["name"],
+                    indexed=tuple((i["name"], abi_type(i)) for i in inputs if i.get("indexed")),
+                    data_names=tuple(i["name"] for i in inputs if not i.get("indexed")),
+                    data_types=tuple(abi_type(i) for i in inputs if not i.get("indexed")),
+                )
+                self._by_key[(to_checksum_address(address), event_topic(item))] = entry
+
+    @property
+    def addresses(self) -> list[str]:
+        return sorted({to_checksum_address(address) for address, _ in self.contracts.values()})
+
+    def decode(self, raw: Mapping[str, Any]) -> ChainEvent | None:
+        topics = [bytes.fromhex(t[2:]) for t in raw["topics"]]
+        if not topics:
+            return None
+        address = to_checksum_address(raw["address"])
+        entry = self._by_key.get((address, topics[0]))
+        if entry is None or len(topics) - 1 != len(entry.indexed):
+            return None
+        args = {
+            name: _decode_topic(kind, t) for (name, kind), t in zip(entry.indexed, topics[1:], strict=True)
+        }
+        values = decode(list(entry.data_types), bytes.fromhex(raw["data"][2:]))
+        for name, kind, value in zip(entry.data_names, entry.data_types, values, strict=True):
+            args[name] = normalize(kind, value)
+        return ChainEvent(
+            contract=entry.contract,
+            name=entry.name,
+            args=args,
+            block_number=hex_int(raw["blockNumber"]),
+            log_index=hex_int(raw["logIndex"]),
+            tx_hash=raw["transactionHash"],
+            address=address,
+        )
+
+
+class CursorStore:
+    """Named block cursors in SQLite: the next block each reader has yet to deliver."""
+
+    def __init__(self, path: str | Path):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS block_cursor (name TEXT PRIMARY KEY, next_block INTEGER)"
+        )
+
+    def get(self, name: str) -> int | None:
+        with self._lock:
+            row = self._db.execute("SELECT next_block FROM block_cursor WHERE name = ?", (name,)).fetchone()
+        return None if row is None else int(row[0])
+
+    def set(self, name: str, next_block: int) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO block_cursor (name, next_block) VALUES (?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET next_block = excluded.next_block",
+                (name, next_block),
+            )
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+Handler = Callable[[list[ChainEvent]], Awaitable[None]]
+
+
+class EventReader:
+    """Pages through the logs of some contracts from a persisted cursor; see the module doc."""
+
+    def __init__(
+        self,
+        w3: AsyncWeb3,
+        decoder: EventDecoder,
+        cursors: CursorStore,
+        *,
+        name: str,
+        start_block: int = 0,
+        page_blocks: int = 2_000,
+        confirmations: int = 0,
+    ):
+        if page_blocks < 1 or confirmations < 0:
+            raise ValueError(f"{page_blocks=} must be >= 1 and {confirmations=} >= 0")
+        self.rpc = RpcClient(w3)
+        self.decoder = decoder
+        self.cursors = cursors
+        self.name = name
+        self.start_block = start_block
+        self.page_blocks = page_blocks
+        self.confirmations = confirmations
+
+    @property
+    def next_block(self) -> int:
+        stored = self.cursors.get(self.name)
+        return self.start_block if stored is None else stored
+
+    async def safe_head(self) -> int:
+        return hex_int(await self.rpc.call("eth_blockNumber", [])) - self.confirmations
+
+    async def poll(self, handler: Handler) -> int:
+        """Deliver every page up to the safe head, one ``handler`` call per non-empty page.
+
+        Returns the number of events delivered. The cursor moves after each page the handler accepted;
+        an exception from the handler leaves it where it was and propagates.
+        """
+        delivered = 0
+        head = await self.safe_head()
+        while (first := self.next_block) <= head:
+            last, events = await self._fetch(first, min(head, first + self.page_blocks - 1))
+            if events:
+                await handler(events)
+                delivered += len(events)
+            self.cursors.set(self.name, last + 1)
+        return delivered
+
+    async def run(self, handler: Handler, *, poll_interval_s: float = 1.0, stop: asyncio.Event) -> None:
+        """Poll until ``stop`` is set. Handler errors propagate; RPC hiccups are logged and retried."""
+        while not stop.is_set():
+            try:
+                await self.poll(handler)
+            except (RpcError, TransientRpcError) as exc:
+                log.warning("[events] poll failed reader=%s error=%s", self.name, exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=poll_interval_s)
+
+    async def _fetch(self, first: int, last: int) -> tuple[int, list[ChainEvent]]:
+        """Logs of [first, last], shrinking ``last`` while the provider refuses the range."""
+        while True:
+            query = {"fromBlock": hex(first), "toBlock": hex(last), "address": self.decoder.addresses}
+            try:
+                raw_logs = await self.rpc.call("eth_getLogs", [query])
+            except RpcError as exc:
+                if last == first or not exc.message_has(*RANGE_TOO_LARGE_PHRASES):
+                    raise
+                last = first + (last - first) // 2
+                self.page_blocks = last - first + 1  # remember: the next pages start at the accepted size
+                log.info("[events] range refused, halving reader=%s blocks=%d", self.name, last - first + 1)
+                continue
+            return last, sorted(_decoded(self.decoder, raw_logs), key=lambda e: e.position)
+
+
+def _decoded(decoder: EventDecoder, raw_logs: Iterable[Mapping[str, Any]]) -> Iterable[ChainEvent]:
+    for raw in raw_logs:
+        if raw.get("removed"):
+            continue
+        event = decoder.decode(raw)
+        if event is not None:
+            yield event

@@ -1,0 +1,160 @@
+"""The event reader against a real anvil: order, decoding, a persisted cursor, confirmations, range limits."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from web3 import Web3
+from web3.contract import Contract
+
+from cluster.chain.events import ChainEvent, CursorStore, EventDecoder, EventReader
+from cluster.chain.rpc import connect
+
+
+def run(coro_fn: Callable[[], Awaitable[Any]]) -> Any:
+    return asyncio.run(coro_fn())
+
+
+def bump(w3: Web3, probe: Contract, tag: int, note: str, sender_index: int = 0) -> None:
+    tx = probe.functions.bump(tag, note).transact({"from": w3.eth.accounts[sender_index]})
+    w3.eth.wait_for_transaction_receipt(tx)
+
+
+def reader_for(url: str, probe: Contract, cursor_path: Path, **kwargs: Any) -> EventReader:
+    decoder = EventDecoder({"Probe": (probe.address, probe.abi)})
+    start = kwargs.pop("start_block", 0)
+    return EventReader(
+        connect(url), decoder, CursorStore(cursor_path), name="probe", start_block=start, **kwargs
+    )
+
+
+async def collect(reader: EventReader) -> list[ChainEvent]:
+    seen: list[ChainEvent] = []
+
+    async def handler(events: list[ChainEvent]) -> None:
+        seen.extend(events)
+
+    try:
+        await reader.poll(handler)
+    finally:
+        await reader.rpc.w3.provider.disconnect()
+    return seen
+
+
+def test_events_arrive_decoded_and_in_chain_order_across_pages(w3: Web3, anvil, probe, tmp_path):
+    start = w3.eth.block_number
+    for i in range(5):
+        bump(w3, probe, tag=i, note=f"n{i}", sender_index=i % 2)
+    probe.functions.pay().transact({"from": w3.eth.accounts[2], "value": 7})
+    reader = reader_for(anvil.rpc_url, probe, tmp_path / "c.db", start_block=start, page_blocks=2)
+
+    events = run(lambda: collect(reader))
+
+    assert [e.name for e in events] == ["Bumped"] * 5 + ["Paid"]
+    assert [e.args["tag"] for e in events[:5]] == [0, 1, 2, 3, 4]
+    assert [e.args["count"] for e in events[:5]] == [1, 2, 3, 4, 5]
+    assert events[1].args["by"] == w3.eth.accounts[1] and events[1].args["note"] == "n1"
+    assert events[5].args == {"from": w3.eth.accounts[2], "amount": 7}
+    assert [e.position for e in events] == sorted(e.position for e in events)
+    assert reader.cursors.get("probe") == w3.eth.block_number + 1
+
+
+def test_a_restarted_reader_resumes_at_its_cursor_without_repeats(w3: Web3, anvil, probe, tmp_path):
+    start = w3.eth.block_number
+    bump(w3, probe, 1, "before")
+    first = run(lambda: collect(reader_for(anvil.rpc_url, probe, tmp_path / "c.db", start_block=start)))
+    bump(w3, probe, 2, "after")
+    # a new reader (a new process would be the same): same cursor file, start_block ignored once stored
+    second = run(lambda: collect(reader_for(anvil.rpc_url, probe, tmp_path / "c.db", start_block=start)))
+    assert [e.args["note"] for e in first] == ["before"]
+    assert [e.args["note"] for e in second] == ["after"]
+
+
+def test_a_failing_handler_leaves_the_cursor_and_the_page_is_delivered_again(
+    w3: Web3, anvil, probe, tmp_path
+):
+    start = w3.eth.block_number
+    bump(w3, probe, 1, "x")
+    reader = reader_for(anvil.rpc_url, probe, tmp_path / "c.db", start_block=start)
+
+    async def failing(events: list[ChainEvent]) -> None:
+        raise RuntimeError("consumer crashed")
+
+    async def scenario() -> list[ChainEvent]:
+        with pytest.raises(RuntimeError):
+            await reader.poll(failing)
+        assert reader.next_block == start
+        return await collect(reader)
+
+    assert [e.args["note"] for e in run(scenario)] == ["x"]
+
+
+def test_confirmations_hold_back_the_newest_blocks(w3: Web3, anvil, probe, tmp_path):
+    start = w3.eth.block_number
+    bump(w3, probe, 1, "deep")
+    bump(w3, probe, 2, "shallow")
+    reader = reader_for(anvil.rpc_url, probe, tmp_path / "c.db", start_block=start, confirmations=1)
+    assert [e.args["note"] for e in run(lambda: collect(reader))] == ["deep"]
+    w3.provider.make_request("evm_mine", [])
+    reader = reader_for(anvil.rpc_url, probe, tmp_path / "c.db", start_block=start, confirmations=1)
+    assert [e.args["note"] for e in run(lambda: collect(reader))] == ["shallow"]
+
+
+def test_a_provider_range_limit_is_met_by_halving_the_page(w3: Web3, probe, rpc_proxy, tmp_path):
+    start = w3.eth.block_number
+    for i in range(6):
+        bump(w3, probe, i, f"n{i}")
+    rpc_proxy.max_log_range = 2
+    reader = reader_for(rpc_proxy.url, probe, tmp_path / "c.db", start_block=start, page_blocks=1000)
+
+    events = run(lambda: collect(reader))
+
+    assert [e.args["tag"] for e in events] == list(range(6))
+    assert rpc_proxy.num_refused_log_ranges > 0
+    assert reader.page_blocks <= 2  # remembered, so later pages are not refused again
+
+
+def test_logs_of_other_contracts_are_not_delivered(w3: Web3, anvil, probe, probe_artifact, tmp_path):
+    start = w3.eth.block_number
+    factory = w3.eth.contract(abi=probe_artifact["abi"], bytecode=probe_artifact["bytecode"])
+    other = w3.eth.wait_for_transaction_receipt(factory.constructor().transact({"from": w3.eth.accounts[0]}))
+    other_probe = w3.eth.contract(address=other["contractAddress"], abi=probe_artifact["abi"])
+    bump(w3, other_probe, 9, "elsewhere")
+    bump(w3, probe, 1, "here")
+    events = run(lambda: collect(reader_for(anvil.rpc_url, probe, tmp_path / "c.db", start_block=start)))
+    assert [(e.contract, e.args["note"]) for e in events] == [("Probe", "here")]
+
+
+def test_run_keeps_polling_through_rpc_outages_until_stopped(w3: Web3, probe, rpc_proxy, tmp_path):
+    start = w3.eth.block_number
+    bump(w3, probe, 1, "first")
+    reader = reader_for(rpc_proxy.url, probe, tmp_path / "c.db", start_block=start)
+    reader.rpc.max_attempts = 1  # let the outage reach run() instead of the RPC retry layer
+    seen: list[str] = []
+
+    async def handler(events: list[ChainEvent]) -> None:
+        seen.extend(e.args["note"] for e in events)
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        rpc_proxy.fail_next(3)
+        task = asyncio.create_task(reader.run(handler, poll_interval_s=0.05, stop=stop))
+        for _ in range(200):
+            if seen:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.to_thread(bump, w3, probe, 2, "second")
+        for _ in range(200):
+            if len(seen) == 2:
+                break
+            await asyncio.sleep(0.05)
+        stop.set()
+        await asyncio.wait_for(task, timeout=5)
+        await reader.rpc.w3.provider.disconnect()
+
+    run(scenario)
+    assert seen == ["first", "second"]
