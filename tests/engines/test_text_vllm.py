@@ -1,0 +1,173 @@
+"""The vLLM engine's argument mapping and response building, on the CPU, against stand-ins of vLLM's
+documented classes (``SamplingParams``, ``RequestOutput``, ``CompletionOutput``, ``TokensPrompt``)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from transformers import AutoTokenizer
+
+from cluster.protocol.errors import ArgumentsInvalid, ModelInvalid, TaskExecutionError
+from cluster.protocol.gpt import GPTGenerationConfig
+from cluster.workers.engines.text_request import build_prompt_ids, merge_generation_config
+from cluster.workers.engines.text_vllm import VllmTextEngine, sampling_params_kwargs
+from cluster.workers.models.cache import ModelCache
+from tests.engines.factories import gpt_args, greedy_args
+
+
+@dataclass
+class CompletionOutput:  # vllm.outputs.CompletionOutput
+    index: int
+    text: str
+    token_ids: list[int]
+    cumulative_logprob: float | None = None
+    logprobs: Any = None
+    finish_reason: str | None = None
+    stop_reason: int | str | None = None
+
+
+@dataclass
+class RequestOutput:  # vllm.outputs.RequestOutput
+    request_id: str
+    prompt: str | None
+    prompt_token_ids: list[int]
+    prompt_logprobs: Any
+    outputs: list[CompletionOutput]
+    finished: bool = True
+
+
+@dataclass
+class SamplingParams:  # records the keyword arguments it was built with
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def make(cls, **kwargs: Any) -> SamplingParams:
+        return cls(kwargs)
+
+
+class FakeLLM:
+    """Returns canned completions and records every ``generate`` call (prompts, params)."""
+
+    instances: list[FakeLLM] = []
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.init_kwargs = kwargs
+        self.calls: list[tuple[list[dict[str, Any]], list[SamplingParams]]] = []
+        FakeLLM.instances.append(self)
+
+    def generate(
+        self, prompts: list[dict[str, Any]], params: list[SamplingParams], use_tqdm: bool
+    ) -> list[Any]:
+        self.calls.append((prompts, params))
+        outputs = []
+        for n, (prompt, sp) in enumerate(zip(prompts, params, strict=True)):
+            completions = [
+                CompletionOutput(i, "", [40 + i, 41, 2], finish_reason="stop") for i in range(sp.kwargs["n"])
+            ]
+            outputs.append(RequestOutput(str(n), None, prompt["prompt_token_ids"], None, completions))
+        return outputs
+
+
+@pytest.fixture
+def fake_api() -> SimpleNamespace:
+    FakeLLM.instances.clear()
+    return SimpleNamespace(
+        LLM=FakeLLM, SamplingParams=SamplingParams.make, TokensPrompt=dict, version="0.0-fake"
+    )
+
+
+def test_sampling_params_keep_transformers_meaning() -> None:
+    params = merge_generation_config(
+        {"do_sample": True, "temperature": 0.7},
+        GPTGenerationConfig(
+            top_k=0, num_return_sequences=3, max_new_tokens=9, stop_strings=["###"], min_p=0.1
+        ),
+    )
+    assert sampling_params_kwargs(params, seed=123) == {
+        "n": 3,
+        "max_tokens": 9,
+        "temperature": 0.7,
+        "top_k": -1,
+        "top_p": 1.0,
+        "min_p": 0.1,
+        "repetition_penalty": 1.0,
+        "stop": ["###"],
+        "include_stop_str_in_output": False,
+        "skip_special_tokens": True,
+        "seed": 123,
+    }
+
+
+def test_greedy_maps_to_zero_temperature() -> None:
+    kwargs = sampling_params_kwargs(
+        merge_generation_config({"temperature": 0.7}, GPTGenerationConfig(top_k=8)), 0
+    )
+    assert kwargs["temperature"] == 0.0 and kwargs["top_k"] == 8 and kwargs["stop"] is None
+
+
+@pytest.mark.parametrize("config", [GPTGenerationConfig(num_beams=2), GPTGenerationConfig(typical_p=0.5)])
+def test_what_vllm_cannot_serve_is_a_task_error(config: GPTGenerationConfig) -> None:
+    with pytest.raises(ArgumentsInvalid):
+        sampling_params_kwargs(merge_generation_config({}, config), 0)
+
+
+def test_engine_batches_tasks_and_builds_the_response(fake_api, offline_store, tiny_lm_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    engine = VllmTextEngine(offline_store, ModelCache(10**9), vllm_api=fake_api)
+    tasks = [
+        gpt_args(tiny_lm_dir, seed=4, do_sample=True, num_return_sequences=2),
+        greedy_args(tiny_lm_dir, seed=8),
+        greedy_args(tiny_lm_dir, num_beams=2),
+    ]
+    results = engine.run_many(tasks)
+    (llm,) = FakeLLM.instances
+    assert llm.init_kwargs["model"] == str(tiny_lm_dir) and llm.init_kwargs["quantization"] is None
+    ((prompts, params),) = llm.calls  # the two valid tasks went to vLLM in one call
+    assert [p.kwargs["seed"] for p in params] == [4, 8] and [p.kwargs["n"] for p in params] == [2, 1]
+    expected_ids = build_prompt_ids(AutoTokenizer.from_pretrained(tiny_lm_dir), tasks[0])
+    assert prompts[0] == {"prompt_token_ids": expected_ids}
+    assert isinstance(results[2], ArgumentsInvalid)
+    body = json.loads(results[0].files[0])  # type: ignore[union-attr]
+    assert [c["finish_reason"] for c in body["choices"]] == ["stop", "stop"]  # token 2 is the model's EOS
+    assert body["usage"] == {
+        "prompt_tokens": len(expected_ids),
+        "completion_tokens": 6,
+        "total_tokens": len(expected_ids) + 6,
+    }
+    assert engine.runtime_tag() == "vllm-0.0-fake-batch-invariant"
+
+
+def test_vllm_stop_reason_is_kept_when_no_eos_was_appended(
+    fake_api, offline_store, tiny_lm_dir: Path
+) -> None:  # type: ignore[no-untyped-def]
+    class StopTokenLLM(FakeLLM):
+        def generate(self, prompts, params, use_tqdm):  # type: ignore[no-untyped-def]
+            outputs = super().generate(prompts, params, use_tqdm)
+            outputs[0].outputs[0].token_ids = [40, 41]  # stopped on a stop token id vLLM did not append
+            return outputs
+
+    fake_api.LLM = StopTokenLLM
+    engine = VllmTextEngine(offline_store, ModelCache(10**9), vllm_api=fake_api)
+    choice = engine.run(greedy_args(tiny_lm_dir)).response.choices[0]
+    assert choice.finish_reason == "stop"
+
+
+def test_eight_bit_quantization_is_refused(fake_api, offline_store, tiny_lm_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    engine = VllmTextEngine(offline_store, ModelCache(10**9), vllm_api=fake_api)
+    with pytest.raises(ModelInvalid):
+        engine.run(greedy_args(tiny_lm_dir).model_copy(update={"quantize_bits": 8}))
+
+
+def test_a_failing_generate_fails_every_task_of_the_batch(fake_api, offline_store, tiny_lm_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    class BrokenLLM(FakeLLM):
+        def generate(self, prompts, params, use_tqdm):  # type: ignore[no-untyped-def]
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    fake_api.LLM = BrokenLLM
+    engine = VllmTextEngine(offline_store, ModelCache(10**9), vllm_api=fake_api)
+    results = engine.run_many([greedy_args(tiny_lm_dir), greedy_args(tiny_lm_dir, seed=3)])
+    assert all(isinstance(r, TaskExecutionError) and r.code.value == "execution_error" for r in results)
