@@ -31,6 +31,15 @@ from cluster.chain.tx_types import SenderConfig, SentTx, TxRequest, TxTimeout
 __all__ = ["SenderConfig", "SentTx", "TxRequest", "TxSender", "TxTimeout"]
 
 log = logging.getLogger(__name__)
+OUT_OF_GAS_RATIO = 0.97  # a revert that used this much of its gas limit with no reason ran out of gas
+
+
+class _OutOfGas(Exception):
+    def __init__(self, gas_limit: int):
+        super().__init__(f"out of gas at {gas_limit}")
+        self.gas_limit = gas_limit
+
+
 KNOWN_TX_PHRASES = ("already known", "already imported", "known transaction")
 
 
@@ -67,26 +76,38 @@ class TxSender:
         return await asyncio.shield(task)
 
     async def _send(self, account: LocalAccount, request: TxRequest, key: str) -> SentTx:
-        for _ in range(self.config.max_nonce_resyncs + 1):
-            entry = self.journal.get(key)
-            if entry is not None:
-                _check_same_change(entry, account, request)
-                if entry.status == "mined":
-                    return _sent(entry)
-                if entry.status == "reverted":
-                    raise await self.chain.replay_revert(
-                        entry.account, entry.tx_fields, entry.mined_hash, entry.block_number
-                    )
-                if entry.status == "signed":
-                    log.info("[sender] resume key=%s nonce=%d txs=%d", key, entry.nonce, len(entry.tx_hashes))
-                    if (sent := await self._settle(entry, account)) is not None:
-                        return sent
-            gas = request.gas or await self.chain.estimate_gas(account.address, request)
-            entry = await self._sign_and_broadcast(account, request, gas, key)
-            if (sent := await self._settle(entry, account, is_broadcast=True)) is not None:
-                return sent
+        min_gas = 0  # raised after an out-of-gas revert: the next signature gets twice the gas
+        for _ in range(self.config.max_nonce_resyncs + self.config.max_gas_retries + 1):
+            try:
+                entry = self.journal.get(key)
+                if entry is not None:
+                    _check_same_change(entry, account, request)
+                    if entry.status == "mined":
+                        return _sent(entry)
+                    if entry.status == "reverted":
+                        raise await self.chain.replay_revert(
+                            entry.account, entry.tx_fields, entry.mined_hash, entry.block_number
+                        )
+                    if entry.status == "signed":
+                        log.info(
+                            "[sender] resume key=%s nonce=%d txs=%d", key, entry.nonce, len(entry.tx_hashes)
+                        )
+                        if (sent := await self._settle(entry, account)) is not None:
+                            return sent
+                gas = max(request.gas or await self.chain.estimate_gas(account.address, request), min_gas)
+                entry = await self._sign_and_broadcast(account, request, gas, key)
+                if (sent := await self._settle(entry, account, is_broadcast=True)) is not None:
+                    return sent
+            except _OutOfGas as oog:
+                # The state the estimate saw changed before inclusion (e.g. another node's disclosure made
+                # ours the one that settles the task). Nothing happened on chain: sign again with more gas.
+                min_gas = oog.gas_limit * 2
+                log.warning(
+                    "[sender] out of gas key=%s gas=%d: retrying with %d", key, oog.gas_limit, min_gas
+                )
         raise RuntimeError(
-            f"key={key}: nonce taken by other transactions {self.config.max_nonce_resyncs} times"
+            f"key={key}: no transaction mined after {self.config.max_nonce_resyncs} nonce resyncs and "
+            f"{self.config.max_gas_retries} out-of-gas retries"
         )
 
     async def call(self, request: TxRequest, *, sender: str | None = None, block: str = "latest") -> str:
@@ -244,6 +265,11 @@ class TxSender:
             )
             log.info("[sender] mined key=%s tx=%s block=%d gas=%d", entry.key, tx_hash, block, gas_used)
             return _sent(self.journal.get(entry.key))  # type: ignore[arg-type]
+        gas_limit = int(entry.tx_fields["gas"])
+        if gas_used >= gas_limit * OUT_OF_GAS_RATIO:
+            # (A real revert this close to the limit is retried with more gas and then reported as itself.)
+            self.journal.record_outcome(entry.key, "failed")  # nothing happened on chain: safe to sign afresh
+            raise _OutOfGas(gas_limit)
         self.journal.record_outcome(
             entry.key, "reverted", mined_hash=tx_hash, block_number=block, gas_used=gas_used
         )

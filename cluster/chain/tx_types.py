@@ -53,6 +53,8 @@ class SenderConfig:
     fee_bump_ratio: float = 1.125
     """geth and anvil refuse a same-nonce replacement that raises fees by less than 10%."""
     max_nonce_resyncs: int = 3
+    max_gas_retries: int = 3
+    """Out-of-gas reverts re-signed with twice the gas before giving up."""
 
     def __post_init__(self) -> None:
         if self.gas_margin < 1.0 or self.fee_bump_ratio <= 1.1:

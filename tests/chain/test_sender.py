@@ -296,3 +296,19 @@ def test_sync_wrapper_sends_and_raises_like_the_async_sender(w3: Web3, anvil, pr
         with pytest.raises(ContractRevert, match="Rejected"):
             sender.call(TxRequest.call(probe, "fail", 1, "sync"))
     assert probe.functions.bumpsByTag(6).call() == 1
+
+
+def test_an_out_of_gas_revert_is_signed_again_with_more_gas(w3: Web3, anvil, probe, tmp_path):
+    """Gas estimated on one state can run out on another: nothing happened, so the change is sent again."""
+    account, start = KEYS.node(0), nonce_of(w3, KEYS.node(0))
+    starved = TxRequest.call(probe, "bump", 7, "starved", gas=30_000)  # bump needs more than this
+
+    async def scenario() -> SentTx:
+        async with sender_on(anvil.rpc_url, tmp_path / "j.db", probe.abi) as sender:
+            return await sender.send(account, starved, key="bump:starved")
+
+    sent = run(scenario)
+    assert probe.functions.bumpsByTag(7).call() == 1  # the change happened exactly once
+    # one or more out-of-gas transactions (each retry doubles the gas), then the one that went through
+    assert sent.nonce > start and nonce_of(w3, account) == sent.nonce + 1
+    assert sent.gas_used > 30_000
