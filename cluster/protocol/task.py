@@ -48,19 +48,21 @@ def _invalid(task_type: TaskType, error: ValidationError) -> ArgumentsInvalid:
 
 
 def _max_nesting(text: str) -> int:
-    """The deepest bracket nesting of a JSON text, skipping strings; an upper bound for malformed text."""
+    """The deepest bracket nesting of a JSON text, strings removed first (an upper bound if malformed)."""
     depth = deepest = 0
-    for match in _STRUCTURE.finditer(text):
-        token = match.group()
-        if token in "[{":
+    for match in _BRACKET.finditer(_STRING.sub("", text)):
+        if match.group() in "[{":
             depth += 1
             deepest = max(deepest, depth)
-        elif token in "]}":
+        else:
             depth -= 1
     return deepest
 
 
-_STRUCTURE = re.compile(r'"(?:[^"\\]|\\.)*"?|[\[\]{}]')
+# A JSON string (the closing quote optional, for truncated text), written as an unrolled loop so that
+# runs of plain characters are consumed in one step: an 8 MiB document scans in tens of milliseconds.
+_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?')
+_BRACKET = re.compile(r"[\[\]{}]")
 
 
 def parse_task_args(task_type: TaskType | int, raw: str | bytes) -> TaskArgs:
