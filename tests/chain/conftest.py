@@ -1,4 +1,4 @@
-"""Chain fixtures: one real anvil for the test session, and a snapshot per test so tests stay independent."""
+"""Chain client fixtures: a test-only contract and a faulty RPC hop (anvil and w3: tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -13,24 +13,6 @@ from web3.contract import Contract
 
 from cluster.chain.anvil import Anvil
 from tests.chain.rpc_proxy import FaultyRpcProxy
-
-
-@pytest.fixture(scope="session")
-def anvil() -> Iterator[Anvil]:
-    with Anvil(num_accounts=30) as node:
-        yield node
-
-
-@pytest.fixture
-def w3(anvil: Anvil) -> Iterator[Web3]:
-    """A Web3 on the session's anvil; the chain is reverted to its state before the test afterwards."""
-    web3 = anvil.web3()
-    snapshot = web3.provider.make_request("evm_snapshot", [])["result"]
-    try:
-        yield web3
-    finally:
-        web3.provider.make_request("evm_revert", [snapshot])
-
 
 # -- chain client fixtures (accounts, sender, events) -----------------------------------------------------
 

@@ -1,0 +1,112 @@
+"""Python mirrors of the contracts' enums, abort reasons, defaults and event names.
+
+The numeric values are the Solidity enums' (contracts/src/lib/Types.sol and Task.sol); a test checks
+these mirrors against the ABIs and the deployed contracts, so a reordering on either side fails loudly.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class NodeStatus(IntEnum):
+    QUIT = 0
+    AVAILABLE = 1
+    BUSY = 2
+    PENDING_PAUSE = 3
+    PENDING_QUIT = 4
+    PAUSED = 5
+
+    @property
+    def holds_task(self) -> bool:
+        return self in (NodeStatus.BUSY, NodeStatus.PENDING_PAUSE, NodeStatus.PENDING_QUIT)
+
+
+class TaskType(IntEnum):
+    SD = 0
+    GPT = 1
+
+
+class TaskStatus(IntEnum):
+    """Task.getTask(...).status. NONE: no live task (never created, or ended and its storage deleted)."""
+
+    NONE = 0
+    QUEUED = 1
+    STARTED = 2
+    COMMITMENTS_READY = 3
+
+
+class Decision(IntEnum):
+    NONE = 0
+    SUCCESS = 1
+    ERROR_REPORTED = 2
+
+
+class RoundState(IntEnum):
+    PENDING = 0
+    SETTLED = 1
+    SLASHED = 2
+    CANCELLED = 3
+
+
+class AbortReason:
+    """The ``reason`` strings of ``TaskAborted``."""
+
+    RESULT_ILLEGAL = "Task result illegal"
+    ERROR_REPORTED = "Task error reported"
+    CANCELLED = "Task Cancelled"
+    FEE_TOO_LOW = "Task fee is too low"
+
+
+# Defaults of the owner-settable numbers (PROTOCOL.md).
+DEFAULT_NODE_STAKE_WEI = 400 * 10**18
+DEFAULT_TASK_TIMEOUT_S = 15 * 60
+DEFAULT_DISTANCE_THRESHOLD = 5
+DEFAULT_KICKOUT_THRESHOLD = 20
+DEFAULT_QUEUE_SIZE_LIMIT = 50
+# Run time estimates in milliseconds: base + per unit (SD: per image, GPT: per token).
+DEFAULT_PRICE_ESTIMATES_MS = {TaskType.SD: (20_000, 30_000), TaskType.GPT: (10_000, 50)}
+
+POSITION_AWARDS = (10, 9, 6)
+SCORE_DENOMINATOR = 50  # the three nodes' task scores always sum to 2 * sum(POSITION_AWARDS)
+NEW_NODE_QOS_SCORE = 20
+NODES_PER_TASK = 3
+
+
+class Events:
+    """Event names, by emitting contract."""
+
+    # Task
+    TASK_PENDING = "TaskPending"
+    TASK_STARTED = "TaskStarted"
+    TASK_RESULT_COMMITMENT_SUBMITTED = "TaskResultCommitmentSubmitted"
+    TASK_ERROR_REPORTED = "TaskErrorReported"
+    TASK_RESULT_COMMITMENTS_READY = "TaskResultCommitmentsReady"
+    TASK_RESULT_DISCLOSED = "TaskResultDisclosed"
+    TASK_SUCCESS = "TaskSuccess"
+    TASK_RESULT_UPLOADED = "TaskResultUploaded"
+    TASK_ABORTED = "TaskAborted"
+    TASK_NODE_SUCCESS = "TaskNodeSuccess"
+    TASK_NODE_SLASHED = "TaskNodeSlashed"
+    TASK_NODE_CANCELLED = "TaskNodeCancelled"
+    TASK_FEE_REFUNDED = "TaskFeeRefunded"
+    # Node
+    NODE_JOINED = "NodeJoined"
+    NODE_STATUS_CHANGED = "NodeStatusChanged"
+    NODE_PAUSED = "NodePaused"
+    NODE_RESUMED = "NodeResumed"
+    NODE_QUIT = "NodeQuit"
+    NODE_KICKED_OUT = "NodeKickedOut"
+    NODE_SLASHED = "NodeSlashed"
+    NODE_STAKE_REFUNDED = "NodeStakeRefunded"
+    # TaskQueue
+    TASK_QUEUED = "TaskQueued"
+    TASK_DEQUEUED = "TaskDequeued"
+    TASK_REMOVED = "TaskRemoved"
+    # QoS
+    TASK_SCORE_RECORDED = "TaskScoreRecorded"
+    KICK_OUT_TRIGGERED = "KickOutTriggered"
+    HISTORY_RESET = "HistoryReset"
+    # Node and Task (Payouts)
+    PAYMENT_DEFERRED = "PaymentDeferred"
+    CREDIT_WITHDRAWN = "CreditWithdrawn"

@@ -1,0 +1,588 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity 0.8.28;
+
+import {Owned} from "./lib/Owned.sol";
+import {Payouts} from "./lib/Payouts.sol";
+import {ResultMatch} from "./lib/ResultMatch.sol";
+import {TaskPhase, TaskType} from "./lib/Types.sol";
+import {INode} from "./interfaces/INode.sol";
+import {IQoS} from "./interfaces/IQoS.sol";
+import {ITask} from "./interfaces/ITask.sol";
+import {ITaskQueue} from "./interfaces/ITaskQueue.sol";
+import {INetworkStats} from "./interfaces/INetworkStats.sol";
+
+/// @title Task: the entry point of applications and of nodes at work; holds every task's fee.
+/// @notice createTask -> three nodes selected now, or queued until nodes can take the task -> each node
+/// commits keccak256(result, nonce, node) or reports an error -> all commit -> each discloses -> the first
+/// two matching disclosures decide (PROTOCOL.md, Task lifecycle step 6) -> the result node uploads and is
+/// paid. Each of the three rounds ends exactly once: Settled (paid fee * taskScore / 50, the last one
+/// the remainder), Slashed (its share back to the creator, its stake to the treasury) or Cancelled (not
+/// paid; the fee left over is refunded when the last round ends). The task's storage is deleted then.
+/// Invariants:
+/// - `address(this).balance >= totalEscrowed + totalCredits`; `totalEscrowed` = sum of live `balance`s;
+/// - a live task's `balance` = fee - what its ended rounds took; it is 0 once all three ended;
+/// - every task reports exactly one end to NetworkStats (Succeeded or Aborted) and emits TaskAborted at
+///   most once.
+contract Task is Owned, Payouts, ITask {
+    using ResultMatch for bytes;
+
+    /*//////////////////////////////////////////////////////////////
+                                CONSTANTS
+    //////////////////////////////////////////////////////////////*/
+
+    uint256 internal constant NUM_ROUNDS = 3;
+    /// @dev Position awards [10, 9, 6] for 1st / 2nd / 3rd, one byte each; position 0 (none) awards 0.
+    uint256 internal constant POSITION_AWARDS = 0x0a0906;
+    /// @notice Each of the two orders hands out 10 + 9 + 6: the three task scores always sum to 50.
+    uint256 public constant SCORE_DENOMINATOR = 50;
+    uint256 public constant MAX_RESULT_BYTES = 1024;
+    uint256 public constant MAX_DISTANCE_THRESHOLD = 64;
+
+    string public constant REASON_RESULT_ILLEGAL = "Task result illegal";
+    string public constant REASON_ERROR_REPORTED = "Task error reported";
+    string public constant REASON_CANCELLED = "Task Cancelled";
+    string public constant REASON_FEE_TOO_LOW = "Task fee is too low";
+
+    /*//////////////////////////////////////////////////////////////
+                                 EVENTS
+    //////////////////////////////////////////////////////////////*/
+
+    event Wired(address node, address qos, address queue, address stats);
+    event TaskTimeoutSet(uint256 taskTimeout);
+    event DistanceThresholdSet(uint256 distanceThreshold);
+
+    event TaskPending(
+        uint256 indexed taskId,
+        TaskType taskType,
+        address indexed creator,
+        bytes32 taskHash,
+        bytes32 dataHash,
+        uint256 vramLimit,
+        uint256 cap,
+        uint256 fee
+    );
+    event TaskStarted(
+        uint256 indexed taskId,
+        TaskType taskType,
+        address indexed creator,
+        address indexed selectedNode,
+        bytes32 taskHash,
+        bytes32 dataHash,
+        uint256 round
+    );
+    event TaskResultCommitmentSubmitted(uint256 indexed taskId, uint256 round, address indexed node, bytes32 commitment);
+    event TaskErrorReported(uint256 indexed taskId, uint256 round, address indexed node);
+    event TaskResultCommitmentsReady(uint256 indexed taskId);
+    event TaskResultDisclosed(uint256 indexed taskId, uint256 round, address indexed node, bytes result);
+    event TaskSuccess(uint256 indexed taskId, bytes result, address indexed resultNode);
+    event TaskResultUploaded(uint256 indexed taskId);
+    event TaskAborted(uint256 indexed taskId, string reason);
+    event TaskNodeSuccess(uint256 indexed taskId, address indexed node, uint256 fee);
+    event TaskNodeSlashed(uint256 indexed taskId, address indexed node);
+    event TaskNodeCancelled(uint256 indexed taskId, address indexed node);
+    event TaskFeeRefunded(uint256 indexed taskId, address indexed creator, uint256 amount);
+
+    /*//////////////////////////////////////////////////////////////
+                                 ERRORS
+    //////////////////////////////////////////////////////////////*/
+
+    /// @dev Only the Node contract reports nodes that became available.
+    error NotNode(address caller);
+    /// @dev `wire` was already called: the wiring is set once.
+    error AlreadyWired();
+    /// @dev taskType must be 0 (SD) or 1 (GPT).
+    error InvalidTaskType(uint256 taskType);
+    /// @dev A task needs a fee (msg.value > 0).
+    error ZeroFee();
+    /// @dev The fee, vramLimit or cap does not fit the task's storage (128, 64 and 64 bits).
+    error ValueTooLarge(uint256 fee, uint256 vramLimit, uint256 cap);
+    /// @dev No live task has this id (never created, or ended and deleted).
+    error TaskNotFound(uint256 taskId);
+    /// @dev The task is not running: still queued, or ended.
+    error TaskNotRunning(uint256 taskId, TaskStatus status);
+    /// @dev round must be 0, 1 or 2.
+    error InvalidRound(uint256 round);
+    /// @dev The caller is not the node selected for this round.
+    error NotSelectedNode(uint256 taskId, uint256 round, address caller);
+    /// @dev This round already committed or reported an error.
+    error AlreadyCommitted(uint256 taskId, uint256 round);
+    /// @dev A commitment must not be zero.
+    error EmptyCommitment(uint256 taskId, uint256 round);
+    /// @dev Disclosures open once all three rounds committed.
+    error CommitmentsNotReady(uint256 taskId, uint256 numCommits);
+    /// @dev This round already disclosed (or reported an error, which counts as its disclosure).
+    error AlreadyDisclosed(uint256 taskId, uint256 round);
+    /// @dev keccak256(abi.encodePacked(result, nonce, msg.sender)) differs from the round's commitment.
+    error CommitmentMismatch(uint256 taskId, uint256 round);
+    /// @dev A disclosed result is longer than MAX_RESULT_BYTES.
+    error ResultTooLong(uint256 numBytes, uint256 maxBytes);
+    /// @dev The task has no successful result waiting for its upload.
+    error TaskNotSucceeded(uint256 taskId);
+    /// @dev Only the result node (the round of TaskSuccess) reports the upload.
+    error NotResultNode(uint256 taskId, uint256 round, uint256 resultRound);
+    /// @dev The result node already reported its upload.
+    error ResultAlreadyUploaded(uint256 taskId);
+    /// @dev Only the creator cancels a queued task.
+    error NotTaskCreator(uint256 taskId, address caller);
+    /// @dev Only the creator or a selected node cancels a started task.
+    error NotAllowedToCancel(uint256 taskId, address caller);
+    /// @dev A started task can be cancelled only after its deadline.
+    error DeadlineNotPassed(uint256 taskId, uint256 deadline, uint256 timestamp);
+    /// @dev The timeout must be in 1 s .. 2**32 s.
+    error InvalidTaskTimeout(uint256 taskTimeout);
+    /// @dev The distance threshold must be in 1..64 (bits of a 64-bit hash).
+    error InvalidDistanceThreshold(uint256 distanceThreshold);
+
+    /*//////////////////////////////////////////////////////////////
+                                 STORAGE
+    //////////////////////////////////////////////////////////////*/
+
+    /// @dev None: no live task (never created, or ended and deleted).
+    enum TaskStatus {
+        None,
+        Queued,
+        Started,
+        CommitmentsReady
+    }
+
+    /// @dev The outcome decided by the first two matching disclosures.
+    enum Decision {
+        None,
+        Success,
+        ErrorReported
+    }
+
+    enum RoundState {
+        Pending,
+        Settled,
+        Slashed,
+        Cancelled
+    }
+
+    /// @dev Positions are 1-based (0: not yet). An error report takes a position in both orders at once.
+    struct Round {
+        address node;
+        uint8 commitPos;
+        uint8 disclosePos;
+        bool isError;
+        RoundState state;
+    }
+
+    struct TaskInfo {
+        address creator;
+        TaskType taskType;
+        TaskStatus status;
+        Decision decision;
+        uint8 numCommits;
+        uint8 numDisclosed;
+        uint8 numEnded; // rounds Settled, Slashed or Cancelled
+        uint8 resultRound;
+        bool isEnded; // the task's end (Succeeded / Aborted) was reported
+        uint128 fee;
+        uint128 balance;
+        uint64 vramLimit;
+        uint64 cap;
+        uint64 deadline;
+        bytes32 taskHash;
+        bytes32 dataHash;
+        Round[3] rounds;
+        bytes32[3] commitments;
+        bytes[3] results;
+    }
+
+    INode public node;
+    IQoS public qos;
+    ITaskQueue public queue;
+    INetworkStats public stats;
+
+    uint256 public taskTimeout = 15 minutes;
+    uint256 public distanceThreshold = 5;
+    uint256 public nextTaskId = 1;
+    uint256 public numQueued;
+    uint256 public totalEscrowed;
+    mapping(uint256 => TaskInfo) internal _tasks;
+
+    constructor(address initialOwner) Owned(initialOwner) {}
+
+    /*//////////////////////////////////////////////////////////////
+                            WIRING AND SETTINGS
+    //////////////////////////////////////////////////////////////*/
+
+    function wire(INode node_, IQoS qos_, ITaskQueue queue_, INetworkStats stats_) external onlyOwner {
+        if (address(node) != address(0)) revert AlreadyWired();
+        if (
+            address(node_) == address(0) || address(qos_) == address(0) || address(queue_) == address(0)
+                || address(stats_) == address(0)
+        ) revert ZeroAddress();
+        node = node_;
+        qos = qos_;
+        queue = queue_;
+        stats = stats_;
+        emit Wired(address(node_), address(qos_), address(queue_), address(stats_));
+    }
+
+    /// @notice Applies to tasks started afterwards.
+    function setTaskTimeout(uint256 taskTimeout_) external onlyOwner {
+        if (taskTimeout_ == 0 || taskTimeout_ > type(uint32).max) revert InvalidTaskTimeout(taskTimeout_);
+        taskTimeout = taskTimeout_;
+        emit TaskTimeoutSet(taskTimeout_);
+    }
+
+    function setDistanceThreshold(uint256 distanceThreshold_) external onlyOwner {
+        if (distanceThreshold_ == 0 || distanceThreshold_ > MAX_DISTANCE_THRESHOLD) {
+            revert InvalidDistanceThreshold(distanceThreshold_);
+        }
+        distanceThreshold = distanceThreshold_;
+        emit DistanceThresholdSet(distanceThreshold_);
+    }
+
+    /*//////////////////////////////////////////////////////////////
+                              APPLICATIONS
+    //////////////////////////////////////////////////////////////*/
+
+    /// @notice Creates a task paid by msg.value: started at once when three nodes can take it, else queued
+    /// (reverts with TaskQueue.TaskFeeTooLow when the queue is full of higher-value tasks).
+    /// @param cap num_images for SD, max_new_tokens for GPT: what the run time estimate scales with.
+    function createTask(uint8 taskType, bytes32 taskHash, bytes32 dataHash, uint256 vramLimit, uint256 cap)
+        external
+        payable
+        returns (uint256 taskId)
+    {
+        if (taskType > uint8(TaskType.GPT)) revert InvalidTaskType(taskType);
+        if (msg.value == 0) revert ZeroFee();
+        if (msg.value > type(uint128).max || vramLimit > type(uint64).max || cap > type(uint64).max) {
+            revert ValueTooLarge(msg.value, vramLimit, cap);
+        }
+        taskId = nextTaskId++;
+        TaskInfo storage t = _tasks[taskId];
+        t.creator = msg.sender;
+        t.taskType = TaskType(taskType);
+        t.fee = uint128(msg.value);
+        t.balance = uint128(msg.value);
+        t.vramLimit = uint64(vramLimit);
+        t.cap = uint64(cap);
+        t.taskHash = taskHash;
+        t.dataHash = dataHash;
+        totalEscrowed += msg.value;
+        emit TaskPending(taskId, TaskType(taskType), msg.sender, taskHash, dataHash, vramLimit, cap, msg.value);
+
+        if (node.canRun(TaskType(taskType), vramLimit)) {
+            stats.taskPhaseChanged(TaskPhase.None, TaskPhase.Running);
+            _start(taskId, t);
+        } else {
+            t.status = TaskStatus.Queued;
+            ++numQueued;
+            stats.taskPhaseChanged(TaskPhase.None, TaskPhase.Queued);
+            uint256 evictedTaskId = queue.push(taskId, TaskType(taskType), vramLimit, cap, msg.value);
+            if (evictedTaskId != 0) _abortQueued(evictedTaskId, REASON_FEE_TOO_LOW);
+        }
+    }
+
+    /// @notice Queued task: its creator, at any time, full refund. Started task: its creator or one of its
+    /// nodes, after the deadline; rounds still open end Cancelled and the fee left is refunded.
+    function cancelTask(uint256 taskId) external {
+        TaskInfo storage t = _tasks[taskId];
+        TaskStatus status = t.status;
+        if (status == TaskStatus.None) revert TaskNotFound(taskId);
+        if (status == TaskStatus.Queued) {
+            if (msg.sender != t.creator) revert NotTaskCreator(taskId, msg.sender);
+            queue.remove(taskId);
+            _abortQueued(taskId, REASON_CANCELLED);
+            return;
+        }
+        if (!_isParticipant(t, msg.sender)) revert NotAllowedToCancel(taskId, msg.sender);
+        if (block.timestamp <= t.deadline) revert DeadlineNotPassed(taskId, t.deadline, block.timestamp);
+        if (!t.isEnded) _end(taskId, t, TaskPhase.Aborted, REASON_CANCELLED);
+
+        // Cancel compensation (QoS only, nobody is paid): when no round committed, each scores as if it
+        // had finished in its round position; otherwise only the committed rounds score, in commit order.
+        bool isNoneCommitted = t.numCommits == 0;
+        bool[3] memory isOpen;
+        uint256[3] memory scores;
+        for (uint256 r; r < NUM_ROUNDS; ++r) {
+            Round storage rd = t.rounds[r];
+            if (rd.state != RoundState.Pending) continue;
+            isOpen[r] = true;
+            scores[r] = 2 * _award(isNoneCommitted ? r + 1 : rd.commitPos);
+        }
+        // The last _endRound deletes the task: from here on only the memory copies are read.
+        for (uint256 r; r < NUM_ROUNDS; ++r) {
+            if (isOpen[r]) _endRound(taskId, t, r, RoundState.Cancelled, scores[r]);
+        }
+        _dispatchQueued();
+    }
+
+    /*//////////////////////////////////////////////////////////////
+                                  NODES
+    //////////////////////////////////////////////////////////////*/
+
+    function submitTaskResultCommitment(uint256 taskId, uint256 round, bytes32 commitment) external {
+        TaskInfo storage t = _runningTask(taskId);
+        Round storage rd = _callerRound(t, taskId, round);
+        if (rd.commitPos != 0) revert AlreadyCommitted(taskId, round);
+        if (commitment == bytes32(0)) revert EmptyCommitment(taskId, round);
+        t.commitments[round] = commitment;
+        rd.commitPos = ++t.numCommits;
+        emit TaskResultCommitmentSubmitted(taskId, round, msg.sender, commitment);
+        _afterCommit(taskId, t);
+    }
+
+    /// @notice Instead of a commitment: the task is invalid. Counts as commitment and empty disclosure.
+    function reportTaskError(uint256 taskId, uint256 round) external {
+        TaskInfo storage t = _runningTask(taskId);
+        Round storage rd = _callerRound(t, taskId, round);
+        if (rd.commitPos != 0) revert AlreadyCommitted(taskId, round);
+        rd.isError = true;
+        rd.commitPos = ++t.numCommits;
+        rd.disclosePos = ++t.numDisclosed;
+        emit TaskErrorReported(taskId, round, msg.sender);
+        _afterCommit(taskId, t);
+        _afterDisclosure(taskId, t, round);
+        _dispatchQueued();
+    }
+
+    function discloseTaskResult(uint256 taskId, uint256 round, bytes calldata result, bytes32 nonce) external {
+        TaskInfo storage t = _runningTask(taskId);
+        if (t.status != TaskStatus.CommitmentsReady) revert CommitmentsNotReady(taskId, t.numCommits);
+        Round storage rd = _callerRound(t, taskId, round);
+        if (rd.disclosePos != 0) revert AlreadyDisclosed(taskId, round);
+        if (result.length > MAX_RESULT_BYTES) revert ResultTooLong(result.length, MAX_RESULT_BYTES);
+        if (keccak256(abi.encodePacked(result, nonce, msg.sender)) != t.commitments[round]) {
+            revert CommitmentMismatch(taskId, round);
+        }
+        t.results[round] = result;
+        rd.disclosePos = ++t.numDisclosed;
+        emit TaskResultDisclosed(taskId, round, msg.sender, result);
+        _afterDisclosure(taskId, t, round);
+        _dispatchQueued();
+    }
+
+    /// @notice The result node uploaded the result files to the relay: it is paid, the task succeeded.
+    function reportResultsUploaded(uint256 taskId, uint256 round) external {
+        TaskInfo storage t = _tasks[taskId];
+        if (t.decision != Decision.Success) revert TaskNotSucceeded(taskId);
+        Round storage rd = _callerRound(t, taskId, round);
+        if (round != t.resultRound) revert NotResultNode(taskId, round, t.resultRound);
+        if (rd.state != RoundState.Pending) revert ResultAlreadyUploaded(taskId);
+        emit TaskResultUploaded(taskId);
+        _end(taskId, t, TaskPhase.Succeeded, "");
+        _endRound(taskId, t, round, RoundState.Settled, _positionScore(rd));
+        _dispatchQueued();
+    }
+
+    /// @inheritdoc ITask
+    function onNodesAvailable() external {
+        if (msg.sender != address(node)) revert NotNode(msg.sender);
+        _dispatchQueued();
+    }
+
+    /*//////////////////////////////////////////////////////////////
+                                  VIEWS
+    //////////////////////////////////////////////////////////////*/
+
+    /// @notice A live task (status None once it ended: its storage is deleted).
+    function getTask(uint256 taskId) external view returns (TaskInfo memory) {
+        return _tasks[taskId];
+    }
+
+    /*//////////////////////////////////////////////////////////////
+                          DECISION AND SETTLEMENT
+    //////////////////////////////////////////////////////////////*/
+
+    function _afterCommit(uint256 taskId, TaskInfo storage t) internal {
+        if (t.numCommits == NUM_ROUNDS) {
+            t.status = TaskStatus.CommitmentsReady;
+            emit TaskResultCommitmentsReady(taskId);
+        }
+    }
+
+    /// @dev The decision rules, in disclosure order d1, d2, d3: d1 ~ d2 decides at once; otherwise d3
+    /// decides with d1 (checked first: the earlier discloser wins a tie of the non-transitive SD rule) or
+    /// d2, or nothing matches ("Task result illegal"). After a decision each later disclosure is
+    /// compared with the result node's: a match is settled, a mismatch slashed.
+    function _afterDisclosure(uint256 taskId, TaskInfo storage t, uint256 round) internal {
+        if (t.decision != Decision.None) {
+            bool isMatch = _isMatch(t, t.resultRound, round);
+            _endRound(taskId, t, round, isMatch ? RoundState.Settled : RoundState.Slashed, _positionScore(t.rounds[round]));
+            return;
+        }
+        uint256 numDisclosed = t.numDisclosed;
+        if (numDisclosed == 2) {
+            uint256 first = _roundAt(t, 1);
+            if (_isMatch(t, first, round)) _decide(taskId, t, first, round);
+        } else if (numDisclosed == 3) {
+            uint256 first = _roundAt(t, 1);
+            uint256 second = _roundAt(t, 2);
+            if (_isMatch(t, first, round)) {
+                _decide(taskId, t, first, round);
+                _endRound(taskId, t, second, RoundState.Slashed, _positionScore(t.rounds[second]));
+            } else if (_isMatch(t, second, round)) {
+                _decide(taskId, t, second, round);
+                _endRound(taskId, t, first, RoundState.Slashed, _positionScore(t.rounds[first]));
+            } else {
+                _end(taskId, t, TaskPhase.Aborted, REASON_RESULT_ILLEGAL);
+                // Nobody is slashed or paid: the rounds end Cancelled with their earned QoS scores and the
+                // last one refunds the whole fee.
+                for (uint256 r; r < NUM_ROUNDS; ++r) {
+                    _endRound(taskId, t, r, RoundState.Cancelled, _positionScore(t.rounds[r]));
+                }
+            }
+        }
+    }
+
+    /// @dev `winner` (the earlier discloser of the matching pair) and `partner` agree.
+    function _decide(uint256 taskId, TaskInfo storage t, uint256 winner, uint256 partner) internal {
+        t.resultRound = uint8(winner);
+        if (t.rounds[winner].isError) {
+            t.decision = Decision.ErrorReported;
+            _end(taskId, t, TaskPhase.Aborted, REASON_ERROR_REPORTED);
+            _endRound(taskId, t, winner, RoundState.Settled, _positionScore(t.rounds[winner]));
+        } else {
+            t.decision = Decision.Success;
+            emit TaskSuccess(taskId, t.results[winner], t.rounds[winner].node);
+        }
+        _endRound(taskId, t, partner, RoundState.Settled, _positionScore(t.rounds[partner]));
+    }
+
+    /// @dev Ends one round. Settled: QoS records `taskScore`, the node is paid its share and released.
+    /// Slashed: its share goes back to the creator, its QoS history is reset, its stake slashed.
+    /// Cancelled: QoS records `taskScore`, nothing is paid. The last round ends the task: the fee left
+    /// is refunded and the storage deleted.
+    function _endRound(uint256 taskId, TaskInfo storage t, uint256 round, RoundState outcome, uint256 taskScore)
+        internal
+    {
+        Round storage rd = t.rounds[round];
+        rd.state = outcome;
+        address account = rd.node;
+        bool isLast = ++t.numEnded == NUM_ROUNDS;
+        if (outcome == RoundState.Slashed) {
+            uint256 share = _takeShare(t, taskScore, isLast);
+            qos.resetHistory(account);
+            node.slash(account);
+            emit TaskNodeSlashed(taskId, account);
+            _refund(taskId, t.creator, share);
+        } else {
+            node.finishTask(account, qos.recordTaskScore(account, taskScore));
+            if (outcome == RoundState.Settled) {
+                uint256 share = _takeShare(t, taskScore, isLast);
+                emit TaskNodeSuccess(taskId, account, share);
+                _pay(account, share);
+            } else {
+                emit TaskNodeCancelled(taskId, account);
+            }
+        }
+        if (isLast) {
+            uint256 leftover = t.balance;
+            address creator = t.creator;
+            delete _tasks[taskId];
+            totalEscrowed -= leftover;
+            _refund(taskId, creator, leftover);
+        }
+    }
+
+    /// @dev fee * taskScore / 50, at most the balance; the last round takes the whole balance (the
+    /// rounding remainder, < 3 wei, when the other two were paid by the formula).
+    function _takeShare(TaskInfo storage t, uint256 taskScore, bool isLast) internal returns (uint256 share) {
+        uint256 balance = t.balance;
+        share = isLast ? balance : (uint256(t.fee) * taskScore) / SCORE_DENOMINATOR;
+        if (share > balance) share = balance;
+        // share <= balance <= totalEscrowed.
+        unchecked {
+            t.balance = uint128(balance - share);
+            totalEscrowed -= share;
+        }
+    }
+
+    function _isMatch(TaskInfo storage t, uint256 a, uint256 b) internal view returns (bool) {
+        bool isErrorA = t.rounds[a].isError;
+        bool isErrorB = t.rounds[b].isError;
+        if (isErrorA || isErrorB) return isErrorA && isErrorB;
+        if (t.taskType == TaskType.GPT) return t.results[a].isSameBytes(t.results[b]);
+        return t.results[a].isSimilarImageHashes(t.results[b], distanceThreshold);
+    }
+
+    /*//////////////////////////////////////////////////////////////
+                            START AND QUEUE
+    //////////////////////////////////////////////////////////////*/
+
+    function _start(uint256 taskId, TaskInfo storage t) internal {
+        t.status = TaskStatus.Started;
+        t.deadline = uint64(block.timestamp + taskTimeout);
+        address[3] memory selected = node.selectNodes(taskId, t.taskType, t.vramLimit, t.taskHash);
+        for (uint256 r; r < NUM_ROUNDS; ++r) {
+            t.rounds[r].node = selected[r];
+            emit TaskStarted(taskId, t.taskType, t.creator, selected[r], t.taskHash, t.dataHash, r);
+        }
+    }
+
+    /// @dev Starts queued tasks, highest value first, while the available nodes can take one. Each start
+    /// takes three available nodes, so the loop runs at most numAvailable / 3 + 1 times.
+    function _dispatchQueued() internal {
+        while (numQueued != 0) {
+            uint256 taskId = queue.popRunnable();
+            if (taskId == 0) return;
+            --numQueued;
+            stats.taskPhaseChanged(TaskPhase.Queued, TaskPhase.Running);
+            _start(taskId, _tasks[taskId]);
+        }
+    }
+
+    function _abortQueued(uint256 taskId, string memory reason) internal {
+        TaskInfo storage t = _tasks[taskId];
+        uint256 amount = t.balance;
+        address creator = t.creator;
+        delete _tasks[taskId];
+        --numQueued;
+        totalEscrowed -= amount;
+        emit TaskAborted(taskId, reason);
+        stats.taskPhaseChanged(TaskPhase.Queued, TaskPhase.Aborted);
+        _refund(taskId, creator, amount);
+    }
+
+    /*//////////////////////////////////////////////////////////////
+                                INTERNALS
+    //////////////////////////////////////////////////////////////*/
+
+    function _end(uint256 taskId, TaskInfo storage t, TaskPhase phase, string memory reason) internal {
+        t.isEnded = true;
+        if (phase == TaskPhase.Aborted) emit TaskAborted(taskId, reason);
+        stats.taskPhaseChanged(TaskPhase.Running, phase);
+    }
+
+    function _refund(uint256 taskId, address creator, uint256 amount) internal {
+        if (amount == 0) return;
+        emit TaskFeeRefunded(taskId, creator, amount);
+        _pay(creator, amount);
+    }
+
+    function _runningTask(uint256 taskId) internal view returns (TaskInfo storage t) {
+        t = _tasks[taskId];
+        if (t.status != TaskStatus.Started && t.status != TaskStatus.CommitmentsReady) {
+            revert TaskNotRunning(taskId, t.status);
+        }
+    }
+
+    function _callerRound(TaskInfo storage t, uint256 taskId, uint256 round) internal view returns (Round storage rd) {
+        if (round >= NUM_ROUNDS) revert InvalidRound(round);
+        rd = t.rounds[round];
+        if (rd.node != msg.sender) revert NotSelectedNode(taskId, round, msg.sender);
+    }
+
+    function _isParticipant(TaskInfo storage t, address account) internal view returns (bool) {
+        return account == t.creator || account == t.rounds[0].node || account == t.rounds[1].node
+            || account == t.rounds[2].node;
+    }
+
+    /// @dev The round that disclosed at `position` (1-based); one exists for every position <= numDisclosed.
+    function _roundAt(TaskInfo storage t, uint256 position) internal view returns (uint256 r) {
+        while (t.rounds[r].disclosePos != position) ++r;
+    }
+
+    function _award(uint256 position) internal pure returns (uint256) {
+        return (POSITION_AWARDS >> (8 * (NUM_ROUNDS - position))) & 0xff;
+    }
+
+    function _positionScore(Round storage rd) internal view returns (uint256) {
+        return _award(rd.commitPos) + _award(rd.disclosePos);
+    }
+}

@@ -1,0 +1,29 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity 0.8.28;
+
+import {NodeInfo, TaskType} from "../lib/Types.sol";
+
+/// @title What the other contracts call on Node.
+interface INode {
+    /// @notice Whether three available nodes can take a task of this type and VRAM need right now.
+    function canRun(TaskType taskType, uint256 vramLimit) external view returns (bool);
+
+    /// @notice The largest vramLimit of an SD task / of a GPT task that three available nodes can take now.
+    function capacity()
+        external
+        view
+        returns (bool canRunSd, uint256 maxSdVramLimit, bool canRunGpt, uint256 maxGptVramLimit);
+
+    /// @notice Selects three nodes for `taskId` (Task only) and makes them Busy.
+    function selectNodes(uint256 taskId, TaskType taskType, uint256 vramLimit, bytes32 taskHash)
+        external
+        returns (address[3] memory selected);
+
+    /// @notice Ends a node's task (Task only): back to Available / Paused / Quit, or kicked out.
+    function finishTask(address node, bool isKickedOut) external;
+
+    /// @notice Slashes a node that holds a task (Task only): its stake goes to the treasury.
+    function slash(address node) external;
+
+    function nodeInfo(address node) external view returns (NodeInfo memory);
+}

@@ -1,0 +1,211 @@
+"""Random sequences of joins, pauses, resumes, quits, tasks, commits, disclosures, error reports, uploads,
+cancels and the passing of time, driven by hypothesis against the real contracts.
+
+After every step: the native currency is conserved to the wei, each contract's balance equals its books,
+NetworkStats agrees with the nodes' statuses and with an independent count of the task events, and every
+node status change followed the status table of PROTOCOL.md. A sequence is a list of weighted actions (a
+random-sequence driver rather than a RuleBasedStateMachine: every example runs the full length, so tasks
+get far enough to reach their decisions).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from eth_hash.auto import keccak
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from web3 import Web3
+
+from cluster.chain.contracts import Decision, NodeStatus, RoundState, TaskStatus, TaskType
+from cluster.chain.deploy import Deployment
+from cluster.chain.revert import ContractRevert
+from cluster.protocol.hashes import commitment
+from tests.contracts.net import ETHER, GPU_A, GPU_B, GPU_SMALL, Net
+
+S = NodeStatus
+NUM_NODES = 10
+CARDS = [GPU_A] * 4 + [GPU_B] * 4 + [GPU_SMALL] * 2
+RESULTS = [keccak(b"a"), keccak(b"b")]  # a small alphabet: matches and mismatches are both common
+TIMEOUT_S = 15 * 60
+# (from, to) of the status table, plus the task-driven moves (select, finish, slash, kick-out).
+ALLOWED = {
+    (S.QUIT, S.AVAILABLE), (S.AVAILABLE, S.PAUSED), (S.PAUSED, S.AVAILABLE), (S.AVAILABLE, S.QUIT),
+    (S.PAUSED, S.QUIT), (S.BUSY, S.PENDING_PAUSE), (S.BUSY, S.PENDING_QUIT),
+    (S.PENDING_PAUSE, S.PENDING_QUIT), (S.AVAILABLE, S.BUSY), (S.BUSY, S.AVAILABLE),
+    (S.PENDING_PAUSE, S.PAUSED), (S.PENDING_QUIT, S.QUIT), (S.BUSY, S.QUIT), (S.PENDING_PAUSE, S.QUIT),
+}  # fmt: skip
+NODE_ACTIONS = {
+    "pause": {S.AVAILABLE: S.PAUSED, S.BUSY: S.PENDING_PAUSE},
+    "resume": {S.PAUSED: S.AVAILABLE},
+    "quit": {S.AVAILABLE: S.QUIT, S.PAUSED: S.QUIT, S.BUSY: S.PENDING_QUIT, S.PENDING_PAUSE: S.PENDING_QUIT},
+}
+# Weighted action kinds: nodes at work most often, so that tasks reach their decisions.
+KINDS = ["work"] * 8 + ["create"] * 3 + ["join"] * 2 + ["node"] * 2 + ["time", "cancel"]
+ACTION = st.tuples(
+    st.sampled_from(KINDS), st.integers(0, 2**16), st.integers(0, 2**16), st.integers(1, 5 * ETHER)
+)
+
+
+class Scenario:
+    def __init__(self, w3: Web3, deployment: Deployment, num_joined: int):
+        self.w3 = w3
+        self.net = Net(w3, deployment, num_tracked_accounts=3 + NUM_NODES)
+        self.nodes = self.net.accounts[3 : 3 + NUM_NODES]
+        self.creators = self.net.accounts[1:3]
+        self.node_status = dict.fromkeys(self.nodes, S.QUIT)  # from NodeStatusChanged events only
+        self.num_created = self.num_succeeded = self.num_aborted = 0
+        self.send(self.net.queue.functions.setSizeLimit(3), self.net.owner)  # so that the queue fills up
+        for i in range(num_joined):
+            self.join(i)
+
+    # -- sending and watching ---------------------------------------------------------------------------
+
+    def send(self, call: Any, sender: str, value: int = 0) -> Any:
+        receipt = self.net.tx(call, sender, value)
+        for event in self.net.events(receipt):
+            if event.name == "NodeStatusChanged":
+                node, old, new = event.args["node"], S(event.args["from"]), S(event.args["to"])
+                assert self.node_status[node] == old, (
+                    f"{node}: event says {old}, earlier events said otherwise"
+                )
+                assert (old, new) in ALLOWED, f"transition {old.name} -> {new.name} is not in the table"
+                self.node_status[node] = new
+            elif event.name == "TaskPending":
+                self.num_created += 1
+            elif event.name == "TaskResultUploaded":
+                self.num_succeeded += 1
+            elif event.name == "TaskAborted":
+                self.num_aborted += 1
+        return receipt
+
+    def try_send(self, call: Any, sender: str, value: int = 0) -> ContractRevert | None:
+        try:
+            self.send(call, sender, value)
+        except ContractRevert as exc:
+            return exc
+        return None
+
+    def apply(self, kind: str, a: int, b: int, fee: int) -> None:
+        if kind == "work":
+            self.work(a, RESULTS[b % 2])
+        elif kind == "create":
+            self.create_task(a % 2, TaskType(b % 2), fee, [0, 0, 0, 16, 48][a % 5], b % 4)
+        elif kind == "join":
+            self.join(a % NUM_NODES)
+        elif kind == "node":
+            self.node_action(a % NUM_NODES, list(NODE_ACTIONS)[b % 3])
+        elif kind == "time":
+            self.net.mine_after([60, TIMEOUT_S + 1][a % 2])
+        else:
+            self.cancel(a, b)
+
+    # -- actions ----------------------------------------------------------------------------------------
+
+    def join(self, i: int) -> None:
+        node = self.nodes[i]
+        before = self.node_status[node]
+        err = self.try_send(self.net.node.functions.join(*CARDS[i]), node, self.net.node_stake())
+        if before == S.QUIT:
+            assert err is None and self.node_status[node] in (S.AVAILABLE, S.BUSY)  # may start a queued task
+        else:
+            assert err is not None and err.name == "NodeAlreadyJoined"
+
+    def node_action(self, i: int, action: str) -> None:
+        node = self.nodes[i]
+        before = self.node_status[node]
+        err = self.try_send(getattr(self.net.node.functions, action)(), node)
+        if before in NODE_ACTIONS[action]:
+            assert err is None
+            # A resume may start a queued task on the spot: the node is then already Busy.
+            assert self.node_status[node] in (NODE_ACTIONS[action][before], S.BUSY)
+        else:
+            assert err is not None and err.name == "InvalidNodeStatus"
+
+    def create_task(self, creator: int, task_type: TaskType, fee: int, vram_limit: int, cap: int) -> None:
+        task_hash = keccak(fee.to_bytes(32, "big"))
+        call = self.net.task.functions.createTask(int(task_type), task_hash, b"\0" * 32, vram_limit, cap)
+        err = self.try_send(call, self.creators[creator], fee)
+        assert err is None or err.name == "TaskFeeTooLow"
+
+    def cancel(self, pick: int, caller_pick: int) -> None:
+        live = self.net.live_tasks()
+        if not live:
+            return
+        task_id = sorted(live)[pick % len(live)]
+        task = live[task_id]
+        callers = [task["creator"], *(r[0] for r in task["rounds"] if int(r[0], 16) != 0)]
+        caller = callers[caller_pick % len(callers)]
+        err = self.try_send(self.net.task.functions.cancelTask(task_id), caller)
+        if task["status"] == TaskStatus.QUEUED:
+            assert (err is None) == (caller == task["creator"])
+        else:
+            now = self.w3.eth.get_block("latest")["timestamp"]
+            assert (err is None) == (now >= task["deadline"]), err  # the cancel's block is 1 s later
+
+    def work(self, pick: int, result: bytes) -> None:
+        """One step of a running task: commit, report an error, disclose, or upload.
+
+        Node selection depends on the chain's randomness, so the moves on offer differ between runs: the
+        move is picked by index, a draw that does not depend on what the chain did.
+        """
+        moves = []
+        for task_id, task in self.net.live_tasks().items():
+            if task["status"] < TaskStatus.STARTED:
+                continue
+            for r, (_, commit_pos, disclose_pos, _, state) in enumerate(task["rounds"]):
+                if commit_pos == 0:
+                    moves += [("commit", task_id, r)] * 3 + [("error", task_id, r)]
+                elif disclose_pos == 0 and task["status"] == TaskStatus.COMMITMENTS_READY:
+                    moves.append(("disclose", task_id, r))
+                elif (
+                    task["decision"] == Decision.SUCCESS
+                    and r == task["resultRound"]
+                    and state == RoundState.PENDING
+                ):
+                    moves.append(("upload", task_id, r))
+        if not moves:
+            return
+        move, task_id, r = moves[pick % len(moves)]
+        node = self.net.selected(task_id)[r]
+        fns = self.net.task.functions
+        if move == "commit":
+            nonce = keccak(result + node.encode())
+            self.net._secrets[(task_id, r)] = (result, nonce)
+            self.send(fns.submitTaskResultCommitment(task_id, r, commitment(result, nonce, node)), node)
+        elif move == "error":
+            self.send(fns.reportTaskError(task_id, r), node)
+        elif move == "disclose":
+            result, nonce = self.net._secrets[(task_id, r)]
+            self.send(fns.discloseTaskResult(task_id, r, result, nonce), node)
+        else:
+            self.send(fns.reportResultsUploaded(task_id, r), node)
+
+    # -- invariants -------------------------------------------------------------------------------------
+
+    def check(self) -> None:
+        statuses = self.net.assert_books()
+        assert {n: self.node_status[n] for n in statuses} == statuses
+        assert all(self.node_status[n] == S.QUIT for n in self.nodes if n not in statuses)
+        counters = self.net.task_counters()
+        assert counters["total"] == self.num_created
+        assert counters["succeeded"] == self.num_succeeded
+        assert counters["aborted"] == self.num_aborted
+
+
+@pytest.mark.slow
+@settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
+@given(num_joined=st.integers(2, 8), actions=st.lists(ACTION, min_size=25, max_size=40))
+def test_random_sequences_conserve_funds_and_keep_counters(
+    w3: Web3, deployment: Deployment, num_joined, actions
+):
+    snapshot = w3.provider.make_request("evm_snapshot", [])["result"]
+    try:
+        scenario = Scenario(w3, deployment, num_joined)
+        scenario.check()
+        for action in actions:
+            scenario.apply(*action)
+            scenario.check()
+    finally:
+        w3.provider.make_request("evm_revert", [snapshot])
