@@ -1,0 +1,146 @@
+"""An async client of the relay (PROTOCOL.md, Relay API), signing every request with one account.
+
+Answers fall in three kinds. "Not yet" (404: the relay has not seen the task or the upload yet; 409: it
+has not seen the validated result yet), transport failures and 5xx are retried with exponential backoff
+until the call's deadline, then ``RelayNotReady``. Refusals (400, 401, 403, 413 and any other 4xx) are
+final: ``RelayRefused`` at once, with the relay's reason, because asking again cannot change them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import httpx
+from eth_account.signers.local import LocalAccount
+
+from cluster.protocol.signing import sign_request
+
+log = logging.getLogger(__name__)
+NOT_YET_STATUSES = frozenset({404, 409, 425, 429})
+
+
+class RelayRefused(Exception):
+    """The relay refused the request; retrying the same request cannot succeed."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(f"relay refused ({status}): {message}")
+        self.status = status
+        self.message = message
+
+
+class RelayNotReady(Exception):
+    """The relay kept answering "not yet" (or was unreachable) until the deadline."""
+
+
+class RelayClient:
+    def __init__(
+        self,
+        base_url: str,
+        account: LocalAccount,
+        *,
+        timeout_s: float = 30.0,
+        backoff_s: float = 0.25,
+        max_backoff_s: float = 5.0,
+        http: httpx.AsyncClient | None = None,
+    ):
+        self.base_url = base_url.rstrip("/")
+        self.account = account
+        self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
+        self._http = http or httpx.AsyncClient(timeout=timeout_s)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> RelayClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- the four task endpoints --------------------------------------------------------------------------
+
+    async def upload_args(self, task_id: int, task_args: str, *, wait_s: float = 60.0) -> None:
+        def request() -> httpx.Request:
+            params = {"task_id": task_id, "task_args": task_args}
+            timestamp, signature = self._sign(params)
+            body = {**params, "timestamp": timestamp, "signature": signature}
+            return self._http.build_request("POST", f"{self.base_url}/v1/inference_tasks", json=body)
+
+        await self._until_ready(request, wait_s, f"upload args of task {task_id}")
+
+    async def get_args(self, task_id: int, *, wait_s: float = 60.0) -> str:
+        def request() -> httpx.Request:
+            return self._signed_get(f"/v1/inference_tasks/{task_id}", {"task_id": task_id})
+
+        response = await self._until_ready(request, wait_s, f"download args of task {task_id}")
+        return response.json()["data"]["task_args"]
+
+    async def upload_results(self, task_id: int, files: list[bytes], *, wait_s: float = 60.0) -> None:
+        def request() -> httpx.Request:
+            timestamp, signature = self._sign({"task_id": task_id})
+            parts = [("files", (f"{i}", data, "application/octet-stream")) for i, data in enumerate(files)]
+            return self._http.build_request(
+                "POST",
+                f"{self.base_url}/v1/inference_tasks/{task_id}/results",
+                data={"timestamp": str(timestamp), "signature": signature},
+                files=parts,
+            )
+
+        await self._until_ready(request, wait_s, f"upload results of task {task_id}")
+
+    async def get_result(self, task_id: int, index: int, *, wait_s: float = 60.0) -> bytes:
+        def request() -> httpx.Request:
+            path = f"/v1/inference_tasks/{task_id}/results/{index}"
+            return self._signed_get(path, {"task_id": task_id, "index": index})
+
+        response = await self._until_ready(request, wait_s, f"download result {index} of task {task_id}")
+        return response.content
+
+    # -- plumbing -----------------------------------------------------------------------------------------
+
+    def _sign(self, params: dict[str, Any]) -> tuple[int, str]:
+        return sign_request(params, self.account.key)
+
+    def _signed_get(self, path: str, params: dict[str, Any]) -> httpx.Request:
+        timestamp, signature = self._sign(params)
+        query = {"timestamp": timestamp, "signature": signature}
+        return self._http.build_request("GET", f"{self.base_url}{path}", params=query)
+
+    async def _until_ready(self, build: Any, wait_s: float, what: str) -> httpx.Response:
+        """Send ``build()`` (re-signed each attempt) until it succeeds, is refused, or ``wait_s`` passes."""
+        deadline = time.monotonic() + wait_s
+        delay_s = self.backoff_s
+        while True:
+            reason = await self._attempt(build)
+            if isinstance(reason, httpx.Response):
+                return reason
+            if time.monotonic() + delay_s > deadline:
+                raise RelayNotReady(f"{what}: still not ready after {wait_s:.0f}s ({reason})")
+            log.debug(
+                "[relay-client] not ready, retrying what=%s reason=%s delay_s=%.2f", what, reason, delay_s
+            )
+            await asyncio.sleep(delay_s)
+            delay_s = min(delay_s * 2, self.max_backoff_s)
+
+    async def _attempt(self, build: Any) -> httpx.Response | str:
+        try:
+            response = await self._http.send(build())
+        except httpx.TransportError as exc:
+            return f"{type(exc).__name__}: {exc}"
+        if response.is_success:
+            return response
+        message = _message(response)
+        if response.status_code in NOT_YET_STATUSES or response.status_code >= 500:
+            return f"{response.status_code} {message}"
+        raise RelayRefused(response.status_code, message)
+
+
+def _message(response: httpx.Response) -> str:
+    try:
+        return str(response.json().get("message", response.text))
+    except ValueError:
+        return response.text[:200]

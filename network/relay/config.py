@@ -1,0 +1,41 @@
+"""The relay's settings: where the chain is, where data lives, and the limits of a public service."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from cluster.protocol.task import MAX_TASK_ARGS_BYTES
+
+
+class RelayConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rpc_url: str
+    task_address: str  # the Task contract: the relay follows its events
+    network_stats_address: str | None = None  # read for GET /v1/network (None: those endpoints answer 404)
+    data_dir: Path = Path(".relay")
+    database_url: str | None = None  # None: SQLite file in data_dir
+    host: str = "127.0.0.1"
+    port: int = Field(default=8008, ge=0, le=65535)
+
+    start_block: int = Field(default=0, ge=0)
+    confirmations: int = Field(default=0, ge=0)
+    poll_interval_s: float = Field(default=1.0, gt=0)
+
+    max_args_bytes: int = Field(default=MAX_TASK_ARGS_BYTES, ge=1)
+    max_file_bytes: int = Field(default=32 * 1024 * 1024, ge=1)
+    max_files: int = Field(default=16, ge=1)  # SD tasks have at most 10 images, GPT one file
+    max_clock_skew_s: int = Field(default=60, ge=1)
+    retention_s: float = Field(default=24 * 3600, gt=0)  # data kept this long after its task ended
+    retention_interval_s: float = Field(default=60.0, gt=0)
+
+    @property
+    def max_request_bytes(self) -> int:
+        """A whole request body: the largest of an argument upload and a full result upload, plus framing."""
+        return max(2 * self.max_args_bytes, self.max_files * self.max_file_bytes) + 64 * 1024
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'relay.db'}"

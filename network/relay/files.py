@@ -1,0 +1,41 @@
+"""Task files on local disk: ``<root>/<task_id>/args.json`` and ``<root>/<task_id>/results/<index>``,
+each written atomically (cluster.atomic_files), so a reader or a restart sees whole files or none.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from cluster.atomic_files import write_file, write_indexed_files
+
+
+class FileStore:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def task_dir(self, task_id: int) -> Path:
+        return self.root / str(task_id)
+
+    def args_path(self, task_id: int) -> Path:
+        return self.task_dir(task_id) / "args.json"
+
+    def result_path(self, task_id: int, index: int) -> Path:
+        return self.task_dir(task_id) / "results" / str(index)
+
+    def write_args(self, task_id: int, data: bytes) -> None:
+        write_file(self.args_path(task_id), data)
+
+    def read_args(self, task_id: int) -> bytes:
+        return self.args_path(task_id).read_bytes()
+
+    def write_results(self, task_id: int, files: list[bytes]) -> None:
+        """All result files or none: they are staged in a directory that is renamed into place."""
+        write_indexed_files(self.task_dir(task_id) / "results", files)
+
+    def read_result(self, task_id: int, index: int) -> bytes:
+        return self.result_path(task_id, index).read_bytes()
+
+    def delete_task(self, task_id: int) -> None:
+        shutil.rmtree(self.task_dir(task_id), ignore_errors=True)

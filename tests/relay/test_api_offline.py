@@ -1,0 +1,249 @@
+"""The relay's HTTP API with chain facts fed straight into its store: signatures, limits, no 5xx.
+
+The end-to-end tests (test_relay_chain.py) learn the same facts from real contracts on anvil; these tests
+pin down the API's own rules, including a property-based run of its OpenAPI schema.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import time
+
+import httpx
+import numpy as np
+import pytest
+import schemathesis
+from eth_account import Account
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from PIL import Image
+
+from cluster.protocol.phash import sd_result
+from cluster.protocol.signing import sign_request
+from network.relay.app import create_app
+from network.relay.config import RelayConfig
+from network.relay.files import FileStore
+from network.relay.store import RelayStore
+
+CREATOR, NODE, STRANGER = (Account.create() for _ in range(3))
+GPT_ARGS = '{"model": "m", "messages": [{"role": "user", "content": "hi"}]}'
+RESPONSE = b'{"model": "m", "choices": [], "usage": {}}'
+
+
+def png(seed: int) -> bytes:
+    """A noise image: different seeds give far-apart perceptual hashes."""
+    pixels = np.random.default_rng(seed).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def build(tmp_path, **limits):
+    config = RelayConfig(
+        rpc_url="http://127.0.0.1:1", task_address="0x" + "00" * 20, data_dir=tmp_path, **limits
+    )
+    store = RelayStore(config.db_url)
+    return create_app(config, store, FileStore(tmp_path / "files")), store
+
+
+@pytest.fixture
+def api(tmp_path):
+    app, store = build(tmp_path)
+    from cluster.protocol.hashes import task_hash
+
+    store.saw_task(1, 1, CREATOR.address, task_hash(GPT_ARGS))
+    store.saw_selection(1, 0, NODE.address)
+    with TestClient(app) as client:
+        yield client, store
+
+
+def signed(account, params, timestamp=None):
+    ts, sig = sign_request(params, account.key, timestamp)
+    return {"timestamp": ts, "signature": sig}
+
+
+def with_signature(account, params):
+    return {**params, **signed(account, params)}
+
+
+def upload(client, account, task_id=1, task_args=GPT_ARGS, **override):
+    body = {"task_id": task_id, "task_args": task_args}
+    return client.post("/v1/inference_tasks", json={**body, **signed(account, body), **override})
+
+
+def test_signed_upload_then_download_by_a_selected_node(api):
+    client, _ = api
+    assert upload(client, CREATOR).status_code == 200
+    got = client.get("/v1/inference_tasks/1", params=signed(NODE, {"task_id": 1}))
+    assert got.status_code == 200 and got.json()["data"]["task_args"] == GPT_ARGS
+
+
+@pytest.mark.parametrize(
+    ("case", "status", "reason"),
+    [
+        ("unsigned", 400, "signature"),
+        ("garbage signature", 401, "signature"),
+        ("stale", 401, "from the relay's clock"),
+        ("future", 401, "from the relay's clock"),
+        ("wrong signer", 403, "creator"),
+        ("tampered", 403, "creator"),
+        ("hash differs", 400, "taskHash"),
+        ("invalid args", 400, "invalid"),
+        ("unknown task", 404, "not been seen"),
+    ],
+)
+def test_argument_upload_refusals_name_the_reason_and_store_nothing(api, case, status, reason):
+    client, store = api
+    from cluster.protocol.hashes import task_hash
+
+    bad_args = '{"model": "m", "messages": []}'
+    store.saw_task(2, 1, CREATOR.address, task_hash(bad_args))
+    body = {"task_id": 1, "task_args": GPT_ARGS}
+    request = {
+        "unsigned": {**body},
+        "garbage signature": {**body, "timestamp": int(time.time()), "signature": "0x1234"},
+        "stale": {**body, **signed(CREATOR, body, int(time.time()) - 120)},
+        "future": {**body, **signed(CREATOR, body, int(time.time()) + 120)},
+        "wrong signer": {**body, **signed(STRANGER, body)},
+        "tampered": {**body, **signed(CREATOR, {**body, "task_args": GPT_ARGS + " "})},
+        "hash differs": with_signature(CREATOR, {"task_id": 1, "task_args": GPT_ARGS + " "}),
+        "invalid args": with_signature(CREATOR, {"task_id": 2, "task_args": bad_args}),
+        "unknown task": with_signature(CREATOR, {"task_id": 9, "task_args": GPT_ARGS}),
+    }[case]  # fmt: skip
+    response = client.post("/v1/inference_tasks", json=request)
+    assert response.status_code == status, response.text
+    assert reason in response.json()["message"]
+    assert not store.get(1).args_uploaded and not store.get(2).args_uploaded
+
+
+def test_argument_download_is_refused_to_anyone_else_and_waits_for_the_upload(api):
+    client, _ = api
+    early = client.get("/v1/inference_tasks/1", params=signed(NODE, {"task_id": 1}))
+    assert early.status_code == 404 and "not been uploaded" in early.json()["message"]
+    upload(client, CREATOR)
+    stranger = client.get("/v1/inference_tasks/1", params=signed(STRANGER, {"task_id": 1}))
+    assert stranger.status_code == 403
+    replayed_elsewhere = client.get("/v1/inference_tasks/1", params=signed(NODE, {"task_id": 2}))
+    assert replayed_elsewhere.status_code == 403  # a signature for another task recovers another signer
+
+
+def results_form(account, task_id, blobs, **fields):
+    data = {**{k: str(v) for k, v in signed(account, {"task_id": task_id}).items()}, **fields}
+    return {
+        "data": data,
+        "files": [("files", (str(i), b, "application/octet-stream")) for i, b in enumerate(blobs)],
+    }
+
+
+def test_results_upload_checks_the_result_node_and_the_hashes(api):
+    client, store = api
+    path = "/v1/inference_tasks/1/results"
+    early = client.post(path, **results_form(NODE, 1, [RESPONSE]))
+    assert early.status_code == 409 and "no validated result" in early.json()["message"]
+    store.saw_success(1, hashlib.sha256(RESPONSE).digest(), NODE.address)
+
+    assert client.post(path, **results_form(STRANGER, 1, [RESPONSE])).status_code == 403
+    differs = client.post(path, **results_form(NODE, 1, [RESPONSE + b" "]))
+    assert differs.status_code == 400 and "not the result on chain" in differs.json()["message"]
+    assert client.post(path, **results_form(NODE, 1, [RESPONSE, RESPONSE])).status_code == 400
+    assert store.get(1).num_result_files == 0
+
+    assert client.post(path, **results_form(NODE, 1, [RESPONSE])).status_code == 200
+    got = client.get("/v1/inference_tasks/1/results/0", params=signed(CREATOR, {"task_id": 1, "index": 0}))
+    assert got.status_code == 200 and got.content == RESPONSE
+    assert (
+        client.get(
+            "/v1/inference_tasks/1/results/0", params=signed(NODE, {"task_id": 1, "index": 0})
+        ).status_code
+        == 403
+    )
+    beyond = client.get("/v1/inference_tasks/1/results/1", params=signed(CREATOR, {"task_id": 1, "index": 1}))
+    assert beyond.status_code == 400
+
+
+def test_sd_results_are_checked_by_perceptual_hash(api):
+    client, store = api
+    images = [png(10), png(200)]
+    store.saw_task(3, 0, CREATOR.address, b"\x00" * 32)
+    store.saw_selection(3, 1, NODE.address)
+    store.saw_success(3, sd_result(images), NODE.address)
+    path = "/v1/inference_tasks/3/results"
+    swapped = client.post(path, **results_form(NODE, 3, images[::-1]))
+    assert swapped.status_code == 400
+    not_png = client.post(path, **results_form(NODE, 3, [b"not a png", images[1]]))
+    assert not_png.status_code == 400 and "not a readable image" in not_png.json()["message"]
+    assert client.post(path, **results_form(NODE, 3, images)).status_code == 200
+    got = client.get("/v1/inference_tasks/3/results/1", params=signed(CREATOR, {"task_id": 3, "index": 1}))
+    assert got.content == images[1] and got.headers["content-type"] == "image/png"
+
+
+def test_oversize_bodies_are_refused_with_413(tmp_path):
+    app, store = build(tmp_path, max_args_bytes=1000, max_file_bytes=100, max_files=2)
+    store.saw_task(1, 1, CREATOR.address, b"\x00" * 32)
+    store.saw_success(1, b"\x00" * 32, NODE.address)
+    with TestClient(app) as client:
+        huge = client.post(
+            "/v1/inference_tasks", content=b"x" * 500_000, headers={"content-type": "application/json"}
+        )
+        assert huge.status_code == 413 and "larger than the limit" in huge.json()["message"]
+        big_args = upload(client, CREATOR, task_args="x" * 1500)
+        assert big_args.status_code == 413
+        big_file = client.post("/v1/inference_tasks/1/results", **results_form(NODE, 1, [b"y" * 101]))
+        assert big_file.status_code == 413
+        many = client.post("/v1/inference_tasks/1/results", **results_form(NODE, 1, [b"a", b"b", b"c"]))
+        assert many.status_code == 413
+    assert store.get(1).num_result_files == 0
+
+
+def test_a_chunked_body_over_the_limit_is_refused(tmp_path):
+    app, _ = build(tmp_path, max_args_bytes=1000, max_file_bytes=100, max_files=2)
+
+    def chunks():
+        for _ in range(100):
+            yield b"x" * 10_000
+
+    with TestClient(app) as client:
+        response = client.post(
+            "/v1/inference_tasks", content=chunks(), headers={"content-type": "application/json"}
+        )
+    assert response.status_code == 413
+
+
+# -- a property-based run of the OpenAPI schema: whatever the input, never a 5xx -----------------------------
+
+
+@pytest.fixture(scope="module")
+def openapi_app(tmp_path_factory):
+    app, store = build(tmp_path_factory.mktemp("relay"))
+    for task_id in range(3):  # some tasks the generated ids may hit, in every state
+        store.saw_task(task_id, task_id % 2, CREATOR.address, b"\x00" * 32)
+    store.saw_success(1, b"\x00" * 32, NODE.address)
+    return app
+
+
+def test_no_input_makes_the_relay_answer_5xx(openapi_app):
+    schema = schemathesis.openapi.from_asgi("/openapi.json", openapi_app)
+    failures = []
+    modes = (schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE)
+    for operation in schema.get_all_operations():
+        for mode in modes:  # valid inputs per the schema, then inputs that break it
+
+            @settings(max_examples=50, deadline=None, suppress_health_check=list(HealthCheck))
+            @given(case=operation.ok().as_strategy(generation_mode=mode))
+            def check(case):
+                response = case.call()
+                if response.status_code >= 500:
+                    failures.append(
+                        (case.method, case.formatted_path, response.status_code, response.text[:200])
+                    )
+
+            check()
+    assert failures == []
+
+
+def test_the_envelope_shape_of_an_error(api):
+    client, _ = api
+    body = client.get("/v1/inference_tasks/abc", params={"timestamp": 1, "signature": "x"}).json()
+    assert set(body) == {"message", "data"} and body["data"] is None
+    _ = httpx  # the client library the cluster uses is the same one TestClient drives
