@@ -15,7 +15,7 @@ from typing import Any
 from web3 import AsyncWeb3
 
 from cluster.chain.events import ChainEvent, EventDecoder, EventReader
-from network.relay.store import RelayStore
+from network.relay.store import ChainFacts, RelayStore
 
 log = logging.getLogger(__name__)
 CURSOR_NAME = "task-events"
@@ -62,20 +62,26 @@ class ChainFollower:
         await asyncio.to_thread(self._apply_sync, events)
 
     def _apply_sync(self, events: list[ChainEvent]) -> None:
-        for event in events:
-            try:
-                apply_event(self.store, event)
-            except KeyError as exc:  # an event of a task created before start_block
-                log.warning("[relay] event for an unknown task skipped event=%s error=%s", event.name, exc)
+        # One transaction per page: a node asking between a task's TaskPending and its third TaskStarted
+        # must not find itself missing from the selection (a final 403) when it is merely early.
+        with self.store.chain_facts() as facts:
+            for event in events:
+                try:
+                    with facts.session.begin_nested():
+                        apply_event(facts, event)
+                except KeyError as exc:  # an event of a task created before start_block
+                    log.warning(
+                        "[relay] event for an unknown task skipped event=%s error=%s", event.name, exc
+                    )
 
 
-def apply_event(store: RelayStore, event: ChainEvent) -> None:
+def apply_event(facts: ChainFacts, event: ChainEvent) -> None:
     args = event.args
     if event.name in ("TaskPending", "TaskStarted") and {"taskType", "creator", "taskHash"} <= args.keys():
-        store.saw_task(args["taskId"], args["taskType"], args["creator"], bytes(args["taskHash"]))
+        facts.saw_task(args["taskId"], args["taskType"], args["creator"], bytes(args["taskHash"]))
     if event.name == "TaskStarted":
-        store.saw_selection(args["taskId"], args["round"], args["selectedNode"])
+        facts.saw_selection(args["taskId"], args["round"], args["selectedNode"])
     elif event.name == "TaskSuccess":
-        store.saw_success(args["taskId"], bytes(args["result"]), args["resultNode"])
+        facts.saw_success(args["taskId"], bytes(args["result"]), args["resultNode"])
     elif event.name == "TaskAborted":
-        store.saw_abort(args["taskId"], args["reason"])
+        facts.saw_abort(args["taskId"], args["reason"])

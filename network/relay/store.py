@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -97,44 +99,27 @@ class RelayStore:
 
     # -- chain facts (idempotent) -------------------------------------------------------------------------
 
-    def saw_task(self, task_id: int, task_type: int, creator: str, task_hash: bytes) -> None:
-        """A task exists on chain. A replay of the same fact changes nothing."""
+    @contextmanager
+    def chain_facts(self) -> Iterator[ChainFacts]:
+        """One transaction for a page of events: readers never see a task half-selected."""
         with self._session.begin() as session:
-            if session.get(_TaskRow, task_id) is None:
-                session.add(
-                    _TaskRow(
-                        task_id=task_id,
-                        task_type=task_type,
-                        creator=creator,
-                        task_hash="0x" + task_hash.hex(),
-                        state=TaskState.PENDING.value,
-                    )
-                )
+            yield ChainFacts(session)
+
+    def saw_task(self, task_id: int, task_type: int, creator: str, task_hash: bytes) -> None:
+        with self.chain_facts() as facts:
+            facts.saw_task(task_id, task_type, creator, task_hash)
 
     def saw_selection(self, task_id: int, round_: int, node: str) -> None:
-        with self._session.begin() as session:
-            row = self._row(session, task_id)
-            nodes = json.loads(row.selected_nodes)
-            nodes[str(round_)] = node
-            row.selected_nodes = json.dumps(nodes, sort_keys=True)
-            if row.state == TaskState.PENDING.value:
-                row.state = TaskState.RUNNING.value
+        with self.chain_facts() as facts:
+            facts.saw_selection(task_id, round_, node)
 
     def saw_success(self, task_id: int, result: bytes, result_node: str, at: float | None = None) -> None:
-        with self._session.begin() as session:
-            row = self._row(session, task_id)
-            row.state = TaskState.SUCCEEDED.value
-            row.result, row.result_node = result.hex(), result_node
-            row.ended_at = row.ended_at or (time.time() if at is None else at)
+        with self.chain_facts() as facts:
+            facts.saw_success(task_id, result, result_node, at)
 
     def saw_abort(self, task_id: int, reason: str, at: float | None = None) -> None:
-        with self._session.begin() as session:
-            row = session.get(_TaskRow, task_id)
-            if row is None:  # aborted before the relay saw it (e.g. evicted from the queue): nothing to keep
-                return
-            if row.state != TaskState.SUCCEEDED.value:
-                row.state, row.abort_reason = TaskState.ABORTED.value, reason
-            row.ended_at = row.ended_at or (time.time() if at is None else at)
+        with self.chain_facts() as facts:
+            facts.saw_abort(task_id, reason, at)
 
     # -- uploads ------------------------------------------------------------------------------------------
 
@@ -185,3 +170,46 @@ class RelayStore:
         if row is None:
             raise KeyError(f"task {task_id} was not seen on chain")
         return row
+
+
+class ChainFacts:
+    """What the chain said, written inside one session (see ``RelayStore.chain_facts``)."""
+
+    def __init__(self, session: Session):
+        self.session = session
+
+    def saw_task(self, task_id: int, task_type: int, creator: str, task_hash: bytes) -> None:
+        """A task exists on chain. A replay of the same fact changes nothing."""
+        if self.session.get(_TaskRow, task_id) is None:
+            self.session.add(
+                _TaskRow(
+                    task_id=task_id,
+                    task_type=task_type,
+                    creator=creator,
+                    task_hash="0x" + task_hash.hex(),
+                    state=TaskState.PENDING.value,
+                )
+            )
+            self.session.flush()
+
+    def saw_selection(self, task_id: int, round_: int, node: str) -> None:
+        row = RelayStore._row(self.session, task_id)
+        nodes = json.loads(row.selected_nodes)
+        nodes[str(round_)] = node
+        row.selected_nodes = json.dumps(nodes, sort_keys=True)
+        if row.state == TaskState.PENDING.value:
+            row.state = TaskState.RUNNING.value
+
+    def saw_success(self, task_id: int, result: bytes, result_node: str, at: float | None = None) -> None:
+        row = RelayStore._row(self.session, task_id)
+        row.state = TaskState.SUCCEEDED.value
+        row.result, row.result_node = result.hex(), result_node
+        row.ended_at = row.ended_at or (time.time() if at is None else at)
+
+    def saw_abort(self, task_id: int, reason: str, at: float | None = None) -> None:
+        row = self.session.get(_TaskRow, task_id)
+        if row is None:  # aborted before the relay saw it (e.g. evicted from the queue): nothing to keep
+            return
+        if row.state != TaskState.SUCCEEDED.value:
+            row.state, row.abort_reason = TaskState.ABORTED.value, reason
+        row.ended_at = row.ended_at or (time.time() if at is None else at)
