@@ -1,0 +1,423 @@
+"""The application side of the network: buy a task, follow it on chain, download and verify its result.
+
+    async with ApplicationClient(rpc_url, deployment, relay_url, account, state_dir) as app:
+        task_id, files = await app.run(TaskType.GPT, args_json, request_id="chat-42")
+
+Money moves only through ``createTask`` (the fee, as msg.value) and ``cancelTask`` (refunds), both sent
+by the exactly-once ``TxSender`` whose journal lives in ``state_dir`` beside the request records
+(``submissions.py``): a request id creates at most one task, across crashes and restarts. See
+docs/application.md for the fee rule and the guarantees.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from eth_account.signers.local import LocalAccount
+from web3 import AsyncWeb3
+
+from cluster.chain.artifacts import all_abis, load_artifact
+from cluster.chain.contracts import AbortReason, Events
+from cluster.chain.deploy import Deployment
+from cluster.chain.events import ChainEvent
+from cluster.chain.revert import ContractRevert
+from cluster.chain.rpc import connect
+from cluster.chain.sender import SenderConfig, TxRequest, TxSender
+from cluster.chain.tx_journal import TxJournal
+from cluster.protocol.hashes import task_hash
+from cluster.protocol.task import TaskType, parse_task_args, task_cap
+from cluster.relay import RelayClient, RelayNotReady
+from network.app.errors import (
+    ContractRejected,
+    RequestConflict,
+    TaskAbortedError,
+    TaskTimeout,
+)
+from network.app.models import Submission, TaskOutcome
+from network.app.pricing import PricePolicy, fee_to_outbid
+from network.app.submissions import RequestRecord, SubmissionStore
+from network.app.verify import expected_file_count, verify_files
+from network.app.watch import ProgressCallback, TaskLogReader, TaskTrace, TaskWatcher
+
+# The default task timeout is 15 minutes from the start; the rest covers a wait in the queue and the upload.
+DEFAULT_TIMEOUT_S = 20 * 60.0
+ZERO_DATA_HASH = b"\0" * 32  # dataHash is reserved by the protocol
+
+# The protocol's wording for the custom errors an application can meet; others show their decoded name.
+REVERT_REASONS = {
+    "TaskFeeTooLow": AbortReason.FEE_TOO_LOW,
+    "ZeroFee": "Task fee is zero",
+    "ValueTooLarge": "Task fee, VRAM limit or cap out of range",
+    "InvalidTaskType": "Unknown task type",
+    "EstimateTooLarge": "Task cap out of range",
+    "TaskNotFound": "Task not found (it ended, or never existed)",
+    "NotTaskCreator": "Only the creator cancels a queued task",
+    "NotAllowedToCancel": "Only the creator or a selected node cancels a started task",
+    "DeadlineNotPassed": "Task deadline not passed yet",
+}
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    price: PricePolicy = field(default_factory=PricePolicy)
+    poll_interval_s: float = 1.0  # how often a waiting call reads the chain
+    confirmations: int = 0  # blocks an event must be deep before it counts (0: a devnet, an L2)
+    relay_wait_s: float = 60.0  # how long the argument upload may wait for the relay to see the task
+    relay_backoff_s: float = 0.25
+    relay_max_backoff_s: float = 5.0
+    sender: SenderConfig = field(default_factory=SenderConfig)
+
+
+class ApplicationClient:
+    """One application account buying tasks. Use as an async context manager, or call ``aclose``.
+
+    ``relay_http`` (optional) is the HTTP client the relay calls go through; the client closes it.
+    """
+
+    def __init__(
+        self,
+        rpc: str | AsyncWeb3,
+        deployment: Deployment,
+        relay_url: str,
+        account: LocalAccount,
+        state_dir: str | Path,
+        *,
+        settings: ClientSettings | None = None,
+        relay_http: httpx.AsyncClient | None = None,
+    ):
+        self.settings = settings or ClientSettings()
+        self.deployment = deployment
+        self.account = account
+        self._owns_w3 = isinstance(rpc, str)
+        self.w3: AsyncWeb3 = connect(rpc) if isinstance(rpc, str) else rpc
+        state = Path(state_dir)
+        state.mkdir(parents=True, exist_ok=True)
+        self.sender = TxSender(
+            self.w3, TxJournal(state / "transactions.db"), all_abis().values(), self.settings.sender
+        )
+        self.requests = SubmissionStore(state / "requests.db")
+        self.task = self._contract("Task")
+        self.queue = self._contract("TaskQueue")
+        self.relay = RelayClient(
+            relay_url,
+            account,
+            backoff_s=self.settings.relay_backoff_s,
+            max_backoff_s=self.settings.relay_max_backoff_s,
+            http=relay_http,
+        )
+        reader = TaskLogReader(self.w3, deployment.address("Task"), confirmations=self.settings.confirmations)
+        self.watcher = TaskWatcher(reader, poll_interval_s=self.settings.poll_interval_s)
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._chain_checked = False
+
+    async def __aenter__(self) -> ApplicationClient:
+        await self._check_chain()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self.relay.aclose()
+        if self._owns_w3:
+            await self.w3.provider.disconnect()
+        self.sender.journal.close()
+        self.requests.close()
+
+    # -- pricing --------------------------------------------------------------------------------------------
+
+    async def estimated_ms(self, task_type: TaskType | int, cap: int) -> int:
+        """The run time the TaskQueue contract estimates for a task: base[type] + perUnit[type] * cap."""
+        return await self.queue.functions.estimatedMs(int(task_type), cap).call()
+
+    async def quote(self, task_type: TaskType | int, task_args_json: str) -> int:
+        """The default fee of a task, in wei (``PricePolicy.fee_for`` of the chain's estimate)."""
+        args = parse_task_args(task_type, task_args_json)
+        return self.settings.price.fee_for(await self.estimated_ms(task_type, task_cap(args)))
+
+    # -- submitting ----------------------------------------------------------------------------------------
+
+    async def submit(
+        self,
+        task_type: TaskType | int,
+        task_args_json: str,
+        *,
+        fee_wei: int | None = None,
+        vram_limit: int = 0,
+        request_id: str | None = None,
+    ) -> int:
+        """Create the task (paying the fee) and upload its arguments; returns the task id.
+
+        See ``submit_request``, which also returns the request id and the fee that was paid.
+        """
+        submission = await self.submit_request(
+            task_type, task_args_json, fee_wei=fee_wei, vram_limit=vram_limit, request_id=request_id
+        )
+        return submission.task_id
+
+    async def submit_request(
+        self,
+        task_type: TaskType | int,
+        task_args_json: str,
+        *,
+        fee_wei: int | None = None,
+        vram_limit: int = 0,
+        request_id: str | None = None,
+    ) -> Submission:
+        """Create the task for ``request_id`` unless it exists already, then upload the arguments.
+
+        Calling again with the same request id (in this process or after a restart on the same state
+        dir) never creates a second task: it finishes what the first call left (the transaction, the
+        upload) and returns the same task. Without a request id a fresh one is generated and recorded
+        before anything is signed: ``pending()`` and ``resume_pending()`` find it after a crash.
+
+        Raises ``ArgumentsInvalid`` (nothing sent), ``ContractRejected`` (e.g. "Task fee is too low",
+        with ``suggested_fee_wei``), ``RequestConflict``, ``RelayNotReady`` (the task exists: call again
+        with the same request id to retry the upload), ``TxTimeout`` (call again to keep waiting).
+        """
+        args = parse_task_args(task_type, task_args_json)  # before anything costs money
+        task_type = TaskType(task_type)
+        if vram_limit < 0 or (fee_wei is not None and fee_wei <= 0):
+            raise ValueError(f"{vram_limit=} must be >= 0 and {fee_wei=} > 0")
+        await self._check_chain()
+        request_id = request_id or uuid.uuid4().hex
+        digest = task_hash(task_args_json)
+        async with self._locks.setdefault(request_id, asyncio.Lock()):
+            record = self.requests.get(request_id)
+            if record is None:
+                cap = task_cap(args)
+                if fee_wei is None:
+                    fee_wei = self.settings.price.fee_for(await self.estimated_ms(task_type, cap))
+                record = self.requests.add(
+                    RequestRecord(request_id, task_type, digest, task_args_json, fee_wei, vram_limit, cap)
+                )
+            _check_same_request(record, task_type, digest, fee_wei, vram_limit)
+            return await self._finish(record)
+
+    def pending(self) -> list[str]:
+        """Request ids whose task may exist on chain but whose arguments are not yet on the relay."""
+        return [record.request_id for record in self.requests.unfinished()]
+
+    async def resume_pending(self) -> list[Submission]:
+        """Finish every request a previous process left half done (call once after a restart)."""
+        done = []
+        for record in self.requests.unfinished():
+            async with self._locks.setdefault(record.request_id, asyncio.Lock()):
+                done.append(await self._finish(self.requests.get(record.request_id) or record))
+        return done
+
+    async def _finish(self, record: RequestRecord) -> Submission:
+        if record.state == "rejected":
+            raise RequestConflict(
+                f"request {record.request_id!r}: its createTask reverted on chain; use a new request id"
+            )
+        if record.task_id is None:
+            record = await self._create(record)
+        assert record.task_id is not None and record.block_number is not None and record.tx_hash
+        if record.state != "uploaded":
+            # The relay answers "not yet" until it has seen the task on chain: RelayClient retries.
+            await self.relay.upload_args(record.task_id, record.task_args, wait_s=self.settings.relay_wait_s)
+            self.requests.mark_uploaded(record.request_id)
+        return Submission(
+            request_id=record.request_id,
+            task_id=record.task_id,
+            task_type=TaskType(record.task_type),
+            task_hash=record.task_hash,
+            fee_wei=record.fee_wei,
+            vram_limit=record.vram_limit,
+            cap=record.cap,
+            block_number=record.block_number,
+            tx_hash=record.tx_hash,
+        )
+
+    async def _create(self, record: RequestRecord) -> RequestRecord:
+        request = TxRequest.call(
+            self.task, "createTask", record.task_type, record.task_hash, ZERO_DATA_HASH,
+            record.vram_limit, record.cap, value_wei=record.fee_wei,
+        )  # fmt: skip
+        try:
+            sent = await self.sender.send(self.account, request, key=record.idempotency_key)
+        except ContractRevert as exc:
+            if exc.is_mined:
+                self.requests.mark_rejected(record.request_id)  # the key is spent on chain
+            else:
+                self.requests.delete(record.request_id)  # nothing reached the chain: the id may be retried
+            raise _rejected("createTask", exc) from None
+        events = await self._receipt_events(sent.tx_hash)
+        (pending,) = [
+            e for e in events if e.name == Events.TASK_PENDING and e.args["taskHash"] == record.task_hash
+        ]
+        task_id = pending.args["taskId"]
+        self.requests.mark_created(record.request_id, task_id, pending.block_number, sent.tx_hash)
+        created = self.requests.get(record.request_id)
+        assert created is not None
+        return created
+
+    # -- following -----------------------------------------------------------------------------------------
+
+    async def wait(
+        self,
+        task_id: int,
+        *,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        on_progress: ProgressCallback | None = None,
+        until_uploaded: bool = False,
+    ) -> TaskOutcome:
+        """Follow the task's events until it is decided (TaskSuccess or TaskAborted) and return the outcome.
+
+        ``until_uploaded``: on success, keep following until TaskResultUploaded (the result node was
+        paid). ``on_progress(event_name, args)`` (sync or async) sees each of the task's events once, in
+        chain order: TaskPending, TaskStarted (x3), commitments, disclosures, TaskSuccess, TaskNodeSuccess,
+        TaskResultUploaded, TaskAborted, TaskFeeRefunded, ...  Raises ``TaskTimeout``.
+        """
+        await self._check_task_id(task_id)
+
+        def is_done(trace: TaskTrace) -> bool:
+            return trace.is_aborted or (trace.result is not None and (trace.uploaded or not until_uploaded))
+
+        trace = await self.watcher.follow(
+            task_id, self._start_block(task_id), until=is_done, timeout_s=timeout_s, on_progress=on_progress,
+            waiting_for="upload report" if until_uploaded else "decision",
+        )  # fmt: skip
+        return trace.outcome()
+
+    async def results(
+        self,
+        task_id: int,
+        *,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        on_progress: ProgressCallback | None = None,
+    ) -> list[bytes]:
+        """Wait for the task's success, download every result file and verify it against the chain.
+
+        GPT: ``[0.json]``; SD: one PNG per image, in index order. Raises ``TaskAbortedError``,
+        ``TaskTimeout``, ``ResultMismatch`` (files that do not recompute to the on-chain result).
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        outcome = await self.wait(task_id, timeout_s=timeout_s, on_progress=on_progress)
+        if outcome.status == "aborted":
+            raise TaskAbortedError(task_id, outcome.reason or "", outcome.refund_wei)
+        assert outcome.result is not None
+        count = expected_file_count(task_id, outcome.task_type, outcome.result)
+        try:
+            # The relay answers "not yet" until the result node uploaded: the relay client retries.
+            files = await asyncio.gather(
+                *(
+                    self.relay.get_result(task_id, index, wait_s=max(deadline - loop.time(), 0.0))
+                    for index in range(count)
+                )
+            )
+        except RelayNotReady:
+            last = Events.TASK_RESULT_UPLOADED if outcome.results_uploaded else Events.TASK_SUCCESS
+            raise TaskTimeout(task_id, timeout_s, "result files on the relay", last) from None
+        verify_files(task_id, outcome.task_type, outcome.result, list(files))
+        return list(files)
+
+    async def run(
+        self,
+        task_type: TaskType | int,
+        task_args_json: str,
+        *,
+        fee_wei: int | None = None,
+        vram_limit: int = 0,
+        request_id: str | None = None,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        on_progress: ProgressCallback | None = None,
+    ) -> tuple[int, list[bytes]]:
+        """``submit`` then ``results``: the task id and its verified result files."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        task_id = await self.submit(
+            task_type, task_args_json, fee_wei=fee_wei, vram_limit=vram_limit, request_id=request_id
+        )
+        left = max(deadline - loop.time(), 0.0)
+        return task_id, await self.results(task_id, timeout_s=left, on_progress=on_progress)
+
+    # -- cancelling ----------------------------------------------------------------------------------------
+
+    async def cancel(self, task_id: int) -> int:
+        """Cancel a queued task (any time) or a started one (after its deadline); returns the refund in wei.
+
+        Idempotent: calling again after a success returns the same refund. Raises ``ContractRejected``
+        ("Task deadline not passed yet", "Task not found ..."), nothing spent when it was refused at
+        estimation.
+        """
+        request = TxRequest.call(self.task, "cancelTask", task_id)
+        try:
+            sent = await self.sender.send(self.account, request, key=f"cancel:{task_id}")
+        except ContractRevert as exc:
+            raise _rejected("cancelTask", exc) from None
+        return sum(
+            e.args["amount"]
+            for e in await self._receipt_events(sent.tx_hash)
+            if e.name == Events.TASK_FEE_REFUNDED
+            and e.args["taskId"] == task_id
+            and e.args["creator"] == self.account.address
+        )
+
+    # -- plumbing ------------------------------------------------------------------------------------------
+
+    def _contract(self, name: str) -> Any:
+        return self.w3.eth.contract(address=self.deployment.address(name), abi=load_artifact(name).abi)
+
+    async def _check_chain(self) -> None:
+        if not self._chain_checked:
+            chain_id = await self.w3.eth.chain_id
+            if chain_id != self.deployment.chain_id:
+                raise ValueError(
+                    f"the deployment is on chain {self.deployment.chain_id}, the RPC on {chain_id}"
+                )
+            self._chain_checked = True
+
+    async def _check_task_id(self, task_id: int) -> None:
+        if not 1 <= task_id < await self.task.functions.nextTaskId().call():
+            raise ValueError(f"no task {task_id} on chain")
+
+    def _start_block(self, task_id: int) -> int:
+        """Where the task's events begin: its createTask block when this app created it."""
+        record = self.requests.by_task(task_id)
+        if record is not None and record.block_number is not None:
+            return record.block_number
+        return self.deployment.block_number
+
+    async def _receipt_events(self, tx_hash: str) -> list[ChainEvent]:
+        receipt = await self.sender.rpc.call("eth_getTransactionReceipt", [tx_hash])
+        decoder = self.watcher.reader.decoder
+        return [event for raw in receipt["logs"] if (event := decoder.decode(raw)) is not None]
+
+
+def _check_same_request(
+    record: RequestRecord, task_type: TaskType, digest: bytes, fee_wei: int | None, vram_limit: int
+) -> None:
+    """A request id names one request: the same arguments, fee (when given) and VRAM limit."""
+    differs = [
+        name
+        for name, same in (
+            ("task type", record.task_type == task_type),
+            ("task arguments", record.task_hash == digest),
+            ("fee", fee_wei is None or record.fee_wei == fee_wei),
+            ("VRAM limit", record.vram_limit == vram_limit),
+        )
+        if not same
+    ]
+    if differs:
+        raise RequestConflict(f"request {record.request_id!r} was made with another {', '.join(differs)}")
+
+
+def _rejected(action: str, revert: ContractRevert) -> ContractRejected:
+    name = revert.name or ""
+    if name == "Error":  # a require() string
+        reason = str(revert.error_args.get("message", ""))
+    else:
+        reason = REVERT_REASONS.get(name, name or "reverted without a reason")
+    suggested = None
+    if name == "TaskFeeTooLow":
+        a = revert.error_args
+        suggested = fee_to_outbid(a["estimatedMs"], a["lowestFee"], a["lowestEstimatedMs"])
+    return ContractRejected(action, reason, revert, suggested_fee_wei=suggested)

@@ -1,0 +1,62 @@
+"""The errors an application sees. Each one says what happened to the task and what it cost."""
+
+from __future__ import annotations
+
+from cluster.chain.revert import ContractRevert
+
+
+class ApplicationError(Exception):
+    """Base of every error the application client raises on purpose."""
+
+
+class ContractRejected(ApplicationError):
+    """A transaction of the application (createTask, cancelTask) was refused by the contracts.
+
+    ``name`` is the decoded custom error ("TaskFeeTooLow", "DeadlineNotPassed", ...); ``reason`` is the
+    protocol's wording where it has one ("Task fee is too low"). ``revert.is_mined`` tells whether gas
+    was spent (a revert found at gas estimation costs nothing).
+    """
+
+    def __init__(
+        self, action: str, reason: str, revert: ContractRevert, *, suggested_fee_wei: int | None = None
+    ):
+        self.action = action
+        self.reason = reason
+        self.revert = revert
+        self.name = revert.name
+        self.suggested_fee_wei = suggested_fee_wei
+        hint = f"; a fee of at least {suggested_fee_wei} wei would be accepted" if suggested_fee_wei else ""
+        super().__init__(f"{action} refused: {reason} ({revert}){hint}")
+
+
+class TaskAbortedError(ApplicationError):
+    """The task ended without a result. ``refund_wei``: what the Task contract sent back so far."""
+
+    def __init__(self, task_id: int, reason: str, refund_wei: int):
+        self.task_id = task_id
+        self.reason = reason
+        self.refund_wei = refund_wei
+        super().__init__(f"task {task_id} aborted: {reason} (refunded {refund_wei} wei)")
+
+
+class TaskTimeout(ApplicationError, TimeoutError):
+    """Waiting ran out before the task reached the awaited point; the task itself may still finish."""
+
+    def __init__(self, task_id: int, timeout_s: float, waiting_for: str, last_event: str | None):
+        self.task_id = task_id
+        self.waiting_for = waiting_for
+        self.last_event = last_event
+        seen = f"last event {last_event}" if last_event else "no event seen yet"
+        super().__init__(f"task {task_id}: no {waiting_for} within {timeout_s:.0f}s ({seen})")
+
+
+class ResultMismatch(ApplicationError):
+    """The files served for a task do not hash to the result validated on chain: they are refused."""
+
+    def __init__(self, task_id: int, detail: str):
+        self.task_id = task_id
+        super().__init__(f"task {task_id}: result files refused: {detail}")
+
+
+class RequestConflict(ApplicationError, ValueError):
+    """A request id was reused for a different task, fee or VRAM limit: request ids name one request."""

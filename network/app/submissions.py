@@ -1,0 +1,156 @@
+"""The application's durable record of its requests: request id -> the task it created.
+
+A row is written *before* createTask is signed, so after a crash the next process knows every request
+that may have reached the chain, with the exact fee and arguments it was sent with, and can finish it
+under the same idempotency key (the TxSender journal then settles the signed transaction instead of
+signing a second one). States: ``sending`` (maybe signed, maybe mined), ``created`` (taskId known, the
+arguments not yet on the relay), ``uploaded`` (done), ``rejected`` (a createTask revert was mined: that
+idempotency key is spent, the request id cannot be reused).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+RequestState = Literal["sending", "created", "uploaded", "rejected"]
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS requests (
+    request_id TEXT PRIMARY KEY,
+    task_type INTEGER NOT NULL,
+    task_hash TEXT NOT NULL,
+    task_args TEXT NOT NULL,
+    fee_wei TEXT NOT NULL,
+    vram_limit INTEGER NOT NULL,
+    cap INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    task_id INTEGER,
+    block_number INTEGER,
+    tx_hash TEXT,
+    updated_at REAL NOT NULL
+)
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRecord:
+    request_id: str
+    task_type: int
+    task_hash: bytes
+    task_args: str
+    fee_wei: int
+    vram_limit: int
+    cap: int
+    state: RequestState = "sending"
+    task_id: int | None = None
+    block_number: int | None = None
+    tx_hash: str | None = None
+
+    @property
+    def idempotency_key(self) -> str:
+        """The TxSender key of this request's createTask: one state change per (arguments, request id)."""
+        return f"create:{self.task_hash.hex()}:{self.request_id}"
+
+
+class SubmissionStore:
+    """SQLite, one file per application state dir; every write is durable when the call returns."""
+
+    def __init__(self, path: str | Path):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute(SCHEMA)
+        self._db.execute("CREATE INDEX IF NOT EXISTS requests_task ON requests (task_id)")
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def get(self, request_id: str) -> RequestRecord | None:
+        return self._one("SELECT * FROM requests WHERE request_id = ?", (request_id,))
+
+    def by_task(self, task_id: int) -> RequestRecord | None:
+        return self._one("SELECT * FROM requests WHERE task_id = ?", (task_id,))
+
+    def unfinished(self) -> list[RequestRecord]:
+        """Requests that may have a task on chain whose arguments are not yet on the relay."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM requests WHERE state IN ('sending', 'created') ORDER BY updated_at"
+            ).fetchall()
+        return [_record(row) for row in rows]
+
+    def add(self, record: RequestRecord) -> RequestRecord:
+        """Store a new request; when the id exists already, the stored row wins and is returned."""
+        with self._lock:
+            self._db.execute(
+                "INSERT OR IGNORE INTO requests (request_id, task_type, task_hash, task_args, fee_wei,"
+                " vram_limit, cap, state, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'sending', ?)",
+                (
+                    record.request_id,
+                    record.task_type,
+                    record.task_hash.hex(),
+                    record.task_args,
+                    str(record.fee_wei),  # TEXT: fees pass SQLite's 64-bit integers
+                    record.vram_limit,
+                    record.cap,
+                    time.time(),
+                ),
+            )
+        stored = self.get(record.request_id)
+        assert stored is not None
+        return stored
+
+    def mark_created(self, request_id: str, task_id: int, block_number: int, tx_hash: str) -> None:
+        self._update(
+            "state = 'created', task_id = ?, block_number = ?, tx_hash = ?",
+            (task_id, block_number, tx_hash),
+            request_id,
+        )
+
+    def mark_uploaded(self, request_id: str) -> None:
+        self._update("state = 'uploaded'", (), request_id)
+
+    def mark_rejected(self, request_id: str) -> None:
+        self._update("state = 'rejected'", (), request_id)
+
+    def delete(self, request_id: str) -> None:
+        """Forget a request that provably never reached the chain (refused before signing)."""
+        with self._lock:
+            self._db.execute("DELETE FROM requests WHERE request_id = ?", (request_id,))
+
+    def _update(self, assignments: str, values: tuple[Any, ...], request_id: str) -> None:
+        with self._lock:
+            self._db.execute(
+                f"UPDATE requests SET {assignments}, updated_at = ? WHERE request_id = ?",
+                (*values, time.time(), request_id),
+            )
+
+    def _one(self, sql: str, params: tuple[Any, ...]) -> RequestRecord | None:
+        with self._lock:
+            row = self._db.execute(sql, params).fetchone()
+        return None if row is None else _record(row)
+
+
+def _record(row: tuple[Any, ...]) -> RequestRecord:
+    request_id, task_type, task_hash, task_args, fee, vram, cap, state, task_id, block, tx_hash, _ = row
+    return RequestRecord(
+        request_id=request_id,
+        task_type=task_type,
+        task_hash=bytes.fromhex(task_hash),
+        task_args=task_args,
+        fee_wei=int(fee),
+        vram_limit=vram,
+        cap=cap,
+        state=state,
+        task_id=task_id,
+        block_number=block,
+        tx_hash=tx_hash,
+    )
