@@ -1,0 +1,229 @@
+"""The coordinator's durable state: one row per (task, round) that one of the farm's nodes was selected for.
+
+The rule that makes restarts safe: a step's inputs are written here *before* the transaction that depends
+on them is sent (the result bytes, the nonce and the files before the commitment), and every transaction
+is sent under an idempotency key (cluster.chain.sender), so replaying any step after a crash re-sends the
+same signed bytes or nothing. Result files live beside the database, written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass, fields, replace
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from cluster.atomic_files import read_indexed_files, write_indexed_files
+
+
+class Step(StrEnum):
+    SELECTED = "selected"  # TaskStarted named one of our nodes
+    EXECUTED = "executed"  # result, nonce and files are on disk; the commitment may or may not be sent
+    ERROR_FOUND = "error_found"  # the task is invalid; the error report may or may not be sent
+    COMMITTED = "committed"  # commitment (or error report) mined
+    DISCLOSED = "disclosed"  # our result is disclosed on chain; waiting for the task's outcome
+    UPLOADING = "uploading"  # we are the result node: files to the relay, then reportResultsUploaded
+    DONE = "done"  # nothing left to do for this round
+
+
+class Outcome(StrEnum):
+    PENDING = ""
+    PAID = "paid"
+    SLASHED = "slashed"
+    ABORTED = "aborted"
+    CANCELLED = "cancelled"
+
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS node_tasks (
+    task_id INTEGER NOT NULL,
+    round INTEGER NOT NULL,
+    node TEXT NOT NULL,
+    task_type INTEGER NOT NULL,
+    task_hash TEXT NOT NULL,
+    step TEXT NOT NULL,
+    deadline REAL NOT NULL,
+    args_json TEXT,
+    result TEXT,
+    nonce TEXT,
+    num_files INTEGER NOT NULL DEFAULT 0,
+    error TEXT,
+    commitments_ready INTEGER NOT NULL DEFAULT 0,
+    result_node TEXT,
+    outcome TEXT NOT NULL DEFAULT '',
+    fee_earned TEXT NOT NULL DEFAULT '0',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (task_id, round)
+);
+CREATE INDEX IF NOT EXISTS node_tasks_step ON node_tasks (step);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class NodeTask:
+    task_id: int
+    round: int
+    node: str
+    task_type: int
+    task_hash: bytes
+    step: Step
+    deadline: float
+    args_json: str | None = None
+    result: bytes | None = None
+    nonce: bytes | None = None
+    num_files: int = 0
+    error: str | None = None  # the task error's code and message, when we report one
+    commitments_ready: bool = False
+    result_node: str | None = None
+    outcome: Outcome = Outcome.PENDING
+    fee_earned: int = 0
+    attempts: int = 0
+
+    @property
+    def key(self) -> str:
+        return f"task={self.task_id}:round={self.round}"
+
+    @property
+    def is_result_node(self) -> bool:
+        return self.result_node is not None and self.result_node == self.node
+
+
+_HEX_FIELDS = {"task_hash", "result", "nonce"}
+_COLUMNS = [f.name for f in fields(NodeTask)]
+
+
+def _to_row(task: NodeTask) -> dict[str, Any]:
+    row: dict[str, Any] = {}
+    for name in _COLUMNS:
+        value = getattr(task, name)
+        if name in _HEX_FIELDS and value is not None:
+            value = value.hex()
+        elif name in ("commitments_ready",):
+            value = int(value)
+        elif name == "fee_earned":
+            value = str(value)
+        elif isinstance(value, StrEnum):
+            value = value.value
+        row[name] = value
+    return row
+
+
+def _with(name: str, value: Any) -> NodeTask:
+    """A placeholder row carrying one field, to reuse _to_row's encoding of that field."""
+    return replace(NodeTask(0, 0, "", 0, b"", Step.DONE, 0.0), **{name: value})
+
+
+def _from_row(row: sqlite3.Row) -> NodeTask:
+    values = {name: row[name] for name in _COLUMNS}
+    for name in _HEX_FIELDS:
+        if values[name] is not None:
+            values[name] = bytes.fromhex(values[name])
+    values["step"] = Step(values["step"])
+    values["outcome"] = Outcome(values["outcome"])
+    values["commitments_ready"] = bool(values["commitments_ready"])
+    values["fee_earned"] = int(values["fee_earned"])
+    return NodeTask(**values)
+
+
+class TaskStore:
+    """SQLite (WAL, synchronous=FULL): a write has reached the disk when the call returns."""
+
+    def __init__(self, state_dir: str | Path):
+        self.state_dir = Path(state_dir)
+        self.files_dir = self.state_dir / "results"
+        self.files_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.state_dir / "tasks.db", check_same_thread=False, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def add(self, task: NodeTask) -> bool:
+        """Record a selection; False (and nothing changed) when this (task, round) is already known."""
+        row = _to_row(task) | {"updated_at": time.time()}
+        names = ", ".join(row)
+        marks = ", ".join("?" for _ in row)
+        with self._lock:
+            cursor = self._db.execute(
+                f"INSERT OR IGNORE INTO node_tasks ({names}) VALUES ({marks})", tuple(row.values())
+            )
+            return cursor.rowcount == 1
+
+    def patch(self, task_id: int, round_: int, *, unless_done: bool = True, **changes: Any) -> bool:
+        """Write only the named fields of one row; False when nothing was written.
+
+        Two writers share a row: the task's step runner and the chain watch. Each writes only its own
+        fields, so neither overwrites what the other learned; ``unless_done`` keeps a runner that finishes
+        a step late from moving a row the chain already ended.
+        """
+        unknown = set(changes) - set(_COLUMNS)
+        if unknown:
+            raise KeyError(f"not fields of a task row: {sorted(unknown)}")
+        row = {name: _to_row(_with(name, value))[name] for name, value in changes.items()}
+        assignments = ", ".join(f"{name} = ?" for name in row) + ", updated_at = ?"
+        where = "task_id = ? AND round = ?" + (" AND step != ?" if unless_done else "")
+        params = [*row.values(), time.time(), task_id, round_, *([Step.DONE.value] if unless_done else [])]
+        with self._lock:
+            cursor = self._db.execute(f"UPDATE node_tasks SET {assignments} WHERE {where}", params)
+            return cursor.rowcount == 1
+
+    def get(self, task_id: int, round_: int) -> NodeTask | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT * FROM node_tasks WHERE task_id = ? AND round = ?", (task_id, round_)
+            ).fetchone()
+        return None if row is None else _from_row(row)
+
+    def of_task(self, task_id: int) -> list[NodeTask]:
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM node_tasks WHERE task_id = ? ORDER BY round", (task_id,))
+            return [_from_row(r) for r in rows.fetchall()]
+
+    def unfinished(self) -> list[NodeTask]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM node_tasks WHERE step != ? ORDER BY task_id, round", (Step.DONE,)
+            )
+            return [_from_row(r) for r in rows.fetchall()]
+
+    def counts(self) -> dict[str, int]:
+        """Rows by step, and finished rows by outcome: the farm at a glance."""
+        with self._lock:
+            by_step = self._db.execute("SELECT step, COUNT(*) FROM node_tasks GROUP BY step").fetchall()
+            by_outcome = self._db.execute(
+                "SELECT outcome, COUNT(*) FROM node_tasks WHERE outcome != '' GROUP BY outcome"
+            ).fetchall()
+        return {f"step:{s}": n for s, n in by_step} | {f"outcome:{o}": n for o, n in by_outcome}
+
+    def earnings_wei(self) -> int:
+        with self._lock:
+            rows = self._db.execute("SELECT fee_earned FROM node_tasks").fetchall()
+        return sum(int(r[0]) for r in rows)
+
+    # -- result files: written before the commitment, read back for the upload ---------------------------
+
+    def files_path(self, task_id: int, round_: int) -> Path:
+        return self.files_dir / f"{task_id}-{round_}"
+
+    def write_files(self, task_id: int, round_: int, files: list[bytes]) -> None:
+        folder = self.files_path(task_id, round_)
+        if folder.exists():  # a replay after a crash between the write and the row update
+            shutil.rmtree(folder)
+        write_indexed_files(folder, files)
+
+    def read_files(self, task_id: int, round_: int) -> list[bytes]:
+        return read_indexed_files(self.files_path(task_id, round_))
+
+    def meta(self) -> dict[str, Any]:
+        return {"path": str(self.state_dir / "tasks.db"), "counts": json.dumps(self.counts())}

@@ -1,0 +1,69 @@
+"""A coordinator process for the restart tests: ``python -m tests.coordinator.crash_runner CONFIG.json``.
+
+Runs the coordinator until every row of the listed tasks is done, or, when ``crash_at`` names a
+checkpoint of cluster.coordinator.flow, dies there with ``os._exit(137)``: no finally blocks, no flush,
+no goodbye, as a killed process dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from cluster.chain.accounts import OperatorKeys
+from cluster.chain.sender import SenderConfig
+from cluster.coordinator.coordinator import Coordinator, CoordinatorSettings
+from cluster.coordinator.store import NodeTask, Step
+from tests.coordinator.local_runner import LocalJobRunner
+
+CRASH_EXIT_CODE = 137
+
+
+def main(config_path: str) -> int:
+    config = json.loads(Path(config_path).read_text())
+    crash_at = config.get("crash_at")
+
+    def checkpoint(point: str, task: NodeTask) -> None:
+        if point == crash_at:
+            os._exit(CRASH_EXIT_CODE)
+
+    settings = CoordinatorSettings(
+        rpc_url=config["rpc_url"], addresses=config["addresses"], relay_url=config["relay_url"],
+        state_dir=Path(config["state_dir"]), cards=[tuple(c) for c in config["cards"]],
+        start_block=config["start_block"], poll_interval_s=0.05, checkpoint=checkpoint,
+        sender=SenderConfig(poll_interval_s=0.05, receipt_timeout_s=20.0),
+    )  # fmt: skip
+    keys = OperatorKeys.from_mnemonic(config["mnemonic"])
+    return asyncio.run(_run(settings, keys, config["task_ids"], config["timeout_s"]))
+
+
+async def _run(
+    settings: CoordinatorSettings, keys: OperatorKeys, task_ids: list[int], timeout_s: float
+) -> int:
+    coordinator = Coordinator(settings, keys, LocalJobRunner(settings.state_dir / "hub-cache"))
+    await coordinator.start()
+    await coordinator.join_nodes()  # as every start does: joins, resumes, or finds the nodes available
+    stop = asyncio.Event()
+    loop = asyncio.create_task(coordinator.run(stop))
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            rows = [r for t in task_ids for r in coordinator.store.of_task(t)]
+            if len(rows) == 3 * len(task_ids) and all(r.step is Step.DONE for r in rows):
+                print(json.dumps(coordinator.status()))
+                return 0
+            await asyncio.sleep(0.1)
+        print(json.dumps(coordinator.status()), file=sys.stderr)
+        return 1
+    finally:
+        stop.set()
+        await loop
+        await coordinator.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))

@@ -1,0 +1,178 @@
+"""The coordinator against a real anvil, the real contracts and the real relay, with real engines.
+
+An application creates GPT tasks on chain and uploads their arguments; the coordinator's three nodes
+(one card model) must run them, commit, disclose, upload and be paid, and survive restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import pytest
+from eth_account import Account
+
+from cluster.chain.accounts import OperatorKeys
+from cluster.chain.anvil import DEV_MNEMONIC
+from cluster.chain.contracts import NodeStatus, TaskType
+from cluster.chain.sender import SenderConfig
+from cluster.coordinator.coordinator import Coordinator, CoordinatorSettings
+from cluster.coordinator.store import Outcome, Step
+from cluster.protocol.hashes import card_model_key, task_hash
+from cluster.relay import RelayClient
+from tests.coordinator.local_runner import LocalJobRunner
+
+Account.enable_unaudited_hdwallet_features()
+APP = Account.from_mnemonic(DEV_MNEMONIC, account_path="m/44'/60'/0'/0/12")
+FUNDER = Account.from_mnemonic(DEV_MNEMONIC, account_path="m/44'/60'/0'/0/13")
+CARD = ("Devnet Virtual Card A", 8, "transformers-test")
+FAST = SenderConfig(poll_interval_s=0.05, receipt_timeout_s=20.0)
+
+
+def gpt_args(model: Path, seed: int = 1, **config) -> str:
+    generation = {"max_new_tokens": 6, "do_sample": True, "temperature": 0.8, **config}
+    messages = [{"role": "user", "content": f"hello {seed}"}]
+    return json.dumps(
+        {"model": str(model), "messages": messages, "seed": seed, "generation_config": generation}
+    )
+
+
+@pytest.fixture
+def operator(w3):
+    _, mnemonic = Account.create_with_mnemonic()
+    keys = OperatorKeys.from_mnemonic(mnemonic)
+    w3.eth.send_transaction({"from": FUNDER.address, "to": keys.operator.address, "value": 5_000 * 10**18})
+    return keys
+
+
+def settings(anvil, deployment, relay, state_dir: Path, **kwargs) -> CoordinatorSettings:
+    return CoordinatorSettings(
+        rpc_url=anvil.rpc_url, addresses=dict(deployment.addresses), relay_url=relay.url, state_dir=state_dir,
+        cards=[CARD] * 3, start_block=deployment.block_number, poll_interval_s=0.05, sender=FAST, **kwargs,
+    )  # fmt: skip
+
+
+def create_task(w3, deployment, args: str, fee: int = 10**18) -> int:
+    task = deployment.bind(w3).contract("Task")
+    tx = task.functions.createTask(int(TaskType.GPT), task_hash(args), b"\0" * 32, 0, 6).transact(
+        {"from": APP.address, "value": fee}
+    )
+    receipt = w3.eth.wait_for_transaction_receipt(tx)
+    (pending,) = task.events.TaskPending().process_receipt(receipt)
+    return pending["args"]["taskId"]
+
+
+async def upload(relay, task_id: int, args: str) -> None:
+    async with RelayClient(relay.url, APP, backoff_s=0.05) as client:
+        await client.upload_args(task_id, args, wait_s=20)
+
+
+async def run_until(coordinator: Coordinator, done, timeout_s: float = 90.0) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.create_task(coordinator.run(stop))
+    deadline = time.monotonic() + timeout_s
+    try:
+        while not done():
+            assert time.monotonic() < deadline, f"not done in time: {coordinator.status()}"
+            assert not loop.done(), loop.exception()
+            await asyncio.sleep(0.1)
+    finally:
+        stop.set()
+        await loop
+
+
+def test_nodes_join_with_their_card_model_and_stake(w3, anvil, deployment, relay, operator, tmp_path):
+    async def scenario():
+        coordinator = Coordinator(
+            settings(anvil, deployment, relay, tmp_path), operator, LocalJobRunner(tmp_path)
+        )
+        await coordinator.start()
+        try:
+            statuses = await coordinator.join_nodes()
+            again = await coordinator.join_nodes()  # a restart: nothing is sent twice
+            return statuses, again
+        finally:
+            await coordinator.close()
+
+    statuses, again = asyncio.run(scenario())
+    assert set(statuses.values()) == {NodeStatus.AVAILABLE} and statuses == again
+    node = deployment.bind(w3).contract("Node")
+    for address in statuses:
+        info = node.functions.nodeInfo(address).call()
+        assert (info[5], info[6], info[1]) == (card_model_key(*CARD), CARD[0], CARD[1])
+
+
+def test_gpt_tasks_run_end_to_end_and_are_paid(w3, anvil, deployment, relay, operator, tiny_lm_dir, tmp_path):
+    args = [gpt_args(tiny_lm_dir, seed=s) for s in (1, 2)]
+
+    async def scenario():
+        coordinator = Coordinator(
+            settings(anvil, deployment, relay, tmp_path), operator, LocalJobRunner(tmp_path)
+        )
+        await coordinator.start()
+        try:
+            await coordinator.join_nodes()
+            task_ids = []
+            for a in args:
+                task_ids.append(create_task(w3, deployment, a))
+                await upload(relay, task_ids[-1], a)
+
+            def all_paid() -> bool:
+                rows = [r for t in task_ids for r in coordinator.store.of_task(t)]
+                return len(rows) == 6 and all(r.outcome is Outcome.PAID for r in rows)
+
+            await run_until(coordinator, all_paid)
+            async with RelayClient(relay.url, APP) as app:
+                files = [await app.get_result(t, 0) for t in task_ids]
+            return task_ids, files, coordinator.status()
+        finally:
+            await coordinator.close()
+
+    task_ids, files, status = asyncio.run(scenario())
+    assert status["tasks"]["outcome:paid"] == 6 and status["earned_wei"] == 2 * 10**18
+    for data in files:
+        response = json.loads(data)
+        assert response["choices"][0]["message"]["role"] == "assistant"
+    task = deployment.bind(w3).contract("Task")
+    success = task.events.TaskSuccess().get_logs(from_block=deployment.block_number)
+    assert {e["args"]["taskId"]: bytes(e["args"]["result"]) for e in success} == {
+        t: hashlib.sha256(f).digest() for t, f in zip(task_ids, files, strict=True)
+    }
+
+
+def test_invalid_arguments_are_reported_as_a_task_error(w3, anvil, deployment, relay, operator, tmp_path):
+    # valid JSON for the relay, but a model the nodes cannot load: a task error, reported on chain
+    args = json.dumps(
+        {"model": str(tmp_path / "no-such-model"), "messages": [{"role": "user", "content": "x"}]}
+    )
+
+    async def scenario():
+        coordinator = Coordinator(
+            settings(anvil, deployment, relay, tmp_path), operator, LocalJobRunner(tmp_path)
+        )
+        await coordinator.start()
+        try:
+            await coordinator.join_nodes()
+            task_id = create_task(w3, deployment, args)
+            await upload(relay, task_id, args)
+
+            def all_done() -> bool:
+                rows = coordinator.store.of_task(task_id)
+                return len(rows) == 3 and all(r.step is Step.DONE for r in rows)
+
+            await run_until(coordinator, all_done)
+            return task_id, coordinator.store.of_task(task_id)
+        finally:
+            await coordinator.close()
+
+    task_id, rows = asyncio.run(scenario())
+    assert all(r.error and r.error.startswith("model_invalid") for r in rows)
+    aborted = (
+        deployment.bind(w3).contract("Task").events.TaskAborted().get_logs(from_block=deployment.block_number)
+    )
+    assert [(e["args"]["taskId"], e["args"]["reason"]) for e in aborted] == [(task_id, "Task error reported")]
+    node = deployment.bind(w3).contract("Node")
+    assert {NodeStatus(node.functions.nodeStatus(r.node).call()) for r in rows} == {NodeStatus.AVAILABLE}

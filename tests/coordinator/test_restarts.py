@@ -1,0 +1,79 @@
+"""The coordinator process killed at the worst moments of a task, then restarted: nothing lost or doubled.
+
+Each case runs a real process that dies with os._exit at a checkpoint of the task flow (before the
+commitment, after it was sent, after the disclosure, before the upload), then a second process with the
+same state directory. Every task must complete and be paid, and no node may be slashed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from eth_account import Account
+
+from cluster.chain.accounts import OperatorKeys
+from tests.coordinator.crash_runner import CRASH_EXIT_CODE
+from tests.coordinator.test_coordinator_chain import (
+    CARD,
+    FUNDER,
+    create_task,
+    gpt_args,
+    upload,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run_coordinator(config: dict, path: Path) -> subprocess.CompletedProcess[str]:
+    path.write_text(json.dumps(config))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "tests.coordinator.crash_runner", str(path)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("crash_at", ["before_commit", "after_commit", "after_disclose", "before_upload"])
+def test_a_killed_coordinator_resumes_every_task_without_a_slash(
+    crash_at,
+    w3,
+    anvil,
+    deployment,
+    relay,
+    tiny_lm_dir,
+    tmp_path,
+):
+    _, mnemonic = Account.create_with_mnemonic()
+    operator = OperatorKeys.from_mnemonic(mnemonic).operator.address
+    w3.eth.send_transaction({"from": FUNDER.address, "to": operator, "value": 5_000 * 10**18})
+    # the nodes must exist before the task is created, so a first process joins them and exits
+    config = {
+        "rpc_url": anvil.rpc_url, "addresses": dict(deployment.addresses), "relay_url": relay.url,
+        "state_dir": str(tmp_path / "state"), "cards": [CARD] * 3, "start_block": deployment.block_number,
+        "mnemonic": mnemonic, "task_ids": [], "timeout_s": 60,
+    }  # fmt: skip
+    joined = run_coordinator(config, tmp_path / "join.json")
+    assert joined.returncode == 0, joined.stderr[-2000:]
+
+    args = gpt_args(tiny_lm_dir, seed=7)
+    task_id = create_task(w3, deployment, args)
+    asyncio.run(upload(relay, task_id, args))
+    config["task_ids"] = [task_id]
+
+    crashed = run_coordinator({**config, "crash_at": crash_at}, tmp_path / "crash.json")
+    assert crashed.returncode == CRASH_EXIT_CODE, crashed.stderr[-2000:]
+    resumed = run_coordinator(config, tmp_path / "resume.json")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+    status = json.loads(resumed.stdout.strip().splitlines()[-1])
+    assert status["tasks"].get("outcome:paid") == 3, status
+    task = deployment.bind(w3).contract("Task")
+    assert list(task.events.TaskNodeSlashed().get_logs(from_block=deployment.block_number)) == []
+    uploaded = task.events.TaskResultUploaded().get_logs(from_block=deployment.block_number)
+    assert [e["args"]["taskId"] for e in uploaded] == [task_id]
