@@ -1,0 +1,159 @@
+"""GPUs and card models: what NVML finds on a node, the CPU rig's virtual GPUs, and the Ray resource that
+names each card model.
+
+A card model is the full product name, the VRAM in GB and the runtime tag (PROTOCOL.md, Nodes). Ray's own
+``accelerator_type`` merges SKUs (H100 SXM and PCIe), so every card model also gets a custom Ray resource,
+``card:<first 16 hex of its key>``, that the nodes holding it declare (``ray start --resources``) and that
+its workers ask for. ``python -m cluster.workers.gpu`` prints that declaration for the node it runs on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import tempfile
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from cluster.config import EngineConfig, RigConfig
+from cluster.protocol.hashes import card_model_key, gpu_vram_gb
+
+CARD_RESOURCE_PREFIX = "card:"
+MIB = 1024**2
+
+
+class GpuDiscoveryError(RuntimeError):
+    """NVML is missing or failed, or a worker's GPU is not the card model it was placed for."""
+
+
+@dataclass(frozen=True, slots=True)
+class GpuSpec:
+    index: int  # NVML index on its node (PCI bus order); for a virtual GPU, its place in the rig
+    name: str  # the driver's full product name, e.g. "NVIDIA H100 80GB HBM3"
+    vram_gb: int  # ceil(MiB / 1024), as declared on chain
+
+
+@dataclass(frozen=True, slots=True)
+class CardModel:
+    gpu_name: str
+    vram_gb: int
+    runtime: str
+
+    @classmethod
+    def of(cls, spec: GpuSpec, runtime: str) -> CardModel:
+        return cls(spec.name, spec.vram_gb, runtime)
+
+    @property
+    def key(self) -> bytes:
+        """The on-chain card model key: keccak256(abi.encode(gpuName, gpuVramGB, runtime))."""
+        return card_model_key(self.gpu_name, self.vram_gb, self.runtime)
+
+    @property
+    def short_id(self) -> str:
+        """Eight hex digits of the key: enough to tell a farm's card models apart in names and logs."""
+        return self.key.hex()[:8]
+
+    @property
+    def resource_name(self) -> str:
+        # NOTE: Ray resource names must be plain strings; the product name has spaces and the runtime tag
+        # dots, so the resource is named by the key instead (64 bits: no collision within one farm).
+        return CARD_RESOURCE_PREFIX + self.key.hex()[:16]
+
+
+def _import_nvml() -> Any:
+    try:
+        return importlib.import_module("pynvml")
+    except ImportError as exc:
+        raise GpuDiscoveryError(
+            "rig.discover_gpus is true but pynvml is missing: install helium-cluster[gpu] (nvidia-ml-py), "
+            "or set rig.discover_gpus=false and list rig.virtual_slots"
+        ) from exc
+
+
+def discover_nvml_gpus() -> list[GpuSpec]:
+    """Every GPU of this node as NVML sees it (all of them, whatever CUDA_VISIBLE_DEVICES says)."""
+    nvml = _import_nvml()
+    try:
+        nvml.nvmlInit()
+    except Exception as exc:  # pynvml.NVMLError: no driver, no device node, driver/library mismatch
+        raise GpuDiscoveryError(
+            f"NVML did not start on this node ({exc}); is the NVIDIA driver loaded? "
+            "Set rig.discover_gpus=false to use rig.virtual_slots instead"
+        ) from exc
+    try:
+        specs = []
+        for index in range(nvml.nvmlDeviceGetCount()):
+            handle = nvml.nvmlDeviceGetHandleByIndex(index)
+            name = nvml.nvmlDeviceGetName(handle)
+            if isinstance(name, bytes):  # nvidia-ml-py before 11.5 returns bytes
+                name = name.decode()
+            total_mib = nvml.nvmlDeviceGetMemoryInfo(handle).total // MIB
+            specs.append(GpuSpec(index, name, gpu_vram_gb(total_mib)))
+        return specs
+    finally:
+        nvml.nvmlShutdown()
+
+
+def virtual_gpus(rig: RigConfig) -> list[GpuSpec]:
+    """The CPU rig's stand-ins: one virtual GPU per ``count`` of each ``rig.virtual_slots`` group."""
+    specs: list[GpuSpec] = []
+    for group in rig.virtual_slots:
+        specs.extend(GpuSpec(len(specs), group.card_name, group.vram_gb) for _ in range(group.count))
+    return specs
+
+
+def runtime_tag_of(engine: EngineConfig) -> str:
+    """``engine.runtime_tag`` if set, else the text engine's own tag (its name and version)."""
+    if engine.runtime_tag:
+        return engine.runtime_tag
+    from cluster.workers.engines import make_text_engine
+    from cluster.workers.models.cache import ModelCache
+    from cluster.workers.models.store import ModelStore
+
+    # An engine object loads nothing until its first task, so building one only to ask its tag is cheap.
+    store = ModelStore(tempfile.gettempdir(), is_offline=True)
+    return make_text_engine(engine.text, store, ModelCache(budget_bytes=1)).runtime_tag()
+
+
+def assigned_gpu_spec() -> GpuSpec:
+    """The GPU Ray assigned to the calling worker (``num_gpus=1``), looked up in NVML.
+
+    Ray's GPU ids index CUDA_VISIBLE_DEVICES; the worker sets CUDA_DEVICE_ORDER=PCI_BUS_ID so that CUDA's
+    numbering is NVML's.
+    """
+    import ray
+
+    gpu_ids = ray.get_gpu_ids()
+    if len(gpu_ids) != 1 or not str(gpu_ids[0]).isdigit():
+        raise GpuDiscoveryError(f"a GPU worker needs exactly one GPU with a numeric id, Ray gave {gpu_ids}")
+    specs = {spec.index: spec for spec in discover_nvml_gpus()}
+    index = int(gpu_ids[0])
+    if index not in specs:
+        raise GpuDiscoveryError(f"Ray assigned GPU {index} but NVML lists only {sorted(specs)}")
+    return specs[index]
+
+
+def node_resources(specs: Iterable[GpuSpec], runtime: str) -> dict[str, float]:
+    """The custom resources a node with these GPUs declares: one unit of its card resource per GPU."""
+    counts = Counter(CardModel.of(spec, runtime).resource_name for spec in specs)
+    return {name: float(count) for name, count in sorted(counts.items())}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Print this node's ``ray start --resources`` JSON (for KubeRay's rayStartParams, or by hand)."""
+    parser = argparse.ArgumentParser(prog="python -m cluster.workers.gpu", description=main.__doc__)
+    parser.add_argument("--text-engine", default="transformers", choices=["transformers", "vllm"])
+    parser.add_argument("--runtime-tag", default=os.environ.get("HELIUM_RUNTIME_TAG"))
+    options = parser.parse_args(argv)
+    engine = EngineConfig(
+        text=options.text_engine, image="diffusers", deterministic=True, runtime_tag=options.runtime_tag
+    )
+    print(json.dumps(node_resources(discover_nvml_gpus(), runtime_tag_of(engine))))
+
+
+if __name__ == "__main__":
+    main()

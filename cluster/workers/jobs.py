@@ -1,0 +1,121 @@
+"""A card model's group of workers as the pool schedules it: who is free, who goes next, who waits.
+
+Everything here runs on the coordinator's event loop only, so no locks: a job takes a slot in
+``acquire`` and gives it back in ``release``, which wakes the jobs waiting in line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from cluster.protocol.errors import TaskExecutionError
+from cluster.workers.gpu import CardModel
+from cluster.workers.layout import WorkerSlot
+
+
+class JobDeadlineExceeded(TimeoutError):
+    """No worker of the card model produced a result or a task error before the job's deadline."""
+
+    def __init__(self, message: str, *, attempts: int, last_error: TaskExecutionError | None) -> None:
+        super().__init__(message)
+        self.attempts = attempts
+        self.last_error = last_error
+
+
+@dataclass(frozen=True, slots=True)
+class JobResult:
+    files: tuple[bytes, ...]
+    result: bytes  # the bytes to commit on chain; empty with an error
+    error: TaskExecutionError | None  # a task error (REPORT action): the node reports it on chain
+    worker_id: str
+    attempts: int
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass(slots=True, eq=False)
+class WorkerState:
+    slot: WorkerSlot
+    handle: Any  # the GpuWorker actor handle; swapped when the worker is replaced
+    num_running: int = 0
+    num_jobs: int = 0
+    loaded_models: frozenset[str] = frozenset()
+    is_alive: bool = True
+
+    @property
+    def worker_id(self) -> str:
+        return self.slot.name
+
+
+@dataclass(slots=True, eq=False)
+class CardGroup:
+    card: CardModel
+    slots_per_gpu: int
+    workers: list[WorkerState] = field(default_factory=list)
+    waiters: list[asyncio.Future[None]] = field(default_factory=list)  # jobs waiting for a free slot
+
+    def find(self, worker_id: str) -> WorkerState | None:
+        return next((w for w in self.workers if w.worker_id == worker_id), None)
+
+    def pick(self, hint: str | None, avoid: str, only: str | None) -> WorkerState | None:
+        """The free worker to run a job: a holder of ``hint`` first, then the least busy."""
+        free = [
+            w
+            for w in self.workers
+            if w.is_alive and w.num_running < self.slots_per_gpu and only in (None, w.worker_id)
+        ]
+        # A retry goes to a sibling when one is free, else back to the worker that failed.
+        candidates = [w for w in free if w.worker_id != avoid] or free
+        if not candidates:
+            return None
+        return min(
+            candidates, key=lambda w: (hint not in w.loaded_models, w.num_running, w.num_jobs, w.slot.index)
+        )
+
+    async def acquire(
+        self, deadline: float, hint: str | None, avoid: str = "", only: str | None = None
+    ) -> WorkerState | None:
+        """A worker with a slot taken for the caller, waiting in line while all are busy or down;
+        None once ``deadline`` (Unix time) passes."""
+        while (remaining_s := deadline - time.time()) > 0:
+            worker = self.pick(hint, avoid, only)
+            if worker is not None:
+                worker.num_running += 1
+                return worker
+            waiter = asyncio.get_running_loop().create_future()
+            self.waiters.append(waiter)
+            await asyncio.wait({waiter}, timeout=remaining_s)
+            if not waiter.done():  # timed out: leave the line
+                waiter.cancel()
+                self.waiters.remove(waiter)
+        return None
+
+    def release(self, worker: WorkerState, reply: asyncio.Future[Any]) -> None:
+        """Give the slot back when the worker's call ended, however it ended."""
+        worker.num_running -= 1
+        worker.num_jobs += 1
+        if not reply.cancelled() and reply.exception() is None:
+            worker.loaded_models = frozenset(reply.result().get("loaded_models", ()))
+        self.wake()
+
+    def wake(self) -> None:
+        for waiter in self.waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self.waiters.clear()
+
+    def deadline_error(self, attempts: int, last_error: TaskExecutionError | None) -> JobDeadlineExceeded:
+        num_busy = sum(w.num_running > 0 for w in self.workers)
+        num_down = sum(not w.is_alive for w in self.workers)
+        last = f"; last error: {last_error}" if last_error else ""
+        return JobDeadlineExceeded(
+            f"job for card model {self.card.short_id} ({self.card.gpu_name}) missed its deadline after "
+            f"{attempts} attempt(s); of {len(self.workers)} workers {num_busy} busy, {num_down} down{last}",
+            attempts=attempts,
+            last_error=last_error,
+        )

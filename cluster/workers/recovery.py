@@ -1,0 +1,50 @@
+"""Bringing a lost worker back, and what counts as a lost worker.
+
+A worker is lost when its actor died (``ray.kill``, a crash past ``max_restarts``) or its process
+crashed mid-call. It comes back under its name: Ray's own restart of it when Ray restarts the process, or
+a new actor once the old one is dead and its name free again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from ray.exceptions import RayActorError, WorkerCrashedError
+
+from cluster.workers.jobs import CardGroup, WorkerState
+from cluster.workers.layout import WorkerSlot
+
+logger = logging.getLogger(__name__)
+
+BACKOFF_INITIAL_S = 0.25
+BACKOFF_MAX_S = 4.0
+NUM_REPLACE_ATTEMPTS = 30
+# ActorDiedError and ActorUnavailableError derive from RayActorError.
+WORKER_LOST_ERRORS = (RayActorError, WorkerCrashedError)
+
+
+def ray_future(ref: Any) -> asyncio.Future[Any]:
+    """An ObjectRef as a future of the running loop (its callbacks run on the loop)."""
+    return asyncio.wrap_future(ref.future())
+
+
+async def bring_back(spawn: Callable[[WorkerSlot], Any], group: CardGroup, worker: WorkerState) -> None:
+    """Get or create the worker's actor until it answers, then put it back in its group's rotation."""
+    delay_s = BACKOFF_INITIAL_S
+    for attempt in range(1, NUM_REPLACE_ATTEMPTS + 1):
+        handle = spawn(worker.slot)  # get_if_exists: the old actor while its name is still taken
+        try:
+            models = await ray_future(handle.loaded_models.remote())
+        except WORKER_LOST_ERRORS as exc:
+            logger.info("[pool] replacement pending worker=%s attempt=%d: %s", worker.worker_id, attempt, exc)
+            await asyncio.sleep(delay_s)
+            delay_s = min(2 * delay_s, BACKOFF_MAX_S)
+            continue
+        worker.handle, worker.loaded_models, worker.is_alive = handle, frozenset(models), True
+        logger.info("[pool] worker replaced worker=%s attempt=%d", worker.worker_id, attempt)
+        group.wake()
+        return
+    logger.error("[pool] worker could not be replaced worker=%s; its group runs short", worker.worker_id)

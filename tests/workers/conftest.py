@@ -1,0 +1,134 @@
+"""One local Ray cluster and one worker pool for the whole session: 2 workers of card A, 3 of card B.
+
+Starting Ray and five worker processes costs most of this folder's time, so every test shares them and
+leaves them as it found them (all workers up). The pool lives on one event loop in a background thread,
+as it does in the coordinator; ``run`` submits a coroutine to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from cluster.config import EngineConfig, RigConfig, VirtualSlots
+from cluster.workers.models.builders import build_tiny_causal_lm
+from cluster.workers.models.sd_builders import build_tiny_sd
+
+T = TypeVar("T")
+CARD_A = "Test Virtual Card A"
+CARD_B = "Test Virtual Card B"
+CORRUPT_WORKER_INDEX = 4  # the last worker of card B: corrupt_results
+RUN_TIMEOUT_S = 120.0
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def tiny_lm_dir(models_dir: Path) -> Path:
+    return build_tiny_causal_lm(models_dir / "tiny-lm")
+
+
+@pytest.fixture(scope="session")
+def tiny_sd_dir(models_dir: Path) -> Path:
+    return build_tiny_sd(models_dir / "tiny-sd")
+
+
+@pytest.fixture(scope="session")
+def rig(tmp_path_factory: pytest.TempPathFactory) -> RigConfig:
+    return RigConfig(
+        name="test-workers",
+        device="cpu",
+        discover_gpus=False,
+        slots_per_gpu=1,
+        virtual_slots=[
+            VirtualSlots(card_name=CARD_A, vram_gb=8, count=2),
+            VirtualSlots(card_name=CARD_B, vram_gb=16, count=3),
+        ],
+        model_cache_dir=str(tmp_path_factory.mktemp("hub-cache")),
+        vram_budget_fraction=0.5,
+    )
+
+
+@pytest.fixture(scope="session")
+def engine() -> EngineConfig:
+    # runtime_tag None: the card model takes the transformers engine's own tag, as on a real rig.
+    return EngineConfig(text="transformers", image="diffusers", deterministic=True, runtime_tag=None)
+
+
+@pytest.fixture(scope="session")
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="pool-loop", daemon=True)
+    thread.start()
+    yield loop
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def run(loop: asyncio.AbstractEventLoop) -> Callable[[Coroutine[Any, Any, T]], T]:
+    def run(coroutine: Coroutine[Any, Any, T], timeout_s: float = RUN_TIMEOUT_S) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, loop).result(timeout_s)
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(rig: RigConfig, engine: EngineConfig) -> Iterator[None]:
+    import ray
+
+    from cluster.workers.layout import rig_ray_resources
+
+    env = {name: os.environ[name] for name in ("HF_HUB_OFFLINE", "HF_HUB_DISABLE_PROGRESS_BARS")}
+    ray.init(
+        num_cpus=2,
+        resources=rig_ray_resources(rig, engine),
+        namespace="helium-tests",
+        include_dashboard=False,
+        object_store_memory=256 * 1024**2,
+        runtime_env={"env_vars": env},
+        log_to_driver=False,
+    )
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def pool(ray_cluster: None, rig: RigConfig, engine: EngineConfig, run: Callable[..., Any]) -> Iterator[Any]:
+    from cluster.workers.pool import WorkerPool
+
+    faults = {CORRUPT_WORKER_INDEX: {"corrupt_results": True}}
+    pool = run(WorkerPool.create(rig, engine, namespace="helium-tests", faults=faults))
+    try:
+        yield pool
+    finally:
+        run(pool.shutdown())
+
+
+def card_key(pool: Any, gpu_name: str) -> bytes:
+    return next(key for key, card in pool.card_models().items() if card.gpu_name == gpu_name)
+
+
+@pytest.fixture(scope="session")
+def card_a(pool: Any) -> bytes:
+    return card_key(pool, CARD_A)
+
+
+@pytest.fixture(scope="session")
+def card_b(pool: Any) -> bytes:
+    return card_key(pool, CARD_B)

@@ -1,0 +1,36 @@
+"""Task arguments as an application uploads them: JSON text."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def gpt_args_json(
+    model: Path | str, *, seed: int = 0, content: str = "Hello, how are you?", **config: Any
+) -> str:
+    generation = {"max_new_tokens": 8, "do_sample": False, **config}
+    return json.dumps(
+        {
+            "model": str(model),
+            "messages": [{"role": "user", "content": content}],
+            "seed": seed,
+            "generation_config": generation,
+        }
+    )
+
+
+def sd_args_json(model: Path | str, *, steps: int = 2, size: int = 64, num_images: int = 2) -> str:
+    task_config = {
+        "image_width": size,
+        "image_height": size,
+        "steps": steps,
+        "seed": 7,
+        "num_images": num_images,
+        "safety_checker": False,
+        "cfg": 5.0,
+    }
+    return json.dumps(
+        {"base_model": str(model), "prompt": "a red fox in the snow", "task_config": task_config}
+    )
