@@ -1,7 +1,12 @@
-"""``python -m cluster [overrides...]``: the node cluster's entry point (Hydra).
+"""``python -m cluster [overrides...]``: run the farm's node cluster (Hydra config, see conf/).
 
-Today it validates the configuration and prints the protocol's task schemas and the rig's card model
-keys; the coordinator and workers that will serve the network arrive with their issues.
+    python -m cluster rig=cpu-devnet network.chain.rpc_url=... network.relay_url=... \\
+        network.chain.deployment_file=deployment.json
+    python -m cluster status        # the running farm at a glance
+
+It connects to the Ray cluster in RAY_ADDRESS (so it works under ``ray job submit``) or starts a local
+one. Without a chain and relay configured it prints the configuration, the card model keys and the task
+schemas, and says how to start the local network.
 """
 
 from __future__ import annotations
@@ -22,11 +27,35 @@ CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 def main(cfg: DictConfig) -> None:
     try:
         config = load_config(cfg)
+        if config.network.chain.rpc_url is None:
+            print_summary(config)
+            print("no chain configured (network.chain.rpc_url): scripts/devnet.sh runs a whole local network")
+            return
+        from cluster.launch import chain_settings, connect_ray, serve
+
+        chain = chain_settings(config)
+        connect_ray(config)
+        sys.exit(serve(config, chain))
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         sys.exit(2)
-    print_summary(config)
+
+
+def status() -> None:
+    import ray
+
+    from cluster.launch import find_coordinator, format_status
+
+    ray.init(address="auto", namespace="helium", log_to_driver=False)
+    try:
+        print(format_status(ray.get(find_coordinator().status.remote())))
+    except ValueError:
+        print("no coordinator is running in this Ray cluster", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["status"]:
+        status()
+    else:
+        main()

@@ -44,6 +44,7 @@ class ChainConfig(_Section):
     rpc_url: str | None
     chain_id: int = Field(ge=1)
     contracts: dict[str, str] | None
+    deployment_file: str | None = None  # a deployment JSON (addresses and start block) instead of contracts
     confirmations: int = Field(ge=0)
 
 
@@ -73,6 +74,8 @@ class ClusterConfig(_Section):
     network: NetworkConfig
     engine: EngineConfig
     state_dir: str
+    quit_on_stop: bool = False  # on a graceful stop, quit the nodes too (stakes come back)
+    guard_own_results: bool = True  # pause a card model whose own slots disagree on one task
 
 
 class ConfigError(ValueError):

@@ -12,11 +12,8 @@ from cluster.protocol.hashes import card_model_key
 from cluster.protocol.schema_files import SCHEMA_DIR, SCHEMA_MODELS
 
 NOT_BUILT_YET = [
-    "the chain contracts and client (issue: the chain)",
-    "the relay (issue: the relay)",
-    "the text and image engines (issue: execution engines)",
-    "the coordinator, GPU workers and the local network (issue: the node cluster)",
     "the bridge and chat page (issue: the bridge)",
+    "KubeRay manifests and the container image (issue: deployment)",
 ]
 
 

@@ -1,0 +1,122 @@
+"""Starting the farm from a driver: connect to Ray, start (or find) the coordinator actor, serve until told
+to stop. Used by ``python -m cluster`` (also under ``ray job submit``) and by the local network.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from cluster.config import ClusterConfig, ConfigError
+from cluster.coordinator.actor import ACTOR_NAME, NAMESPACE, CoordinatorActor
+from cluster.workers.layout import rig_ray_resources
+
+log = logging.getLogger(__name__)
+
+
+def chain_settings(config: ClusterConfig, *, reference_model: str | None = None) -> dict[str, Any]:
+    """Where the chain and relay are, from the network config; a clear error names what is missing."""
+    network = config.network
+    if network.chain.rpc_url is None or network.relay_url is None:
+        raise ConfigError(
+            "network.chain.rpc_url and network.relay_url must be set to serve a network "
+            "(scripts/devnet.sh starts a local one and sets them)"
+        )
+    start_block = 0
+    if network.chain.deployment_file is not None:
+        deployment = json.loads(Path(network.chain.deployment_file).read_text())
+        addresses, start_block = deployment["addresses"], int(deployment["block_number"])
+    elif network.chain.contracts is not None:
+        addresses = dict(network.chain.contracts)
+    else:
+        raise ConfigError("set network.chain.deployment_file or network.chain.contracts (the five addresses)")
+    return {
+        "rpc_url": network.chain.rpc_url,
+        "relay_url": network.relay_url,
+        "addresses": addresses,
+        "start_block": start_block,
+        "reference_model": reference_model,
+    }
+
+
+def connect_ray(config: ClusterConfig) -> None:
+    """Join the Ray cluster named by RAY_ADDRESS (``ray job submit`` sets it), or start a local one."""
+    if ray.is_initialized():
+        return
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, namespace=NAMESPACE, log_to_driver=True)
+        return
+    resources = {} if config.rig.discover_gpus else rig_ray_resources(config.rig, config.engine)
+    ray.init(
+        address="local", namespace=NAMESPACE, resources=resources, include_dashboard=False, log_to_driver=True
+    )
+
+
+def start_coordinator(
+    config: ClusterConfig, chain: dict[str, Any], *, faults: dict[int, dict] | None = None
+) -> Any:
+    """The coordinator actor: found by name if it runs, else created (detached: it outlives this driver)."""
+    secret_env = config.network.operator.mnemonic_env
+    if secret_env not in os.environ:
+        raise ConfigError(f"the operator's mnemonic is read from ${secret_env}; set it (network.operator)")
+    return CoordinatorActor.options(
+        name=ACTOR_NAME,
+        namespace=NAMESPACE,
+        lifetime="detached",
+        get_if_exists=True,
+        runtime_env={
+            "env_vars": {
+                secret_env: os.environ[secret_env],
+                "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "0"),
+            }
+        },
+    ).remote(config.model_dump(mode="json"), chain, faults)
+
+
+def find_coordinator() -> Any:
+    return ray.get_actor(ACTOR_NAME, namespace=NAMESPACE)
+
+
+def serve(config: ClusterConfig, chain: dict[str, Any], *, status_every_s: float = 10.0) -> int:
+    """Run until SIGINT/SIGTERM, printing the farm's status; then stop gracefully."""
+    actor = start_coordinator(config, chain)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    print(
+        f"[cluster] coordinator {ACTOR_NAME!r} starting (workers, reference check, node joins)...", flush=True
+    )
+    while not stop.is_set():
+        print(format_status(ray.get(actor.status.remote())), flush=True)
+        stop.wait(status_every_s)
+    print("[cluster] stopping: pausing nodes, finishing running tasks...", flush=True)
+    final = ray.get(actor.stop.remote(quit=config.quit_on_stop))
+    ray.get(actor.shutdown_workers.remote())
+    ray.kill(actor)
+    print(format_status(final), flush=True)
+    return 0
+
+
+def format_status(status: dict[str, Any]) -> str:
+    tasks = status.get("tasks", {})
+    steps = ", ".join(f"{k[5:]}={v}" for k, v in sorted(tasks.items()) if k.startswith("step:")) or "none"
+    outcomes = (
+        ", ".join(f"{k[8:]}={v}" for k, v in sorted(tasks.items()) if k.startswith("outcome:")) or "none"
+    )
+    lines = [
+        f"[cluster] {time.strftime('%H:%M:%S')} nodes={len(status.get('nodes', []))} "
+        f"earned={status.get('earned_wei', 0) / 1e18:.4f} CNX",
+        f"          task steps: {steps}; outcomes: {outcomes}",
+    ]
+    lines += [f"          check: {m}" for m in status.get("group_checks", {}).values()]
+    lines += [f"          {a}" for a in status.get("alerts", [])]
+    return "\n".join(lines)

@@ -1,0 +1,57 @@
+"""``python -m network.devnet [--tasks N] [overrides...]``: a whole network on this machine.
+
+Starts anvil, deploys and wires the contracts, funds an operator, starts the relay and the node cluster
+(Ray, virtual GPU slots of two card models, tiny models built on the spot), then sends a stream of GPT
+and SD tasks as an application would and shows their progress. With ``--tasks N`` it runs N tasks and
+exits with a summary (exit code 1 when any task failed); otherwise it runs until Ctrl-C. Hydra overrides
+of the cluster's config follow the options (e.g. ``rig.slots_per_gpu=2``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import shutil
+import signal
+import sys
+from pathlib import Path
+
+from network.devnet.stack import Devnet
+
+
+def parse(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
+    parser = argparse.ArgumentParser(prog="python -m network.devnet", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tasks", type=int, default=None, help="run this many tasks, then exit")
+    parser.add_argument("--in-flight", type=int, default=2, help="tasks the application keeps open at once")
+    parser.add_argument("--dir", type=Path, default=Path(".devnet"), help="models cache and this run's state")
+    parser.add_argument("--fresh-models", action="store_true", help="rebuild the tiny models")
+    return parser.parse_known_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(
+        level=os.environ.get("HELIUM_LOG_LEVEL", "WARNING"), format="%(levelname)s %(message)s"
+    )
+    options, overrides = parse(argv)
+    if options.fresh_models:
+        shutil.rmtree(options.dir / "models", ignore_errors=True)
+    devnet = Devnet(options.dir, overrides)
+    stop = asyncio.Event()
+
+    async def run() -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        return await devnet.stream(options.tasks, options.in_flight, stop)
+
+    try:
+        devnet.start()
+        return asyncio.run(run())
+    finally:
+        devnet.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,161 @@
+"""The devnet's parts, started in order and stopped in reverse: chain, contracts, relay, cluster, app."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from eth_account import Account
+from hydra import compose, initialize_config_dir
+
+from cluster.chain.anvil import DEV_MNEMONIC, Anvil
+from cluster.chain.deploy import Deployment, deploy_network
+from cluster.config import ClusterConfig, load_config
+from cluster.protocol.task import TaskType
+from network.devnet.models import ensure_models, gpt_task, sd_task
+from network.relay.background import RunningRelay
+from network.relay.config import RelayConfig
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+OPERATOR_FUNDS_WEI = 5_000 * 10**18
+Account.enable_unaudited_hdwallet_features()
+
+
+def dev_account(index: int) -> Any:
+    return Account.from_mnemonic(DEV_MNEMONIC, account_path=f"m/44'/60'/0'/0/{index}")
+
+
+class Devnet:
+    def __init__(self, root: Path, overrides: list[str]):
+        self.root = root.resolve()
+        self.run_dir = self.root / "run"
+        self.overrides = overrides
+        self._exit = ExitStack()
+        self.actor: Any = None
+        self.counts = {"succeeded": 0, "aborted": 0, "failed": 0}
+
+    def say(self, message: str) -> None:
+        print(f"[devnet] {time.strftime('%H:%M:%S')} {message}", flush=True)
+
+    # -- start and stop -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        shutil.rmtree(self.run_dir, ignore_errors=True)  # the chain is new each run: so is all state
+        self.run_dir.mkdir(parents=True)
+        self.say("building the tiny models (cached in %s)" % (self.root / "models"))
+        self.models = ensure_models(self.root / "models")
+        self.anvil = self._exit.enter_context(Anvil(num_accounts=10))
+        w3 = self.anvil.web3()
+        self.deployment: Deployment = deploy_network(w3, w3.eth.accounts[0])
+        self.deployment.save(self.run_dir / "deployment.json")
+        self.say(f"chain {self.anvil.rpc_url}, contracts deployed: {dict(self.deployment.addresses)}")
+
+        operator, mnemonic = Account.create_with_mnemonic()
+        os.environ["HELIUM_OPERATOR_MNEMONIC"] = mnemonic
+        tx = w3.eth.send_transaction(
+            {"from": w3.eth.accounts[1], "to": operator.address, "value": OPERATOR_FUNDS_WEI}
+        )
+        w3.eth.wait_for_transaction_receipt(tx)
+
+        relay_config = RelayConfig(
+            rpc_url=self.anvil.rpc_url, task_address=self.deployment.address("Task"),
+            network_stats_address=self.deployment.address("NetworkStats"), data_dir=self.run_dir / "relay",
+            port=0, start_block=self.deployment.block_number, poll_interval_s=0.2,
+        )  # fmt: skip
+        self.relay = self._exit.enter_context(RunningRelay(relay_config))
+        self.say(f"relay {self.relay.url}")
+        self.config = self._cluster_config()
+        self._start_cluster()
+
+    def _cluster_config(self) -> ClusterConfig:
+        base = [
+            f"network.chain.rpc_url={self.anvil.rpc_url}",
+            f"network.relay_url={self.relay.url}",
+            f"+network.chain.deployment_file={self.run_dir / 'deployment.json'}",
+            f"state_dir={self.run_dir / 'cluster'}",
+            f"rig.model_cache_dir={self.root / 'hub-cache'}",
+        ]
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return load_config(compose(config_name="config", overrides=base + self.overrides))
+
+    def _start_cluster(self) -> None:
+        import ray
+
+        from cluster.launch import chain_settings, connect_ray, start_coordinator
+
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        connect_ray(self.config)
+        self._exit.callback(ray.shutdown)
+        self.actor = start_coordinator(
+            self.config, chain_settings(self.config, reference_model=str(self.models["gpt"]))
+        )
+        self.say("cluster starting: workers, reference check per card model, node joins")
+        status = ray.get(self.actor.status.remote())
+        for message in status.get("group_checks", {}).values():
+            self.say(f"check: {message}")
+        self.say(f"{len(status['nodes'])} nodes joined")
+
+    def stop(self) -> None:
+        if self.actor is not None:
+            import ray
+
+            try:
+                final = ray.get(self.actor.stop.remote(quit=True), timeout=180)
+                ray.get(self.actor.shutdown_workers.remote(), timeout=60)
+                ray.kill(self.actor)
+                self.say(f"cluster stopped; the farm earned {final.get('earned_wei', 0) / 1e18:.4f} CNX")
+            except Exception as exc:  # stopping must go on to the relay and the chain
+                self.say(f"cluster stop failed: {exc!r}")
+        self._exit.close()
+
+    # -- the application's task stream ------------------------------------------------------------------
+
+    async def stream(self, num_tasks: int | None, in_flight: int, stop: asyncio.Event) -> int:
+        from network.app.client import ApplicationClient
+
+        app_account = dev_account(2)
+        async with ApplicationClient(
+            self.anvil.rpc_url, self.deployment, self.relay.url, app_account, self.run_dir / "app"
+        ) as app:
+            slots = asyncio.Semaphore(in_flight)
+            running: set[asyncio.Task[None]] = set()
+            i = 0
+            while not stop.is_set() and (num_tasks is None or i < num_tasks):
+                await slots.acquire()
+                task = asyncio.create_task(self._one(app, i, slots))
+                running.add(task)
+                task.add_done_callback(running.discard)
+                i += 1
+            await asyncio.gather(*running, return_exceptions=True)
+        self.say(
+            f"summary: {self.counts['succeeded']} succeeded, {self.counts['aborted']} aborted, "
+            f"{self.counts['failed']} failed"
+        )
+        return 0 if self.counts["aborted"] == self.counts["failed"] == 0 else 1
+
+    async def _one(self, app: Any, i: int, slots: asyncio.Semaphore) -> None:
+        task_type = TaskType.GPT if i % 2 == 0 else TaskType.SD
+        args = gpt_task(self.models["gpt"], i) if task_type is TaskType.GPT else sd_task(self.models["sd"], i)
+
+        def progress(name: str, args: Any) -> None:
+            self.say(f"task #{i} ({task_type.name}) {name}")
+
+        try:
+            task_id, files = await app.run(task_type, args, request_id=f"devnet-{i}", timeout_s=600,
+                                           on_progress=progress)  # fmt: skip
+            shown = (
+                files[0][:80].decode(errors="replace") if task_type is TaskType.GPT else f"{len(files)} PNGs"
+            )
+            self.say(f"task #{i} -> chain task {task_id} validated: {shown}")
+            self.counts["succeeded"] += 1
+        except Exception as exc:
+            aborted = type(exc).__name__ == "TaskAbortedError"
+            self.counts["aborted" if aborted else "failed"] += 1
+            self.say(f"task #{i} ({task_type.name}) {'aborted' if aborted else 'failed'}: {exc}")
+        finally:
+            slots.release()
