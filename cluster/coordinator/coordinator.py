@@ -48,6 +48,7 @@ class CoordinatorSettings:
     poll_interval_s: float = 0.5
     guard_own_results: bool = True
     checkpoint: Callable[[str, NodeTask], None] | None = None  # a test hook (see flow.FlowContext)
+    corrupt_slots: frozenset[int] = frozenset()  # a test fault: these slots commit wrong results
     sender: SenderConfig = field(default_factory=SenderConfig)
 
 
@@ -95,6 +96,7 @@ class Coordinator:
         )  # fmt: skip
         if self.settings.checkpoint is not None:
             self.ctx.checkpoint = self.settings.checkpoint
+        self.ctx.corrupt_nodes = frozenset(self.slots[i].account.address for i in self.settings.corrupt_slots)
         self._chain_time = float(await self.ops.chain_time())
         self._started = True
 

@@ -11,6 +11,7 @@ return False and are woken by the chain watch. Past the deadline the node cancel
 
 from __future__ import annotations
 
+import io
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -23,8 +24,8 @@ from cluster.chain.revert import ContractRevert
 from cluster.coordinator.chain_ops import ChainOps
 from cluster.coordinator.store import NodeTask, Step, TaskStore
 from cluster.protocol.errors import ArgumentsInvalid
-from cluster.protocol.hashes import new_nonce, task_hash
-from cluster.protocol.phash import sd_results_match
+from cluster.protocol.hashes import gpt_result, new_nonce, task_hash
+from cluster.protocol.phash import sd_result, sd_results_match
 from cluster.protocol.task import TaskType, parse_task_args
 from cluster.relay import RelayClient
 
@@ -53,6 +54,7 @@ class FlowContext:
     guard_own_results: bool = True
     # Called at the points where a crash is most instructive; tests make it kill the process there.
     checkpoint: Callable[[str, NodeTask], None] = lambda point, task: None
+    corrupt_nodes: frozenset[str] = frozenset()  # a test fault: these nodes commit wrong results
 
 
 async def advance(ctx: FlowContext, task: NodeTask) -> bool:
@@ -97,15 +99,18 @@ async def _selected(ctx: FlowContext, task: NodeTask) -> bool:
     if error is not None:  # the pool returns only task errors; transient ones it retried until the deadline
         return _found_error(ctx, task, error.code.value, error.message)
     files: list[bytes] = list(job.files)  # type: ignore[attr-defined]
+    result: bytes = job.result  # type: ignore[attr-defined]
+    if task.node in ctx.corrupt_nodes:  # a test fault: this node's GPU returns wrong results
+        files, result = corrupted(task.task_type, files)
     ctx.store.write_files(task.task_id, task.round, files)
     # result, nonce and files on disk before the commitment can be sent
     ctx.store.patch(
         task.task_id,
         task.round,
         step=Step.EXECUTED,
-        result=job.result,
+        result=result,
         nonce=new_nonce(),
-        num_files=len(files),  # type: ignore[attr-defined]
+        num_files=len(files),
     )
     log.info("[coordinator] executed task=%d round=%d node=%s", task.task_id, task.round, task.node)
     return True
@@ -183,6 +188,21 @@ async def _cancel(ctx: FlowContext, task: NodeTask) -> bool:
             raise  # still running: a real refusal (e.g. the deadline by chain time not yet passed)
         log.info("[coordinator] task already ended task=%d (%s)", task.task_id, exc.name)
     return False  # TaskAborted / TaskNodeCancelled mark it done
+
+
+def corrupted(task_type: int, files: list[bytes]) -> tuple[list[bytes], bytes]:
+    """Files changed so that their result differs from an honest node's (the slash tests' fault)."""
+    if task_type == TaskType.GPT:
+        changed = [files[0].replace(b'"content": "', b'"content": "corrupt ', 1)]
+        return changed, gpt_result(changed[0])
+    from PIL import Image, ImageOps  # flipping each image moves its pHash far beyond the threshold
+
+    flipped = []
+    for data in files:
+        out = io.BytesIO()
+        ImageOps.invert(Image.open(io.BytesIO(data)).convert("RGB")).save(out, format="PNG")
+        flipped.append(out.getvalue())
+    return flipped, sd_result(flipped)
 
 
 def _agree(a: NodeTask, b: NodeTask) -> bool:

@@ -23,6 +23,8 @@ from cluster.coordinator.coordinator import Coordinator, CoordinatorSettings
 from cluster.coordinator.store import Outcome, Step
 from cluster.protocol.hashes import card_model_key, task_hash
 from cluster.relay import RelayClient
+from network.relay.background import RunningRelay
+from network.relay.config import RelayConfig
 from tests.coordinator.local_runner import LocalJobRunner
 
 Account.enable_unaudited_hdwallet_features()
@@ -176,3 +178,115 @@ def test_invalid_arguments_are_reported_as_a_task_error(w3, anvil, deployment, r
     assert [(e["args"]["taskId"], e["args"]["reason"]) for e in aborted] == [(task_id, "Task error reported")]
     node = deployment.bind(w3).contract("Node")
     assert {NodeStatus(node.functions.nodeStatus(r.node).call()) for r in rows} == {NodeStatus.AVAILABLE}
+
+
+def test_a_corrupt_slot_is_slashed_and_the_honest_slots_are_paid(
+    w3, anvil, deployment, relay, operator, tiny_lm_dir, tmp_path
+):
+    args = gpt_args(tiny_lm_dir, seed=5)
+    config = settings(
+        anvil, deployment, relay, tmp_path, corrupt_slots=frozenset({2}), guard_own_results=False
+    )
+
+    async def scenario():
+        coordinator = Coordinator(config, operator, LocalJobRunner(tmp_path))
+        await coordinator.start()
+        try:
+            await coordinator.join_nodes()
+            task_id = create_task(w3, deployment, args)
+            await upload(relay, task_id, args)
+
+            def settled() -> bool:
+                rows = coordinator.store.of_task(task_id)
+                return len(rows) == 3 and all(r.step is Step.DONE for r in rows)
+
+            await run_until(coordinator, settled)
+            return coordinator.store.of_task(task_id), coordinator.slots[2].account.address
+        finally:
+            await coordinator.close()
+
+    rows, corrupt_node = asyncio.run(scenario())
+    outcomes = {r.node: r.outcome for r in rows}
+    assert outcomes.pop(corrupt_node) is Outcome.SLASHED
+    assert set(outcomes.values()) == {Outcome.PAID}
+    node = deployment.bind(w3).contract("Node")
+    assert (
+        NodeStatus(node.functions.nodeStatus(corrupt_node).call()) is NodeStatus.QUIT
+    )  # removed, stake gone
+    slashed = (
+        deployment.bind(w3)
+        .contract("Task")
+        .events.TaskNodeSlashed()
+        .get_logs(from_block=deployment.block_number)
+    )
+    assert [e["args"]["node"] for e in slashed] == [corrupt_node]
+
+
+def test_own_slots_that_disagree_pause_the_card_model_before_any_disclosure(
+    w3, anvil, deployment, relay, operator, tiny_lm_dir, tmp_path
+):
+    args = gpt_args(tiny_lm_dir, seed=6)
+    config = settings(anvil, deployment, relay, tmp_path, corrupt_slots=frozenset({1}))
+
+    async def scenario():
+        coordinator = Coordinator(config, operator, LocalJobRunner(tmp_path))
+        await coordinator.start()
+        try:
+            await coordinator.join_nodes()
+            task_id = create_task(w3, deployment, args)
+            await upload(relay, task_id, args)
+            await run_until(coordinator, lambda: bool(coordinator.alerts))
+            await asyncio.sleep(1.0)  # give any (wrong) disclosure time to go out
+            return task_id, coordinator.status(), [s.account.address for s in coordinator.slots]
+        finally:
+            await coordinator.close()
+
+    task_id, status, nodes = asyncio.run(scenario())
+    assert f"disagree on task {task_id}" in status["alerts"][0] and len(status["paused_cards"]) == 1
+    task = deployment.bind(w3).contract("Task")
+    assert list(task.events.TaskResultDisclosed().get_logs(from_block=deployment.block_number)) == []
+    node = deployment.bind(w3).contract("Node")
+    # busy with the task: each pauses when it ends (PendingPause), so no new task reaches the group
+    assert {NodeStatus(node.functions.nodeStatus(n).call()) for n in nodes} == {NodeStatus.PENDING_PAUSE}
+
+
+def test_tasks_complete_after_the_relay_comes_back(w3, anvil, deployment, operator, tiny_lm_dir, tmp_path):
+    from cluster.chain.anvil import free_port
+
+    port = free_port()
+    relay_config = RelayConfig(
+        rpc_url=anvil.rpc_url, task_address=deployment.address("Task"), data_dir=tmp_path / "relay",
+        port=port, start_block=deployment.block_number, poll_interval_s=0.05,
+    )  # fmt: skip
+    args = gpt_args(tiny_lm_dir, seed=8)
+    relay = RunningRelay(relay_config).start()
+    config = settings(anvil, deployment, relay, tmp_path)
+
+    async def scenario():
+        coordinator = Coordinator(config, operator, LocalJobRunner(tmp_path))
+        await coordinator.start()
+        try:
+            await coordinator.join_nodes()
+            task_id = create_task(w3, deployment, args)
+            await upload(relay, task_id, args)
+            relay.stop()  # down before any node fetched the arguments
+            stop = asyncio.Event()
+            loop = asyncio.create_task(coordinator.run(stop))
+            await asyncio.sleep(3.0)
+            assert {r.step for r in coordinator.store.of_task(task_id)} == {
+                Step.SELECTED
+            }  # waiting, not failed
+            back = await asyncio.to_thread(RunningRelay(relay_config).start)
+            try:
+                deadline = time.monotonic() + 60
+                while not all(r.outcome is Outcome.PAID for r in coordinator.store.of_task(task_id)):
+                    assert time.monotonic() < deadline, coordinator.status()
+                    await asyncio.sleep(0.1)
+            finally:
+                stop.set()
+                await loop
+                await asyncio.to_thread(back.stop)
+        finally:
+            await coordinator.close()
+
+    asyncio.run(scenario())
