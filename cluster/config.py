@@ -76,6 +76,7 @@ class ClusterConfig(_Section):
     state_dir: str
     quit_on_stop: bool = False  # on a graceful stop, quit the nodes too (stakes come back)
     guard_own_results: bool = True  # pause a card model whose own slots disagree on one task
+    metrics_port: int = Field(default=9400, ge=0, le=65535)  # Prometheus metrics of the coordinator; 0: off
 
 
 class ConfigError(ValueError):

@@ -18,6 +18,7 @@ import ray
 from cluster.chain.accounts import OperatorKeys
 from cluster.config import ClusterConfig
 from cluster.coordinator.coordinator import Coordinator, CoordinatorSettings
+from cluster.coordinator.metrics import FarmMetrics
 from cluster.workers.guard import check_group, reference_tasks
 from cluster.workers.pool import WorkerPool
 
@@ -39,6 +40,8 @@ class CoordinatorService:
         self._loop_task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
         self._starting = asyncio.Lock()
+        self.metrics = FarmMetrics()
+        self._metrics_task: asyncio.Task[None] | None = None
 
     async def ensure_started(self) -> None:
         async with self._starting:
@@ -60,6 +63,28 @@ class CoordinatorService:
             await self.coordinator.join_nodes()
             self._stop = asyncio.Event()
             self._loop_task = asyncio.create_task(self.coordinator.run(self._stop))
+            if self.config.metrics_port and self._metrics_task is None:
+                try:
+                    self.metrics.serve(self.config.metrics_port)
+                except OSError as exc:  # a port in use must not keep the farm from serving
+                    log.error("[coordinator] metrics port %d unavailable: %s", self.config.metrics_port, exc)
+                self._metrics_task = asyncio.create_task(self._refresh_metrics())
+
+    async def _refresh_metrics(self, every_s: float = 10.0) -> None:
+        while True:
+            try:
+                await self.refresh_metrics()
+            except Exception:  # metrics must never stop the farm
+                log.exception("[coordinator] metrics refresh failed")
+            await asyncio.sleep(every_s)
+
+    async def refresh_metrics(self) -> None:
+        coordinator, pool = self.coordinator, self.pool
+        if coordinator is None or pool is None:
+            return
+        status = coordinator.status()
+        qos = {node: await coordinator.ops.qos_score(node) for node in status["nodes"]}
+        self.metrics.update(status, qos, await pool.workers_info())
 
     async def _checked_cards(self) -> list[tuple[str, int, str]]:
         """One (gpuName, VRAM, runtime) per node slot, for the card models whose workers agree."""
@@ -111,6 +136,9 @@ class CoordinatorActor:
 
     async def stop(self, quit: bool = False) -> dict[str, Any]:
         return await self.service.stop(quit=quit)
+
+    async def refresh_metrics(self) -> None:
+        await self.service.refresh_metrics()
 
     async def shutdown_workers(self) -> None:
         if self.service.pool is not None:

@@ -24,11 +24,15 @@ class ChainOps:
         self.sender = sender
         self.task = w3.eth.contract(address=addresses["Task"], abi=load_artifact("Task").abi)
         self.node = w3.eth.contract(address=addresses["Node"], abi=load_artifact("Node").abi)
+        self.qos = w3.eth.contract(address=addresses["QoS"], abi=load_artifact("QoS").abi)
 
     # -- reads --------------------------------------------------------------------------------------------
 
     async def node_status(self, address: str) -> NodeStatus:
         return NodeStatus(await self.node.functions.nodeStatus(address).call())
+
+    async def qos_score(self, address: str) -> int:
+        return await self.qos.functions.score(address).call()
 
     async def node_stake_wei(self) -> int:
         return await self.node.functions.nodeStake().call()

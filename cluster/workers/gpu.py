@@ -157,3 +157,23 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def nvml_usage(index: int) -> dict[str, float]:
+    """Utilization (0..1) and memory in use of one GPU, for the metrics; empty where NVML is absent."""
+    try:
+        nvml = importlib.import_module("pynvml")
+        nvml.nvmlInit()
+    except Exception:  # no pynvml, no driver: a CPU rig
+        return {}
+    try:
+        handle = nvml.nvmlDeviceGetHandleByIndex(index)
+        utilization = nvml.nvmlDeviceGetUtilizationRates(handle).gpu / 100.0
+        return {
+            "gpu_utilization": utilization,
+            "gpu_memory_used_bytes": float(nvml.nvmlDeviceGetMemoryInfo(handle).used),
+        }
+    except Exception:
+        return {}
+    finally:
+        nvml.nvmlShutdown()

@@ -24,7 +24,7 @@ from cluster.protocol.gpt import GPTTaskArgs
 from cluster.protocol.task import parse_task_args
 from cluster.workers.engines.determinism import enable_deterministic_mode, enable_vllm_batch_invariance
 from cluster.workers.faults import WorkerFaults, corrupt_result
-from cluster.workers.gpu import CardModel, GpuDiscoveryError, assigned_gpu_spec
+from cluster.workers.gpu import CardModel, GpuDiscoveryError, assigned_gpu_spec, nvml_usage
 from cluster.workers.models.cache import ModelCache
 from cluster.workers.models.store import ModelStore
 
@@ -87,6 +87,7 @@ class GpuWorker:
             enable_vllm_batch_invariance()
         self.card = card
         self.index = index
+        self._gpu_index: int | None = None  # the NVML index of this worker's GPU (None on a CPU rig)
         self.worker_id = worker_id
         self.faults = WorkerFaults.model_validate(fault or {})
         if rig.device == "cuda" and rig.discover_gpus:
@@ -120,6 +121,7 @@ class GpuWorker:
 
     def _check_assigned_gpu(self) -> None:
         spec = assigned_gpu_spec()
+        self._gpu_index = spec.index
         if (spec.name, spec.vram_gb) != (self.card.gpu_name, self.card.vram_gb):
             raise GpuDiscoveryError(
                 f"worker {self.worker_id} was placed for {self.card.gpu_name!r} ({self.card.vram_gb} GB) but "
@@ -203,4 +205,5 @@ class GpuWorker:
             "pid": os.getpid(),
             "num_torch_threads": torch.get_num_threads(),  # part of the numerics on a CPU rig
             "node_id": ray.get_runtime_context().get_node_id(),
+            **(nvml_usage(self._gpu_index) if self._gpu_index is not None else {}),
         }

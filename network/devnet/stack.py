@@ -13,7 +13,7 @@ from typing import Any
 from eth_account import Account
 from hydra import compose, initialize_config_dir
 
-from cluster.chain.anvil import DEV_MNEMONIC, Anvil
+from cluster.chain.anvil import DEV_MNEMONIC, Anvil, free_port
 from cluster.chain.deploy import Deployment, deploy_network
 from cluster.config import ClusterConfig, load_config
 from cluster.protocol.task import TaskType
@@ -69,6 +69,7 @@ class Devnet:
         )  # fmt: skip
         self.relay = self._exit.enter_context(RunningRelay(relay_config))
         self.say(f"relay {self.relay.url}")
+        self.metrics_port = free_port()
         self.config = self._cluster_config()
         self._start_cluster()
 
@@ -79,6 +80,7 @@ class Devnet:
             f"+network.chain.deployment_file={self.run_dir / 'deployment.json'}",
             f"state_dir={self.run_dir / 'cluster'}",
             f"rig.model_cache_dir={self.root / 'hub-cache'}",
+            f"metrics_port={self.metrics_port}",
         ]
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             return load_config(compose(config_name="config", overrides=base + self.overrides))
@@ -98,7 +100,9 @@ class Devnet:
         status = ray.get(self.actor.status.remote())
         for message in status.get("group_checks", {}).values():
             self.say(f"check: {message}")
-        self.say(f"{len(status['nodes'])} nodes joined")
+        self.say(
+            f"{len(status['nodes'])} nodes joined; metrics at http://127.0.0.1:{self.metrics_port}/metrics"
+        )
 
     def stop(self) -> None:
         if self.actor is not None:
@@ -132,11 +136,30 @@ class Devnet:
                 task.add_done_callback(running.discard)
                 i += 1
             await asyncio.gather(*running, return_exceptions=True)
+        await asyncio.to_thread(self._show_metrics)
         self.say(
             f"summary: {self.counts['succeeded']} succeeded, {self.counts['aborted']} aborted, "
             f"{self.counts['failed']} failed"
         )
         return 0 if self.counts["aborted"] == self.counts["failed"] == 0 else 1
+
+    def _show_metrics(self) -> None:
+        """The farm's Prometheus metrics, refreshed now, as an operator's scraper would read them."""
+        import urllib.request
+
+        import ray
+
+        deadline = time.monotonic() + 30  # the farm settles a moment after the application sees the result
+        while time.monotonic() < deadline:
+            steps = ray.get(self.actor.status.remote())["tasks"]
+            if all(k == "step:done" for k in steps if k.startswith("step:")):
+                break
+            time.sleep(0.2)
+        ray.get(self.actor.refresh_metrics.remote())
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as response:
+            lines = response.read().decode().splitlines()
+        shown = [line for line in lines if line.startswith(("helium_task_outcomes", "helium_earned_cnx"))]
+        self.say("metrics: " + "; ".join(shown))
 
     async def _one(self, app: Any, i: int, slots: asyncio.Semaphore) -> None:
         task_type = TaskType.GPT if i % 2 == 0 else TaskType.SD

@@ -26,3 +26,5 @@ def test_the_local_network_runs_tasks_and_pays_the_farm(tmp_path):
     assert re.search(r"task #1 -> chain task \d+ validated: 2 PNGs", output)  # SD: two images
     earned = float(re.search(r"the farm earned ([\d.]+) CNX", output).group(1))
     assert earned > 0
+    # the coordinator's Prometheus endpoint counts the same: 2 tasks x 3 nodes paid
+    assert 'helium_task_outcomes{outcome="paid"} 6.0' in output

@@ -1,0 +1,73 @@
+"""Prometheus metrics of the farm, refreshed from the coordinator's status and the workers' info.
+
+Gauges, not counters: every value is read again from durable state (the task store, the chain, the
+workers), so a restarted coordinator reports the same numbers instead of starting from zero.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Gauge, start_http_server
+
+
+class FarmMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None):
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.tasks = Gauge(
+            "helium_task_rounds", "Task rounds of the farm's nodes, by step", ["step"], registry=r
+        )
+        self.outcomes = Gauge(
+            "helium_task_outcomes", "Finished task rounds, by outcome", ["outcome"], registry=r
+        )
+        self.queue_depth = Gauge(
+            "helium_jobs_waiting", "Task rounds waiting for arguments or a worker", registry=r
+        )
+        self.earned = Gauge("helium_earned_cnx", "Fees earned by the farm's nodes, in CNX", registry=r)
+        self.slashed = Gauge(
+            "helium_slashed_rounds", "Task rounds in which a farm node was slashed", registry=r
+        )
+        self.qos = Gauge("helium_node_qos_score", "QoS score of each node on chain", ["node"], registry=r)
+        self.worker_busy = Gauge(
+            "helium_worker_busy", "1 while a worker runs a job", ["worker", "card"], registry=r
+        )
+        self.worker_jobs = Gauge(
+            "helium_worker_jobs", "Jobs a worker has run", ["worker", "card"], registry=r
+        )
+        self.gpu_utilization = Gauge(
+            "helium_gpu_utilization_ratio",
+            "GPU utilization (NVML; absent on CPU rigs)",
+            ["worker"],
+            registry=r,
+        )
+        self.gpu_memory = Gauge(
+            "helium_gpu_memory_used_bytes",
+            "GPU memory in use (NVML; absent on CPU rigs)",
+            ["worker"],
+            registry=r,
+        )
+        self.paused_cards = Gauge("helium_paused_card_models", "Card models paused by the guard", registry=r)
+
+    def serve(self, port: int) -> None:
+        start_http_server(port, registry=self.registry)
+
+    def update(self, status: dict[str, Any], qos: dict[str, int], workers: list[dict[str, Any]]) -> None:
+        counts = status.get("tasks", {})
+        for key, value in counts.items():
+            kind, _, name = key.partition(":")
+            (self.tasks if kind == "step" else self.outcomes).labels(name).set(value)
+        self.queue_depth.set(counts.get("step:selected", 0))
+        self.earned.set(status.get("earned_wei", 0) / 1e18)
+        self.slashed.set(counts.get("outcome:slashed", 0))
+        self.paused_cards.set(len(status.get("paused_cards", [])))
+        for node, score in qos.items():
+            self.qos.labels(node).set(score)
+        for worker in workers:
+            labels = (worker["worker_id"], worker["card"]["gpu_name"])
+            self.worker_busy.labels(*labels).set(1 if worker.get("is_busy") else 0)
+            self.worker_jobs.labels(*labels).set(worker.get("num_jobs", 0))
+            if "gpu_utilization" in worker:
+                self.gpu_utilization.labels(worker["worker_id"]).set(worker["gpu_utilization"])
+            if "gpu_memory_used_bytes" in worker:
+                self.gpu_memory.labels(worker["worker_id"]).set(worker["gpu_memory_used_bytes"])

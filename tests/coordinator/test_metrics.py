@@ -1,0 +1,51 @@
+"""The farm's Prometheus metrics: what the coordinator's status, the chain and the workers say."""
+
+from __future__ import annotations
+
+import urllib.request
+
+from prometheus_client import generate_latest
+
+from cluster.chain.anvil import free_port
+from cluster.coordinator.metrics import FarmMetrics
+
+STATUS = {
+    "nodes": ["0xA", "0xB"],
+    "tasks": {"step:selected": 2, "step:done": 5, "outcome:paid": 4, "outcome:slashed": 1},
+    "earned_wei": 1_500_000_000_000_000_000,
+    "paused_cards": ["ab"],
+}
+WORKERS = [
+    {"worker_id": "w-0", "card": {"gpu_name": "NVIDIA H100 80GB HBM3"}, "is_busy": True, "num_jobs": 7,
+     "gpu_utilization": 0.75, "gpu_memory_used_bytes": 2e9},
+    {"worker_id": "w-1", "card": {"gpu_name": "Devnet Virtual Card A"}, "is_busy": False, "num_jobs": 3},
+]  # fmt: skip
+
+
+def test_metrics_reflect_status_chain_and_workers():
+    metrics = FarmMetrics()
+    metrics.update(STATUS, {"0xA": 20, "0xB": 13}, WORKERS)
+    text = generate_latest(metrics.registry).decode()
+    for line in [
+        'helium_task_rounds{step="selected"} 2.0',
+        'helium_task_outcomes{outcome="slashed"} 1.0',
+        "helium_jobs_waiting 2.0",
+        "helium_earned_cnx 1.5",
+        "helium_slashed_rounds 1.0",
+        'helium_node_qos_score{node="0xB"} 13.0',
+        'helium_worker_busy{card="NVIDIA H100 80GB HBM3",worker="w-0"} 1.0',
+        'helium_worker_jobs{card="Devnet Virtual Card A",worker="w-1"} 3.0',
+        'helium_gpu_utilization_ratio{worker="w-0"} 0.75',
+        "helium_paused_card_models 1.0",
+    ]:
+        assert line in text, line
+    assert 'helium_gpu_utilization_ratio{worker="w-1"}' not in text  # a CPU slot has no GPU to report
+
+
+def test_metrics_are_served_over_http():
+    metrics = FarmMetrics()
+    metrics.update(STATUS, {}, [])
+    port = free_port()
+    metrics.serve(port)
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        assert 'helium_task_outcomes{outcome="paid"} 4.0' in response.read().decode()
