@@ -33,7 +33,7 @@ def main(cfg: DictConfig) -> None:
             return
         from cluster.launch import chain_settings, connect_ray, serve
 
-        chain = chain_settings(config)
+        chain = chain_settings(config, reference_model=config.engine.reference_model)
         connect_ray(config)
         sys.exit(serve(config, chain))
     except ConfigError as exc:

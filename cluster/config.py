@@ -67,6 +67,7 @@ class EngineConfig(_Section):
     image: Literal["diffusers"]
     deterministic: bool
     runtime_tag: str | None
+    reference_model: str | None = None  # every worker of a card model runs it, and must agree, before joining
 
 
 class ClusterConfig(_Section):

@@ -94,6 +94,7 @@ def ray_cluster(rig: RigConfig, engine: EngineConfig) -> Iterator[None]:
 
     env = {name: os.environ[name] for name in ("HF_HUB_OFFLINE", "HF_HUB_DISABLE_PROGRESS_BARS")}
     ray.init(
+        address="local",  # never join a cluster that another test or a `ray start` left running
         num_cpus=2,
         resources=rig_ray_resources(rig, engine),
         namespace="helium-tests",
