@@ -77,7 +77,10 @@ class ClusterConfig(_Section):
     state_dir: str
     quit_on_stop: bool = False  # on a graceful stop, quit the nodes too (stakes come back)
     guard_own_results: bool = True  # pause a card model whose own slots disagree on one task
-    metrics_port: int = Field(default=9400, ge=0, le=65535)  # Prometheus metrics of the coordinator; 0: off
+    metrics_port: int = Field(default=9400, ge=0, le=65535)
+    # Ray resources the coordinator actor needs, e.g. {"helium-coordinator": 1} to keep it on a CPU pod
+    # that declares that resource (off the head pod on KubeRay). Empty: anywhere.
+    coordinator_resources: dict[str, float] = {}  # Prometheus metrics of the coordinator; 0: off
 
 
 class ConfigError(ValueError):

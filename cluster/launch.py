@@ -73,6 +73,7 @@ def start_coordinator(
         namespace=NAMESPACE,
         lifetime="detached",
         get_if_exists=True,
+        resources=dict(config.coordinator_resources),
         runtime_env={
             "env_vars": {
                 secret_env: os.environ[secret_env],
