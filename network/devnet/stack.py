@@ -143,6 +143,11 @@ class Devnet:
         )
         return 0 if self.counts["aborted"] == self.counts["failed"] == 0 else 1
 
+    def _card_names(self, nodes: tuple[str, ...]) -> list[str]:
+        """The card model of each selected node, as the Node contract recorded it at join."""
+        node = self.deployment.bind(self.anvil.web3()).contract("Node")
+        return [node.functions.nodeInfo(n).call()[6] for n in nodes]
+
     def _show_metrics(self) -> None:
         """The farm's Prometheus metrics, refreshed now, as an operator's scraper would read them."""
         import urllib.request
@@ -175,6 +180,11 @@ class Devnet:
                 files[0][:80].decode(errors="replace") if task_type is TaskType.GPT else f"{len(files)} PNGs"
             )
             self.say(f"task #{i} -> chain task {task_id} validated: {shown}")
+            outcome = await app.wait(task_id, timeout_s=30)
+            cards = await asyncio.to_thread(self._card_names, outcome.selected_nodes)
+            self.say(
+                f"task #{i} ({task_type.name}) ran on {len(set(cards))} card model(s): {', '.join(cards)}"
+            )
             self.counts["succeeded"] += 1
         except Exception as exc:
             aborted = type(exc).__name__ == "TaskAbortedError"

@@ -24,6 +24,8 @@ def test_the_local_network_runs_tasks_and_pays_the_farm(tmp_path):
     assert len(re.findall(r"check: card model \w+ .* workers agree", output)) == 2
     assert re.search(r"task #0 -> chain task \d+ validated: \{\"model\"", output)  # GPT: the 0.json
     assert re.search(r"task #1 -> chain task \d+ validated: 2 PNGs", output)  # SD: two images
+    # a GPT task's three nodes share one card model (SD may mix them)
+    assert re.search(r"task #0 \(GPT\) ran on 1 card model\(s\)", output)
     earned = float(re.search(r"the farm earned ([\d.]+) CNX", output).group(1))
     assert earned > 0
     # the coordinator's Prometheus endpoint counts the same: 2 tasks x 3 nodes paid
