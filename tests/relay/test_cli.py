@@ -1,0 +1,52 @@
+"""``python -m network.relay`` as an operator starts it: from a deployment file, serving until SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from cluster.chain.anvil import free_port
+from network.relay.__main__ import parse_config
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_the_deployment_file_gives_the_addresses_and_the_start_block(deployment, tmp_path):
+    deployment.save(tmp_path / "deployment.json")
+    config = parse_config(["--rpc-url", "http://x", "--deployment", str(tmp_path / "deployment.json")])
+    assert config.task_address == deployment.address("Task")
+    assert config.network_stats_address == deployment.address("NetworkStats")
+    assert config.start_block == deployment.block_number
+
+
+def test_the_relay_process_serves_and_stops_on_sigterm(anvil, deployment, tmp_path):
+    deployment.save(tmp_path / "deployment.json")
+    port = free_port()
+    command = [
+        sys.executable, "-m", "network.relay", "--rpc-url", anvil.rpc_url, "--deployment",
+        str(tmp_path / "deployment.json"), "--data-dir", str(tmp_path / "data"), "--port", str(port),
+    ]  # fmt: skip
+    process = subprocess.Popen(command, cwd=REPO, env=os.environ.copy(), stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                answer = httpx.get(f"http://127.0.0.1:{port}/v1/network", timeout=2)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline and process.poll() is None, "the relay did not come up"
+                time.sleep(0.2)
+        assert answer.status_code == 200 and answer.json()["data"]["tasks"]["total"] == 0
+        assert (tmp_path / "data" / "relay.db").exists()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=20)
+        stderr = process.stderr.read() if process.stderr else ""
+        # uvicorn shuts down gracefully, then re-raises the signal so the exit status tells what stopped it
+        assert code in (0, -signal.SIGTERM) and "Traceback" not in stderr, stderr[-2000:]
