@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sqlite3
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from web3 import AsyncWeb3
 
 from cluster.chain.revert import abi_type, normalize
 from cluster.chain.rpc import RpcClient, RpcError, TransientRpcError, hex_int
+from cluster.durable_sqlite import open_durable
 
 log = logging.getLogger(__name__)
 
@@ -127,13 +127,9 @@ class CursorStore:
     """Named block cursors in SQLite: the next block each reader has yet to deliver."""
 
     def __init__(self, path: str | Path):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS block_cursor (name TEXT PRIMARY KEY, next_block INTEGER)"
+        self._db = open_durable(
+            path, "CREATE TABLE IF NOT EXISTS block_cursor (name TEXT PRIMARY KEY, next_block INTEGER);"
         )
 
     def get(self, name: str) -> int | None:

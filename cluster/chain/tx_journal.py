@@ -13,12 +13,13 @@ same nonce; at most one of them can ever be mined).
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+from cluster.durable_sqlite import open_durable
 
 TxStatus = Literal["signed", "mined", "reverted", "failed"]
 
@@ -62,13 +63,8 @@ class TxJournal:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        # WAL + FULL: a row is on disk before the broadcast that depends on it goes out.
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute(SCHEMA)
+        self._db = open_durable(self.path, SCHEMA)  # a row is on disk before the broadcast that needs it
 
     def close(self) -> None:
         with self._lock:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from cluster.atomic_files import read_indexed_files, write_indexed_files
+from cluster.durable_sqlite import open_durable
 
 
 class Step(StrEnum):
@@ -139,11 +140,7 @@ class TaskStore:
         self.files_dir = self.state_dir / "results"
         self.files_dir.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.state_dir / "tasks.db", check_same_thread=False, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(SCHEMA)
+        self._db = open_durable(self.state_dir / "tasks.db", SCHEMA, rows_by_name=True)
 
     def close(self) -> None:
         with self._lock:

@@ -10,12 +10,13 @@ idempotency key is spent, the request id cannot be reused).
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+
+from cluster.durable_sqlite import open_durable
 
 RequestState = Literal["sending", "created", "uploaded", "rejected"]
 
@@ -61,13 +62,9 @@ class SubmissionStore:
     """SQLite, one file per application state dir; every write is durable when the call returns."""
 
     def __init__(self, path: str | Path):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute(SCHEMA)
-        self._db.execute("CREATE INDEX IF NOT EXISTS requests_task ON requests (task_id)")
+        index = "CREATE INDEX IF NOT EXISTS requests_task ON requests (task_id);"
+        self._db = open_durable(path, f"{SCHEMA};{index}")
 
     def close(self) -> None:
         with self._lock:
