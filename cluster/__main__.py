@@ -34,8 +34,8 @@ def main(cfg: DictConfig) -> None:
         from cluster.launch import chain_settings, connect_ray, serve
 
         chain = chain_settings(config, reference_model=config.engine.reference_model)
-        connect_ray(config)
-        sys.exit(serve(config, chain))
+        is_local = connect_ray(config)
+        sys.exit(serve(config, chain, is_local=is_local))
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         sys.exit(2)

@@ -47,39 +47,50 @@ def chain_settings(config: ClusterConfig, *, reference_model: str | None = None)
     }
 
 
-def connect_ray(config: ClusterConfig) -> None:
-    """Join the Ray cluster named by RAY_ADDRESS (``ray job submit`` sets it), or start a local one."""
+def connect_ray(config: ClusterConfig) -> bool:
+    """Join the Ray cluster named by RAY_ADDRESS (``ray job submit`` sets it), or start a local one.
+
+    Returns True when this process started a local cluster.
+    """
     if ray.is_initialized():
-        return
+        return False
     address = os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, namespace=NAMESPACE, log_to_driver=True)
-        return
+        return False
     resources = {} if config.rig.discover_gpus else rig_ray_resources(config.rig, config.engine)
     ray.init(
         address="local", namespace=NAMESPACE, resources=resources, include_dashboard=False, log_to_driver=True
     )
+    return True
 
 
 def start_coordinator(
-    config: ClusterConfig, chain: dict[str, Any], *, faults: dict[int, dict] | None = None
+    config: ClusterConfig,
+    chain: dict[str, Any],
+    *,
+    faults: dict[int, dict] | None = None,
+    pass_secret: bool = False,
 ) -> Any:
-    """The coordinator actor: found by name if it runs, else created (detached: it outlives this driver)."""
+    """The coordinator actor: found by name if it runs, else created (detached: it outlives this driver).
+
+    The operator's secret reaches the actor from its own environment: a job's runtime env or the pod's
+    Secret-backed variable. Only a cluster this process started (the devnet, a single host) gets it passed
+    through the actor's runtime env, which the Ray dashboard would show to anyone who can open it.
+    """
     secret_env = config.network.operator.mnemonic_env
     if secret_env not in os.environ:
         raise ConfigError(f"the operator's mnemonic is read from ${secret_env}; set it (network.operator)")
+    env_vars = {"HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "0")}
+    if pass_secret:
+        env_vars[secret_env] = os.environ[secret_env]
     return CoordinatorActor.options(
         name=ACTOR_NAME,
         namespace=NAMESPACE,
         lifetime="detached",
         get_if_exists=True,
         resources=dict(config.coordinator_resources),
-        runtime_env={
-            "env_vars": {
-                secret_env: os.environ[secret_env],
-                "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "0"),
-            }
-        },
+        runtime_env={"env_vars": env_vars},
     ).remote(config.model_dump(mode="json"), chain, faults)
 
 
@@ -87,9 +98,11 @@ def find_coordinator() -> Any:
     return ray.get_actor(ACTOR_NAME, namespace=NAMESPACE)
 
 
-def serve(config: ClusterConfig, chain: dict[str, Any], *, status_every_s: float = 10.0) -> int:
+def serve(
+    config: ClusterConfig, chain: dict[str, Any], *, is_local: bool, status_every_s: float = 10.0
+) -> int:
     """Run until SIGINT/SIGTERM, printing the farm's status; then stop gracefully."""
-    actor = start_coordinator(config, chain)
+    actor = start_coordinator(config, chain, pass_secret=is_local)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
