@@ -34,4 +34,11 @@ if [ -f contracts/package-lock.json ]; then
     (cd contracts && npm ci --no-audit --no-fund --loglevel=error)
   fi
 fi
+# The chat page's browser test drives Debian's chromium (Playwright's own browser download does not work
+# on these machines). Installed where we may; elsewhere that one test is skipped and says why.
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  echo "[setup] installing chromium (for the chat page test)"
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+    || echo "[setup] chromium could not be installed: the browser test will be skipped"
+fi
 echo "[setup] ready: $VENV"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import shutil
 import time
 from contextlib import ExitStack
@@ -72,6 +73,7 @@ class Devnet:
         self.metrics_port = free_port()
         self.config = self._cluster_config()
         self._start_cluster()
+        self._start_bridge()
 
     def _cluster_config(self) -> ClusterConfig:
         base = [
@@ -91,11 +93,10 @@ class Devnet:
         from cluster.launch import chain_settings, connect_ray, start_coordinator
 
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        connect_ray(self.config)
+        is_local = connect_ray(self.config)
         self._exit.callback(ray.shutdown)
-        self.actor = start_coordinator(
-            self.config, chain_settings(self.config, reference_model=str(self.models["gpt"]))
-        )
+        chain = chain_settings(self.config, reference_model=str(self.models["gpt"]))
+        self.actor = start_coordinator(self.config, chain, pass_secret=is_local)
         self.say("cluster starting: workers, reference check per card model, node joins")
         status = ray.get(self.actor.status.remote())
         for message in status.get("group_checks", {}).values():
@@ -103,6 +104,27 @@ class Devnet:
         self.say(
             f"{len(status['nodes'])} nodes joined; metrics at http://127.0.0.1:{self.metrics_port}/metrics"
         )
+
+    def _start_bridge(self) -> None:
+        from network.bridge import ApiKey, BridgeConfig, ModelSpec, RunningBridge, create_bridge
+
+        key = "sk-devnet-" + secrets.token_hex(8)
+        config = BridgeConfig(
+            rpc_url=self.anvil.rpc_url, relay_url=self.relay.url,
+            deployment_file=self.run_dir / "deployment.json", data_dir=self.run_dir / "bridge",
+            port=int(os.environ.get("HELIUM_BRIDGE_PORT", "8090")), poll_interval_s=0.2,
+            models=[
+                ModelSpec(id="tiny-chat", path=str(self.models["gpt"]), task_type="gpt",
+                          defaults={"max_new_tokens": 24}),
+                ModelSpec(id="tiny-sd", path=str(self.models["sd"]), task_type="sd",
+                          defaults={"steps": 2, "cfg": 5.0}),
+            ],
+            api_keys=[ApiKey(key=key, name="devnet", rate_per_s=5, burst=50)],
+        )  # fmt: skip
+        # its own wallet (dev account 3), apart from the task stream's (dev account 2): no nonce races
+        app = create_bridge(config, account=dev_account(3))
+        self.bridge = self._exit.enter_context(RunningBridge(app, port=config.port))
+        self.say(f"bridge API {self.bridge.url}/v1 (key {key}); chat page: {self.bridge.url}/#key={key}")
 
     def stop(self) -> None:
         if self.actor is not None:

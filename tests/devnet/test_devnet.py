@@ -8,11 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+from cluster.chain.anvil import free_port
+
 REPO = Path(__file__).resolve().parents[2]
 
 
 def test_the_local_network_runs_tasks_and_pays_the_farm(tmp_path):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_ADDRESS": ""}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_ADDRESS": "", "HELIUM_BRIDGE_PORT": str(free_port())}
     done = subprocess.run(
         [sys.executable, "-m", "network.devnet", "--tasks", "2", "--dir", str(tmp_path / "devnet")],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
@@ -20,6 +22,7 @@ def test_the_local_network_runs_tasks_and_pays_the_farm(tmp_path):
     output = done.stdout
     assert done.returncode == 0, (output + done.stderr)[-4000:]
     assert "summary: 2 succeeded, 0 aborted, 0 failed" in output
+    assert re.search(r"chat page: http://127\.0\.0\.1:\d+/#key=sk-devnet-", output)
     # both card models passed the reference check before their nodes joined
     assert len(re.findall(r"check: card model \w+ .* workers agree", output)) == 2
     assert re.search(r"task #0 -> chain task \d+ validated: \{\"model\"", output)  # GPT: the 0.json

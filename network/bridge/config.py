@@ -1,0 +1,65 @@
+"""The bridge's configuration: the chain and relay it uses, its models, its API keys and its limits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from cluster.protocol.task import TaskType
+
+
+class ModelSpec(BaseModel):
+    """One model the bridge offers: its public id, the model the nodes load, its task type and fee."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: str = Field(min_length=1)
+    path: str = Field(min_length=1)  # an HF hub id or a path the nodes can load
+    task_type: Literal["gpt", "sd"]
+    fee_wei: int | None = Field(default=None, gt=0)  # a fixed fee per task; None: the chain-priced default
+    vram_limit: int = Field(default=0, ge=0)
+    defaults: dict[str, Any] = Field(default_factory=dict)  # GPT generation_config / SD task_config defaults
+
+    @property
+    def chain_type(self) -> TaskType:
+        return TaskType.GPT if self.task_type == "gpt" else TaskType.SD
+
+
+class ApiKey(BaseModel):
+    """A bearer key and its token bucket: ``burst`` requests at once, refilled at ``rate_per_s``."""
+
+    model_config = ConfigDict(extra="forbid")
+    key: str = Field(min_length=8)
+    name: str = "default"
+    rate_per_s: float = Field(default=1.0, gt=0)
+    burst: int = Field(default=10, ge=1)
+
+
+class BridgeConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    rpc_url: str
+    relay_url: str
+    deployment_file: Path
+    data_dir: Path = Path(".bridge")
+    host: str = "127.0.0.1"
+    port: int = Field(default=8090, ge=0, le=65535)
+    models: list[ModelSpec] = Field(min_length=1)
+    api_keys: list[ApiKey] = Field(min_length=1)
+    task_timeout_s: float = Field(default=20 * 60.0, gt=0)  # past it the sweep cancels the task (refund)
+    sweep_interval_s: float = Field(default=5.0, gt=0)
+    gas_reserve_wei: int = Field(default=10**16, ge=0)  # kept for cancel/create gas: the 402 threshold
+    poll_interval_s: float = Field(default=1.0, gt=0)
+
+    @model_validator(mode="after")
+    def _unique(self) -> BridgeConfig:
+        ids = [m.id for m in self.models]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"model ids must be unique: {ids}")
+        return self
+
+    def model(self, model_id: str) -> ModelSpec | None:
+        return next((m for m in self.models if m.id == model_id), None)
+
+    def first_model(self, task_type: Literal["gpt", "sd"]) -> ModelSpec | None:
+        return next((m for m in self.models if m.task_type == task_type), None)

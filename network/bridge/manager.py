@@ -1,0 +1,186 @@
+"""Runs the bridge's tasks: pays for them, follows them, keeps their results; cancels the overdue ones.
+
+Each task has one worker coroutine. It submits under the task's bridge id as request id (idempotent
+across restarts), then follows the chain until the result is validated and downloaded, or the task is
+aborted. A sweep cancels tasks past the bridge's deadline (``task_timeout_s``): a queued task at once, a
+started one once its on-chain deadline passed; the refund comes back to the wallet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from cluster.protocol.task import parse_task_args
+from network.app import ApplicationClient, ContractRejected, TaskAbortedError, TaskTimeout
+from network.bridge.config import BridgeConfig, ModelSpec
+from network.bridge.tasks import TaskEvent, TaskRecord, TaskStore
+
+log = logging.getLogger(__name__)
+FOLLOW_SLICE_S = 30.0  # a worker re-reads its row this often while it waits on the chain
+RETRY_S = 2.0
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return "0x" + value.hex()
+    if isinstance(value, int) and abs(value) >= 2**53:
+        return str(value)
+    return value
+
+
+class TaskManager:
+    def __init__(self, config: BridgeConfig, app: ApplicationClient, store: TaskStore):
+        self.config = config
+        self.app = app
+        self.store = store
+        self._workers: dict[str, asyncio.Task[None]] = {}
+        self._changed: dict[str, asyncio.Condition] = {}
+        self._sweeper: asyncio.Task[None] | None = None
+
+    # -- life cycle -----------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        for record in self.store.unfinished():  # a restarted bridge picks up where it stopped
+            self._spawn(record.id)
+        self._sweeper = asyncio.create_task(self._sweep_forever())
+
+    async def stop(self) -> None:
+        tasks = [*self._workers.values(), *([self._sweeper] if self._sweeper else [])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # -- creating and reading -------------------------------------------------------------------------
+
+    async def fee_for(self, model: ModelSpec, task_args: str) -> int:
+        return model.fee_wei or await self.app.quote(model.chain_type, task_args)
+
+    async def balance(self) -> int:
+        return await self.app.w3.eth.get_balance(self.app.account.address)
+
+    def create(
+        self, kind: str, model: ModelSpec, task_args: str, fee_wei: int, vram_limit: int
+    ) -> TaskRecord:
+        parse_task_args(model.chain_type, task_args)  # raises ArgumentsInvalid: the caller's 400
+        now = time.time()
+        record = TaskRecord(
+            id=f"task_{uuid.uuid4().hex}", kind=kind, model=model.id, task_type=model.task_type,
+            task_args=task_args, vram_limit=vram_limit or model.vram_limit, fee_wei=fee_wei,
+            created_at=now, deadline=now + self.config.task_timeout_s,
+        )  # fmt: skip
+        self.store.add(record)
+        self._spawn(record.id)
+        return record
+
+    def get(self, task_id: str) -> TaskRecord | None:
+        return self.store.get(task_id)
+
+    async def wait_change(self, task_id: str, timeout_s: float) -> None:
+        """Return when the task's row changes (or after ``timeout_s``)."""
+        condition = self._changed.setdefault(task_id, asyncio.Condition())
+        async with condition:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(condition.wait(), timeout_s)
+
+    async def wait_done(self, task_id: str) -> TaskRecord:
+        while True:
+            record = self.store.get(task_id)
+            assert record is not None
+            if record.done:
+                return record
+            await self.wait_change(task_id, 1.0)
+
+    # -- the worker -----------------------------------------------------------------------------------
+
+    def _spawn(self, task_id: str) -> None:
+        self._workers[task_id] = asyncio.create_task(self._work(task_id), name=f"bridge {task_id}")
+        self._workers[task_id].add_done_callback(lambda _: self._workers.pop(task_id, None))
+
+    async def _update(self, record_id: str, /, **fields: Any) -> None:
+        self.store.update(record_id, **fields)
+        condition = self._changed.setdefault(record_id, asyncio.Condition())
+        async with condition:
+            condition.notify_all()
+
+    async def _work(self, task_id: str) -> None:
+        while True:
+            record = self.store.get(task_id)
+            if record is None or record.done:
+                return
+            try:
+                await self._advance(record)
+            except asyncio.CancelledError:
+                raise
+            except TaskAbortedError as exc:
+                await self._update(task_id, status="aborted", reason=exc.reason, refund_wei=exc.refund_wei)
+            except ContractRejected as exc:  # createTask refused (nothing spent at estimation)
+                await self._update(task_id, status="aborted", reason=f"createTask refused: {exc.reason}")
+            except TaskTimeout:
+                continue  # still running on chain: keep following (the sweep cancels it when overdue)
+            except Exception as exc:  # the relay or the RPC is down, a transaction pending: retry
+                log.warning("bridge task %s: %r; retrying", task_id, exc)
+                await asyncio.sleep(RETRY_S)
+
+    async def _advance(self, record: TaskRecord) -> None:
+        model = self.config.model(record.model)
+        chain_type = model.chain_type if model else (1 if record.task_type == "gpt" else 0)
+        submission = await self.app.submit_request(
+            chain_type, record.task_args, fee_wei=record.fee_wei, vram_limit=record.vram_limit,
+            request_id=record.id,
+        )  # fmt: skip
+        if record.task_id is None:
+            await self._update(record.id, task_id=submission.task_id, fee_wei=submission.fee_wei)
+        seen = 0
+        events = list(record.events)
+
+        async def progress(name: str, args: Mapping[str, Any]) -> None:
+            nonlocal seen
+            seen += 1
+            if seen <= len(events):  # replayed after a restart or a retry: already recorded
+                return
+            events.append(
+                TaskEvent(name=name, at=time.time(), args={k: _jsonable(v) for k, v in args.items()})
+            )
+            fields: dict[str, Any] = {"events": events}
+            if name == "TaskStarted":
+                current = self.store.get(record.id)
+                nodes = [*(current.selected_nodes if current else []), args["selectedNode"]]
+                fields.update(selected_nodes=nodes, status="running")
+            await self._update(record.id, **fields)
+
+        files = await self.app.results(submission.task_id, timeout_s=FOLLOW_SLICE_S, on_progress=progress)
+        self.store.save_results(record.id, files)
+        await self._update(record.id, status="validated", num_results=len(files))
+
+    # -- the sweep ------------------------------------------------------------------------------------
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.sweep_interval_s)
+            try:
+                await self.sweep()
+            except Exception as exc:
+                log.warning("bridge sweep: %r", exc)
+
+    async def sweep(self) -> list[str]:
+        """Cancel every task past its deadline that the chain lets us cancel; the ids cancelled."""
+        cancelled = []
+        now = time.time()
+        for record in self.store.unfinished():
+            if record.task_id is None or now < record.deadline:
+                continue
+            try:
+                refund = await self.app.cancel(record.task_id)
+            except ContractRejected as exc:
+                log.info("bridge task %s: not cancelled yet: %s", record.id, exc.reason)
+                continue
+            # The worker sees TaskAborted too; recording here makes the refund visible at once.
+            await self._update(record.id, status="aborted", reason="Task Cancelled", refund_wei=refund)
+            cancelled.append(record.id)
+        return cancelled

@@ -1,0 +1,147 @@
+"""The bridge's durable record of its tasks (SQLite) and their result files (on disk).
+
+A row is written before the task is paid for; its id is also the ApplicationClient request id, so a
+bridge restarted at any point finishes the same chain task (never a second one) and still serves its
+result. Events seen on chain are stored with the row, for the progress API.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+Status = Literal["queued", "running", "validated", "aborted"]
+TERMINAL: tuple[Status, ...] = ("validated", "aborted")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS tasks (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    model TEXT NOT NULL,
+    task_type TEXT NOT NULL,
+    task_args TEXT NOT NULL,
+    vram_limit INTEGER NOT NULL,
+    fee_wei TEXT,
+    status TEXT NOT NULL,
+    task_id INTEGER,
+    selected_nodes TEXT NOT NULL DEFAULT '[]',
+    reason TEXT,
+    refund_wei TEXT NOT NULL DEFAULT '0',
+    num_results INTEGER NOT NULL DEFAULT 0,
+    events TEXT NOT NULL DEFAULT '[]',
+    created_at REAL NOT NULL,
+    deadline REAL NOT NULL
+)
+"""
+
+
+class TaskEvent(BaseModel):
+    name: str
+    at: float
+    args: dict[str, Any]
+
+
+class TaskRecord(BaseModel):
+    id: str
+    kind: Literal["chat", "image", "native"]
+    model: str
+    task_type: Literal["gpt", "sd"]
+    task_args: str
+    vram_limit: int = 0
+    fee_wei: int | None = None
+    status: Status = "queued"
+    task_id: int | None = None
+    selected_nodes: list[str] = []
+    reason: str | None = None
+    refund_wei: int = 0
+    num_results: int = 0
+    events: list[TaskEvent] = []
+    created_at: float
+    deadline: float
+
+    @property
+    def done(self) -> bool:
+        return self.status in TERMINAL
+
+
+class TaskStore:
+    def __init__(self, data_dir: Path):
+        self.results_dir = data_dir / "results"
+        self.results_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(data_dir / "bridge.db", check_same_thread=False, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute(SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def add(self, record: TaskRecord) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO tasks (id, kind, model, task_type, task_args, vram_limit, fee_wei, status,"
+                " created_at, deadline) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (record.id, record.kind, record.model, record.task_type, record.task_args, record.vram_limit,
+                 _text(record.fee_wei), record.status, record.created_at, record.deadline),
+            )  # fmt: skip
+
+    def get(self, task_id: str) -> TaskRecord | None:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM tasks WHERE id = ?", (task_id,)).fetchone()
+        return None if row is None else _record(row)
+
+    def unfinished(self) -> list[TaskRecord]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM tasks WHERE status NOT IN ('validated', 'aborted') ORDER BY created_at"
+            ).fetchall()
+        return [_record(row) for row in rows]
+
+    def update(self, record_id: str, /, **fields: Any) -> None:
+        encoded = {k: _encode(k, v) for k, v in fields.items()}
+        sets = ", ".join(f"{k} = ?" for k in encoded)
+        with self._lock:
+            self._db.execute(f"UPDATE tasks SET {sets} WHERE id = ?", (*encoded.values(), record_id))
+
+    # -- result files --------------------------------------------------------------------------------
+
+    def save_results(self, task_id: str, files: list[bytes]) -> None:
+        folder = self.results_dir / task_id
+        folder.mkdir(parents=True, exist_ok=True)
+        for index, data in enumerate(files):
+            part = folder / f"{index}.part"
+            part.write_bytes(data)
+            part.replace(folder / str(index))
+
+    def result(self, task_id: str, index: int) -> bytes | None:
+        path = self.results_dir / task_id / str(index)
+        return path.read_bytes() if path.is_file() else None
+
+
+def _text(value: int | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def _encode(key: str, value: Any) -> Any:
+    if key in ("fee_wei", "refund_wei"):
+        return _text(value)
+    if key == "selected_nodes":
+        return json.dumps(value)
+    if key == "events":
+        return json.dumps([e.model_dump() if isinstance(e, TaskEvent) else e for e in value])
+    return value
+
+
+def _record(row: sqlite3.Row) -> TaskRecord:
+    data = dict(row)
+    data["selected_nodes"] = json.loads(data["selected_nodes"])
+    data["events"] = json.loads(data["events"])
+    return TaskRecord.model_validate(data)

@@ -1,0 +1,172 @@
+"""The bridge end to end: the official openai client, the native task API, cancellation, a restart, and
+the chat page in headless Chromium, against real contracts, a real relay and a real coordinator."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import shutil
+import time
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+from eth_account import Account
+from PIL import Image
+
+from tests.bridge.conftest import FUNDER, KEY, LIMITED_KEY, SECOND_WALLET, World
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+MESSAGES = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "hello bridge"}]
+
+
+def client(bridge, key: str = KEY) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{bridge.url}/v1", api_key=key, max_retries=0, timeout=120)
+
+
+def wait_task(http: httpx.Client, task_id: str, until, timeout_s: float = 90.0) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        view = http.get(f"/v1/tasks/{task_id}").raise_for_status().json()
+        if until(view):
+            return view
+        assert time.monotonic() < deadline, view
+        time.sleep(0.2)
+
+
+def test_models_chat_and_stream_through_the_openai_client(bridge):
+    api = client(bridge)
+    models = {m.id: m for m in api.models.list().data}
+    assert set(models) == {"tiny-chat", "tiny-sd"} and models["tiny-chat"].task_type == "gpt"
+
+    completion = api.chat.completions.create(model="tiny-chat", messages=MESSAGES, seed=7, max_tokens=6,
+                                             temperature=0.8)  # fmt: skip
+    assert completion.object == "chat.completion" and completion.model == "tiny-chat"
+    (choice,) = completion.choices
+    assert choice.message.role == "assistant" and choice.finish_reason in ("stop", "length")
+    assert completion.usage.completion_tokens <= 6 and completion.usage.total_tokens > 0
+
+    stream = api.chat.completions.create(model="tiny-chat", messages=MESSAGES, seed=7, max_tokens=6,
+                                         temperature=0.8, stream=True)  # fmt: skip
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == choice.message.content  # same arguments, same validated answer
+    assert chunks[-1].choices[0].finish_reason == choice.finish_reason
+
+
+def test_an_image_through_the_openai_client(bridge):
+    images = client(bridge).images.generate(
+        model="tiny-sd", prompt="a red square", n=1, size="64x64", extra_body={"seed": 3}
+    )
+    (image,) = images.data
+    picture = Image.open(io.BytesIO(base64.b64decode(image.b64_json)))
+    assert picture.format == "PNG" and picture.size == (64, 64)
+
+
+def test_errors_come_in_openai_shape(world: World, bridge, tmp_path):
+    api = client(bridge)
+    with pytest.raises(openai.NotFoundError) as missing:
+        api.chat.completions.create(model="gpt-17", messages=MESSAGES)
+    assert missing.value.code == "model_not_found"
+    with pytest.raises(openai.BadRequestError) as bad:
+        api.chat.completions.create(model="tiny-chat", messages=MESSAGES, temperature=7)
+    assert bad.value.param == "temperature"
+    with pytest.raises(openai.BadRequestError):
+        api.images.generate(model="tiny-sd", prompt="x", size="huge")
+    with pytest.raises(openai.AuthenticationError) as wrong:
+        client(bridge, "sk-wrong-key").models.list()
+    assert wrong.value.code == "invalid_api_key"
+    limited = client(bridge, LIMITED_KEY)
+    limited.models.list(), limited.models.list()  # the burst of 2
+    with pytest.raises(openai.RateLimitError) as limit:
+        limited.models.list()
+    assert limit.value.response.headers["retry-after"] and limit.value.code == "rate_limit_exceeded"
+
+    poor = Account.create()
+    w3 = world.anvil.web3()
+    w3.eth.wait_for_transaction_receipt(
+        w3.eth.send_transaction({"from": FUNDER.address, "to": poor.address, "value": 10**15})
+    )
+    with (
+        world.bridge(tmp_path / "poor", account=poor) as poor_bridge,
+        pytest.raises(openai.APIStatusError) as low,
+    ):
+        client(poor_bridge).chat.completions.create(model="tiny-chat", messages=MESSAGES)
+    assert low.value.status_code == 402 and low.value.code == "insufficient_funds"
+    body = low.value.response.json()["error"]
+    assert set(body) == {"message", "type", "param", "code"} and "top it up" in body["message"]
+
+
+def test_overdue_tasks_are_cancelled_and_refunded(world: World, tmp_path):
+    # A task no node can take (VRAM limit above every card) stays queued; past the bridge's deadline
+    # the sweep cancels it and the whole fee comes back.
+    args = {
+        "model": str(world.models["gpt"]),
+        "messages": MESSAGES,
+        "generation_config": {"max_new_tokens": 4},
+    }
+    w3 = world.anvil.web3()
+    with world.bridge(tmp_path / "b", account=SECOND_WALLET, task_timeout_s=1.0) as running:
+        http = httpx.Client(base_url=running.url, headers={"Authorization": f"Bearer {KEY}"}, timeout=30)
+        task = http.post("/v1/tasks", json={"task_type": "gpt", "task_args": args, "vram_limit": 64})
+        assert task.status_code == 202, task.text
+        view = wait_task(http, task.json()["id"], lambda v: v["status"] == "aborted", 30)
+        assert view["reason"] == "Task Cancelled" and view["refund_wei"] == view["fee_wei"]
+        assert http.get(f"/v1/tasks/{view['id']}/results/0").json()["error"]["code"] == "task_not_ready"
+        assert w3.eth.get_balance(SECOND_WALLET.address) > 0
+
+
+def test_a_restarted_bridge_still_returns_the_result(world: World, tmp_path):
+    args = {"model": str(world.models["gpt"]), "messages": MESSAGES, "seed": 11,
+            "generation_config": {"max_new_tokens": 5, "do_sample": True}}  # fmt: skip
+    headers = {"Authorization": f"Bearer {KEY}"}
+    world.runner.gate.clear()  # the nodes start the task but hold their results
+    try:
+        with world.bridge(tmp_path / "b") as first:
+            http = httpx.Client(base_url=first.url, headers=headers, timeout=30)
+            task_id = http.post("/v1/tasks", json={"task_type": "gpt", "task_args": args}).json()["id"]
+            running = wait_task(http, task_id, lambda v: len(v["selected_nodes"]) == 3)
+            assert running["status"] == "running" and running["task_id"] is not None
+    finally:
+        world.runner.gate.set()
+    with world.bridge(tmp_path / "b") as second:
+        http = httpx.Client(base_url=second.url, headers=headers, timeout=30)
+        done = wait_task(http, task_id, lambda v: v["status"] == "validated")
+        assert done["task_id"] == running["task_id"]  # the same chain task, not a second one
+        names = [e["name"] for e in done["events"]]
+        assert names.count("TaskPending") == 1 and names.count("TaskStarted") == 3 and "TaskSuccess" in names
+        response = http.get(f"/v1/tasks/{task_id}/results/0").raise_for_status().json()
+        assert response["choices"][0]["message"]["role"] == "assistant"
+        with http.stream("GET", f"/v1/tasks/{task_id}/events") as events:
+            lines = [line for line in events.iter_lines() if line.startswith("event: ")]
+        assert lines[-1] == "event: done" and lines.count("event: progress") == len(names)
+
+
+def test_the_chat_page_in_headless_chromium(bridge, tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
+    if not Path(CHROMIUM).exists():
+        pytest.skip("no chromium: apt-get install -y chromium")
+    args = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"]  # fmt: skip
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=args)
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 800})
+            page.goto(f"{bridge.url}/#key={KEY}")
+            page.wait_for_selector("#model option[value='tiny-chat']", state="attached")
+            page.fill("#max-tokens", "8")
+            page.fill("#message", "Hello from the browser")
+            page.click("#send")
+            answer = page.wait_for_selector("#conversation li.assistant", timeout=90_000)
+            progress = page.inner_text("#progress")
+            assert "validated" in progress and progress.count("node selected") == 3
+            assert "fee paid" in answer.inner_text() and "task #" in answer.inner_text()
+            shot = tmp_path / "chat-page.png"
+            page.screenshot(path=str(shot), full_page=True)
+        finally:
+            browser.close()
+    shutil.copy(shot, DOCS / "chat-page.png")
+    assert json.loads(json.dumps(progress))  # readable text
