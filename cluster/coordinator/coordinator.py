@@ -97,7 +97,7 @@ class Coordinator:
         if self.settings.checkpoint is not None:
             self.ctx.checkpoint = self.settings.checkpoint
         self.ctx.corrupt_nodes = frozenset(self.slots[i].account.address for i in self.settings.corrupt_slots)
-        self._chain_time = float(await self.ops.chain_time())
+        self._chain_time = await self._now()
         self._started = True
 
     async def join_nodes(self, slots: Sequence[Slot] | None = None) -> dict[str, Any]:
@@ -115,8 +115,16 @@ class Coordinator:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=self.settings.poll_interval_s)
 
+    async def _now(self) -> float:
+        """The time the next block will carry, as best known: the latest block's, or the clock when later.
+
+        A quiet chain mines no blocks (anvil mines on demand), so the latest block's timestamp alone would
+        never reach a deadline; a cancel that comes too early is refused and tried again.
+        """
+        return max(float(await self.ops.chain_time()), time.time())
+
     async def poll_once(self) -> None:
-        self._chain_time = float(await self.ops.chain_time())
+        self._chain_time = await self._now()
         await self.reader.poll(self._on_events)
         for key, event in self._wakeups.items():  # deadlines move with chain time: let every runner look
             if key in self._runners:

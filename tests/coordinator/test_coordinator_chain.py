@@ -290,3 +290,35 @@ def test_tasks_complete_after_the_relay_comes_back(w3, anvil, deployment, operat
             await coordinator.close()
 
     asyncio.run(scenario())
+
+
+def test_a_task_whose_arguments_never_come_is_cancelled_at_its_deadline(
+    w3, anvil, deployment, relay, operator, tiny_lm_dir, tmp_path
+):
+    task = deployment.bind(w3).contract("Task")
+    task.functions.setTaskTimeout(4).transact({"from": deployment.owner})  # reverted with the snapshot
+    args = gpt_args(tiny_lm_dir, seed=9)
+
+    async def scenario():
+        coordinator = Coordinator(
+            settings(anvil, deployment, relay, tmp_path), operator, LocalJobRunner(tmp_path)
+        )
+        await coordinator.start()
+        try:
+            await coordinator.join_nodes()
+            task_id = create_task(w3, deployment, args)  # the application never uploads the arguments
+
+            def cancelled() -> bool:
+                rows = coordinator.store.of_task(task_id)
+                return len(rows) == 3 and all(r.outcome is Outcome.CANCELLED for r in rows)
+
+            await run_until(coordinator, cancelled, timeout_s=60)
+            return task_id, [s.account.address for s in coordinator.slots]
+        finally:
+            await coordinator.close()
+
+    task_id, nodes = asyncio.run(scenario())
+    aborted = task.events.TaskAborted().get_logs(from_block=deployment.block_number)
+    assert [(e["args"]["taskId"], e["args"]["reason"]) for e in aborted] == [(task_id, "Task Cancelled")]
+    node = deployment.bind(w3).contract("Node")
+    assert {NodeStatus(node.functions.nodeStatus(n).call()) for n in nodes} == {NodeStatus.AVAILABLE}
