@@ -93,3 +93,27 @@ def test_a_failed_result_write_leaves_no_partial_results(tmp_path, monkeypatch):
     assert not (files.task_dir(6) / "results").exists()
     files.write_results(6, [b"a", b"b", b"c"])  # and a retry succeeds
     assert files.read_result(6, 2) == b"c"
+
+
+def test_retention_deletes_the_files_and_records_of_tasks_ended_long_enough_ago(tmp_path):
+    from network.relay.config import RelayConfig
+    from network.relay.service import RelayService
+
+    config = RelayConfig(
+        rpc_url="http://127.0.0.1:9", task_address="0x" + "00" * 20, data_dir=tmp_path, retention_s=100
+    )
+    service = RelayService(config)
+    try:
+        for task_id, ended in ((1, 1_000.0), (2, 1_950.0)):
+            service.store.saw_task(task_id, 1, CREATOR, b"\x00" * 32)
+            service.files.write_args(task_id, b"{}")
+            service.store.saw_abort(task_id, "Task Cancelled", at=ended)
+        service.store.saw_task(3, 1, CREATOR, b"\x00" * 32)  # running: kept whatever its age
+        service.files.write_args(3, b"{}")
+
+        assert service.sweep_expired(now=2_000.0) == 1
+        assert service.store.get(1) is None and not service.files.task_dir(1).exists()
+        assert service.store.get(2) is not None and service.files.args_path(2).exists()
+        assert service.store.get(3) is not None and service.files.args_path(3).exists()
+    finally:
+        service.store.close()
