@@ -60,11 +60,13 @@ def create_app(
     app.add_middleware(BodySizeLimit, max_bytes=config.max_request_bytes)
 
     def signer_of(
-        params: dict[str, Any], timestamp: int, signature: str, allowed: set[str], what: str
+        params: dict[str, Any], timestamp: int, signature: str, allowed: set[str] | None, what: str
     ) -> str:
+        """The request's signer; ``allowed`` None accepts any signer (the caller decides)."""
         try:
             return verify_request(
-                params, timestamp, signature, expected_signers=sorted(allowed), now=clock(),
+                params, timestamp, signature, now=clock(),
+                expected_signers=None if allowed is None else sorted(allowed),
                 max_skew_s=config.max_clock_skew_s,
             )  # fmt: skip
         except SignatureInvalid as exc:
@@ -101,8 +103,13 @@ def create_app(
     @app.get("/v1/inference_tasks/{task_id}", response_model=Envelope)
     def download_args(task_id: TaskId, timestamp: Timestamp, signature: Signature) -> dict[str, Any]:
         task = seen(task_id)
-        signer_of({"task_id": task_id}, timestamp, signature, task.readers_of_args,
-                  "only the creator and the selected nodes read the arguments")  # fmt: skip
+        what = "only the creator and the selected nodes read the arguments"
+        if task.state is TaskState.PENDING:
+            # Queued: its nodes are not chosen yet, and a node asking now may be chosen when it starts.
+            signer = signer_of({"task_id": task_id}, timestamp, signature, None, what)
+            if signer not in task.readers_of_args:
+                raise not_yet(f"task {task_id} is queued: its nodes have not been selected yet")
+        signer_of({"task_id": task_id}, timestamp, signature, task.readers_of_args, what)
         if not task.args_uploaded:
             raise not_yet(f"the arguments of task {task_id} have not been uploaded yet")
         return envelope("ok", {"task_id": task_id, "task_args": files.read_args(task_id).decode()})

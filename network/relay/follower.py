@@ -66,13 +66,7 @@ class ChainFollower:
         # must not find itself missing from the selection (a final 403) when it is merely early.
         with self.store.chain_facts() as facts:
             for event in events:
-                try:
-                    with facts.session.begin_nested():
-                        apply_event(facts, event)
-                except KeyError as exc:  # an event of a task created before start_block
-                    log.warning(
-                        "[relay] event for an unknown task skipped event=%s error=%s", event.name, exc
-                    )
+                apply_event(facts, event)
 
 
 def apply_event(facts: ChainFacts, event: ChainEvent) -> None:

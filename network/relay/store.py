@@ -7,6 +7,7 @@ short transaction; chain events are applied idempotently, so replaying a page of
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,6 +16,8 @@ from enum import StrEnum
 
 from sqlalchemy import BigInteger, Boolean, Float, Integer, String, Text, create_engine, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+log = logging.getLogger(__name__)
 
 
 class TaskState(StrEnum):
@@ -173,10 +176,21 @@ class RelayStore:
 
 
 class ChainFacts:
-    """What the chain said, written inside one session (see ``RelayStore.chain_facts``)."""
+    """What the chain said, written inside one session (see ``RelayStore.chain_facts``).
+
+    Facts about a task the relay never saw (created before its start block) are skipped, not raised:
+    one such event must not undo the rest of its page. (No SAVEPOINTs: with pysqlite, releasing the
+    outermost savepoint commits, which would split the page into one transaction per event.)
+    """
 
     def __init__(self, session: Session):
         self.session = session
+
+    def _known(self, task_id: int) -> _TaskRow | None:
+        row = self.session.get(_TaskRow, task_id)
+        if row is None:
+            log.warning("[relay] event for a task never seen skipped task_id=%d", task_id)
+        return row
 
     def saw_task(self, task_id: int, task_type: int, creator: str, task_hash: bytes) -> None:
         """A task exists on chain. A replay of the same fact changes nothing."""
@@ -193,7 +207,9 @@ class ChainFacts:
             self.session.flush()
 
     def saw_selection(self, task_id: int, round_: int, node: str) -> None:
-        row = RelayStore._row(self.session, task_id)
+        row = self._known(task_id)
+        if row is None:
+            return
         nodes = json.loads(row.selected_nodes)
         nodes[str(round_)] = node
         row.selected_nodes = json.dumps(nodes, sort_keys=True)
@@ -201,7 +217,9 @@ class ChainFacts:
             row.state = TaskState.RUNNING.value
 
     def saw_success(self, task_id: int, result: bytes, result_node: str, at: float | None = None) -> None:
-        row = RelayStore._row(self.session, task_id)
+        row = self._known(task_id)
+        if row is None:
+            return
         row.state = TaskState.SUCCEEDED.value
         row.result, row.result_node = result.hex(), result_node
         row.ended_at = row.ended_at or (time.time() if at is None else at)

@@ -16,7 +16,7 @@ from PIL import Image
 
 from cluster.chain.anvil import DEV_MNEMONIC
 from cluster.protocol.hashes import task_hash
-from cluster.relay import RelayClient, RelayRefused
+from cluster.relay import RelayClient
 from tests.contracts.net import Net
 
 Account.enable_unaudited_hdwallet_features()
@@ -74,15 +74,6 @@ class SimulatedNodes:
 
         async def fetch(address: str) -> str:
             async with self._relay(address) as relay:
-                # The relay applies TaskPending and the three TaskStarted of one block one by one, so a
-                # request in between is refused (403) as from a node not (yet) selected: retry briefly.
-                for _ in range(40):
-                    try:
-                        return await relay.get_args(task_id, wait_s=20)
-                    except RelayRefused as exc:
-                        if exc.status != 403:
-                            raise
-                        await asyncio.sleep(0.05)
                 return await relay.get_args(task_id, wait_s=20)
 
         downloads = [asyncio.run(fetch(node)) for node in self.net.selected(task_id)]

@@ -247,3 +247,15 @@ def test_the_envelope_shape_of_an_error(api):
     body = client.get("/v1/inference_tasks/abc", params={"timestamp": 1, "signature": "x"}).json()
     assert set(body) == {"message", "data"} and body["data"] is None
     _ = httpx  # the client library the cluster uses is the same one TestClient drives
+
+
+def test_a_node_asking_for_a_queued_task_is_told_not_yet_not_refused(api):
+    client, store = api
+    store.saw_task(5, 1, CREATOR.address, b"\x00" * 32)  # in the queue: no node selected yet
+    early = client.get("/v1/inference_tasks/5", params=signed(NODE, {"task_id": 5}))
+    assert early.status_code == 404 and "queued" in early.json()["message"]
+    store.saw_selection(5, 0, STRANGER.address)
+    store.saw_selection(5, 1, CREATOR.address)
+    store.saw_selection(5, 2, CREATOR.address)
+    late = client.get("/v1/inference_tasks/5", params=signed(NODE, {"task_id": 5}))
+    assert late.status_code == 403  # started without it: now a refusal

@@ -117,3 +117,14 @@ def test_retention_deletes_the_files_and_records_of_tasks_ended_long_enough_ago(
         assert service.store.get(3) is not None and service.files.args_path(3).exists()
     finally:
         service.store.close()
+
+
+def test_a_page_of_chain_facts_is_seen_whole_or_not_at_all(store):
+    with store.chain_facts() as facts:
+        facts.saw_task(8, 1, CREATOR, b"\x08" * 32)
+        facts.saw_selection(8, 0, NODE)
+        facts.saw_selection(99, 0, NODE)  # a task never seen: skipped, the page goes on
+        assert store.get(8) is None  # another reader sees nothing of the page yet
+        facts.saw_selection(8, 1, CREATOR)
+    task = store.get(8)
+    assert task is not None and task.selected_nodes == {0: NODE, 1: CREATOR}
