@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 
@@ -88,7 +89,10 @@ class ConfigError(ValueError):
 
 
 def load_config(cfg: DictConfig | dict[str, Any]) -> ClusterConfig:
-    data = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+    try:
+        data = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+    except OmegaConfBaseException as exc:  # e.g. ${oc.env:HELIUM_RPC_URL} with the variable unset
+        raise ConfigError(f"invalid configuration: {exc}".splitlines()[0]) from None
     assert isinstance(data, dict)
     data = {k: v for k, v in data.items() if k != "hydra"}
     try:

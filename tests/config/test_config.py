@@ -89,3 +89,19 @@ def test_entry_point_exits_2_on_a_bad_override():
     done = _run_cluster("rig.slots_per_gpu=0")
     assert done.returncode == 2
     assert "rig.slots_per_gpu" in done.stderr
+
+
+def test_the_public_network_takes_its_endpoints_from_the_environment(monkeypatch):
+    for name in ("HELIUM_RPC_URL", "HELIUM_CHAIN_ID", "HELIUM_DEPLOYMENT_FILE", "HELIUM_RELAY_URL"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(ConfigError, match="HELIUM_RPC_URL"):
+        load_config(_compose("network=public"))
+    monkeypatch.setenv("HELIUM_RPC_URL", "https://rpc.example")
+    monkeypatch.setenv("HELIUM_CHAIN_ID", "8453")
+    monkeypatch.setenv("HELIUM_DEPLOYMENT_FILE", "/config/deployment.json")
+    monkeypatch.setenv("HELIUM_RELAY_URL", "https://relay.example")
+    network = load_config(_compose("network=public")).network
+    assert (network.chain.rpc_url, network.chain.chain_id, network.relay_url) == (
+        "https://rpc.example", 8453, "https://relay.example",
+    )  # fmt: skip
+    assert network.chain.deployment_file == "/config/deployment.json" and network.chain.confirmations == 2
