@@ -10,6 +10,8 @@ import asyncio
 import hashlib
 import json
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -86,18 +88,29 @@ async def run_until(coordinator: Coordinator, done, timeout_s: float = 90.0) -> 
         await loop
 
 
+@asynccontextmanager
+async def running_coordinator(
+    config: CoordinatorSettings, operator: OperatorKeys, runner: LocalJobRunner, *, join: bool = True
+) -> AsyncIterator[Coordinator]:
+    """A started coordinator (its nodes joined unless ``join`` is False), closed afterwards."""
+    coordinator = Coordinator(config, operator, runner)
+    await coordinator.start()
+    try:
+        if join:
+            await coordinator.join_nodes()
+        yield coordinator
+    finally:
+        await coordinator.close()
+
+
 def test_nodes_join_with_their_card_model_and_stake(w3, anvil, deployment, relay, operator, tmp_path):
     async def scenario():
-        coordinator = Coordinator(
-            settings(anvil, deployment, relay, tmp_path), operator, LocalJobRunner(tmp_path)
-        )
-        await coordinator.start()
-        try:
+        async with running_coordinator(
+            settings(anvil, deployment, relay, tmp_path), operator, LocalJobRunner(tmp_path), join=False
+        ) as coordinator:
             statuses = await coordinator.join_nodes()
             again = await coordinator.join_nodes()  # a restart: nothing is sent twice
             return statuses, again
-        finally:
-            await coordinator.close()
 
     statuses, again = asyncio.run(scenario())
     assert set(statuses.values()) == {NodeStatus.AVAILABLE} and statuses == again
@@ -111,12 +124,9 @@ def test_gpt_tasks_run_end_to_end_and_are_paid(w3, anvil, deployment, relay, ope
     args = [gpt_args(tiny_lm_dir, seed=s) for s in (1, 2)]
 
     async def scenario():
-        coordinator = Coordinator(
+        async with running_coordinator(
             settings(anvil, deployment, relay, tmp_path), operator, LocalJobRunner(tmp_path)
-        )
-        await coordinator.start()
-        try:
-            await coordinator.join_nodes()
+        ) as coordinator:
             task_ids = []
             for a in args:
                 task_ids.append(create_task(w3, deployment, a))
@@ -130,8 +140,6 @@ def test_gpt_tasks_run_end_to_end_and_are_paid(w3, anvil, deployment, relay, ope
             async with RelayClient(relay.url, APP) as app:
                 files = [await app.get_result(t, 0) for t in task_ids]
             return task_ids, files, coordinator.status()
-        finally:
-            await coordinator.close()
 
     task_ids, files, status = asyncio.run(scenario())
     assert status["tasks"]["outcome:paid"] == 6 and status["earned_wei"] == 2 * 10**18
@@ -152,12 +160,9 @@ def test_invalid_arguments_are_reported_as_a_task_error(w3, anvil, deployment, r
     )
 
     async def scenario():
-        coordinator = Coordinator(
+        async with running_coordinator(
             settings(anvil, deployment, relay, tmp_path), operator, LocalJobRunner(tmp_path)
-        )
-        await coordinator.start()
-        try:
-            await coordinator.join_nodes()
+        ) as coordinator:
             task_id = create_task(w3, deployment, args)
             await upload(relay, task_id, args)
 
@@ -167,8 +172,6 @@ def test_invalid_arguments_are_reported_as_a_task_error(w3, anvil, deployment, r
 
             await run_until(coordinator, all_done)
             return task_id, coordinator.store.of_task(task_id)
-        finally:
-            await coordinator.close()
 
     task_id, rows = asyncio.run(scenario())
     assert all(r.error and r.error.startswith("model_invalid") for r in rows)
@@ -189,10 +192,7 @@ def test_a_corrupt_slot_is_slashed_and_the_honest_slots_are_paid(
     )
 
     async def scenario():
-        coordinator = Coordinator(config, operator, LocalJobRunner(tmp_path))
-        await coordinator.start()
-        try:
-            await coordinator.join_nodes()
+        async with running_coordinator(config, operator, LocalJobRunner(tmp_path)) as coordinator:
             task_id = create_task(w3, deployment, args)
             await upload(relay, task_id, args)
 
@@ -202,8 +202,6 @@ def test_a_corrupt_slot_is_slashed_and_the_honest_slots_are_paid(
 
             await run_until(coordinator, settled)
             return coordinator.store.of_task(task_id), coordinator.slots[2].account.address
-        finally:
-            await coordinator.close()
 
     rows, corrupt_node = asyncio.run(scenario())
     outcomes = {r.node: r.outcome for r in rows}
@@ -229,17 +227,12 @@ def test_own_slots_that_disagree_pause_the_card_model_before_any_disclosure(
     config = settings(anvil, deployment, relay, tmp_path, corrupt_slots=frozenset({1}))
 
     async def scenario():
-        coordinator = Coordinator(config, operator, LocalJobRunner(tmp_path))
-        await coordinator.start()
-        try:
-            await coordinator.join_nodes()
+        async with running_coordinator(config, operator, LocalJobRunner(tmp_path)) as coordinator:
             task_id = create_task(w3, deployment, args)
             await upload(relay, task_id, args)
             await run_until(coordinator, lambda: bool(coordinator.alerts))
             await asyncio.sleep(1.0)  # give any (wrong) disclosure time to go out
             return task_id, coordinator.status(), [s.account.address for s in coordinator.slots]
-        finally:
-            await coordinator.close()
 
     task_id, status, nodes = asyncio.run(scenario())
     assert f"disagree on task {task_id}" in status["alerts"][0] and len(status["paused_cards"]) == 1
@@ -263,10 +256,7 @@ def test_tasks_complete_after_the_relay_comes_back(w3, anvil, deployment, operat
     config = settings(anvil, deployment, relay, tmp_path)
 
     async def scenario():
-        coordinator = Coordinator(config, operator, LocalJobRunner(tmp_path))
-        await coordinator.start()
-        try:
-            await coordinator.join_nodes()
+        async with running_coordinator(config, operator, LocalJobRunner(tmp_path)) as coordinator:
             task_id = create_task(w3, deployment, args)
             await upload(relay, task_id, args)
             relay.stop()  # down before any node fetched the arguments
@@ -286,8 +276,6 @@ def test_tasks_complete_after_the_relay_comes_back(w3, anvil, deployment, operat
                 stop.set()
                 await loop
                 await asyncio.to_thread(back.stop)
-        finally:
-            await coordinator.close()
 
     asyncio.run(scenario())
 
@@ -300,12 +288,9 @@ def test_a_task_whose_arguments_never_come_is_cancelled_at_its_deadline(
     args = gpt_args(tiny_lm_dir, seed=9)
 
     async def scenario():
-        coordinator = Coordinator(
+        async with running_coordinator(
             settings(anvil, deployment, relay, tmp_path), operator, LocalJobRunner(tmp_path)
-        )
-        await coordinator.start()
-        try:
-            await coordinator.join_nodes()
+        ) as coordinator:
             task_id = create_task(w3, deployment, args)  # the application never uploads the arguments
 
             def cancelled() -> bool:
@@ -314,8 +299,6 @@ def test_a_task_whose_arguments_never_come_is_cancelled_at_its_deadline(
 
             await run_until(coordinator, cancelled, timeout_s=60)
             return task_id, [s.account.address for s in coordinator.slots]
-        finally:
-            await coordinator.close()
 
     task_id, nodes = asyncio.run(scenario())
     aborted = task.events.TaskAborted().get_logs(from_block=deployment.block_number)
