@@ -21,7 +21,7 @@ PROBE_ARTIFACT = Path(__file__).parent / "fixtures" / "Probe.json"
 
 @pytest.fixture(scope="session")
 def probe_artifact() -> dict[str, Any]:
-    """The test-only Probe contract (tests/chain/fixtures/Probe.sol, rebuilt by build_probe.mjs)."""
+    """The test-only Probe contract (tests/chain/fixtures/Probe.sol, rebuilt by tests/build_fixture.mjs)."""
     return json.loads(PROBE_ARTIFACT.read_text())
 
 
