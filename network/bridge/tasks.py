@@ -15,6 +15,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from cluster.durable_sqlite import open_durable
+
 Status = Literal["queued", "running", "validated", "aborted"]
 TERMINAL: tuple[Status, ...] = ("validated", "aborted")
 
@@ -74,11 +76,7 @@ class TaskStore:
         self.results_dir = data_dir / "results"
         self.results_dir.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(data_dir / "bridge.db", check_same_thread=False, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute(SCHEMA)
+        self._db = open_durable(data_dir / "bridge.db", SCHEMA, rows_by_name=True)
 
     def close(self) -> None:
         with self._lock:
