@@ -7,12 +7,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 
 from cluster.chain.anvil import DEV_MNEMONIC, free_port
+from tests.serving import first_answer
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -42,14 +42,7 @@ def test_the_bridge_process_serves_its_models_and_page_to_a_key(anvil, deploymen
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                page = httpx.get(f"{base}/", timeout=2)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline and process.poll() is None, "the bridge did not come up"
-                time.sleep(0.2)
+        page = first_answer(f"{base}/", process, what="bridge", timeout_s=60)
         assert page.status_code == 200 and "<html" in page.text.lower()
         models = httpx.get(f"{base}/v1/models", headers={"Authorization": "Bearer sk-cli-test"})
         assert [m["id"] for m in models.json()["data"]] == ["tiny-chat"]

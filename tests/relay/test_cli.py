@@ -6,13 +6,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
-
-import httpx
 
 from cluster.chain.anvil import free_port
 from network.relay.__main__ import parse_config
+from tests.serving import first_answer
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -34,14 +32,7 @@ def test_the_relay_process_serves_and_stops_on_sigterm(anvil, deployment, tmp_pa
     ]  # fmt: skip
     process = subprocess.Popen(command, cwd=REPO, env=os.environ.copy(), stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                answer = httpx.get(f"http://127.0.0.1:{port}/v1/network", timeout=2)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline and process.poll() is None, "the relay did not come up"
-                time.sleep(0.2)
+        answer = first_answer(f"http://127.0.0.1:{port}/v1/network", process, what="relay", timeout_s=30)
         assert answer.status_code == 200 and answer.json()["data"]["tasks"]["total"] == 0
         assert (tmp_path / "data" / "relay.db").exists()
     finally:
