@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
-import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -168,5 +168,6 @@ def test_the_chat_page_in_headless_chromium(bridge, tmp_path):
             page.screenshot(path=str(shot), full_page=True)
         finally:
             browser.close()
-    shutil.copy(shot, DOCS / "chat-page.png")
-    assert json.loads(json.dumps(progress))  # readable text
+    assert shot.read_bytes().startswith(b"\x89PNG")
+    if os.environ.get("HELIUM_UPDATE_SCREENSHOT"):  # refresh docs/chat-page.png on request, not on every run
+        shutil.copy(shot, DOCS / "chat-page.png")
