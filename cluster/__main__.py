@@ -2,7 +2,8 @@
 
     python -m cluster rig=cpu-devnet network.chain.rpc_url=... network.relay_url=... \\
         network.chain.deployment_file=deployment.json
-    python -m cluster status        # the running farm at a glance
+    python -m cluster status                   # the running farm at a glance
+    python -m cluster resume-card <card key>    # lift the guard's pause of a card model, once it is fixed
 
 It connects to the Ray cluster in RAY_ADDRESS (so it works under ``ray job submit``) or starts a local
 one. Without a chain and relay configured it prints the configuration, the card model keys and the task
@@ -11,16 +12,18 @@ schemas, and says how to start the local network.
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
-from cluster.config import ConfigError, load_config
+from cluster.config import ChainEndpoints, ConfigError, load_config
 from cluster.summary import print_summary
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+COMMANDS = ("status", "resume-card")
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
@@ -31,31 +34,79 @@ def main(cfg: DictConfig) -> None:
             print_summary(config)
             print("no chain configured (network.chain.rpc_url): scripts/devnet.sh runs a whole local network")
             return
-        from cluster.launch import chain_settings, connect_ray, serve
+        from cluster.launch import connect_ray, serve
 
-        chain = chain_settings(config, reference_model=config.engine.reference_model)
+        endpoints = ChainEndpoints.of(config.network)
         is_local = connect_ray(config)
-        sys.exit(serve(config, chain, is_local=is_local))
+        sys.exit(serve(config, endpoints, is_local=is_local))
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         sys.exit(2)
 
 
-def status() -> None:
+def parse_command(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m cluster", description="Commands for a running farm.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("status", help="the running farm at a glance (connects to the Ray cluster)")
+    resume = commands.add_parser(
+        "resume-card",
+        help="lift the consensus guard's pause of a card model and resume its nodes",
+        description="Lift the pause the consensus guard put on a card model (its nodes disagreed on a "
+        "task) once the card is fixed. With a running farm its nodes resume at once; with --state-dir "
+        "(the farm stopped) the pause is lifted in the state directory and the nodes resume at its next "
+        "start.",
+    )
+    resume.add_argument("card_key", help="the card model key, or its first 8+ hex digits (from the alert)")
+    resume.add_argument(
+        "--state-dir", type=Path, help="the farm's state_dir, when its coordinator is stopped"
+    )
+    return parser.parse_args(argv)
+
+
+def run_command(options: argparse.Namespace) -> int:
+    if options.command == "resume-card" and options.state_dir is not None:
+        return _resume_card_offline(options.state_dir, options.card_key)
     import ray
 
     from cluster.launch import find_coordinator, format_status
 
     ray.init(address="auto", namespace="helium", log_to_driver=False)
     try:
-        print(format_status(ray.get(find_coordinator().status.remote())))
+        actor = find_coordinator()
     except ValueError:
         print("no coordinator is running in this Ray cluster", file=sys.stderr)
-        sys.exit(1)
+        return 1
+    if options.command == "status":
+        print(format_status(ray.get(actor.status.remote())))
+        return 0
+    try:
+        statuses = ray.get(actor.resume_card.remote(options.card_key))
+    except ray.exceptions.RayTaskError as exc:
+        print(f"not resumed: {exc.cause}", file=sys.stderr)
+        return 1
+    print("\n".join(f"{node}: {status}" for node, status in statuses.items()))
+    return 0
+
+
+def _resume_card_offline(state_dir: Path, key_text: str) -> int:
+    from cluster.coordinator.store import TaskStore
+    from cluster.protocol.cards import key_matches
+
+    store = TaskStore(state_dir.expanduser().resolve() / "coordinator")
+    try:
+        matching = [key for key in store.paused_cards() if key_matches(key, key_text)]
+        if len(matching) != 1:
+            print(f"{key_text!r} names {len(matching)} paused card models: "
+                  f"{[key.hex()[:8] for key in store.paused_cards()]}", file=sys.stderr)  # fmt: skip
+            return 1
+        store.resume_card(matching[0])
+        print(f"pause lifted for card model {matching[0].hex()}; its nodes resume at the farm's next start")
+        return 0
+    finally:
+        store.close()
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["status"]:
-        status()
-    else:
-        main()
+    if sys.argv[1:2] and sys.argv[1] in COMMANDS:
+        sys.exit(run_command(parse_command(sys.argv[1:])))
+    main()

@@ -5,6 +5,8 @@ A mistake in a rig file or an override fails here with the option's full name, n
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any, Literal
 
 from omegaconf import DictConfig, OmegaConf
@@ -82,6 +84,40 @@ class ClusterConfig(_Section):
     # Ray resources the coordinator actor needs, e.g. {"helium-coordinator": 1} to keep it on a CPU pod
     # that declares that resource (off the head pod on KubeRay). Empty: anywhere.
     coordinator_resources: dict[str, float] = {}  # Prometheus metrics of the coordinator; 0: off
+
+
+class ChainEndpoints(_Section):
+    """Where the farm's chain and relay are: what the coordinator actor is started with."""
+
+    rpc_url: str
+    relay_url: str
+    addresses: dict[str, str]  # contract name -> address (Node, Task, TaskQueue, QoS, NetworkStats)
+    start_block: int = Field(default=0, ge=0)  # the deployment's block: events are read from here
+    confirmations: int = Field(default=0, ge=0)  # act only on events (and receipts) this many blocks deep
+
+    @classmethod
+    def of(cls, network: NetworkConfig) -> ChainEndpoints:
+        """From the network config; a clear ``ConfigError`` names what is missing."""
+        chain = network.chain
+        if chain.rpc_url is None or network.relay_url is None:
+            raise ConfigError(
+                "network.chain.rpc_url and network.relay_url must be set to serve a network "
+                "(scripts/devnet.sh starts a local one and sets them)"
+            )
+        start_block = 0
+        if chain.deployment_file is not None:
+            deployment = json.loads(Path(chain.deployment_file).read_text())
+            addresses, start_block = deployment["addresses"], int(deployment["block_number"])
+        elif chain.contracts is not None:
+            addresses = dict(chain.contracts)
+        else:
+            raise ConfigError(
+                "set network.chain.deployment_file or network.chain.contracts (the five addresses)"
+            )
+        return cls(
+            rpc_url=chain.rpc_url, relay_url=network.relay_url, addresses=addresses,
+            start_block=start_block, confirmations=chain.confirmations,
+        )  # fmt: skip
 
 
 class ConfigError(ValueError):

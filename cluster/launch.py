@@ -4,47 +4,22 @@ to stop. Used by ``python -m cluster`` (also under ``ray job submit``) and by th
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import ray
 
-from cluster.config import ClusterConfig, ConfigError
+from cluster import envs
+from cluster.config import ChainEndpoints, ClusterConfig, ConfigError
 from cluster.coordinator.actor import ACTOR_NAME, NAMESPACE, CoordinatorActor
-from cluster.workers.layout import rig_ray_resources
+from cluster.coordinator.scheduling.placement import rig_ray_resources
+from cluster.test_hooks import NO_HOOKS, TestHooks
 
 log = logging.getLogger(__name__)
-
-
-def chain_settings(config: ClusterConfig, *, reference_model: str | None = None) -> dict[str, Any]:
-    """Where the chain and relay are, from the network config; a clear error names what is missing."""
-    network = config.network
-    if network.chain.rpc_url is None or network.relay_url is None:
-        raise ConfigError(
-            "network.chain.rpc_url and network.relay_url must be set to serve a network "
-            "(scripts/devnet.sh starts a local one and sets them)"
-        )
-    start_block = 0
-    if network.chain.deployment_file is not None:
-        deployment = json.loads(Path(network.chain.deployment_file).read_text())
-        addresses, start_block = deployment["addresses"], int(deployment["block_number"])
-    elif network.chain.contracts is not None:
-        addresses = dict(network.chain.contracts)
-    else:
-        raise ConfigError("set network.chain.deployment_file or network.chain.contracts (the five addresses)")
-    return {
-        "rpc_url": network.chain.rpc_url,
-        "relay_url": network.relay_url,
-        "addresses": addresses,
-        "start_block": start_block,
-        "reference_model": reference_model,
-    }
 
 
 def connect_ray(config: ClusterConfig) -> bool:
@@ -54,7 +29,7 @@ def connect_ray(config: ClusterConfig) -> bool:
     """
     if ray.is_initialized():
         return False
-    address = os.environ.get("RAY_ADDRESS")
+    address = envs.RAY_ADDRESS.get()
     if address:
         ray.init(address=address, namespace=NAMESPACE, log_to_driver=True)
         return False
@@ -67,9 +42,9 @@ def connect_ray(config: ClusterConfig) -> bool:
 
 def start_coordinator(
     config: ClusterConfig,
-    chain: dict[str, Any],
+    endpoints: ChainEndpoints,
     *,
-    faults: dict[int, dict] | None = None,
+    hooks: TestHooks = NO_HOOKS,
     pass_secret: bool = False,
 ) -> Any:
     """The coordinator actor: found by name if it runs, else created (detached: it outlives this driver).
@@ -81,7 +56,7 @@ def start_coordinator(
     secret_env = config.network.operator.mnemonic_env
     if secret_env not in os.environ:
         raise ConfigError(f"the operator's mnemonic is read from ${secret_env}; set it (network.operator)")
-    env_vars = {"HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "0")}
+    env_vars = {envs.HF_HUB_OFFLINE.name: envs.HF_HUB_OFFLINE.get() or "0"}
     if pass_secret:
         env_vars[secret_env] = os.environ[secret_env]
     return CoordinatorActor.options(
@@ -91,7 +66,7 @@ def start_coordinator(
         get_if_exists=True,
         resources=dict(config.coordinator_resources),
         runtime_env={"env_vars": env_vars},
-    ).remote(config.model_dump(mode="json"), chain, faults)
+    ).remote(config, endpoints, hooks)
 
 
 def find_coordinator() -> Any:
@@ -99,10 +74,10 @@ def find_coordinator() -> Any:
 
 
 def serve(
-    config: ClusterConfig, chain: dict[str, Any], *, is_local: bool, status_every_s: float = 10.0
+    config: ClusterConfig, endpoints: ChainEndpoints, *, is_local: bool, status_every_s: float = 10.0
 ) -> int:
     """Run until SIGINT/SIGTERM, printing the farm's status; then stop gracefully."""
-    actor = start_coordinator(config, chain, pass_secret=is_local)
+    actor = start_coordinator(config, endpoints, pass_secret=is_local)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

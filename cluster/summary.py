@@ -8,19 +8,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from cluster.config import ClusterConfig
-from cluster.protocol.hashes import card_model_key
+from cluster.protocol.cards import CardModel
 from cluster.protocol.schema_files import SCHEMA_DIR, SCHEMA_MODELS
-
-NOT_BUILT_YET = [
-    "the bridge and chat page (issue: the bridge)",
-    "KubeRay manifests and the container image (issue: deployment)",
-]
-
-
-def runtime_tag(config: ClusterConfig) -> str:
-    if config.engine.runtime_tag:
-        return config.engine.runtime_tag
-    return f"{config.engine.text}-unversioned"
 
 
 def _describe(prop: dict[str, Any]) -> str:
@@ -54,15 +43,29 @@ def print_summary(config: ClusterConfig) -> None:
     print(
         f"rig {rig.name!r} on {rig.device}, network {config.network.name!r}, text engine {config.engine.text}"
     )
-    print("card model slots:")
-    for group in rig.virtual_slots:
-        key = card_model_key(group.card_name, group.vram_gb, runtime_tag(config))
-        num_slots = group.count * rig.slots_per_gpu
-        print(f"  {num_slots} x {group.card_name} ({group.vram_gb} GB)  card model key 0x{key.hex()}")
+    _print_cards(config)
     print(f"task schemas (JSON Schema files in {SCHEMA_DIR}):")
     for filename, model in SCHEMA_MODELS.items():
         print(f"  {filename} -> {model.__name__}")
         print("\n".join(_fields(model)))
-    print("not built yet:")
-    for item in NOT_BUILT_YET:
-        print(f"  - {item}")
+
+
+def _print_cards(config: ClusterConfig) -> None:
+    """The node slots and the card model keys they join with: the very keys the workers compute."""
+    from cluster.workers.engines import runtime_tag_of
+
+    rig = config.rig
+    if rig.discover_gpus:
+        print("card models: discovered on the GPU nodes at start (`python -m cluster.workers.gpu` there)")
+        return
+    try:
+        runtime = runtime_tag_of(config.engine)
+    except ImportError as exc:
+        print(f"card models: the {config.engine.text} engine is not installed here ({exc.name}); "
+              "set engine.runtime_tag to see the keys")  # fmt: skip
+        return
+    print(f"card model slots (runtime tag {runtime}):")
+    for group in rig.virtual_slots:
+        card = CardModel(group.card_name, group.vram_gb, runtime)
+        num_slots = group.count * rig.slots_per_gpu
+        print(f"  {num_slots} x {group.card_name} ({group.vram_gb} GB)  card model key 0x{card.key.hex()}")

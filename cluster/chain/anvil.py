@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
@@ -10,6 +9,8 @@ import time
 from pathlib import Path
 
 from web3 import HTTPProvider, Web3
+
+from cluster import envs
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # anvil's well-known development mnemonic: its accounts are public, never use them on a real chain.
@@ -19,7 +20,7 @@ DEV_CHAIN_ID = 31337
 
 def find_anvil_binary() -> str:
     """anvil from $ANVIL_BIN, the contracts' npm tools, or PATH, in that order."""
-    candidates = [os.environ.get("ANVIL_BIN"), str(REPO_ROOT / "contracts/node_modules/.bin/anvil")]
+    candidates = [envs.ANVIL_BIN.get(), str(REPO_ROOT / "contracts/node_modules/.bin/anvil")]
     for path in candidates:
         if path and Path(path).is_file():
             return path

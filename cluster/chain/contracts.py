@@ -6,7 +6,11 @@ these mirrors against the ABIs and the deployed contracts, so a reordering on ei
 
 from __future__ import annotations
 
-from enum import IntEnum
+from enum import IntEnum, StrEnum
+
+from cluster.protocol.task import TaskType
+
+__all__ = ["AbortReason", "Decision", "Events", "NodeStatus", "RoundState", "TaskStatus", "TaskType"]
 
 
 class NodeStatus(IntEnum):
@@ -20,11 +24,6 @@ class NodeStatus(IntEnum):
     @property
     def holds_task(self) -> bool:
         return self in (NodeStatus.BUSY, NodeStatus.PENDING_PAUSE, NodeStatus.PENDING_QUIT)
-
-
-class TaskType(IntEnum):
-    SD = 0
-    GPT = 1
 
 
 class TaskStatus(IntEnum):
@@ -49,8 +48,8 @@ class RoundState(IntEnum):
     CANCELLED = 3
 
 
-class AbortReason:
-    """The ``reason`` strings of ``TaskAborted``."""
+class AbortReason(StrEnum):
+    """The ``reason`` strings of ``TaskAborted`` (Task.sol's REASON_* constants)."""
 
     RESULT_ILLEGAL = "Task result illegal"
     ERROR_REPORTED = "Task error reported"

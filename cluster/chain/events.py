@@ -150,6 +150,52 @@ class CursorStore:
             self._db.close()
 
 
+class LogPager:
+    """``eth_getLogs`` over a block range, in pages a provider accepts, decoded and in chain order.
+
+    Providers cap a query's range or its number of logs; a refused page is halved until it is accepted,
+    and later pages start at the accepted size.
+    """
+
+    def __init__(self, rpc: RpcClient, decoder: EventDecoder, *, page_blocks: int = 2_000):
+        if page_blocks < 1:
+            raise ValueError(f"{page_blocks=} must be >= 1")
+        self.rpc = rpc
+        self.decoder = decoder
+        self.page_blocks = page_blocks
+
+    async def page(
+        self, first: int, last: int, *, topics: list[str | None] | None = None
+    ) -> tuple[int, list[ChainEvent]]:
+        """The events of one page starting at ``first`` and ending at ``last`` or earlier; returns the
+        page's last block with them."""
+        end = min(last, first + self.page_blocks - 1)
+        while True:
+            query: dict[str, Any] = {"fromBlock": hex(first), "toBlock": hex(end)}
+            query["address"] = self.decoder.addresses
+            if topics is not None:
+                query["topics"] = topics
+            try:
+                raw_logs = await self.rpc.call("eth_getLogs", [query])
+            except RpcError as exc:
+                if end == first or not exc.message_has(*RANGE_TOO_LARGE_PHRASES):
+                    raise
+                end = first + (end - first) // 2
+                self.page_blocks = end - first + 1  # remember: the next pages start at the accepted size
+                log.info("[events] range refused, halving blocks=%d", self.page_blocks)
+                continue
+            return end, sorted(_decoded(self.decoder, raw_logs), key=lambda e: e.position)
+
+    async def all(self, first: int, last: int, *, topics: list[str | None] | None = None) -> list[ChainEvent]:
+        """Every event of ``[first, last]``, page after page."""
+        events: list[ChainEvent] = []
+        while first <= last:
+            end, page = await self.page(first, last, topics=topics)
+            events.extend(page)
+            first = end + 1
+        return events
+
+
 Handler = Callable[[list[ChainEvent]], Awaitable[None]]
 
 
@@ -167,15 +213,16 @@ class EventReader:
         page_blocks: int = 2_000,
         confirmations: int = 0,
     ):
-        if page_blocks < 1 or confirmations < 0:
-            raise ValueError(f"{page_blocks=} must be >= 1 and {confirmations=} >= 0")
+        if confirmations < 0:
+            raise ValueError(f"{confirmations=} must be >= 0")
         self.rpc = RpcClient(w3)
+        self.pager = LogPager(self.rpc, decoder, page_blocks=page_blocks)
         self.decoder = decoder
         self.cursors = cursors
         self.name = name
         self.start_block = start_block
-        self.page_blocks = page_blocks
         self.confirmations = confirmations
+        self.head_seen = -1  # the chain's head at the last poll (events are read up to it - confirmations)
 
     @property
     def next_block(self) -> int:
@@ -183,7 +230,9 @@ class EventReader:
         return self.start_block if stored is None else stored
 
     async def safe_head(self) -> int:
-        return hex_int(await self.rpc.call("eth_blockNumber", [])) - self.confirmations
+        """The newest block at least ``confirmations`` deep: nothing above it is read."""
+        self.head_seen = hex_int(await self.rpc.call("eth_blockNumber", []))
+        return self.head_seen - self.confirmations
 
     async def poll(self, handler: Handler) -> int:
         """Deliver every page up to the safe head, one ``handler`` call per non-empty page.
@@ -194,7 +243,7 @@ class EventReader:
         delivered = 0
         head = await self.safe_head()
         while (first := self.next_block) <= head:
-            last, events = await self._fetch(first, min(head, first + self.page_blocks - 1))
+            last, events = await self.pager.page(first, head)
             if events:
                 await handler(events)
                 delivered += len(events)
@@ -210,21 +259,6 @@ class EventReader:
                 log.warning("[events] poll failed reader=%s error=%s", self.name, exc)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=poll_interval_s)
-
-    async def _fetch(self, first: int, last: int) -> tuple[int, list[ChainEvent]]:
-        """Logs of [first, last], shrinking ``last`` while the provider refuses the range."""
-        while True:
-            query = {"fromBlock": hex(first), "toBlock": hex(last), "address": self.decoder.addresses}
-            try:
-                raw_logs = await self.rpc.call("eth_getLogs", [query])
-            except RpcError as exc:
-                if last == first or not exc.message_has(*RANGE_TOO_LARGE_PHRASES):
-                    raise
-                last = first + (last - first) // 2
-                self.page_blocks = last - first + 1  # remember: the next pages start at the accepted size
-                log.info("[events] range refused, halving reader=%s blocks=%d", self.name, last - first + 1)
-                continue
-            return last, sorted(_decoded(self.decoder, raw_logs), key=lambda e: e.position)
 
 
 def _decoded(decoder: EventDecoder, raw_logs: Iterable[Mapping[str, Any]]) -> Iterable[ChainEvent]:

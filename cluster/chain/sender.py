@@ -184,24 +184,44 @@ class TxSender:
         self, entry: JournalEntry, account: LocalAccount, *, is_broadcast: bool = False
     ) -> SentTx | None:
         """``SentTx``, a raised revert or timeout, or None when another tx took the entry's nonce."""
-        for bump in range(self.config.max_fee_bumps + 1):
+        num_bumps = 0
+        while True:
+            receipt = None
             if not is_broadcast:
                 receipt, is_dead = await self._lookup(entry)
-                if receipt is not None:
-                    return await self._finish(entry, receipt)
-                if is_dead:
+                if receipt is None and is_dead:
                     log.warning("[sender] dead key=%s nonce=%d: another tx took it", entry.key, entry.nonce)
                     self._state(account.address).next_nonce = None
                     return None
-                await self._broadcast(entry)  # the same bytes: a no-op when the node already has them
-            receipt = await self._poll_receipt(entry)
-            if receipt is not None:
-                return await self._finish(entry, receipt)
-            await self._check_gap(entry)
-            if bump < self.config.max_fee_bumps:
-                entry = await self._bump(entry, account)
+                if receipt is None:
+                    await self._broadcast(entry)  # the same bytes: a no-op when the node already has them
             is_broadcast = False
-        raise TxTimeout(f"key={entry.key} nonce={entry.nonce} txs={entry.tx_hashes} not mined")
+            receipt = receipt or await self._poll_receipt(entry)
+            if receipt is not None:
+                confirmed = await self._confirmed(entry, receipt)
+                if confirmed is not None:
+                    return await self._finish(entry, confirmed)
+                log.warning("[sender] reorged out key=%s nonce=%d: sending it again", entry.key, entry.nonce)
+                continue
+            await self._check_gap(entry)
+            if num_bumps == self.config.max_fee_bumps:
+                raise TxTimeout(f"key={entry.key} nonce={entry.nonce} txs={entry.tx_hashes} not mined")
+            entry = await self._bump(entry, account)
+            num_bumps += 1
+
+    async def _confirmed(self, entry: JournalEntry, receipt: dict[str, Any]) -> dict[str, Any] | None:
+        """The receipt once its block is ``confirmations`` deep and still in the chain; None when a reorg
+        dropped the transaction (it is then sent again: the same signed bytes)."""
+        while self.config.confirmations > 0:
+            head = hex_int(await self.rpc.call("eth_blockNumber", []))
+            if head < hex_int(receipt["blockNumber"]) + self.config.confirmations:
+                await asyncio.sleep(self.config.poll_interval_s)
+                continue
+            current = await self._receipt_of(entry)
+            if current is None or current["blockHash"] == receipt["blockHash"]:
+                return current
+            receipt = current  # mined again, in another block: that one must become deep enough
+        return receipt
 
     async def _check_gap(self, entry: JournalEntry) -> None:
         """After a timeout: is a lower nonce of ours missing from the pool (a lost broadcast, an eviction)?"""
@@ -219,22 +239,24 @@ class TxSender:
         # Order matters: read the mined count *before* the receipts, so "count passed our nonce and none of
         # ours has a receipt" cannot be a race with our own tx being mined in between.
         mined_count = hex_int(await self.rpc.call("eth_getTransactionCount", [entry.account, "latest"]))
+        receipt = await self._receipt_of(entry)
+        return receipt, receipt is None and mined_count > entry.nonce
+
+    async def _receipt_of(self, entry: JournalEntry) -> dict[str, Any] | None:
+        """The receipt of whichever of the entry's signatures is mined (at most one can be)."""
         for tx_hash in entry.tx_hashes:
             receipt = await self.rpc.call("eth_getTransactionReceipt", [tx_hash])
             if receipt is not None:
-                return receipt, False
-        return None, mined_count > entry.nonce
+                return receipt
+        return None
 
     async def _poll_receipt(self, entry: JournalEntry) -> dict[str, Any] | None:
         deadline = asyncio.get_running_loop().time() + self.config.receipt_timeout_s
-        while True:
-            for tx_hash in entry.tx_hashes:
-                receipt = await self.rpc.call("eth_getTransactionReceipt", [tx_hash])
-                if receipt is not None:
-                    return receipt
+        while (receipt := await self._receipt_of(entry)) is None:
             if asyncio.get_running_loop().time() >= deadline:
                 return None
             await asyncio.sleep(self.config.poll_interval_s)
+        return receipt
 
     async def _bump(self, entry: JournalEntry, account: LocalAccount) -> JournalEntry:
         """Re-sign the same nonce with higher fees: whichever signature is mined, the change happens once."""

@@ -55,7 +55,12 @@ class SenderConfig:
     max_nonce_resyncs: int = 3
     max_gas_retries: int = 3
     """Out-of-gas reverts re-signed with twice the gas before giving up."""
+    confirmations: int = 0
+    """Blocks a receipt must be deep before the send returns; a reorg above that depth that drops the
+    transaction is met by sending the same signed bytes again."""
 
     def __post_init__(self) -> None:
-        if self.gas_margin < 1.0 or self.fee_bump_ratio <= 1.1:
-            raise ValueError(f"{self.gas_margin=} must be >= 1 and {self.fee_bump_ratio=} > 1.1")
+        if self.gas_margin < 1.0 or self.fee_bump_ratio <= 1.1 or self.confirmations < 0:
+            raise ValueError(
+                f"{self.gas_margin=} must be >= 1, {self.fee_bump_ratio=} > 1.1, {self.confirmations=} >= 0"
+            )

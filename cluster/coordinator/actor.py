@@ -9,18 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 import ray
 
+from cluster import envs
 from cluster.chain.accounts import OperatorKeys
-from cluster.config import ClusterConfig
+from cluster.config import ChainEndpoints, ClusterConfig
 from cluster.coordinator.coordinator import Coordinator, CoordinatorSettings
 from cluster.coordinator.metrics import FarmMetrics
-from cluster.workers.guard import check_group, reference_tasks
-from cluster.workers.pool import WorkerPool
+from cluster.coordinator.scheduling.guard import check_group, reference_tasks
+from cluster.coordinator.scheduling.pool import WorkerPool
+from cluster.protocol.cards import CardModel
+from cluster.test_hooks import NO_HOOKS, TestHooks
 
 log = logging.getLogger(__name__)
 ACTOR_NAME = "helium-coordinator"
@@ -30,10 +32,10 @@ NAMESPACE = "helium"
 class CoordinatorService:
     """What the actor does, in plain Python (the actor below only wraps it)."""
 
-    def __init__(self, config: dict[str, Any], chain: dict[str, Any], faults: dict[int, dict] | None = None):
-        self.config = ClusterConfig.model_validate(config)
-        self.chain = chain  # rpc_url, addresses, start_block, relay_url, reference_model
-        self.faults = faults
+    def __init__(self, config: ClusterConfig, endpoints: ChainEndpoints, hooks: TestHooks = NO_HOOKS):
+        self.config = config
+        self.endpoints = endpoints
+        self.hooks = hooks
         self.coordinator: Coordinator | None = None
         self.pool: WorkerPool | None = None
         self.group_checks: dict[str, str] = {}
@@ -43,32 +45,37 @@ class CoordinatorService:
         self.metrics = FarmMetrics()
         self._metrics_task: asyncio.Task[None] | None = None
 
-    async def ensure_started(self) -> None:
+    async def ensure_started(self) -> Coordinator:
         async with self._starting:
-            if self._loop_task is not None and not self._loop_task.done():
-                return
+            if self.coordinator is not None and self._loop_task is not None and not self._loop_task.done():
+                return self.coordinator
             if self.pool is None:
                 self.pool = await WorkerPool.create(
-                    self.config.rig, self.config.engine, namespace=NAMESPACE, faults=self.faults
-                )
+                    self.config.rig, self.config.engine, namespace=NAMESPACE,
+                    corrupt_workers=self.hooks.corrupt_workers,
+                )  # fmt: skip
             cards = await self._checked_cards()
-            keys = OperatorKeys.from_mnemonic_source(env=self.config.network.operator.mnemonic_env)
             settings = CoordinatorSettings(
-                rpc_url=self.chain["rpc_url"], addresses=self.chain["addresses"],
-                relay_url=self.chain["relay_url"], state_dir=_state_dir(self.config), cards=cards,
-                start_block=self.chain["start_block"], guard_own_results=self.config.guard_own_results,
+                endpoints=self.endpoints, state_dir=state_dir_of(self.config), cards=cards,
+                guard_own_results=self.config.guard_own_results, hooks=self.hooks,
             )  # fmt: skip
+            keys = OperatorKeys.from_mnemonic_source(env=self.config.network.operator.mnemonic_env)
             self.coordinator = Coordinator(settings, keys, self.pool)
             await self.coordinator.start()
             await self.coordinator.join_nodes()
             self._stop = asyncio.Event()
             self._loop_task = asyncio.create_task(self.coordinator.run(self._stop))
-            if self.config.metrics_port and self._metrics_task is None:
-                try:
-                    self.metrics.serve(self.config.metrics_port)
-                except OSError as exc:  # a port in use must not keep the farm from serving
-                    log.error("[coordinator] metrics port %d unavailable: %s", self.config.metrics_port, exc)
-                self._metrics_task = asyncio.create_task(self._refresh_metrics())
+            self._start_metrics()
+            return self.coordinator
+
+    def _start_metrics(self) -> None:
+        if not self.config.metrics_port or self._metrics_task is not None:
+            return
+        try:
+            self.metrics.serve(self.config.metrics_port)
+        except OSError as exc:  # a port in use must not keep the farm from serving
+            log.error("[coordinator] metrics port %d unavailable: %s", self.config.metrics_port, exc)
+        self._metrics_task = asyncio.create_task(self._refresh_metrics())
 
     async def _refresh_metrics(self, every_s: float = 10.0) -> None:
         while True:
@@ -86,28 +93,30 @@ class CoordinatorService:
         qos = {node: await coordinator.ops.qos_score(node) for node in status["nodes"]}
         self.metrics.update(status, qos, await pool.workers_info())
 
-    async def _checked_cards(self) -> list[tuple[str, int, str]]:
-        """One (gpuName, VRAM, runtime) per node slot, for the card models whose workers agree."""
+    async def _checked_cards(self) -> list[CardModel]:
+        """One card model per node slot, for the card models whose workers agree."""
         assert self.pool is not None
-        cards: list[tuple[str, int, str]] = []
-        reference = (
-            reference_tasks(self.chain["reference_model"]) if self.chain.get("reference_model") else None
-        )
-        for key, card in sorted(self.pool.card_models().items()):
+        cards: list[CardModel] = []
+        model = self.config.engine.reference_model
+        reference = reference_tasks(model) if model else None
+        for card in self.pool.card_models():
             if reference is not None:
-                check = await check_group(self.pool, key, reference)
+                check = await check_group(self.pool, card, reference)
                 self.group_checks[card.short_id] = check.message
                 if not check.ok:
                     log.error("[coordinator] card model kept out: %s", check.message)
                     continue
-            slots = self.pool.num_gpus(key) * self.config.rig.slots_per_gpu
-            cards += [(card.gpu_name, card.vram_gb, card.runtime)] * slots
+            cards += [card] * (self.pool.num_gpus(card) * self.config.rig.slots_per_gpu)
         return cards
 
     async def status(self) -> dict[str, Any]:
-        await self.ensure_started()
-        assert self.coordinator is not None
-        return {**self.coordinator.status(), "group_checks": dict(self.group_checks)}
+        coordinator = await self.ensure_started()
+        return {**coordinator.status(), "group_checks": dict(self.group_checks)}
+
+    async def resume_card(self, key_text: str) -> dict[str, Any]:
+        coordinator = await self.ensure_started()
+        statuses = await coordinator.resume_card(key_text)
+        return {node: status.name.lower() for node, status in statuses.items()}
 
     async def stop(self, *, quit: bool = False, timeout_s: float = 120.0) -> dict[str, Any]:
         if self.coordinator is None:
@@ -121,18 +130,22 @@ class CoordinatorService:
         return {"stopped": True, **final}
 
 
-def _state_dir(config: ClusterConfig) -> Path:
+def state_dir_of(config: ClusterConfig) -> Path:
+    """Where the coordinator keeps its durable state: ``<state_dir>/coordinator``."""
     return Path(config.state_dir).expanduser().resolve() / "coordinator"
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
 class CoordinatorActor:
-    def __init__(self, config: dict[str, Any], chain: dict[str, Any], faults: dict[int, dict] | None = None):
-        logging.basicConfig(level=os.environ.get("HELIUM_LOG_LEVEL", "WARNING"))
-        self.service = CoordinatorService(config, chain, faults)
+    def __init__(self, config: ClusterConfig, endpoints: ChainEndpoints, hooks: TestHooks = NO_HOOKS):
+        logging.basicConfig(level=envs.LOG_LEVEL.get())
+        self.service = CoordinatorService(config, endpoints, hooks)
 
     async def status(self) -> dict[str, Any]:
         return await self.service.status()
+
+    async def resume_card(self, key_text: str) -> dict[str, Any]:
+        return await self.service.resume_card(key_text)
 
     async def stop(self, quit: bool = False) -> dict[str, Any]:
         return await self.service.stop(quit=quit)

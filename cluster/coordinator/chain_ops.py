@@ -15,6 +15,7 @@ from web3 import AsyncWeb3
 from cluster.chain.artifacts import load_artifact
 from cluster.chain.contracts import NodeStatus
 from cluster.chain.sender import SentTx, TxRequest, TxSender
+from cluster.protocol.cards import CardModel
 from cluster.protocol.hashes import commitment
 
 
@@ -37,14 +38,14 @@ class ChainOps:
     async def node_stake_wei(self) -> int:
         return await self.node.functions.nodeStake().call()
 
-    async def task_deadline(self, task_id: int) -> int | None:
-        """The task's deadline (chain time), or None once the task ended (its storage is deleted)."""
+    async def task_deadline_chain_s(self, task_id: int) -> int | None:
+        """The task's deadline (a block timestamp), or None once the task ended (its storage is deleted)."""
         info = await self.task.functions.getTask(task_id).call()
         names = [c["name"] for c in self.task.functions.getTask(task_id).abi["outputs"][0]["components"]]
         task = dict(zip(names, info, strict=True))
         return int(task["deadline"]) or None
 
-    async def chain_time(self) -> int:
+    async def latest_block_time_s(self) -> int:
         block = await self.w3.eth.get_block("latest")
         return int(block["timestamp"])
 
@@ -58,10 +59,8 @@ class ChainOps:
             operator, TxRequest(to=node, value_wei=amount_wei), f"fund:{node}:{generation}"
         )
 
-    async def join(
-        self, account: LocalAccount, card: tuple[str, int, str], stake_wei: int, generation: int
-    ) -> SentTx:
-        request = TxRequest.call(self.node, "join", *card, value_wei=stake_wei)
+    async def join(self, account: LocalAccount, card: CardModel, stake_wei: int, generation: int) -> SentTx:
+        request = TxRequest.call(self.node, "join", *card.join_args, value_wei=stake_wei)
         return await self._send(account, request, f"join:{account.address}:{generation}")
 
     async def resume(self, account: LocalAccount, generation: int) -> SentTx:

@@ -6,9 +6,12 @@ workers), so a restarted coordinator reports the same numbers instead of startin
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
+
+from cluster.workers.messages import WorkerInfo
 
 
 class FarmMetrics:
@@ -52,7 +55,7 @@ class FarmMetrics:
     def serve(self, port: int) -> None:
         start_http_server(port, registry=self.registry)
 
-    def update(self, status: dict[str, Any], qos: dict[str, int], workers: list[dict[str, Any]]) -> None:
+    def update(self, status: dict[str, Any], qos: dict[str, int], workers: Iterable[WorkerInfo]) -> None:
         counts = status.get("tasks", {})
         for key, value in counts.items():
             kind, _, name = key.partition(":")
@@ -64,10 +67,10 @@ class FarmMetrics:
         for node, score in qos.items():
             self.qos.labels(node).set(score)
         for worker in workers:
-            labels = (worker["worker_id"], worker["card"]["gpu_name"])
-            self.worker_busy.labels(*labels).set(1 if worker.get("is_busy") else 0)
-            self.worker_jobs.labels(*labels).set(worker.get("num_jobs", 0))
-            if "gpu_utilization" in worker:
-                self.gpu_utilization.labels(worker["worker_id"]).set(worker["gpu_utilization"])
-            if "gpu_memory_used_bytes" in worker:
-                self.gpu_memory.labels(worker["worker_id"]).set(worker["gpu_memory_used_bytes"])
+            labels = (worker.worker_id, worker.card.gpu_name)
+            self.worker_busy.labels(*labels).set(1 if worker.is_busy else 0)
+            self.worker_jobs.labels(*labels).set(worker.num_jobs)
+            if worker.gpu_utilization is not None:
+                self.gpu_utilization.labels(worker.worker_id).set(worker.gpu_utilization)
+            if worker.gpu_memory_used_bytes is not None:
+                self.gpu_memory.labels(worker.worker_id).set(worker.gpu_memory_used_bytes)

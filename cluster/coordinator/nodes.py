@@ -1,20 +1,24 @@
-"""The farm's node accounts on chain: one per GPU slot, derived from the operator's key by index.
+"""The farm's node accounts on chain: one per task place, derived from the operator's key by index.
 
 On start each slot is brought to Available: funded by the operator if it cannot pay its stake and gas,
-joined with its card model (or resumed if paused). Keys of these transactions carry the node's own
-transaction count, so a restart before a transaction is mined re-sends the same signed bytes, and a
-restart after it is mined finds the new status and sends nothing.
+joined with its card model (or resumed if paused). A slot of a card model the guard paused is brought to
+Paused instead, and stays so across restarts until the operator lifts the pause. Keys of these
+transactions carry the node's own transaction count, so a restart before a transaction is mined re-sends
+the same signed bytes, and a restart after it is mined finds the new status and sends nothing.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 from eth_account.signers.local import LocalAccount
 
+from cluster.chain.accounts import OperatorKeys
 from cluster.chain.contracts import NodeStatus
 from cluster.coordinator.chain_ops import ChainOps
+from cluster.protocol.cards import CardModel
 
 log = logging.getLogger(__name__)
 GAS_RESERVE_WEI = 10**17  # what a node keeps for the gas of its task transactions (0.1 CNX)
@@ -24,25 +28,59 @@ GAS_RESERVE_WEI = 10**17  # what a node keeps for the gas of its task transactio
 class Slot:
     index: int  # the node account's derivation index
     account: LocalAccount
-    card: tuple[str, int, str]  # gpuName, gpuVramGB, runtime
-    card_key: bytes
+    card: CardModel
+
+    @property
+    def address(self) -> str:
+        return self.account.address
 
 
-async def bring_up(ops: ChainOps, operator: LocalAccount, slots: list[Slot]) -> dict[str, NodeStatus]:
-    """Fund, join or resume every slot; returns each node's status afterwards."""
+class NodeSet:
+    """The farm's slots, found by address or by card model."""
+
+    def __init__(self, keys: OperatorKeys, cards: Sequence[CardModel]):
+        self.slots = [Slot(i, keys.node(i), card) for i, card in enumerate(cards)]
+        self._by_address = {slot.address: slot for slot in self.slots}
+
+    def __contains__(self, address: object) -> bool:
+        return address in self._by_address
+
+    def __getitem__(self, address: str) -> Slot:
+        return self._by_address[address]
+
+    @property
+    def addresses(self) -> list[str]:
+        return [slot.address for slot in self.slots]
+
+    @property
+    def cards(self) -> list[CardModel]:
+        return sorted({slot.card for slot in self.slots}, key=lambda card: card.key)
+
+    def of_card(self, card: CardModel) -> list[Slot]:
+        return [slot for slot in self.slots if slot.card == card]
+
+
+async def bring_up(
+    ops: ChainOps, operator: LocalAccount, slots: Iterable[Slot], paused_cards: Collection[bytes] = ()
+) -> dict[str, NodeStatus]:
+    """Fund, join or resume every slot, or pause those of a paused card model; each node's status after."""
     stake_wei = await ops.node_stake_wei()
     statuses = {}
     for slot in slots:
-        address = slot.account.address
+        address = slot.address
         status = await ops.node_status(address)
         generation = await ops.w3.eth.get_transaction_count(address)
-        if status is NodeStatus.QUIT:
+        if slot.card.key in paused_cards:
+            if status in (NodeStatus.AVAILABLE, NodeStatus.BUSY):
+                await ops.pause(slot.account, generation)
+                log.warning("[coordinator] node kept paused node=%s card=%s", address, slot.card.short_id)
+        elif status is NodeStatus.QUIT:
             needed = stake_wei + GAS_RESERVE_WEI
             balance = await ops.balance(address)
             if balance < needed:
                 await ops.fund(operator, address, needed - balance, generation)
             await ops.join(slot.account, slot.card, stake_wei, generation)
-            log.info("[coordinator] node joined node=%s card=%s", address, slot.card[0])
+            log.info("[coordinator] node joined node=%s card=%s", address, slot.card.short_id)
         elif status is NodeStatus.PAUSED:
             await ops.resume(slot.account, generation)
             log.info("[coordinator] node resumed node=%s", address)
@@ -50,21 +88,21 @@ async def bring_up(ops: ChainOps, operator: LocalAccount, slots: list[Slot]) -> 
     return statuses
 
 
-async def pause_all(ops: ChainOps, slots: list[Slot]) -> None:
+async def pause_all(ops: ChainOps, slots: Iterable[Slot]) -> None:
     """Pause every node: available ones at once, busy ones when their task ends (PendingPause)."""
     for slot in slots:
-        if await ops.node_status(slot.account.address) in (NodeStatus.AVAILABLE, NodeStatus.BUSY):
-            generation = await ops.w3.eth.get_transaction_count(slot.account.address)
+        if await ops.node_status(slot.address) in (NodeStatus.AVAILABLE, NodeStatus.BUSY):
+            generation = await ops.w3.eth.get_transaction_count(slot.address)
             await ops.pause(slot.account, generation)
 
 
-async def quit_all(ops: ChainOps, slots: list[Slot]) -> None:
+async def quit_all(ops: ChainOps, slots: Iterable[Slot]) -> None:
     """Quit every node: the stake comes back now (idle or paused) or when the node's task ends."""
     for slot in slots:
-        if await ops.node_status(slot.account.address) in (
+        if await ops.node_status(slot.address) in (
             NodeStatus.AVAILABLE,
             NodeStatus.BUSY,
             NodeStatus.PAUSED,
         ):
-            generation = await ops.w3.eth.get_transaction_count(slot.account.address)
+            generation = await ops.w3.eth.get_transaction_count(slot.address)
             await ops.quit(slot.account, generation)

@@ -1,4 +1,5 @@
-"""The coordinator's durable state: one row per (task, round) that one of the farm's nodes was selected for.
+"""The coordinator's durable state: one row per (task, round) that one of the farm's nodes was selected
+for, and the card models the guard paused.
 
 The rule that makes restarts safe: a step's inputs are written here *before* the transaction that depends
 on them is sent (the result bytes, the nonce and the files before the commitment), and every transaction
@@ -8,7 +9,6 @@ same signed bytes or nothing. Result files live beside the database, written ato
 
 from __future__ import annotations
 
-import json
 import shutil
 import sqlite3
 import threading
@@ -48,7 +48,7 @@ CREATE TABLE IF NOT EXISTS node_tasks (
     task_type INTEGER NOT NULL,
     task_hash TEXT NOT NULL,
     step TEXT NOT NULL,
-    deadline REAL NOT NULL,
+    deadline_chain_s REAL NOT NULL,
     args_json TEXT,
     result TEXT,
     nonce TEXT,
@@ -58,12 +58,20 @@ CREATE TABLE IF NOT EXISTS node_tasks (
     result_node TEXT,
     outcome TEXT NOT NULL DEFAULT '',
     fee_earned TEXT NOT NULL DEFAULT '0',
-    attempts INTEGER NOT NULL DEFAULT 0,
+    failure TEXT,
     updated_at REAL NOT NULL,
     PRIMARY KEY (task_id, round)
 );
 CREATE INDEX IF NOT EXISTS node_tasks_step ON node_tasks (step);
+CREATE TABLE IF NOT EXISTS paused_cards (
+    card_key TEXT PRIMARY KEY,
+    reason TEXT NOT NULL,
+    paused_at REAL NOT NULL
+);
 """
+# Columns renamed or added since a state directory may have been written (oldest first).
+RENAMED_COLUMNS = {"deadline": "deadline_chain_s"}
+ADDED_COLUMNS = {"failure": "TEXT"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +82,7 @@ class NodeTask:
     task_type: int
     task_hash: bytes
     step: Step
-    deadline: float
+    deadline_chain_s: float  # the task's deadline as a block timestamp (chain time, seconds)
     args_json: str | None = None
     result: bytes | None = None
     nonce: bytes | None = None
@@ -84,7 +92,7 @@ class NodeTask:
     result_node: str | None = None
     outcome: Outcome = Outcome.PENDING
     fee_earned: int = 0
-    attempts: int = 0
+    failure: str | None = None  # a final failure of this round's driving (cluster.coordinator.failures)
 
     @property
     def key(self) -> str:
@@ -140,7 +148,9 @@ class TaskStore:
         self.files_dir = self.state_dir / "results"
         self.files_dir.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = open_durable(self.state_dir / "tasks.db", SCHEMA, rows_by_name=True)
+        self._db = open_durable(self.state_dir / "tasks.db", rows_by_name=True)
+        _migrate(self._db)
+        self._db.executescript(SCHEMA)
 
     def close(self) -> None:
         with self._lock:
@@ -222,5 +232,38 @@ class TaskStore:
     def read_files(self, task_id: int, round_: int) -> list[bytes]:
         return read_indexed_files(self.files_path(task_id, round_))
 
-    def meta(self) -> dict[str, Any]:
-        return {"path": str(self.state_dir / "tasks.db"), "counts": json.dumps(self.counts())}
+    # -- card models the guard paused: they stay paused across restarts until the operator lifts them ----
+
+    def pause_card(self, card_key: bytes, reason: str) -> bool:
+        """Record a paused card model; False when it was paused already (the first reason is kept)."""
+        with self._lock:
+            cursor = self._db.execute(
+                "INSERT OR IGNORE INTO paused_cards (card_key, reason, paused_at) VALUES (?, ?, ?)",
+                (card_key.hex(), reason, time.time()),
+            )
+            return cursor.rowcount == 1
+
+    def resume_card(self, card_key: bytes) -> bool:
+        """Lift a pause; False when the card model was not paused."""
+        with self._lock:
+            cursor = self._db.execute("DELETE FROM paused_cards WHERE card_key = ?", (card_key.hex(),))
+            return cursor.rowcount == 1
+
+    def paused_cards(self) -> dict[bytes, str]:
+        """Paused card model keys, each with the reason it was paused for."""
+        with self._lock:
+            rows = self._db.execute("SELECT card_key, reason FROM paused_cards ORDER BY paused_at").fetchall()
+        return {bytes.fromhex(key): reason for key, reason in rows}
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """Bring a state directory written by an earlier version to the current columns (nothing is lost)."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(node_tasks)")}
+    if not columns:
+        return  # a new state directory: SCHEMA creates everything
+    for old, new in RENAMED_COLUMNS.items():
+        if old in columns and new not in columns:
+            db.execute(f"ALTER TABLE node_tasks RENAME COLUMN {old} TO {new}")
+    for name, kind in ADDED_COLUMNS.items():
+        if name not in columns:
+            db.execute(f"ALTER TABLE node_tasks ADD COLUMN {name} {kind}")

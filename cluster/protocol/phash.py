@@ -66,10 +66,20 @@ def phash_bytes(png_bytes: bytes) -> bytes:
 
 
 def sd_result(images: list[bytes]) -> bytes:
-    """The on-chain result of an SD task: each image's pHash in index order, concatenated."""
+    """The on-chain result of an SD task: each image's pHash in index order, concatenated.
+
+    ValueError, naming the image, when there is none or one does not decode.
+    """
     if not images:
         raise ValueError("an SD result needs at least one image")
-    return b"".join(phash_bytes(png) for png in images)
+    return b"".join(_indexed_phash(index, png) for index, png in enumerate(images))
+
+
+def _indexed_phash(index: int, png: bytes) -> bytes:
+    try:
+        return phash_bytes(png)
+    except Exception as exc:  # Pillow raises many types for bytes that are no image
+        raise ValueError(f"image {index} is not a readable image: {type(exc).__name__}: {exc}") from None
 
 
 def hamming_distance(a: bytes, b: bytes) -> int:

@@ -115,6 +115,11 @@ def task_type_of(args: BaseModel) -> TaskType:
     raise TypeError(f"not task arguments: {type(args).__name__}")
 
 
+def task_model(args: TaskArgs) -> str:
+    """The model a task runs (GPT ``model``, SD ``base_model``'s name): what a warm worker holds."""
+    return args.model if isinstance(args, GPTTaskArgs) else args.base_model_name
+
+
 def task_cap(args: TaskArgs) -> int:
     """The ``cap`` passed to ``createTask``: num_images for SD, max_new_tokens for GPT."""
     if isinstance(args, SDTaskArgs):

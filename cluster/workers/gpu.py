@@ -12,17 +12,16 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import os
-import tempfile
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from cluster import envs
 from cluster.config import EngineConfig, RigConfig
-from cluster.protocol.hashes import card_model_key, gpu_vram_gb
+from cluster.protocol.cards import CardModel
+from cluster.protocol.hashes import gpu_vram_gb
 
-CARD_RESOURCE_PREFIX = "card:"
 MIB = 1024**2
 
 
@@ -36,32 +35,8 @@ class GpuSpec:
     name: str  # the driver's full product name, e.g. "NVIDIA H100 80GB HBM3"
     vram_gb: int  # ceil(MiB / 1024), as declared on chain
 
-
-@dataclass(frozen=True, slots=True)
-class CardModel:
-    gpu_name: str
-    vram_gb: int
-    runtime: str
-
-    @classmethod
-    def of(cls, spec: GpuSpec, runtime: str) -> CardModel:
-        return cls(spec.name, spec.vram_gb, runtime)
-
-    @property
-    def key(self) -> bytes:
-        """The on-chain card model key: keccak256(abi.encode(gpuName, gpuVramGB, runtime))."""
-        return card_model_key(self.gpu_name, self.vram_gb, self.runtime)
-
-    @property
-    def short_id(self) -> str:
-        """Eight hex digits of the key: enough to tell a farm's card models apart in names and logs."""
-        return self.key.hex()[:8]
-
-    @property
-    def resource_name(self) -> str:
-        # NOTE: Ray resource names must be plain strings; the product name has spaces and the runtime tag
-        # dots, so the resource is named by the key instead (64 bits: no collision within one farm).
-        return CARD_RESOURCE_PREFIX + self.key.hex()[:16]
+    def card_model(self, runtime: str) -> CardModel:
+        return CardModel(self.name, self.vram_gb, runtime)
 
 
 def _import_nvml() -> Any:
@@ -106,19 +81,6 @@ def virtual_gpus(rig: RigConfig) -> list[GpuSpec]:
     return specs
 
 
-def runtime_tag_of(engine: EngineConfig) -> str:
-    """``engine.runtime_tag`` if set, else the text engine's own tag (its name and version)."""
-    if engine.runtime_tag:
-        return engine.runtime_tag
-    from cluster.workers.engines import make_text_engine
-    from cluster.workers.models.cache import ModelCache
-    from cluster.workers.models.store import ModelStore
-
-    # An engine object loads nothing until its first task, so building one only to ask its tag is cheap.
-    store = ModelStore(tempfile.gettempdir(), is_offline=True)
-    return make_text_engine(engine.text, store, ModelCache(budget_bytes=1)).runtime_tag()
-
-
 def assigned_gpu_spec() -> GpuSpec:
     """The GPU Ray assigned to the calling worker (``num_gpus=1``), looked up in NVML.
 
@@ -139,24 +101,8 @@ def assigned_gpu_spec() -> GpuSpec:
 
 def node_resources(specs: Iterable[GpuSpec], runtime: str) -> dict[str, float]:
     """The custom resources a node with these GPUs declares: one unit of its card resource per GPU."""
-    counts = Counter(CardModel.of(spec, runtime).resource_name for spec in specs)
+    counts = Counter(spec.card_model(runtime).resource_name for spec in specs)
     return {name: float(count) for name, count in sorted(counts.items())}
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Print this node's ``ray start --resources`` JSON (for KubeRay's rayStartParams, or by hand)."""
-    parser = argparse.ArgumentParser(prog="python -m cluster.workers.gpu", description=main.__doc__)
-    parser.add_argument("--text-engine", default="transformers", choices=["transformers", "vllm"])
-    parser.add_argument("--runtime-tag", default=os.environ.get("HELIUM_RUNTIME_TAG"))
-    options = parser.parse_args(argv)
-    engine = EngineConfig(
-        text=options.text_engine, image="diffusers", deterministic=True, runtime_tag=options.runtime_tag
-    )
-    print(json.dumps(node_resources(discover_nvml_gpus(), runtime_tag_of(engine))))
-
-
-if __name__ == "__main__":
-    main()
 
 
 def nvml_usage(index: int) -> dict[str, float]:
@@ -177,3 +123,21 @@ def nvml_usage(index: int) -> dict[str, float]:
         return {}
     finally:
         nvml.nvmlShutdown()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Print this node's ``ray start --resources`` JSON (for KubeRay's rayStartParams, or by hand)."""
+    parser = argparse.ArgumentParser(prog="python -m cluster.workers.gpu", description=main.__doc__)
+    parser.add_argument("--text-engine", default="transformers", choices=["transformers", "vllm"])
+    parser.add_argument("--runtime-tag", default=envs.RUNTIME_TAG.get())
+    options = parser.parse_args(argv)
+    from cluster.workers.engines import runtime_tag_of  # imports torch: not for the module's other users
+
+    engine = EngineConfig(
+        text=options.text_engine, image="diffusers", deterministic=True, runtime_tag=options.runtime_tag
+    )
+    print(json.dumps(node_resources(discover_nvml_gpus(), runtime_tag_of(engine))))
+
+
+if __name__ == "__main__":
+    main()

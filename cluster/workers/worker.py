@@ -1,10 +1,11 @@
 """The GPU worker: one Ray actor per GPU (or per virtual GPU on the CPU rig) that keeps models warm and
 runs tasks through the engines.
 
-Nothing the engines raise crosses the actor boundary as an exception: a task's failure comes back as an
-error dict of the taxonomy (``TaskExecutionError.to_dict``), and anything unexpected is logged with its
-traceback and sent back as an ``ExecutionError`` (retried elsewhere by the pool). A crash of the process
-itself reaches the pool as ``RayActorError``.
+Jobs come in as ``JobRequest`` and go back as ``JobReply`` (cluster.workers.messages). Nothing the engines
+raise crosses the actor boundary as an exception: a task's failure comes back inside the reply as the
+taxonomy's error, and anything unexpected is logged with its traceback and sent back as an
+``ExecutionError`` (retried elsewhere by the pool). A crash of the process itself reaches the pool as
+``RayActorError``.
 """
 
 from __future__ import annotations
@@ -18,22 +19,21 @@ from typing import Any
 import ray
 import torch
 
+from cluster import envs
 from cluster.config import EngineConfig, RigConfig
+from cluster.protocol.cards import CardModel
 from cluster.protocol.errors import ExecutionError, OutOfMemory, TaskExecutionError
 from cluster.protocol.gpt import GPTTaskArgs
-from cluster.protocol.task import parse_task_args
+from cluster.protocol.task import parse_task_args, task_model
+from cluster.test_hooks import corrupt_result
 from cluster.workers.engines.determinism import enable_deterministic_mode, enable_vllm_batch_invariance
-from cluster.workers.faults import WorkerFaults, corrupt_result
-from cluster.workers.gpu import CardModel, GpuDiscoveryError, assigned_gpu_spec, nvml_usage
+from cluster.workers.gpu import GpuDiscoveryError, assigned_gpu_spec, nvml_usage
+from cluster.workers.messages import JobReply, JobRequest, WorkerInfo
 from cluster.workers.models.cache import ModelCache
 from cluster.workers.models.store import ModelStore
 
 logger = logging.getLogger(__name__)
 GIB = 1024**3
-
-
-def model_id_of(args: Any) -> str:
-    return args.model if isinstance(args, GPTTaskArgs) else args.base_model_name
 
 
 def is_hub_offline() -> bool:
@@ -73,14 +73,15 @@ class GpuWorker:
         worker_id: str,
         rig: RigConfig,
         engine: EngineConfig,
-        fault: dict[str, Any] | None = None,
+        *,
+        corrupt_results: bool = False,  # a test fault (TestHooks.corrupt_workers): wrong results
     ) -> None:
         logging.basicConfig(level=logging.INFO)
         _quiet_progress_bars()
         # NOTE: both must precede CUDA's start in this process: CUDA reads its device order and cuBLAS its
         # workspace config once. Importing torch does not start CUDA; the first device query does.
         if rig.device == "cuda":
-            os.environ["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # CUDA numbers GPUs as NVML does
+            os.environ[envs.CUDA_DEVICE_ORDER.name] = "PCI_BUS_ID"  # CUDA numbers GPUs as NVML does
         if engine.deterministic:
             enable_deterministic_mode()
         if engine.text == "vllm":
@@ -89,7 +90,7 @@ class GpuWorker:
         self.index = index
         self._gpu_index: int | None = None  # the NVML index of this worker's GPU (None on a CPU rig)
         self.worker_id = worker_id
-        self.faults = WorkerFaults.model_validate(fault or {})
+        self.corrupt_results = corrupt_results
         if rig.device == "cuda" and rig.discover_gpus:
             self._check_assigned_gpu()
         store = ModelStore(rig.model_cache_dir, is_offline=is_hub_offline())
@@ -103,12 +104,12 @@ class GpuWorker:
         self._num_jobs = 0
         self._cache_keys_by_model: dict[str, set[Hashable]] = {}
         logger.info(
-            "[worker] ready worker=%s card=%s device=%s budget_bytes=%d faults=%s",
+            "[worker] ready worker=%s card=%s device=%s budget_bytes=%d corrupt_results=%s",
             worker_id,
             card.short_id,
             rig.device,
             self.cache.budget_bytes,
-            self.faults.model_dump(),
+            corrupt_results,
         )
 
     def _engines(self, engine: EngineConfig, device: str, store: ModelStore) -> tuple[Any, Any]:
@@ -139,38 +140,38 @@ class GpuWorker:
 
     # --- jobs ---
 
-    def run_job(self, task_type: int, args_json: str) -> dict[str, Any]:
-        """{"ok": True, "files", "result"} or {"ok": False, "error": error.to_dict()}, with loaded_models."""
+    def run_job(self, request: JobRequest) -> JobReply:
+        """The job's files and result, or its error; with the models warm in this worker afterwards."""
         with self._lock:
             self._num_running += 1
         try:
-            return {**self._run(task_type, args_json), "loaded_models": self.loaded_models()}
+            files, result, error = self._run(request)
+            return JobReply(files, result, error, frozenset(self.loaded_models()))
         finally:
             with self._lock:
                 self._num_running -= 1
                 self._num_jobs += 1
 
-    def _run(self, task_type: int, args_json: str) -> dict[str, Any]:
+    def _run(self, request: JobRequest) -> tuple[tuple[bytes, ...], bytes, TaskExecutionError | None]:
         try:
-            args = parse_task_args(task_type, args_json)
+            args = parse_task_args(request.task_type, request.args_json)
             engine = self.text if isinstance(args, GPTTaskArgs) else self.image
             keys_before = set(self.cache.keys())
             outcome = engine.run(args)
-            self._note_loaded(model_id_of(args), keys_before)
+            self._note_loaded(task_model(args), keys_before)
             files, result = outcome.files, outcome.result
-            if self.faults.corrupt_results:
-                files, result = corrupt_result(task_type, files)
-            logger.info("[worker] job done worker=%s task_type=%d", self.worker_id, task_type)
-            return {"ok": True, "files": files, "result": result}
+            if self.corrupt_results:
+                files, result = corrupt_result(request.task_type, files)
+            logger.info("[worker] job done worker=%s task_type=%d", self.worker_id, request.task_type)
+            return tuple(files), result, None
         except TaskExecutionError as exc:
             logger.warning("[worker] job failed worker=%s code=%s: %s", self.worker_id, exc.code.value, exc)
             if isinstance(exc, OutOfMemory):
                 self.cache.clear()  # the retry, here or on a sibling, starts from free memory
-            return {"ok": False, "error": exc.to_dict()}
+            return (), b"", exc
         except Exception as exc:
-            logger.exception("[worker] job crashed worker=%s task_type=%d", self.worker_id, task_type)
-            error = ExecutionError(f"worker {self.worker_id}: {type(exc).__name__}: {exc}")
-            return {"ok": False, "error": error.to_dict()}
+            logger.exception("[worker] job crashed worker=%s task_type=%d", self.worker_id, request.task_type)
+            return (), b"", ExecutionError(f"worker {self.worker_id}: {type(exc).__name__}: {exc}")
 
     def _note_loaded(self, model_id: str, keys_before: set[Hashable]) -> None:
         # NOTE: with several slots per GPU a load by a concurrent job may be credited to this model too;
@@ -189,21 +190,17 @@ class GpuWorker:
             if any(key in self.cache for key in keys)
         )
 
-    def info(self) -> dict[str, Any]:
-        return {
-            "worker_id": self.worker_id,
-            "index": self.index,
-            "card_key": self.card.key.hex(),
-            "card": {
-                "gpu_name": self.card.gpu_name,
-                "vram_gb": self.card.vram_gb,
-                "runtime": self.card.runtime,
-            },
-            "is_busy": self._num_running > 0,
-            "num_running": self._num_running,
-            "num_jobs": self._num_jobs,
-            "pid": os.getpid(),
-            "num_torch_threads": torch.get_num_threads(),  # part of the numerics on a CPU rig
-            "node_id": ray.get_runtime_context().get_node_id(),
-            **(nvml_usage(self._gpu_index) if self._gpu_index is not None else {}),
-        }
+    def info(self) -> WorkerInfo:
+        usage = nvml_usage(self._gpu_index) if self._gpu_index is not None else {}
+        return WorkerInfo(
+            worker_id=self.worker_id,
+            index=self.index,
+            card=self.card,
+            num_running=self._num_running,
+            num_jobs=self._num_jobs,
+            pid=os.getpid(),
+            num_torch_threads=torch.get_num_threads(),
+            node_id=ray.get_runtime_context().get_node_id(),
+            gpu_utilization=usage.get("gpu_utilization"),
+            gpu_memory_used_bytes=usage.get("gpu_memory_used_bytes"),
+        )

@@ -22,24 +22,19 @@ from eth_account.signers.local import LocalAccount
 from web3 import AsyncWeb3
 
 from cluster.chain.artifacts import all_abis, load_artifact
-from cluster.chain.contracts import AbortReason, Events
+from cluster.chain.contracts import Events
 from cluster.chain.deploy import Deployment
-from cluster.chain.events import ChainEvent
 from cluster.chain.revert import ContractRevert
 from cluster.chain.rpc import connect
 from cluster.chain.sender import SenderConfig, TxRequest, TxSender
+from cluster.chain.task_events import FeeRefunded, TaskEvent, TaskPending, task_events
 from cluster.chain.tx_journal import TxJournal
 from cluster.protocol.hashes import task_hash
 from cluster.protocol.task import TaskType, parse_task_args, task_cap
 from cluster.relay import RelayClient, RelayNotReady
-from network.app.errors import (
-    ContractRejected,
-    RequestConflict,
-    TaskAbortedError,
-    TaskTimeout,
-)
+from network.app.errors import RequestConflict, TaskAbortedError, TaskTimeout, rejected
 from network.app.models import Submission, TaskOutcome
-from network.app.pricing import PricePolicy, fee_to_outbid
+from network.app.pricing import PricePolicy
 from network.app.submissions import RequestRecord, SubmissionStore
 from network.app.verify import expected_file_count, verify_files
 from network.app.watch import ProgressCallback, TaskLogReader, TaskTrace, TaskWatcher
@@ -47,19 +42,6 @@ from network.app.watch import ProgressCallback, TaskLogReader, TaskTrace, TaskWa
 # The default task timeout is 15 minutes from the start; the rest covers a wait in the queue and the upload.
 DEFAULT_TIMEOUT_S = 20 * 60.0
 ZERO_DATA_HASH = b"\0" * 32  # dataHash is reserved by the protocol
-
-# The protocol's wording for the custom errors an application can meet; others show their decoded name.
-REVERT_REASONS = {
-    "TaskFeeTooLow": AbortReason.FEE_TOO_LOW,
-    "ZeroFee": "Task fee is zero",
-    "ValueTooLarge": "Task fee, VRAM limit or cap out of range",
-    "InvalidTaskType": "Unknown task type",
-    "EstimateTooLarge": "Task cap out of range",
-    "TaskNotFound": "Task not found (it ended, or never existed)",
-    "NotTaskCreator": "Only the creator cancels a queued task",
-    "NotAllowedToCancel": "Only the creator or a selected node cancels a started task",
-    "DeadlineNotPassed": "Task deadline not passed yet",
-}
 
 
 @dataclass(frozen=True)
@@ -196,7 +178,7 @@ class ApplicationClient:
                 record = self.requests.add(
                     RequestRecord(request_id, task_type, digest, task_args_json, fee_wei, vram_limit, cap)
                 )
-            _check_same_request(record, task_type, digest, fee_wei, vram_limit)
+            record.check_same_request(task_type, digest, fee_wei, vram_limit)
             return await self._finish(record)
 
     def pending(self) -> list[str]:
@@ -247,13 +229,10 @@ class ApplicationClient:
                 self.requests.mark_rejected(record.request_id)  # the key is spent on chain
             else:
                 self.requests.delete(record.request_id)  # nothing reached the chain: the id may be retried
-            raise _rejected("createTask", exc) from None
+            raise rejected("createTask", exc) from None
         events = await self._receipt_events(sent.tx_hash)
-        (pending,) = [
-            e for e in events if e.name == Events.TASK_PENDING and e.args["taskHash"] == record.task_hash
-        ]
-        task_id = pending.args["taskId"]
-        self.requests.mark_created(record.request_id, task_id, pending.block_number, sent.tx_hash)
+        (pending,) = [e for e in events if isinstance(e, TaskPending) and e.task_hash == record.task_hash]
+        self.requests.mark_created(record.request_id, pending.task_id, pending.block_number, sent.tx_hash)
         created = self.requests.get(record.request_id)
         assert created is not None
         return created
@@ -271,9 +250,10 @@ class ApplicationClient:
         """Follow the task's events until it is decided (TaskSuccess or TaskAborted) and return the outcome.
 
         ``until_uploaded``: on success, keep following until TaskResultUploaded (the result node was
-        paid). ``on_progress(event_name, args)`` (sync or async) sees each of the task's events once, in
-        chain order: TaskPending, TaskStarted (x3), commitments, disclosures, TaskSuccess, TaskNodeSuccess,
-        TaskResultUploaded, TaskAborted, TaskFeeRefunded, ...  Raises ``TaskTimeout``.
+        paid). ``on_progress(event)`` (sync or async) sees each of the task's events once, typed
+        (``cluster.chain.task_events``), in chain order: TaskPending, TaskStarted (x3), commitments,
+        disclosures, TaskSuccess, TaskNodeSuccess, TaskResultUploaded, TaskAborted, TaskFeeRefunded, ...
+        Raises ``TaskTimeout``.
         """
         await self._check_task_id(task_id)
 
@@ -352,13 +332,11 @@ class ApplicationClient:
         try:
             sent = await self.sender.send(self.account, request, key=f"cancel:{task_id}")
         except ContractRevert as exc:
-            raise _rejected("cancelTask", exc) from None
+            raise rejected("cancelTask", exc) from None
         return sum(
-            e.args["amount"]
+            e.amount_wei
             for e in await self._receipt_events(sent.tx_hash)
-            if e.name == Events.TASK_FEE_REFUNDED
-            and e.args["taskId"] == task_id
-            and e.args["creator"] == self.account.address
+            if isinstance(e, FeeRefunded) and e.task_id == task_id and e.creator == self.account.address
         )
 
     # -- plumbing ------------------------------------------------------------------------------------------
@@ -386,38 +364,7 @@ class ApplicationClient:
             return record.block_number
         return self.deployment.block_number
 
-    async def _receipt_events(self, tx_hash: str) -> list[ChainEvent]:
+    async def _receipt_events(self, tx_hash: str) -> list[TaskEvent]:
         receipt = await self.sender.rpc.call("eth_getTransactionReceipt", [tx_hash])
         decoder = self.watcher.reader.decoder
-        return [event for raw in receipt["logs"] if (event := decoder.decode(raw)) is not None]
-
-
-def _check_same_request(
-    record: RequestRecord, task_type: TaskType, digest: bytes, fee_wei: int | None, vram_limit: int
-) -> None:
-    """A request id names one request: the same arguments, fee (when given) and VRAM limit."""
-    differs = [
-        name
-        for name, same in (
-            ("task type", record.task_type == task_type),
-            ("task arguments", record.task_hash == digest),
-            ("fee", fee_wei is None or record.fee_wei == fee_wei),
-            ("VRAM limit", record.vram_limit == vram_limit),
-        )
-        if not same
-    ]
-    if differs:
-        raise RequestConflict(f"request {record.request_id!r} was made with another {', '.join(differs)}")
-
-
-def _rejected(action: str, revert: ContractRevert) -> ContractRejected:
-    name = revert.name or ""
-    if name == "Error":  # a require() string
-        reason = str(revert.error_args.get("message", ""))
-    else:
-        reason = REVERT_REASONS.get(name, name or "reverted without a reason")
-    suggested = None
-    if name == "TaskFeeTooLow":
-        a = revert.error_args
-        suggested = fee_to_outbid(a["estimatedMs"], a["lowestFee"], a["lowestEstimatedMs"])
-    return ContractRejected(action, reason, revert, suggested_fee_wei=suggested)
+        return task_events([event for raw in receipt["logs"] if (event := decoder.decode(raw)) is not None])

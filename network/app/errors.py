@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from cluster.chain.contracts import AbortReason
 from cluster.chain.revert import ContractRevert
+from network.app.pricing import fee_to_outbid
 
 
 class ApplicationError(Exception):
@@ -60,3 +62,31 @@ class ResultMismatch(ApplicationError):
 
 class RequestConflict(ApplicationError, ValueError):
     """A request id was reused for a different task, fee or VRAM limit: request ids name one request."""
+
+
+# The protocol's wording for the custom errors an application can meet; others show their decoded name.
+REVERT_REASONS: dict[str, str] = {
+    "TaskFeeTooLow": AbortReason.FEE_TOO_LOW,
+    "ZeroFee": "Task fee is zero",
+    "ValueTooLarge": "Task fee, VRAM limit or cap out of range",
+    "InvalidTaskType": "Unknown task type",
+    "EstimateTooLarge": "Task cap out of range",
+    "TaskNotFound": "Task not found (it ended, or never existed)",
+    "NotTaskCreator": "Only the creator cancels a queued task",
+    "NotAllowedToCancel": "Only the creator or a selected node cancels a started task",
+    "DeadlineNotPassed": "Task deadline not passed yet",
+}
+
+
+def rejected(action: str, revert: ContractRevert) -> ContractRejected:
+    """The application's error for a refused transaction, in the protocol's wording where it has one."""
+    name = revert.name or ""
+    if name == "Error":  # a require() string
+        reason = str(revert.error_args.get("message", ""))
+    else:
+        reason = REVERT_REASONS.get(name, name or "reverted without a reason")
+    suggested = None
+    if name == "TaskFeeTooLow":
+        a = revert.error_args
+        suggested = fee_to_outbid(a["estimatedMs"], a["lowestFee"], a["lowestEstimatedMs"])
+    return ContractRejected(action, reason, revert, suggested_fee_wei=suggested)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from cluster.durable_sqlite import open_durable
+from network.app.errors import RequestConflict
 
 RequestState = Literal["sending", "created", "uploaded", "rejected"]
 
@@ -56,6 +57,21 @@ class RequestRecord:
     def idempotency_key(self) -> str:
         """The TxSender key of this request's createTask: one state change per (arguments, request id)."""
         return f"create:{self.task_hash.hex()}:{self.request_id}"
+
+    def check_same_request(self, task_type: int, digest: bytes, fee_wei: int | None, vram_limit: int) -> None:
+        """A request id names one request: the same arguments, fee (when given) and VRAM limit."""
+        differs = [
+            name
+            for name, same in (
+                ("task type", self.task_type == task_type),
+                ("task arguments", self.task_hash == digest),
+                ("fee", fee_wei is None or self.fee_wei == fee_wei),
+                ("VRAM limit", self.vram_limit == vram_limit),
+            )
+            if not same
+        ]
+        if differs:
+            raise RequestConflict(f"request {self.request_id!r} was made with another {', '.join(differs)}")
 
 
 class SubmissionStore:

@@ -10,21 +10,31 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from web3 import AsyncWeb3
 
 from cluster.chain.artifacts import load_artifact
-from cluster.chain.contracts import Events
-from cluster.chain.events import RANGE_TOO_LARGE_PHRASES, ChainEvent, EventDecoder
-from cluster.chain.rpc import RpcClient, RpcError, hex_int
+from cluster.chain.events import EventDecoder, LogPager
+from cluster.chain.rpc import RpcClient, hex_int
+from cluster.chain.task_events import (
+    FeeRefunded,
+    NodeOutcome,
+    ResultUploaded,
+    TaskAborted,
+    TaskEvent,
+    TaskNodeSettled,
+    TaskPending,
+    TaskStarted,
+    TaskSuccess,
+    task_events,
+)
 from cluster.protocol.task import TaskType
 from network.app.errors import TaskTimeout
 from network.app.models import TaskOutcome
 
-ProgressCallback = Callable[[str, Mapping[str, Any]], Awaitable[None] | None]
+ProgressCallback = Callable[[TaskEvent], Awaitable[None] | None]
 
 
 @dataclass
@@ -44,24 +54,24 @@ class TaskTrace:
     last_event: str | None = None
     block_number: int = 0
 
-    def apply(self, event: ChainEvent) -> None:
-        args = event.args
+    def apply(self, event: TaskEvent) -> None:
         self.last_event = event.name
-        if event.name == Events.TASK_PENDING:
-            self.task_type, self.fee_wei = args["taskType"], args["fee"]
-        elif event.name == Events.TASK_STARTED:
-            self.task_type = args["taskType"]
-            self.selected[args["round"]] = args["selectedNode"]
-        elif event.name == Events.TASK_SUCCESS:
-            self.result, self.result_node = bytes(args["result"]), args["resultNode"]
-        elif event.name == Events.TASK_RESULT_UPLOADED:
-            self.uploaded = True
-        elif event.name == Events.TASK_ABORTED:
-            self.abort_reason = args["reason"]
-        elif event.name == Events.TASK_FEE_REFUNDED:
-            self.refund_wei += args["amount"]
-        elif event.name == Events.TASK_NODE_SUCCESS:
-            self.paid_to_nodes_wei += args["fee"]
+        match event:
+            case TaskPending():
+                self.task_type, self.fee_wei = event.task_type, event.fee_wei
+            case TaskStarted():
+                self.task_type = event.task_type
+                self.selected[event.round] = event.node
+            case TaskSuccess():
+                self.result, self.result_node = event.result, event.result_node
+            case ResultUploaded():
+                self.uploaded = True
+            case TaskAborted():
+                self.abort_reason = event.reason
+            case FeeRefunded():
+                self.refund_wei += event.amount_wei
+            case TaskNodeSettled(outcome=NodeOutcome.PAID):
+                self.paid_to_nodes_wei += event.fee_wei
 
     @property
     def is_decided(self) -> bool:
@@ -94,44 +104,22 @@ class TaskTrace:
 
 
 class TaskLogReader:
-    """The Task contract's logs of one task id, in chain order, pages shrunk when a provider refuses."""
+    """The Task contract's events of one task id, in chain order."""
 
     def __init__(
         self, w3: AsyncWeb3, task_address: str, *, page_blocks: int = 10_000, confirmations: int = 0
     ):
         self.rpc = RpcClient(w3)
-        self.address = task_address
         self.decoder = EventDecoder({"Task": (task_address, load_artifact("Task").abi)})
-        self.page_blocks = page_blocks
+        self.pager = LogPager(self.rpc, self.decoder, page_blocks=page_blocks)
         self.confirmations = confirmations
 
     async def safe_head(self) -> int:
         return hex_int(await self.rpc.call("eth_blockNumber", [])) - self.confirmations
 
-    async def read(self, task_id: int, first: int, last: int) -> list[ChainEvent]:
-        topic = "0x" + task_id.to_bytes(32, "big").hex()
-        events: list[ChainEvent] = []
-        while first <= last:
-            end = min(last, first + self.page_blocks - 1)
-            query = {
-                "fromBlock": hex(first),
-                "toBlock": hex(end),
-                "address": self.address,
-                "topics": [None, topic],
-            }
-            try:
-                raw_logs = await self.rpc.call("eth_getLogs", [query])
-            except RpcError as exc:
-                if end == first or not exc.message_has(*RANGE_TOO_LARGE_PHRASES):
-                    raise
-                self.page_blocks = max(1, (end - first + 1) // 2)
-                continue
-            for raw in raw_logs:
-                event = None if raw.get("removed") else self.decoder.decode(raw)
-                if event is not None:
-                    events.append(event)
-            first = end + 1
-        return sorted(events, key=lambda e: e.position)
+    async def read(self, task_id: int, first: int, last: int) -> list[TaskEvent]:
+        topic = "0x" + task_id.to_bytes(32, "big").hex()  # taskId is every Task event's first indexed arg
+        return task_events(await self.pager.all(first, last, topics=[None, topic]))
 
 
 class TaskWatcher:
@@ -151,7 +139,7 @@ class TaskWatcher:
     ) -> TaskTrace:
         """Read the task's events from ``from_block`` until ``until(trace)``; ``TaskTimeout`` past the limit.
 
-        ``on_progress(event_name, args)`` sees every event once, in chain order, as it is read.
+        ``on_progress(event)`` sees every event once, in chain order, as it is read.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
@@ -163,7 +151,7 @@ class TaskWatcher:
                 for event in await self.reader.read(task_id, next_block, head):
                     trace.apply(event)
                     if on_progress is not None:
-                        maybe = on_progress(event.name, event.args)
+                        maybe = on_progress(event)
                         if inspect.isawaitable(maybe):
                             await maybe
                 trace.block_number, next_block = head, head + 1

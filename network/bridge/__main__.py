@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import uvicorn
 from eth_account import Account
 from pydantic import ValidationError
 
+from cluster import envs
 from network.bridge.app import create_bridge
 from network.bridge.config import BridgeConfig
 
@@ -31,7 +31,7 @@ def load_config(argv: list[str] | None) -> BridgeConfig:
     parser.add_argument("--config", type=Path, help="JSON: models, api_keys, task_timeout_s, ...")
     options = parser.parse_args(argv)
     fields = json.loads(options.config.read_text()) if options.config else {}
-    keys = [k for k in os.environ.get("HELIUM_BRIDGE_API_KEYS", "").split(",") if k]
+    keys = [k for k in (envs.BRIDGE_API_KEYS.get() or "").split(",") if k]
     fields.setdefault("api_keys", [{"key": k, "name": f"key{i}"} for i, k in enumerate(keys)])
     fields.update(
         rpc_url=options.rpc_url, deployment_file=options.deployment, relay_url=options.relay_url,
@@ -46,9 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as exc:
         print(f"bad bridge configuration: {exc}", file=sys.stderr)
         return 2
-    key = os.environ.get("HELIUM_BRIDGE_PRIVATE_KEY")
+    key = envs.BRIDGE_PRIVATE_KEY.get()
     if not key:
-        print("set HELIUM_BRIDGE_PRIVATE_KEY to the bridge wallet's private key", file=sys.stderr)
+        print(f"set {envs.BRIDGE_PRIVATE_KEY.name} to the bridge wallet's private key", file=sys.stderr)
         return 2
     app = create_bridge(config, account=Account.from_key(key))
     print(f"bridge: chat page at http://{config.host}:{config.port}/", flush=True)

@@ -13,9 +13,10 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Mapping
 from typing import Any
 
+from cluster.chain.task_events import TaskEvent as ChainTaskEvent
+from cluster.chain.task_events import TaskStarted
 from cluster.protocol.task import parse_task_args
 from network.app import ApplicationClient, ContractRejected, TaskAbortedError, TaskTimeout
 from network.bridge.config import BridgeConfig, ModelSpec
@@ -139,18 +140,18 @@ class TaskManager:
         seen = 0
         events = list(record.events)
 
-        async def progress(name: str, args: Mapping[str, Any]) -> None:
+        async def progress(event: ChainTaskEvent) -> None:
             nonlocal seen
             seen += 1
             if seen <= len(events):  # replayed after a restart or a retry: already recorded
                 return
-            events.append(
-                TaskEvent(name=name, at=time.time(), args={k: _jsonable(v) for k, v in args.items()})
-            )
+            # The API shows each chain event under its ABI names, as an explorer would.
+            args = {k: _jsonable(v) for k, v in event.raw.args.items()}
+            events.append(TaskEvent(name=event.name, at=time.time(), args=args))
             fields: dict[str, Any] = {"events": events}
-            if name == "TaskStarted":
+            if isinstance(event, TaskStarted):
                 current = self.store.get(record.id)
-                nodes = [*(current.selected_nodes if current else []), args["selectedNode"]]
+                nodes = [*(current.selected_nodes if current else []), event.node]
                 fields.update(selected_nodes=nodes, status="running")
             await self._update(record.id, **fields)
 

@@ -12,12 +12,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import shutil
 import signal
 import sys
 from pathlib import Path
 
+from cluster import envs
 from network.devnet.stack import Devnet
 
 
@@ -31,9 +31,7 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(
-        level=os.environ.get("HELIUM_LOG_LEVEL", "WARNING"), format="%(levelname)s %(message)s"
-    )
+    logging.basicConfig(level=envs.LOG_LEVEL.get(), format="%(levelname)s %(message)s")
     options, overrides = parse(argv)
     if options.fresh_models:
         shutil.rmtree(options.dir / "models", ignore_errors=True)

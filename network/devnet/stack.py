@@ -14,6 +14,7 @@ from typing import Any
 from eth_account import Account
 from hydra import compose, initialize_config_dir
 
+from cluster import envs
 from cluster.chain.anvil import DEV_MNEMONIC, Anvil, free_port
 from cluster.chain.deploy import Deployment, deploy_network
 from cluster.config import ClusterConfig, load_config
@@ -57,7 +58,7 @@ class Devnet:
         self.say(f"chain {self.anvil.rpc_url}, contracts deployed: {dict(self.deployment.addresses)}")
 
         operator, mnemonic = Account.create_with_mnemonic()
-        os.environ["HELIUM_OPERATOR_MNEMONIC"] = mnemonic
+        os.environ[envs.OPERATOR_MNEMONIC.name] = mnemonic
         tx = w3.eth.send_transaction(
             {"from": w3.eth.accounts[1], "to": operator.address, "value": OPERATOR_FUNDS_WEI}
         )
@@ -83,6 +84,7 @@ class Devnet:
             f"state_dir={self.run_dir / 'cluster'}",
             f"rig.model_cache_dir={self.root / 'hub-cache'}",
             f"metrics_port={self.metrics_port}",
+            f"engine.reference_model={self.models['gpt']}",  # each card model's workers must agree on it
         ]
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             return load_config(compose(config_name="config", overrides=base + self.overrides))
@@ -90,13 +92,14 @@ class Devnet:
     def _start_cluster(self) -> None:
         import ray
 
-        from cluster.launch import chain_settings, connect_ray, start_coordinator
+        from cluster.config import ChainEndpoints
+        from cluster.launch import connect_ray, start_coordinator
 
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault(envs.HF_HUB_OFFLINE.name, "1")
         is_local = connect_ray(self.config)
         self._exit.callback(ray.shutdown)
-        chain = chain_settings(self.config, reference_model=str(self.models["gpt"]))
-        self.actor = start_coordinator(self.config, chain, pass_secret=is_local)
+        endpoints = ChainEndpoints.of(self.config.network)
+        self.actor = start_coordinator(self.config, endpoints, pass_secret=is_local)
         self.say("cluster starting: workers, reference check per card model, node joins")
         status = ray.get(self.actor.status.remote())
         for message in status.get("group_checks", {}).values():
@@ -112,7 +115,7 @@ class Devnet:
         config = BridgeConfig(
             rpc_url=self.anvil.rpc_url, relay_url=self.relay.url,
             deployment_file=self.run_dir / "deployment.json", data_dir=self.run_dir / "bridge",
-            port=int(os.environ.get("HELIUM_BRIDGE_PORT", "8090")), poll_interval_s=0.2,
+            port=int(envs.BRIDGE_PORT.get() or 8090), poll_interval_s=0.2,
             models=[
                 ModelSpec(id="tiny-chat", path=str(self.models["gpt"]), task_type="gpt",
                           defaults={"max_new_tokens": 24}),
@@ -192,8 +195,8 @@ class Devnet:
         task_type = TaskType.GPT if i % 2 == 0 else TaskType.SD
         args = gpt_task(self.models["gpt"], i) if task_type is TaskType.GPT else sd_task(self.models["sd"], i)
 
-        def progress(name: str, args: Any) -> None:
-            self.say(f"task #{i} ({task_type.name}) {name}")
+        def progress(event: Any) -> None:
+            self.say(f"task #{i} ({task_type.name}) {event.name}")
 
         try:
             task_id, files = await app.run(task_type, args, request_id=f"devnet-{i}", timeout_s=600,

@@ -15,6 +15,14 @@ from typing import Any
 from web3 import AsyncWeb3
 
 from cluster.chain.events import ChainEvent, EventDecoder, EventReader
+from cluster.chain.task_events import (
+    TaskAborted,
+    TaskEvent,
+    TaskPending,
+    TaskStarted,
+    TaskSuccess,
+    task_events,
+)
 from network.relay.store import ChainFacts, RelayStore
 
 log = logging.getLogger(__name__)
@@ -65,17 +73,18 @@ class ChainFollower:
         # One transaction per page: a node asking between a task's TaskPending and its third TaskStarted
         # must not find itself missing from the selection (a final 403) when it is merely early.
         with self.store.chain_facts() as facts:
-            for event in events:
+            for event in task_events(events):
                 apply_event(facts, event)
 
 
-def apply_event(facts: ChainFacts, event: ChainEvent) -> None:
-    args = event.args
-    if event.name in ("TaskPending", "TaskStarted") and {"taskType", "creator", "taskHash"} <= args.keys():
-        facts.saw_task(args["taskId"], args["taskType"], args["creator"], bytes(args["taskHash"]))
-    if event.name == "TaskStarted":
-        facts.saw_selection(args["taskId"], args["round"], args["selectedNode"])
-    elif event.name == "TaskSuccess":
-        facts.saw_success(args["taskId"], bytes(args["result"]), args["resultNode"])
-    elif event.name == "TaskAborted":
-        facts.saw_abort(args["taskId"], args["reason"])
+def apply_event(facts: ChainFacts, event: TaskEvent) -> None:
+    match event:
+        case TaskPending():
+            facts.saw_task(event.task_id, event.task_type, event.creator, event.task_hash)
+        case TaskStarted():
+            facts.saw_task(event.task_id, event.task_type, event.creator, event.task_hash)
+            facts.saw_selection(event.task_id, event.round, event.node)
+        case TaskSuccess():
+            facts.saw_success(event.task_id, event.result, event.result_node)
+        case TaskAborted():
+            facts.saw_abort(event.task_id, event.reason)

@@ -59,7 +59,8 @@ def test_gpt_task_from_submit_to_verified_result(net, nodes, make_client):
                 lambda: nodes.serve(nodes.wait_for_task(task_id), [GPT_RESPONSE], gpt_result([GPT_RESPONSE]))
             )
             ran, _ = await asyncio.gather(
-                app.run(TaskType.GPT, GPT_ARGS, on_progress=lambda name, args: progress.append(name)), serving
+                app.run(TaskType.GPT, GPT_ARGS, on_progress=lambda event: progress.append(event.name)),
+                serving,
             )
             return ran, await app.wait(task_id, until_uploaded=True, timeout_s=10), fee
 
@@ -240,7 +241,7 @@ def test_result_files_that_do_not_match_the_chain_are_refused(net, nodes, make_c
                 await app.results(task_id, timeout_s=20)
             return err.value
 
-    assert "sha256 of 0.json" in str(asyncio.run(main()))
+    assert "0.json hashes to" in str(asyncio.run(main()))
 
 
 def test_price_policy_and_outbidding_follow_the_contract_arithmetic():

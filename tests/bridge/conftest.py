@@ -20,20 +20,20 @@ from eth_account.signers.local import LocalAccount
 
 from cluster.chain.accounts import OperatorKeys
 from cluster.chain.anvil import DEV_MNEMONIC
-from cluster.chain.sender import SenderConfig
 from cluster.coordinator.coordinator import Coordinator, CoordinatorSettings
+from cluster.protocol.cards import CardModel
 from network.bridge import ApiKey, BridgeConfig, ModelSpec, RunningBridge, create_bridge
 from network.relay.background import RunningRelay
 from network.relay.config import RelayConfig
-from tests.bridge.runner import TextAndImageRunner
+from tests.coordinator.factories import coordinator_settings
+from tests.coordinator.local_runner import LocalJobRunner
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 Account.enable_unaudited_hdwallet_features()
 DEV = {i: Account.from_mnemonic(DEV_MNEMONIC, account_path=f"m/44'/60'/0'/0/{i}") for i in (25, 26, 27)}
 WALLET, FUNDER, SECOND_WALLET = DEV[25], DEV[26], DEV[27]  # no other test uses these
-CARD = ("Bridge Test Card", 8, "transformers-test")
+CARD = CardModel("Bridge Test Card", 8, "transformers-test")
 KEY, LIMITED_KEY = "sk-bridge-test-key", "sk-bridge-limited"
-FAST = SenderConfig(poll_interval_s=0.05, receipt_timeout_s=20.0)
 
 
 @dataclass
@@ -42,7 +42,7 @@ class World:
     deployment: Any
     deployment_file: Path
     relay: RunningRelay
-    runner: TextAndImageRunner
+    runner: LocalJobRunner
     models: dict[str, Path]
 
     def config(self, data_dir: Path, **overrides: Any) -> BridgeConfig:
@@ -77,7 +77,7 @@ def bridge_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 class CoordinatorThread:
     """The coordinator on its own event loop in a thread, as the farm runs it beside the bridge."""
 
-    def __init__(self, settings: CoordinatorSettings, keys: OperatorKeys, runner: TextAndImageRunner):
+    def __init__(self, settings: CoordinatorSettings, keys: OperatorKeys, runner: LocalJobRunner):
         self.coordinator = Coordinator(settings, keys, runner)
         self.ready = threading.Event()
         self.error: BaseException | None = None
@@ -127,14 +127,12 @@ def world(anvil, deployment, bridge_models, tmp_path_factory) -> Iterator[World]
         rpc_url=anvil.rpc_url, task_address=deployment.address("Task"), data_dir=root / "relay", port=0,
         start_block=deployment.block_number, poll_interval_s=0.05,
     )  # fmt: skip
-    runner = TextAndImageRunner(root / "cache")
+    runner = LocalJobRunner(root / "cache")
     try:
         with RunningRelay(relay_config) as relay:
-            settings = CoordinatorSettings(
-                rpc_url=anvil.rpc_url, addresses=dict(deployment.addresses), relay_url=relay.url,
-                state_dir=root / "cluster", cards=[CARD] * 3, start_block=deployment.block_number,
-                poll_interval_s=0.05, sender=FAST,
-            )  # fmt: skip
+            settings = coordinator_settings(
+                anvil.rpc_url, deployment, relay.url, root / "cluster", cards=[CARD] * 3
+            )
             with CoordinatorThread(settings, keys, runner):
                 yield World(anvil, deployment, deployment_file, relay, runner, bridge_models)
     finally:

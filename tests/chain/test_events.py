@@ -115,7 +115,7 @@ def test_a_provider_range_limit_is_met_by_halving_the_page(w3: Web3, probe, rpc_
 
     assert [e.args["tag"] for e in events] == list(range(6))
     assert rpc_proxy.num_refused_log_ranges > 0
-    assert reader.page_blocks <= 2  # remembered, so later pages are not refused again
+    assert reader.pager.page_blocks <= 2  # remembered, so later pages are not refused again
 
 
 def test_logs_of_other_contracts_are_not_delivered(w3: Web3, anvil, probe, probe_artifact, tmp_path):

@@ -23,8 +23,8 @@ from hydra import compose, initialize_config_dir
 
 from cluster.chain.anvil import DEV_MNEMONIC, free_port
 from cluster.config import load_config
+from cluster.coordinator.scheduling.placement import rig_ray_resources
 from cluster.protocol.task import TaskType
-from cluster.workers.layout import rig_ray_resources
 from network.app.client import ApplicationClient
 from network.devnet.models import ensure_models, gpt_task
 from network.relay.background import RunningRelay

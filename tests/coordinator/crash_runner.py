@@ -1,8 +1,8 @@
 """A coordinator process for the restart tests: ``python -m tests.coordinator.crash_runner CONFIG.json``.
 
 Runs the coordinator until every row of the listed tasks is done, or, when ``crash_at`` names a
-checkpoint of cluster.coordinator.flow, dies there with ``os._exit(137)``: no finally blocks, no flush,
-no goodbye, as a killed process dies.
+checkpoint of cluster.coordinator.rounds (``TestHooks.checkpoint``), dies there with ``os._exit(137)``:
+no finally blocks, no flush, no goodbye, as a killed process dies.
 """
 
 from __future__ import annotations
@@ -15,9 +15,12 @@ import time
 from pathlib import Path
 
 from cluster.chain.accounts import OperatorKeys
-from cluster.chain.sender import SenderConfig
+from cluster.config import ChainEndpoints
 from cluster.coordinator.coordinator import Coordinator, CoordinatorSettings
-from cluster.coordinator.store import NodeTask, Step
+from cluster.coordinator.store import Step
+from cluster.protocol.cards import CardModel
+from cluster.test_hooks import TestHooks
+from tests.coordinator.factories import FAST
 from tests.coordinator.local_runner import LocalJobRunner
 
 CRASH_EXIT_CODE = 137
@@ -27,15 +30,14 @@ def main(config_path: str) -> int:
     config = json.loads(Path(config_path).read_text())
     crash_at = config.get("crash_at")
 
-    def checkpoint(point: str, task: NodeTask) -> None:
+    def checkpoint(point: str, task_id: int, round_: int) -> None:
         if point == crash_at:
             os._exit(CRASH_EXIT_CODE)
 
     settings = CoordinatorSettings(
-        rpc_url=config["rpc_url"], addresses=config["addresses"], relay_url=config["relay_url"],
-        state_dir=Path(config["state_dir"]), cards=[tuple(c) for c in config["cards"]],
-        start_block=config["start_block"], poll_interval_s=0.05, checkpoint=checkpoint,
-        sender=SenderConfig(poll_interval_s=0.05, receipt_timeout_s=20.0),
+        endpoints=ChainEndpoints.model_validate(config["endpoints"]), state_dir=Path(config["state_dir"]),
+        cards=[CardModel(*c) for c in config["cards"]], poll_interval_s=0.05, sender=FAST,
+        hooks=TestHooks(checkpoint=checkpoint),
     )  # fmt: skip
     keys = OperatorKeys.from_mnemonic(config["mnemonic"])
     return asyncio.run(_run(settings, keys, config["task_ids"], config["timeout_s"]))

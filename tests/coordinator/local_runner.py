@@ -1,47 +1,60 @@
-"""A job runner that runs the real engines in this process, for coordinator tests without Ray.
+"""A job runner that runs the real engines in this process, for coordinator and bridge tests without Ray.
 
-The Ray worker pool (cluster.workers.pool) has its own tests; here the coordinator's flow is what is
-under test, so the jobs run on the same engines in threads. ``corrupt`` slots flip their result files.
+The Ray worker pool (cluster.coordinator.scheduling.pool) has its own tests; here the coordinator's rounds
+are what is under test, so jobs run on the same engines in a thread, one at a time (2 cores). ``gate``,
+cleared, makes every job wait: a test can hold a task in the middle (started on chain, no result yet).
 """
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+import threading
 from pathlib import Path
+from typing import Any
 
+from cluster.coordinator.scheduling.runner import JobResult
+from cluster.protocol.cards import CardModel
 from cluster.protocol.errors import TaskExecutionError
 from cluster.protocol.task import TaskType, parse_task_args
-from cluster.workers.engines.text_transformers import TransformersTextEngine
+from cluster.workers.messages import JobRequest
 from cluster.workers.models.cache import ModelCache
 from cluster.workers.models.store import ModelStore
 
-
-@dataclass(frozen=True)
-class LocalJob:
-    files: list[bytes]
-    result: bytes
-    error: TaskExecutionError | None = None
+WORKER_ID = "local"
 
 
 class LocalJobRunner:
     def __init__(self, cache_dir: Path):
-        self.engine = TransformersTextEngine(
-            ModelStore(cache_dir, is_offline=True), ModelCache(budget_bytes=1024**3), "cpu"
-        )
+        self.store = ModelStore(cache_dir, is_offline=True)
+        self.gate = threading.Event()
+        self.gate.set()
         self.num_jobs = 0
+        self._engines: dict[TaskType, Any] = {}
+        self._lock = threading.Lock()
+
+    def _engine(self, task_type: TaskType) -> Any:
+        if task_type not in self._engines:  # diffusers loads slowly: only for the tests that run SD
+            if task_type is TaskType.GPT:
+                from cluster.workers.engines.text_transformers import TransformersTextEngine as Engine
+            else:
+                from cluster.workers.engines.image_diffusers import DiffusersImageEngine as Engine
+            self._engines[task_type] = Engine(self.store, ModelCache(budget_bytes=1024**3), "cpu")
+        return self._engines[task_type]
+
+    def _run(self, request: JobRequest) -> Any:
+        self.gate.wait()
+        with self._lock:
+            args = parse_task_args(request.task_type, request.args_json)
+            return self._engine(TaskType(request.task_type)).run(args)
 
     async def run_job(
-        self, card_key: bytes, task_type: int, args_json: str, *, deadline: float, model_hint: str | None
-    ) -> LocalJob:
+        self, card: CardModel, request: JobRequest, *, deadline_unix_s: float, model_hint: str | None = None
+    ) -> JobResult:
         self.num_jobs += 1
         try:
-            args = parse_task_args(task_type, args_json)
-            if task_type != TaskType.GPT:
-                raise NotImplementedError("the local runner serves GPT jobs")
-            result = await asyncio.to_thread(self.engine.run, args)  # type: ignore[arg-type]
+            outcome = await asyncio.to_thread(self._run, request)
         except TaskExecutionError as exc:
             if not exc.is_task_error:
-                raise
-            return LocalJob([], b"", exc)
-        return LocalJob(result.files, result.result)
+                raise  # transient: the round driver retries it
+            return JobResult((), b"", exc, WORKER_ID, 1)
+        return JobResult(tuple(outcome.files), outcome.result, None, WORKER_ID, 1)

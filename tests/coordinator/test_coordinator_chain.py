@@ -20,20 +20,19 @@ from eth_account import Account
 from cluster.chain.accounts import OperatorKeys
 from cluster.chain.anvil import DEV_MNEMONIC
 from cluster.chain.contracts import NodeStatus, TaskType
-from cluster.chain.sender import SenderConfig
 from cluster.coordinator.coordinator import Coordinator, CoordinatorSettings
 from cluster.coordinator.store import Outcome, Step
-from cluster.protocol.hashes import card_model_key, task_hash
+from cluster.protocol.hashes import task_hash
 from cluster.relay import RelayClient
+from cluster.test_hooks import TestHooks
 from network.relay.background import RunningRelay
 from network.relay.config import RelayConfig
+from tests.coordinator.factories import CARD, coordinator_settings
 from tests.coordinator.local_runner import LocalJobRunner
 
 Account.enable_unaudited_hdwallet_features()
 APP = Account.from_mnemonic(DEV_MNEMONIC, account_path="m/44'/60'/0'/0/12")
 FUNDER = Account.from_mnemonic(DEV_MNEMONIC, account_path="m/44'/60'/0'/0/13")
-CARD = ("Devnet Virtual Card A", 8, "transformers-test")
-FAST = SenderConfig(poll_interval_s=0.05, receipt_timeout_s=20.0)
 
 
 def gpt_args(model: Path, seed: int = 1, **config) -> str:
@@ -53,10 +52,7 @@ def operator(w3):
 
 
 def settings(anvil, deployment, relay, state_dir: Path, **kwargs) -> CoordinatorSettings:
-    return CoordinatorSettings(
-        rpc_url=anvil.rpc_url, addresses=dict(deployment.addresses), relay_url=relay.url, state_dir=state_dir,
-        cards=[CARD] * 3, start_block=deployment.block_number, poll_interval_s=0.05, sender=FAST, **kwargs,
-    )  # fmt: skip
+    return coordinator_settings(anvil.rpc_url, deployment, relay.url, state_dir, **kwargs)
 
 
 def create_task(w3, deployment, args: str, fee: int = 10**18) -> int:
@@ -117,7 +113,7 @@ def test_nodes_join_with_their_card_model_and_stake(w3, anvil, deployment, relay
     node = deployment.bind(w3).contract("Node")
     for address in statuses:
         info = node.functions.nodeInfo(address).call()
-        assert (info[5], info[6], info[1]) == (card_model_key(*CARD), CARD[0], CARD[1])
+        assert (info[5], info[6], info[1]) == (CARD.key, CARD.gpu_name, CARD.vram_gb)
 
 
 def test_gpt_tasks_run_end_to_end_and_are_paid(w3, anvil, deployment, relay, operator, tiny_lm_dir, tmp_path):
@@ -188,7 +184,12 @@ def test_a_corrupt_slot_is_slashed_and_the_honest_slots_are_paid(
 ):
     args = gpt_args(tiny_lm_dir, seed=5)
     config = settings(
-        anvil, deployment, relay, tmp_path, corrupt_slots=frozenset({2}), guard_own_results=False
+        anvil,
+        deployment,
+        relay,
+        tmp_path,
+        hooks=TestHooks(corrupt_slots=frozenset({2})),
+        guard_own_results=False,
     )
 
     async def scenario():
@@ -224,13 +225,13 @@ def test_own_slots_that_disagree_pause_the_card_model_before_any_disclosure(
     w3, anvil, deployment, relay, operator, tiny_lm_dir, tmp_path
 ):
     args = gpt_args(tiny_lm_dir, seed=6)
-    config = settings(anvil, deployment, relay, tmp_path, corrupt_slots=frozenset({1}))
+    config = settings(anvil, deployment, relay, tmp_path, hooks=TestHooks(corrupt_slots=frozenset({1})))
 
     async def scenario():
         async with running_coordinator(config, operator, LocalJobRunner(tmp_path)) as coordinator:
             task_id = create_task(w3, deployment, args)
             await upload(relay, task_id, args)
-            await run_until(coordinator, lambda: bool(coordinator.alerts))
+            await run_until(coordinator, lambda: bool(coordinator.status()["alerts"]))
             await asyncio.sleep(1.0)  # give any (wrong) disclosure time to go out
             return task_id, coordinator.status(), [s.account.address for s in coordinator.slots]
 

@@ -8,6 +8,8 @@ from prometheus_client import generate_latest
 
 from cluster.chain.anvil import free_port
 from cluster.coordinator.metrics import FarmMetrics
+from cluster.protocol.cards import CardModel
+from cluster.workers.messages import WorkerInfo
 
 STATUS = {
     "nodes": ["0xA", "0xB"],
@@ -16,9 +18,11 @@ STATUS = {
     "paused_cards": ["ab"],
 }
 WORKERS = [
-    {"worker_id": "w-0", "card": {"gpu_name": "NVIDIA H100 80GB HBM3"}, "is_busy": True, "num_jobs": 7,
-     "gpu_utilization": 0.75, "gpu_memory_used_bytes": 2e9},
-    {"worker_id": "w-1", "card": {"gpu_name": "Devnet Virtual Card A"}, "is_busy": False, "num_jobs": 3},
+    WorkerInfo(worker_id="w-0", index=0, card=CardModel("NVIDIA H100 80GB HBM3", 80, "r"), num_running=1,
+               num_jobs=7, pid=1, num_torch_threads=1, node_id="n", gpu_utilization=0.75,
+               gpu_memory_used_bytes=2e9),
+    WorkerInfo(worker_id="w-1", index=1, card=CardModel("Devnet Virtual Card A", 8, "r"), num_running=0,
+               num_jobs=3, pid=2, num_torch_threads=1, node_id="n"),
 ]  # fmt: skip
 
 

@@ -19,13 +19,8 @@ from eth_account import Account
 
 from cluster.chain.accounts import OperatorKeys
 from tests.coordinator.crash_runner import CRASH_EXIT_CODE
-from tests.coordinator.test_coordinator_chain import (
-    CARD,
-    FUNDER,
-    create_task,
-    gpt_args,
-    upload,
-)
+from tests.coordinator.factories import CARD, endpoints
+from tests.coordinator.test_coordinator_chain import FUNDER, create_task, gpt_args, upload
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -54,8 +49,8 @@ def test_a_killed_coordinator_resumes_every_task_without_a_slash(
     w3.eth.send_transaction({"from": FUNDER.address, "to": operator, "value": 5_000 * 10**18})
     # the nodes must exist before the task is created, so a first process joins them and exits
     config = {
-        "rpc_url": anvil.rpc_url, "addresses": dict(deployment.addresses), "relay_url": relay.url,
-        "state_dir": str(tmp_path / "state"), "cards": [CARD] * 3, "start_block": deployment.block_number,
+        "endpoints": endpoints(anvil.rpc_url, deployment, relay.url).model_dump(),
+        "state_dir": str(tmp_path / "state"), "cards": [CARD.join_args] * 3,
         "mnemonic": mnemonic, "task_ids": [], "timeout_s": 60,
     }  # fmt: skip
     joined = run_coordinator(config, tmp_path / "join.json")

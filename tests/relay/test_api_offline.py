@@ -145,7 +145,7 @@ def test_results_upload_checks_the_result_node_and_the_hashes(api):
 
     assert client.post(path, **results_form(STRANGER, 1, [RESPONSE])).status_code == 403
     differs = client.post(path, **results_form(NODE, 1, [RESPONSE + b" "]))
-    assert differs.status_code == 400 and "not the result on chain" in differs.json()["message"]
+    assert differs.status_code == 400 and "0.json hashes to" in differs.json()["message"]
     assert client.post(path, **results_form(NODE, 1, [RESPONSE, RESPONSE])).status_code == 400
     assert store.get(1).num_result_files == 0
 
@@ -172,7 +172,7 @@ def test_sd_results_are_checked_by_perceptual_hash(api):
     swapped = client.post(path, **results_form(NODE, 3, images[::-1]))
     assert swapped.status_code == 400
     not_png = client.post(path, **results_form(NODE, 3, [b"not a png", images[1]]))
-    assert not_png.status_code == 400 and "not a readable image" in not_png.json()["message"]
+    assert not_png.status_code == 400 and "image 0 is not a readable image" in not_png.json()["message"]
     assert client.post(path, **results_form(NODE, 3, images)).status_code == 200
     got = client.get("/v1/inference_tasks/3/results/1", params=signed(CREATOR, {"task_id": 3, "index": 1}))
     assert got.content == images[1] and got.headers["content-type"] == "image/png"

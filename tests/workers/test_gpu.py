@@ -15,10 +15,10 @@ import pytest
 from omegaconf import OmegaConf
 
 from cluster.config import EngineConfig, RigConfig
-from cluster.protocol.hashes import card_model_key
+from cluster.protocol.cards import CardModel
 from cluster.workers import gpu
-from cluster.workers.gpu import CardModel, GpuDiscoveryError, GpuSpec, discover_nvml_gpus, virtual_gpus
-from cluster.workers.layout import PoolError, check_cluster_resources, plan_slots, required_resources
+from cluster.workers.engines import runtime_tag_of
+from cluster.workers.gpu import GpuDiscoveryError, GpuSpec, discover_nvml_gpus, virtual_gpus
 
 RIG_DIR = Path(__file__).resolve().parents[2] / "conf" / "rig"
 H100 = "NVIDIA H100 80GB HBM3"
@@ -82,15 +82,6 @@ def test_node_resources_cli_prints_one_unit_per_gpu(
     assert printed == {h100.resource_name: 2.0, rtx.resource_name: 1.0}
 
 
-def test_card_model_key_and_resource_name() -> None:
-    card = CardModel(H100, 80, "transformers-5.0")
-    assert card.key == card_model_key(H100, 80, "transformers-5.0")
-    assert card.resource_name == "card:" + card.key.hex()[:16]
-    assert card.resource_name.isascii() and " " not in card.resource_name
-    # Same product and memory, other numerics software: another card model.
-    assert CardModel(H100, 80, "vllm-0.11").key != card.key
-
-
 def test_virtual_gpus_of_the_cpu_devnet_rig(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HELIUM_MODEL_CACHE", "/tmp/helium-models")
     rig = RigConfig.model_validate(
@@ -101,25 +92,10 @@ def test_virtual_gpus_of_the_cpu_devnet_rig(monkeypatch: pytest.MonkeyPatch) -> 
     assert [(s.name, s.vram_gb) for s in specs] == [("Devnet Virtual Card A", 8)] * 3 + [
         ("Devnet Virtual Card B", 16)
     ] * 3
-    slots = plan_slots(CardModel.of(spec, "transformers-test") for spec in specs)
-    names = [slot.name for slot in slots]
-    card_a, card_b = slots[0].card, slots[3].card
-    assert names == [f"helium-worker-{card_a.short_id}-{i}" for i in range(3)] + [
-        f"helium-worker-{card_b.short_id}-{i}" for i in range(3)
-    ]
-    assert required_resources(slots) == {card_a.resource_name: 3.0, card_b.resource_name: 3.0}
-
-
-def test_missing_card_resources_fail_naming_the_declaration() -> None:
-    slots = plan_slots([CardModel(H100, 80, "r")] * 2)
-    with pytest.raises(PoolError, match=r"needs 2, cluster has 1.*ray.init\(resources="):
-        check_cluster_resources(slots, {slots[0].card.resource_name: 1.0})
-    check_cluster_resources(slots, {slots[0].card.resource_name: 2.0, "CPU": 2.0})
+    assert specs[0].card_model("r") == CardModel("Devnet Virtual Card A", 8, "r")
 
 
 def test_runtime_tag_from_config_or_text_engine() -> None:
-    from cluster.workers.gpu import runtime_tag_of
-
     assert (
         runtime_tag_of(EngineConfig(text="vllm", image="diffusers", deterministic=True, runtime_tag="x"))
         == "x"

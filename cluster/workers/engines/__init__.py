@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import tempfile
+
+from cluster.config import EngineConfig
 from cluster.workers.engines.base import ImageEngine, ImageResult, TextEngine, TextResult
 from cluster.workers.models.cache import ModelCache
 from cluster.workers.models.store import ModelStore
@@ -20,4 +23,24 @@ def make_text_engine(kind: str, store: ModelStore, cache: ModelCache, device: st
     raise ValueError(f"engine.text={kind!r} is not one of 'transformers', 'vllm'")
 
 
-__all__ = ["ImageEngine", "ImageResult", "TextEngine", "TextResult", "make_text_engine"]
+def runtime_tag_of(engine: EngineConfig) -> str:
+    """The card model's runtime tag: ``engine.runtime_tag`` if set, else the text engine's own tag (its
+    name and version, and torch's for transformers). The one function every part uses for it.
+
+    Raises ImportError where the text engine is not installed (vLLM off a GPU host).
+    """
+    if engine.runtime_tag:
+        return engine.runtime_tag
+    # An engine object loads nothing until its first task, so building one only to ask its tag is cheap.
+    store = ModelStore(tempfile.gettempdir(), is_offline=True)
+    return make_text_engine(engine.text, store, ModelCache(budget_bytes=1)).runtime_tag()
+
+
+__all__ = [
+    "ImageEngine",
+    "ImageResult",
+    "TextEngine",
+    "TextResult",
+    "make_text_engine",
+    "runtime_tag_of",
+]

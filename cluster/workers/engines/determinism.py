@@ -14,12 +14,14 @@ import random
 import numpy as np
 import torch
 
+from cluster import envs
+
 logger = logging.getLogger(__name__)
 
 # ":4096:8" (eight 4 MiB workspaces) makes cuBLAS pick the same reduction order on every call.
 CUBLAS_WORKSPACE_CONFIG = ":4096:8"
 # vLLM (>= 0.11) reads this at import: kernels whose results do not depend on the batch a request is in.
-VLLM_BATCH_INVARIANT_ENV = "VLLM_BATCH_INVARIANT"
+VLLM_BATCH_INVARIANT_ENV = envs.VLLM_BATCH_INVARIANT.name
 
 
 class DeterminismError(RuntimeError):
@@ -28,13 +30,13 @@ class DeterminismError(RuntimeError):
 
 def enable_deterministic_mode() -> None:
     """Set cuBLAS workspace, deterministic algorithms and no TF32 / reduced-precision reductions."""
-    current = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
+    current = envs.CUBLAS_WORKSPACE_CONFIG.get()
     if torch.cuda.is_initialized() and current != CUBLAS_WORKSPACE_CONFIG:
         raise DeterminismError(
             f"CUDA is already initialized with CUBLAS_WORKSPACE_CONFIG={current!r}; call "
             "enable_deterministic_mode() at worker start, before anything touches the GPU"
         )
-    os.environ["CUBLAS_WORKSPACE_CONFIG"] = CUBLAS_WORKSPACE_CONFIG
+    os.environ[envs.CUBLAS_WORKSPACE_CONFIG.name] = CUBLAS_WORKSPACE_CONFIG
     torch.use_deterministic_algorithms(True)
     torch.backends.cudnn.benchmark = False
     torch.backends.cudnn.deterministic = True
@@ -59,7 +61,7 @@ def _disable_reduced_precision() -> None:
 
 def is_deterministic_mode() -> bool:
     return torch.are_deterministic_algorithms_enabled() and (
-        os.environ.get("CUBLAS_WORKSPACE_CONFIG") == CUBLAS_WORKSPACE_CONFIG
+        envs.CUBLAS_WORKSPACE_CONFIG.get() == CUBLAS_WORKSPACE_CONFIG
     )
 
 

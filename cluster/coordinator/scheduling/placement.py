@@ -17,7 +17,9 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from cluster.config import EngineConfig, RigConfig
-from cluster.workers.gpu import CardModel, discover_nvml_gpus, runtime_tag_of, virtual_gpus
+from cluster.protocol.cards import CardModel
+from cluster.workers.engines import runtime_tag_of
+from cluster.workers.gpu import discover_nvml_gpus, virtual_gpus
 
 WORKER_NAME_PREFIX = "helium-worker-"
 # Ray restarts a crashed worker process in place this many times; past that the pool replaces it.
@@ -32,7 +34,7 @@ class PoolError(RuntimeError):
 
 @dataclass(frozen=True, slots=True)
 class WorkerSlot:
-    index: int  # global, in discovery order: the key of WorkerPool.create(faults=...)
+    index: int  # global, in discovery order: the index TestHooks.corrupt_workers names
     group_index: int  # place within its card model's group
     card: CardModel
 
@@ -43,24 +45,24 @@ class WorkerSlot:
 
 def plan_slots(cards: Iterable[CardModel]) -> list[WorkerSlot]:
     """One slot per GPU, numbered globally and within its card model."""
-    num_in_group: Counter[bytes] = Counter()
+    num_in_group: Counter[CardModel] = Counter()
     slots = []
     for index, card in enumerate(cards):
-        slots.append(WorkerSlot(index, num_in_group[card.key], card))
-        num_in_group[card.key] += 1
+        slots.append(WorkerSlot(index, num_in_group[card], card))
+        num_in_group[card] += 1
     return slots
 
 
 def virtual_cards(rig: RigConfig, engine: EngineConfig) -> list[CardModel]:
     runtime = runtime_tag_of(engine)
-    return [CardModel.of(spec, runtime) for spec in virtual_gpus(rig)]
+    return [spec.card_model(runtime) for spec in virtual_gpus(rig)]
 
 
 @ray.remote(num_cpus=0)
 def _discover_node(engine: EngineConfig, num_gpus: int) -> list[CardModel]:
     # Runs on the GPU node itself: NVML sees only local GPUs, and the runtime tag is that node's software.
     runtime = runtime_tag_of(engine)
-    return [CardModel.of(spec, runtime) for spec in discover_nvml_gpus()[:num_gpus]]
+    return [spec.card_model(runtime) for spec in discover_nvml_gpus()[:num_gpus]]
 
 
 async def discovered_cards(engine: EngineConfig) -> list[CardModel]:

@@ -14,8 +14,8 @@ from typing import Any
 
 from ray.exceptions import RayActorError, WorkerCrashedError
 
-from cluster.workers.jobs import CardGroup, WorkerState
-from cluster.workers.layout import WorkerSlot
+from cluster.coordinator.scheduling.groups import CardGroup, WorkerState
+from cluster.coordinator.scheduling.placement import WorkerSlot
 
 logger = logging.getLogger(__name__)
 

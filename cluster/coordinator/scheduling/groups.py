@@ -11,31 +11,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from cluster.coordinator.scheduling.placement import WorkerSlot
+from cluster.coordinator.scheduling.runner import JobDeadlineExceeded
+from cluster.protocol.cards import CardModel
 from cluster.protocol.errors import TaskExecutionError
-from cluster.workers.gpu import CardModel
-from cluster.workers.layout import WorkerSlot
-
-
-class JobDeadlineExceeded(TimeoutError):
-    """No worker of the card model produced a result or a task error before the job's deadline."""
-
-    def __init__(self, message: str, *, attempts: int, last_error: TaskExecutionError | None) -> None:
-        super().__init__(message)
-        self.attempts = attempts
-        self.last_error = last_error
-
-
-@dataclass(frozen=True, slots=True)
-class JobResult:
-    files: tuple[bytes, ...]
-    result: bytes  # the bytes to commit on chain; empty with an error
-    error: TaskExecutionError | None  # a task error (REPORT action): the node reports it on chain
-    worker_id: str
-    attempts: int
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
+from cluster.workers.messages import JobReply
 
 
 @dataclass(slots=True, eq=False)
@@ -78,11 +58,11 @@ class CardGroup:
         )
 
     async def acquire(
-        self, deadline: float, hint: str | None, avoid: str = "", only: str | None = None
+        self, deadline_unix_s: float, hint: str | None, avoid: str = "", only: str | None = None
     ) -> WorkerState | None:
         """A worker with a slot taken for the caller, waiting in line while all are busy or down;
-        None once ``deadline`` (Unix time) passes."""
-        while (remaining_s := deadline - time.time()) > 0:
+        None once the deadline passes."""
+        while (remaining_s := deadline_unix_s - time.time()) > 0:
             worker = self.pick(hint, avoid, only)
             if worker is not None:
                 worker.num_running += 1
@@ -95,12 +75,12 @@ class CardGroup:
                 self.waiters.remove(waiter)
         return None
 
-    def release(self, worker: WorkerState, reply: asyncio.Future[Any]) -> None:
+    def release(self, worker: WorkerState, reply: asyncio.Future[JobReply]) -> None:
         """Give the slot back when the worker's call ended, however it ended."""
         worker.num_running -= 1
         worker.num_jobs += 1
         if not reply.cancelled() and reply.exception() is None:
-            worker.loaded_models = frozenset(reply.result().get("loaded_models", ()))
+            worker.loaded_models = reply.result().loaded_models
         self.wake()
 
     def wake(self) -> None:

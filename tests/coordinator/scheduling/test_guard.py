@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-import io
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
-
-from cluster.protocol.hashes import gpt_result
+from cluster.coordinator.scheduling.guard import check_group, odd_ones_out, reference_tasks, results_disagree
+from cluster.coordinator.scheduling.pool import WorkerPool
+from cluster.protocol.cards import CardModel
 from cluster.protocol.phash import sd_result, sd_results_match
 from cluster.protocol.task import TaskType
-from cluster.workers.faults import corrupt_result
-from cluster.workers.guard import check_group, odd_ones_out, reference_tasks, results_disagree
-from cluster.workers.pool import WorkerPool
-from tests.workers.conftest import CORRUPT_WORKER_INDEX
-from tests.workers.factories import sd_args_json
+from cluster.workers.messages import JobRequest
+from tests.coordinator.scheduling.conftest import CORRUPT_WORKER_INDEX
+from tests.coordinator.scheduling.factories import sd_args_json
 
 
 def test_odd_ones_out_names_the_minority_or_everyone() -> None:
@@ -27,21 +23,8 @@ def test_odd_ones_out_names_the_minority_or_everyone() -> None:
     assert odd_ones_out({"a": b"x", "b": b"y"}) == ["a", "b"]  # no majority: nobody can be trusted more
 
 
-def test_corrupt_result_is_consistent_but_wrong() -> None:
-    response = {"model": "m", "choices": [{"message": {"role": "assistant", "content": "hi"}}], "usage": {}}
-    honest = json.dumps(response).encode()
-    files, result = corrupt_result(TaskType.GPT, [honest])
-    assert result == gpt_result(files[0]) != gpt_result(honest)
-
-    buffer = io.BytesIO()
-    Image.linear_gradient("L").convert("RGB").save(buffer, format="PNG")
-    files, result = corrupt_result(TaskType.SD, [buffer.getvalue()])
-    assert Image.open(io.BytesIO(files[0])).size == (256, 256)
-    assert result == sd_result(files) and not sd_results_match(result, sd_result([buffer.getvalue()]))
-
-
 def test_guard_passes_for_honest_workers(
-    pool: WorkerPool, card_a: bytes, run: Callable[..., Any], tiny_lm_dir: Path
+    pool: WorkerPool, card_a: CardModel, run: Callable[..., Any], tiny_lm_dir: Path
 ) -> None:
     check = run(check_group(pool, card_a, reference_tasks(str(tiny_lm_dir)), timeout_s=90))
     assert check.ok, check.message
@@ -50,7 +33,7 @@ def test_guard_passes_for_honest_workers(
 
 
 def test_guard_fails_naming_the_corrupt_worker(
-    pool: WorkerPool, card_b: bytes, run: Callable[..., Any], tiny_lm_dir: Path, tiny_sd_dir: Path
+    pool: WorkerPool, card_b: CardModel, run: Callable[..., Any], tiny_lm_dir: Path, tiny_sd_dir: Path
 ) -> None:
     corrupt = pool.worker_ids(card_b)[CORRUPT_WORKER_INDEX - pool.num_gpus(card_b) + 1]
     check = run(check_group(pool, card_b, reference_tasks(str(tiny_lm_dir)), timeout_s=90))
@@ -61,7 +44,8 @@ def test_guard_fails_naming_the_corrupt_worker(
     sd = sd_args_json(tiny_sd_dir, num_images=1)
     honest_id = pool.worker_ids(card_b)[0]
     honest, bad = (
-        run(pool.run_job_on(w, TaskType.SD, sd, deadline=time.time() + 60)) for w in (honest_id, corrupt)
+        run(pool.run_job_on(w, JobRequest(TaskType.SD, sd), deadline_unix_s=time.time() + 60))
+        for w in (honest_id, corrupt)
     )
     assert bad.result == sd_result(list(bad.files))
     assert not sd_results_match(honest.result, bad.result)

@@ -14,13 +14,16 @@ from typing import Any
 import pytest
 import ray
 
+from cluster.coordinator.scheduling.pool import WorkerPool
+from cluster.coordinator.scheduling.runner import JobDeadlineExceeded
+from cluster.protocol.cards import CardModel
 from cluster.protocol.errors import ArgumentsInvalid, ModelInvalid, ModelNotAvailable
 from cluster.protocol.hashes import gpt_result
 from cluster.protocol.phash import sd_result
 from cluster.protocol.task import TaskType
+from cluster.workers.messages import JobRequest, WorkerInfo
 from cluster.workers.models.builders import build_tiny_causal_lm
-from cluster.workers.pool import JobDeadlineExceeded, WorkerPool
-from tests.workers.factories import gpt_args_json, sd_args_json
+from tests.coordinator.scheduling.factories import gpt_args_json, gpt_job, sd_args_json, sd_job
 
 Run = Callable[..., Any]
 
@@ -29,31 +32,31 @@ def in_s(seconds: float) -> float:
     return time.time() + seconds
 
 
-async def infos_by_id(pool: WorkerPool) -> dict[str, dict[str, Any]]:
-    return {info["worker_id"]: info for info in await pool.workers_info()}
+async def infos_by_id(pool: WorkerPool) -> dict[str, WorkerInfo]:
+    return {info.worker_id: info for info in await pool.workers_info()}
 
 
 def test_gpt_and_sd_jobs_return_protocol_results(
-    pool: WorkerPool, card_a: bytes, run: Run, tiny_lm_dir: Path, tiny_sd_dir: Path
+    pool: WorkerPool, card_a: CardModel, run: Run, tiny_lm_dir: Path, tiny_sd_dir: Path
 ) -> None:
-    gpt = run(pool.run_job(card_a, TaskType.GPT, gpt_args_json(tiny_lm_dir), deadline=in_s(60)))
+    gpt = run(pool.run_job(card_a, gpt_job(tiny_lm_dir), deadline_unix_s=in_s(60)))
     assert gpt.ok and gpt.attempts == 1 and len(gpt.files) == 1
     assert gpt.result == gpt_result(gpt.files[0])
     response = json.loads(gpt.files[0])
     assert list(response) == ["model", "choices", "usage"] and response["model"] == str(tiny_lm_dir)
 
-    sd = run(pool.run_job(card_a, TaskType.SD, sd_args_json(tiny_sd_dir), deadline=in_s(60)))
+    sd = run(pool.run_job(card_a, sd_job(tiny_sd_dir), deadline_unix_s=in_s(60)))
     assert sd.ok and len(sd.files) == 2 and all(f.startswith(b"\x89PNG") for f in sd.files)
     assert sd.result == sd_result(list(sd.files)) and len(sd.result) == 16
 
 
 def test_jobs_run_only_on_their_card_models_workers(
-    pool: WorkerPool, card_a: bytes, card_b: bytes, run: Run, tiny_lm_dir: Path
+    pool: WorkerPool, card_a: CardModel, card_b: CardModel, run: Run, tiny_lm_dir: Path
 ) -> None:
-    async def burst() -> list[tuple[bytes, Any]]:
+    async def burst() -> list[tuple[CardModel, Any]]:
         keys = [card_a, card_b] * 3  # more jobs than workers: some wait in their group's line
         jobs = [
-            pool.run_job(key, TaskType.GPT, gpt_args_json(tiny_lm_dir, seed=i), deadline=in_s(60))
+            pool.run_job(key, gpt_job(tiny_lm_dir, seed=i), deadline_unix_s=in_s(60))
             for i, key in enumerate(keys)
         ]
         return list(zip(keys, await asyncio.gather(*jobs), strict=True))
@@ -63,23 +66,25 @@ def test_jobs_run_only_on_their_card_models_workers(
     assert pool.num_gpus(card_a) == 2 and pool.num_gpus(card_b) == 3
     for key, job in outcomes:
         assert job.ok and job.worker_id in pool.worker_ids(key)
-        assert infos[job.worker_id]["card_key"] == key.hex()  # the actor's own word for its card model
+        assert infos[job.worker_id].card == key  # the actor's own word for its card model
     assert set(pool.worker_ids(card_a)).isdisjoint(pool.worker_ids(card_b))
 
 
 def test_prefers_a_worker_that_holds_the_model(
-    pool: WorkerPool, card_a: bytes, run: Run, models_dir: Path
+    pool: WorkerPool, card_a: CardModel, run: Run, models_dir: Path
 ) -> None:
     model = str(build_tiny_causal_lm(models_dir / "tiny-lm-preferred", seed=1))
     args = gpt_args_json(model)
 
     def job(hint: str | None) -> str:
-        return run(pool.run_job(card_a, TaskType.GPT, args, deadline=in_s(60), model_hint=hint)).worker_id
+        return run(
+            pool.run_job(card_a, JobRequest(TaskType.GPT, args), deadline_unix_s=in_s(60), model_hint=hint)
+        ).worker_id
 
     holder = job(model)
     (sibling,) = set(pool.worker_ids(card_a)) - {holder}
     # Keep the holder busiest, so that "least busy" alone would pick the sibling.
-    while (infos := run(infos_by_id(pool)))[holder]["num_jobs"] <= infos[sibling]["num_jobs"]:
+    while (infos := run(infos_by_id(pool)))[holder].num_jobs <= infos[sibling].num_jobs:
         assert job(model) == holder
     assert job(model) == holder
     assert job(None) == sibling
@@ -88,10 +93,12 @@ def test_prefers_a_worker_that_holds_the_model(
     )
 
 
-def test_task_errors_are_returned_at_once(pool: WorkerPool, card_a: bytes, run: Run, tmp_path: Path) -> None:
-    bad_json = run(pool.run_job(card_a, TaskType.GPT, "{not json", deadline=in_s(30)))
+def test_task_errors_are_returned_at_once(
+    pool: WorkerPool, card_a: CardModel, run: Run, tmp_path: Path
+) -> None:
+    bad_json = run(pool.run_job(card_a, JobRequest(TaskType.GPT, "{not json"), deadline_unix_s=in_s(30)))
     assert isinstance(bad_json.error, ArgumentsInvalid) and bad_json.attempts == 1 and not bad_json.ok
-    missing = run(pool.run_job(card_a, TaskType.GPT, gpt_args_json(tmp_path / "nowhere"), deadline=in_s(30)))
+    missing = run(pool.run_job(card_a, gpt_job(tmp_path / "nowhere"), deadline_unix_s=in_s(30)))
     assert isinstance(missing.error, ModelInvalid) and missing.attempts == 1
     assert missing.files == () and missing.result == b""
 
@@ -106,12 +113,12 @@ def place_in_hub_cache(cache_dir: Path, repo_id: str, model_dir: Path) -> None:
 
 
 def test_transient_error_is_retried_until_the_model_arrives(
-    pool: WorkerPool, card_a: bytes, run: Run, loop: asyncio.AbstractEventLoop, tiny_lm_dir: Path
+    pool: WorkerPool, card_a: CardModel, run: Run, loop: asyncio.AbstractEventLoop, tiny_lm_dir: Path
 ) -> None:
     repo_id = "helium-tests/late-model"
     # The store is offline and the model is not in the shared cache yet: ModelNotAvailable (RETRY).
     job = asyncio.run_coroutine_threadsafe(
-        pool.run_job(card_a, TaskType.GPT, gpt_args_json(repo_id), deadline=in_s(60)), loop
+        pool.run_job(card_a, gpt_job(repo_id), deadline_unix_s=in_s(60)), loop
     )
     time.sleep(1.0)
     place_in_hub_cache(Path(pool.rig.model_cache_dir), repo_id, tiny_lm_dir)
@@ -120,24 +127,30 @@ def test_transient_error_is_retried_until_the_model_arrives(
     assert json.loads(result.files[0])["model"] == repo_id
 
 
-def test_transient_error_until_the_deadline_raises(pool: WorkerPool, card_b: bytes, run: Run) -> None:
+def test_transient_error_until_the_deadline_raises(pool: WorkerPool, card_b: CardModel, run: Run) -> None:
     started = time.time()
     with pytest.raises(JobDeadlineExceeded, match="missed its deadline") as caught:
-        run(pool.run_job(card_b, TaskType.GPT, gpt_args_json("helium-tests/never-there"), deadline=in_s(1.5)))
+        run(
+            pool.run_job(
+                card_b,
+                gpt_job("helium-tests/never-there"),
+                deadline_unix_s=in_s(1.5),
+            )
+        )
     assert caught.value.attempts >= 2 and isinstance(caught.value.last_error, ModelNotAvailable)
     assert time.time() - started < 5
 
 
-def wait_until_idle(pool: WorkerPool, card_key: bytes, run: Run, timeout_s: float = 60) -> None:
+def wait_until_idle(pool: WorkerPool, card: CardModel, run: Run, timeout_s: float = 60) -> None:
     deadline = in_s(timeout_s)
-    while any(i["is_busy"] for i in run(pool.workers_info()) if i["card_key"] == card_key.hex()):
+    while any(i.is_busy for i in run(pool.workers_info()) if i.card == card):
         assert time.time() < deadline, "workers still busy"
         time.sleep(0.1)
 
 
 def test_jobs_wait_in_line_and_a_missed_deadline_keeps_the_slot_until_the_job_ends(
     pool: WorkerPool,
-    card_a: bytes,
+    card_a: CardModel,
     run: Run,
     loop: asyncio.AbstractEventLoop,
     tiny_lm_dir: Path,
@@ -146,41 +159,45 @@ def test_jobs_wait_in_line_and_a_missed_deadline_keeps_the_slot_until_the_job_en
     slow = sd_args_json(tiny_sd_dir, steps=100, size=128)
     wait_until_idle(pool, card_a, run)
     with pytest.raises(JobDeadlineExceeded) as late:
-        run(pool.run_job(card_a, TaskType.SD, slow, deadline=in_s(0.3)))
+        run(pool.run_job(card_a, JobRequest(TaskType.SD, slow), deadline_unix_s=in_s(0.3)))
     assert late.value.attempts == 1  # it started; the worker finishes it and stays busy meanwhile
-    other = asyncio.run_coroutine_threadsafe(pool.run_job(card_a, TaskType.SD, slow, deadline=in_s(60)), loop)
+    other = asyncio.run_coroutine_threadsafe(
+        pool.run_job(card_a, JobRequest(TaskType.SD, slow), deadline_unix_s=in_s(60)), loop
+    )
     with pytest.raises(JobDeadlineExceeded, match=r"after 0 attempt.*2 busy"):
-        run(pool.run_job(card_a, TaskType.GPT, gpt_args_json(tiny_lm_dir), deadline=in_s(1.0)))
+        run(pool.run_job(card_a, gpt_job(tiny_lm_dir), deadline_unix_s=in_s(1.0)))
     assert other.result(60).ok
     wait_until_idle(pool, card_a, run)
-    assert run(pool.run_job(card_a, TaskType.GPT, gpt_args_json(tiny_lm_dir), deadline=in_s(30))).ok
+    assert run(pool.run_job(card_a, gpt_job(tiny_lm_dir), deadline_unix_s=in_s(30))).ok
 
 
 def test_a_restarted_coordinator_reuses_the_running_workers(
-    pool: WorkerPool, card_a: bytes, run: Run, rig: Any, engine: Any, tiny_lm_dir: Path
+    pool: WorkerPool, card_a: CardModel, run: Run, rig: Any, engine: Any, tiny_lm_dir: Path
 ) -> None:
     before = run(infos_by_id(pool))
     again = run(WorkerPool.create(rig, engine, namespace=pool.namespace))  # not shut down: it shares them
     after = run(infos_by_id(again))
-    assert {w: i["pid"] for w, i in after.items()} == {w: i["pid"] for w, i in before.items()}
-    job = run(again.run_job(card_a, TaskType.GPT, gpt_args_json(tiny_lm_dir), deadline=in_s(30)))
+    assert {w: i.pid for w, i in after.items()} == {w: i.pid for w, i in before.items()}
+    job = run(again.run_job(card_a, gpt_job(tiny_lm_dir), deadline_unix_s=in_s(30)))
     assert job.ok
 
 
 def test_killed_worker_job_finishes_on_a_sibling(
-    pool: WorkerPool, card_a: bytes, run: Run, loop: asyncio.AbstractEventLoop, tiny_sd_dir: Path
+    pool: WorkerPool, card_a: CardModel, run: Run, loop: asyncio.AbstractEventLoop, tiny_sd_dir: Path
 ) -> None:
     slow = sd_args_json(tiny_sd_dir, steps=100, size=128)  # a few seconds: time to find and kill its worker
     wait_until_idle(pool, card_a, run)
-    job = asyncio.run_coroutine_threadsafe(pool.run_job(card_a, TaskType.SD, slow, deadline=in_s(90)), loop)
-    busy: list[dict[str, Any]] = []
+    job = asyncio.run_coroutine_threadsafe(
+        pool.run_job(card_a, JobRequest(TaskType.SD, slow), deadline_unix_s=in_s(90)), loop
+    )
+    busy: list[WorkerInfo] = []
     while not busy and not job.done():
-        busy = [i for i in run(pool.workers_info()) if i["is_busy"] and i["card_key"] == card_a.hex()]
+        busy = [i for i in run(pool.workers_info()) if i.is_busy and i.card == card_a]
     assert busy, "the job ended before its worker could be killed"
     victim = busy[0]
-    ray.kill(ray.get_actor(victim["worker_id"], namespace=pool.namespace))
+    ray.kill(ray.get_actor(victim.worker_id, namespace=pool.namespace))
     result = job.result(90)
-    assert result.ok and result.worker_id != victim["worker_id"] and result.attempts == 2
+    assert result.ok and result.worker_id != victim.worker_id and result.attempts == 2
     assert result.result == sd_result(list(result.files))
 
     # The pool brings the worker back under its name, in a new process.
@@ -188,4 +205,4 @@ def test_killed_worker_job_finishes_on_a_sibling(
     while pool.num_alive(card_a) < 2 and time.time() < deadline:
         time.sleep(0.2)
     assert pool.num_alive(card_a) == 2
-    assert run(infos_by_id(pool))[victim["worker_id"]]["pid"] != victim["pid"]
+    assert run(infos_by_id(pool))[victim.worker_id].pid != victim.pid

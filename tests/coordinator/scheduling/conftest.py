@@ -1,8 +1,9 @@
-"""One local Ray cluster and one worker pool for the whole session: 2 workers of card A, 3 of card B.
+"""One local Ray cluster and one worker pool for this folder: 2 workers of card A, 3 of card B.
 
 Starting Ray and five worker processes costs most of this folder's time, so every test shares them and
-leaves them as it found them (all workers up). The pool lives on one event loop in a background thread,
-as it does in the coordinator; ``run`` submits a coroutine to it.
+leaves them as it found them (all workers up); they end with the folder's last test (package scope).
+The pool lives on one event loop in a background thread, as it does in the coordinator; ``run`` submits a
+coroutine to it.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from cluster.config import EngineConfig, RigConfig, VirtualSlots
+from cluster.protocol.cards import CardModel
 from cluster.workers.models.builders import build_tiny_causal_lm
 from cluster.workers.models.sd_builders import build_tiny_sd
 
@@ -31,22 +33,22 @@ CORRUPT_WORKER_INDEX = 4  # the last worker of card B: corrupt_results
 RUN_TIMEOUT_S = 120.0
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("models")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def tiny_lm_dir(models_dir: Path) -> Path:
     return build_tiny_causal_lm(models_dir / "tiny-lm")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def tiny_sd_dir(models_dir: Path) -> Path:
     return build_tiny_sd(models_dir / "tiny-sd")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def rig(tmp_path_factory: pytest.TempPathFactory) -> RigConfig:
     return RigConfig(
         name="test-workers",
@@ -62,13 +64,13 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> RigConfig:
     )
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def engine() -> EngineConfig:
     # runtime_tag None: the card model takes the transformers engine's own tag, as on a real rig.
     return EngineConfig(text="transformers", image="diffusers", deterministic=True, runtime_tag=None)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def loop() -> Iterator[asyncio.AbstractEventLoop]:
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="pool-loop", daemon=True)
@@ -78,7 +80,7 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
     thread.join(timeout=10)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def run(loop: asyncio.AbstractEventLoop) -> Callable[[Coroutine[Any, Any, T]], T]:
     def run(coroutine: Coroutine[Any, Any, T], timeout_s: float = RUN_TIMEOUT_S) -> T:
         return asyncio.run_coroutine_threadsafe(coroutine, loop).result(timeout_s)
@@ -86,11 +88,11 @@ def run(loop: asyncio.AbstractEventLoop) -> Callable[[Coroutine[Any, Any, T]], T
     return run
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def ray_cluster(rig: RigConfig, engine: EngineConfig) -> Iterator[None]:
     import ray
 
-    from cluster.workers.layout import rig_ray_resources
+    from cluster.coordinator.scheduling.placement import rig_ray_resources
 
     env = {name: os.environ[name] for name in ("HF_HUB_OFFLINE", "HF_HUB_DISABLE_PROGRESS_BARS")}
     ray.init(
@@ -109,27 +111,27 @@ def ray_cluster(rig: RigConfig, engine: EngineConfig) -> Iterator[None]:
         ray.shutdown()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def pool(ray_cluster: None, rig: RigConfig, engine: EngineConfig, run: Callable[..., Any]) -> Iterator[Any]:
-    from cluster.workers.pool import WorkerPool
+    from cluster.coordinator.scheduling.pool import WorkerPool
 
-    faults = {CORRUPT_WORKER_INDEX: {"corrupt_results": True}}
-    pool = run(WorkerPool.create(rig, engine, namespace="helium-tests", faults=faults))
+    corrupt = frozenset({CORRUPT_WORKER_INDEX})
+    pool = run(WorkerPool.create(rig, engine, namespace="helium-tests", corrupt_workers=corrupt))
     try:
         yield pool
     finally:
         run(pool.shutdown())
 
 
-def card_key(pool: Any, gpu_name: str) -> bytes:
-    return next(key for key, card in pool.card_models().items() if card.gpu_name == gpu_name)
+def card_named(pool: Any, gpu_name: str) -> CardModel:
+    return next(card for card in pool.card_models() if card.gpu_name == gpu_name)
 
 
-@pytest.fixture(scope="session")
-def card_a(pool: Any) -> bytes:
-    return card_key(pool, CARD_A)
+@pytest.fixture(scope="package")
+def card_a(pool: Any) -> CardModel:
+    return card_named(pool, CARD_A)
 
 
-@pytest.fixture(scope="session")
-def card_b(pool: Any) -> bytes:
-    return card_key(pool, CARD_B)
+@pytest.fixture(scope="package")
+def card_b(pool: Any) -> CardModel:
+    return card_named(pool, CARD_B)

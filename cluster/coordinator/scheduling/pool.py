@@ -19,11 +19,8 @@ import ray
 from ray.exceptions import RayError
 
 from cluster.config import EngineConfig, RigConfig
-from cluster.protocol.errors import ExecutionError, error_from_dict
-from cluster.workers.faults import checked_faults
-from cluster.workers.gpu import CardModel
-from cluster.workers.jobs import CardGroup, JobDeadlineExceeded, JobResult, WorkerState
-from cluster.workers.layout import (
+from cluster.coordinator.scheduling.groups import CardGroup, WorkerState
+from cluster.coordinator.scheduling.placement import (
     PoolError,
     WorkerSlot,
     actor_options,
@@ -32,29 +29,32 @@ from cluster.workers.layout import (
     plan_slots,
     virtual_cards,
 )
-from cluster.workers.recovery import (
+from cluster.coordinator.scheduling.recovery import (
     BACKOFF_INITIAL_S,
     BACKOFF_MAX_S,
     WORKER_LOST_ERRORS,
     bring_back,
     ray_future,
 )
-from cluster.workers.worker import GpuWorker
+from cluster.coordinator.scheduling.runner import JobResult
+from cluster.protocol.cards import CardModel
+from cluster.protocol.errors import ExecutionError
+from cluster.workers.messages import JobReply, JobRequest, WorkerInfo
 
 logger = logging.getLogger(__name__)
 
 READY_TIMEOUT_S = 600.0
 
-__all__ = ["JobDeadlineExceeded", "JobResult", "PoolError", "WorkerPool"]
-
 
 class WorkerPool:
-    def __init__(self, rig: RigConfig, engine: EngineConfig, namespace: str, faults: dict[int, dict]) -> None:
+    def __init__(
+        self, rig: RigConfig, engine: EngineConfig, namespace: str, corrupt_workers: frozenset[int]
+    ) -> None:
         self.rig = rig
         self.engine = engine
         self.namespace = namespace
-        self._faults = faults
-        self._groups: dict[bytes, CardGroup] = {}
+        self._corrupt_workers = corrupt_workers
+        self._groups: dict[CardModel, CardGroup] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._is_shut_down = False
 
@@ -65,27 +65,35 @@ class WorkerPool:
         engine: EngineConfig,
         *,
         namespace: str = "helium",
-        faults: dict[int, dict] | None = None,
+        corrupt_workers: frozenset[int] = frozenset(),
         ready_timeout_s: float = READY_TIMEOUT_S,
     ) -> WorkerPool:
-        """Get or create one worker per GPU (virtual GPU on the CPU rig) and wait until all are up."""
+        """Get or create one worker per GPU (virtual GPU on the CPU rig) and wait until all are up.
+
+        ``corrupt_workers`` (a test fault, ``TestHooks``): indices of workers that return wrong results.
+        """
         if not ray.is_initialized():
             raise PoolError("connect to Ray (ray.init) before WorkerPool.create")
         cards = await discovered_cards(engine) if rig.discover_gpus else virtual_cards(rig, engine)
         slots = plan_slots(cards)
         check_cluster_resources(slots, ray.cluster_resources())
-        pool = cls(rig, engine, namespace, checked_faults(faults or {}, len(slots)))
+        unknown = sorted(corrupt_workers - set(range(len(slots))))
+        if unknown:
+            raise PoolError(f"corrupt_workers names {unknown}; this rig has workers 0..{len(slots) - 1}")
+        pool = cls(rig, engine, namespace, corrupt_workers)
         for slot in slots:
-            group = pool._groups.setdefault(slot.card.key, CardGroup(slot.card, rig.slots_per_gpu))
+            group = pool._groups.setdefault(slot.card, CardGroup(slot.card, rig.slots_per_gpu))
             group.workers.append(WorkerState(slot, pool._spawn(slot)))
         await pool._wait_ready(ready_timeout_s)
         return pool
 
     def _spawn(self, slot: WorkerSlot) -> Any:
+        from cluster.workers.worker import GpuWorker  # the actor's module imports torch: only when needed
+
         options = actor_options(slot, self.rig, self.namespace)
-        fault = self._faults.get(slot.index)
+        is_corrupt = slot.index in self._corrupt_workers
         return GpuWorker.options(**options).remote(
-            slot.card, slot.index, slot.name, self.rig, self.engine, fault
+            slot.card, slot.index, slot.name, self.rig, self.engine, corrupt_results=is_corrupt
         )
 
     async def _wait_ready(self, timeout_s: float) -> None:
@@ -106,28 +114,28 @@ class WorkerPool:
 
     # --- what the coordinator reads ---
 
-    def card_models(self) -> dict[bytes, CardModel]:
-        return {key: group.card for key, group in self._groups.items()}
+    def card_models(self) -> list[CardModel]:
+        return sorted(self._groups, key=lambda card: card.key)
 
-    def num_gpus(self, card_key: bytes) -> int:
-        return len(self._group(card_key).workers)
+    def num_gpus(self, card: CardModel) -> int:
+        return len(self._group(card).workers)
 
-    def num_alive(self, card_key: bytes) -> int:
-        return sum(w.is_alive for w in self._group(card_key).workers)
+    def num_alive(self, card: CardModel) -> int:
+        return sum(w.is_alive for w in self._group(card).workers)
 
-    def worker_ids(self, card_key: bytes) -> list[str]:
-        return [w.worker_id for w in self._group(card_key).workers]
+    def worker_ids(self, card: CardModel) -> list[str]:
+        return [w.worker_id for w in self._group(card).workers]
 
-    async def workers_info(self) -> list[dict[str, Any]]:
-        """Each alive worker's own ``info()`` (card model, index, busy flag, counters)."""
+    async def workers_info(self) -> list[WorkerInfo]:
+        """Each alive worker's own ``info()`` (card model, index, load, counters)."""
         alive = [w for w in self._all_workers() if w.is_alive]
         return list(await asyncio.gather(*(ray_future(w.handle.info.remote()) for w in alive)))
 
-    def _group(self, card_key: bytes) -> CardGroup:
-        if card_key not in self._groups:
-            known = [key.hex()[:8] for key in self._groups]
-            raise KeyError(f"no workers of card model {card_key.hex()[:8]}; this farm has {known}")
-        return self._groups[card_key]
+    def _group(self, card: CardModel) -> CardGroup:
+        if card not in self._groups:
+            known = [c.short_id for c in self._groups]
+            raise KeyError(f"no workers of card model {card.describe()}; this farm has {known}")
+        return self._groups[card]
 
     def _all_workers(self) -> list[WorkerState]:
         return [w for group in self._groups.values() for w in group.workers]
@@ -135,32 +143,23 @@ class WorkerPool:
     # --- jobs ---
 
     async def run_job(
-        self,
-        card_key: bytes,
-        task_type: int,
-        args_json: str,
-        *,
-        deadline: float,
-        model_hint: str | None = None,
+        self, card: CardModel, request: JobRequest, *, deadline_unix_s: float, model_hint: str | None = None
     ) -> JobResult:
-        """Run one task on a worker of ``card_key`` before ``deadline`` (Unix time, seconds)."""
-        return await self._run(self._group(card_key), task_type, args_json, deadline, model_hint, None)
+        """Run one task on a worker of ``card`` before ``deadline_unix_s`` (``time.time()`` seconds)."""
+        return await self._run(self._group(card), request, deadline_unix_s, model_hint, None)
 
-    async def run_job_on(
-        self, worker_id: str, task_type: int, args_json: str, *, deadline: float
-    ) -> JobResult:
+    async def run_job_on(self, worker_id: str, request: JobRequest, *, deadline_unix_s: float) -> JobResult:
         """Run one task on this very worker (the guard compares workers); transient errors retried there."""
         for group in self._groups.values():
             if group.find(worker_id) is not None:
-                return await self._run(group, task_type, args_json, deadline, None, worker_id)
+                return await self._run(group, request, deadline_unix_s, None, worker_id)
         raise KeyError(f"no worker {worker_id!r} in this pool")
 
     async def _run(
         self,
         group: CardGroup,
-        task_type: int,
-        args_json: str,
-        deadline: float,
+        request: JobRequest,
+        deadline_unix_s: float,
         hint: str | None,
         only: str | None,
     ) -> JobResult:
@@ -168,12 +167,12 @@ class WorkerPool:
         while True:
             if self._is_shut_down:
                 raise PoolError("the worker pool is shut down")
-            worker = await group.acquire(deadline, hint, avoid, only)
+            worker = await group.acquire(deadline_unix_s, hint, avoid, only)
             if worker is None:
                 raise group.deadline_error(attempts, last_error)
             attempts += 1
             try:
-                reply = await self._dispatch(group, worker, task_type, args_json, deadline)
+                reply = await self._dispatch(group, worker, request, deadline_unix_s)
             except WORKER_LOST_ERRORS as exc:
                 logger.warning("[pool] worker lost worker=%s attempt=%d: %s", worker.worker_id, attempts, exc)
                 self._mark_lost(group, worker)
@@ -183,31 +182,30 @@ class WorkerPool:
                 logger.warning(
                     "[pool] call failed worker=%s attempt=%d", worker.worker_id, attempts, exc_info=exc
                 )
-                reply = {"ok": False, "error": ExecutionError(f"{type(exc).__name__}: {exc}").to_dict()}
+                reply = JobReply(error=ExecutionError(f"{type(exc).__name__}: {exc}"))
             if reply is None:
                 raise group.deadline_error(attempts, last_error)
-            if reply["ok"]:
-                return JobResult(tuple(reply["files"]), reply["result"], None, worker.worker_id, attempts)
-            error = error_from_dict(reply["error"])
-            if error.is_task_error:
-                return JobResult((), b"", error, worker.worker_id, attempts)
-            logger.info("[pool] retrying worker=%s attempt=%d error=%s", worker.worker_id, attempts, error)
-            last_error, avoid = error, worker.worker_id
-            await asyncio.sleep(max(0.0, min(backoff_s, deadline - time.time())))
+            if reply.error is None or reply.error.is_task_error:
+                return JobResult(reply.files, reply.result, reply.error, worker.worker_id, attempts)
+            logger.info(
+                "[pool] retrying worker=%s attempt=%d error=%s", worker.worker_id, attempts, reply.error
+            )
+            last_error, avoid = reply.error, worker.worker_id
+            await asyncio.sleep(max(0.0, min(backoff_s, deadline_unix_s - time.time())))
             backoff_s = min(2 * backoff_s, BACKOFF_MAX_S)
 
     async def _dispatch(
-        self, group: CardGroup, worker: WorkerState, task_type: int, args_json: str, deadline: float
-    ) -> dict[str, Any] | None:
+        self, group: CardGroup, worker: WorkerState, request: JobRequest, deadline_unix_s: float
+    ) -> JobReply | None:
         """The worker's reply, or None past the deadline (the job runs on; its slot frees when it ends)."""
         handle = worker.handle
-        reply = ray_future(handle.run_job.remote(task_type, args_json))
+        reply = ray_future(handle.run_job.remote(request))
         reply.add_done_callback(lambda done: self._on_reply(group, worker, handle, done))
-        finished, _ = await asyncio.wait({reply}, timeout=max(0.0, deadline - time.time()))
+        finished, _ = await asyncio.wait({reply}, timeout=max(0.0, deadline_unix_s - time.time()))
         return reply.result() if finished else None
 
     def _on_reply(
-        self, group: CardGroup, worker: WorkerState, handle: Any, reply: asyncio.Future[Any]
+        self, group: CardGroup, worker: WorkerState, handle: Any, reply: asyncio.Future[JobReply]
     ) -> None:
         group.release(worker, reply)
         # A late reply from an actor already replaced says nothing about its successor.

@@ -6,6 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from cluster.protocol.task import TaskType
+from cluster.workers.messages import JobRequest
+
 
 def gpt_args_json(
     model: Path | str, *, seed: int = 0, content: str = "Hello, how are you?", **config: Any
@@ -34,3 +37,11 @@ def sd_args_json(model: Path | str, *, steps: int = 2, size: int = 64, num_image
     return json.dumps(
         {"base_model": str(model), "prompt": "a red fox in the snow", "task_config": task_config}
     )
+
+
+def gpt_job(model: Path | str, **kwargs: Any) -> JobRequest:
+    return JobRequest(TaskType.GPT, gpt_args_json(model, **kwargs))
+
+
+def sd_job(model: Path | str, **kwargs: Any) -> JobRequest:
+    return JobRequest(TaskType.SD, sd_args_json(model, **kwargs))

@@ -4,8 +4,8 @@ bytes for the same GPT task.
 Three nodes of one card model must agree bit for bit on a GPT result. A faulty GPU, or a driver or library
 that differs under the same runtime tag, would otherwise get the farm's slots slashed one task at a time.
 So before a group joins, every worker runs the same reference tasks (greedy and seeded sampling) and the
-result bytes are compared. The coordinator also pauses a group when two of its own slots disagree on one
-task (``results_disagree``).
+result bytes are compared. The round driver also pauses a card model when two of the farm's own slots
+disagree on one task (``cluster.coordinator.rounds``).
 """
 
 from __future__ import annotations
@@ -17,9 +17,11 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from cluster.coordinator.scheduling.pool import WorkerPool
+from cluster.coordinator.scheduling.runner import JobDeadlineExceeded
+from cluster.protocol.cards import CardModel
 from cluster.protocol.task import TaskType
-from cluster.workers.jobs import JobDeadlineExceeded
-from cluster.workers.pool import WorkerPool
+from cluster.workers.messages import JobRequest
 
 REFERENCE_PROMPT = "Say hello to the Helium network in one short sentence."
 REFERENCE_SAMPLING_SEED = 4242
@@ -52,7 +54,7 @@ class GroupCheck:
 
 
 def results_disagree(results: Mapping[str, bytes]) -> bool:
-    """True when the slots of one card model returned different GPT result bytes."""
+    """True when the workers of one card model returned different GPT result bytes."""
     return len(set(results.values())) > 1
 
 
@@ -67,13 +69,15 @@ def odd_ones_out(results: Mapping[str, bytes]) -> list[str]:
 
 
 async def _run_reference(
-    pool: WorkerPool, worker_id: str, tasks: Sequence[str], deadline: float
+    pool: WorkerPool, worker_id: str, tasks: Sequence[str], deadline_unix_s: float
 ) -> bytes | str:
     """The worker's concatenated result bytes, or why it could not produce them."""
     results = []
     for args_json in tasks:
         try:
-            job = await pool.run_job_on(worker_id, TaskType.GPT, args_json, deadline=deadline)
+            job = await pool.run_job_on(
+                worker_id, JobRequest(TaskType.GPT, args_json), deadline_unix_s=deadline_unix_s
+            )
         except JobDeadlineExceeded as exc:
             return str(exc)
         if job.error is not None:
@@ -84,20 +88,19 @@ async def _run_reference(
 
 async def check_group(
     pool: WorkerPool,
-    card_key: bytes,
+    card: CardModel,
     reference_args_json: str | Sequence[str],
     *,
     timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> GroupCheck:
-    """Run the reference GPT task(s) on every worker of ``card_key`` and compare the result bytes."""
+    """Run the reference GPT task(s) on every worker of ``card`` and compare the result bytes."""
     tasks = [reference_args_json] if isinstance(reference_args_json, str) else list(reference_args_json)
-    card = pool.card_models()[card_key]
-    worker_ids = pool.worker_ids(card_key)
-    deadline = time.time() + timeout_s
-    outcomes = await asyncio.gather(*(_run_reference(pool, w, tasks, deadline) for w in worker_ids))
+    worker_ids = pool.worker_ids(card)
+    deadline_unix_s = time.time() + timeout_s
+    outcomes = await asyncio.gather(*(_run_reference(pool, w, tasks, deadline_unix_s) for w in worker_ids))
     results = {w: o for w, o in zip(worker_ids, outcomes, strict=True) if isinstance(o, bytes)}
     failures = {w: o for w, o in zip(worker_ids, outcomes, strict=True) if isinstance(o, str)}
-    where = f"card model {card.short_id} ({card.gpu_name}, {card.vram_gb} GB, {card.runtime})"
+    where = f"card model {card.describe()}"
     if failures:
         named = "; ".join(f"{w}: {why}" for w, why in sorted(failures.items()))
         return GroupCheck(False, results, f"{where}: workers could not run the reference tasks: {named}")

@@ -1,0 +1,201 @@
+"""The Task contract's events as typed values: the one decoder the coordinator, the relay and the
+application client read the chain through.
+
+``task_event(chain_event)`` turns a decoded log (``cluster.chain.events.ChainEvent``, whose ``args`` carry
+the ABI's names) into one of the frozen classes below, or None for an event no consumer needs (the
+owner's settings, the wiring). The three per-node settlement events become one class,
+``TaskNodeSettled``, whose ``outcome`` says which it was. Every typed event keeps its source as ``raw``:
+the bridge shows chain events to its users under their ABI names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, ClassVar
+
+from cluster.chain.contracts import AbortReason, Events
+from cluster.chain.events import ChainEvent
+from cluster.protocol.task import TaskType
+
+
+class NodeOutcome(StrEnum):
+    """How one selected node left a task (TaskNodeSuccess, TaskNodeSlashed, TaskNodeCancelled)."""
+
+    PAID = "paid"
+    SLASHED = "slashed"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskEvent:
+    """What every Task event has: the task it is about and where it stands in the chain."""
+
+    NAME: ClassVar[str] = ""
+    task_id: int
+    block_number: int
+    log_index: int
+    raw: ChainEvent = field(repr=False, compare=False)
+
+    @property
+    def name(self) -> str:
+        """The event's name in the contract's ABI."""
+        return self.NAME
+
+    @property
+    def position(self) -> tuple[int, int]:
+        return self.block_number, self.log_index
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskPending(TaskEvent):
+    NAME: ClassVar[str] = Events.TASK_PENDING
+    task_type: TaskType
+    creator: str
+    task_hash: bytes
+    vram_limit: int
+    cap: int
+    fee_wei: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskStarted(TaskEvent):
+    NAME: ClassVar[str] = Events.TASK_STARTED
+    task_type: TaskType
+    creator: str
+    node: str  # the selected node
+    task_hash: bytes
+    round: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CommitmentSubmitted(TaskEvent):
+    NAME: ClassVar[str] = Events.TASK_RESULT_COMMITMENT_SUBMITTED
+    round: int
+    node: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ErrorReported(TaskEvent):
+    NAME: ClassVar[str] = Events.TASK_ERROR_REPORTED
+    round: int
+    node: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CommitmentsReady(TaskEvent):
+    NAME: ClassVar[str] = Events.TASK_RESULT_COMMITMENTS_READY
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResultDisclosed(TaskEvent):
+    NAME: ClassVar[str] = Events.TASK_RESULT_DISCLOSED
+    round: int
+    node: str
+    result: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskSuccess(TaskEvent):
+    NAME: ClassVar[str] = Events.TASK_SUCCESS
+    result: bytes
+    result_node: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResultUploaded(TaskEvent):
+    NAME: ClassVar[str] = Events.TASK_RESULT_UPLOADED
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskAborted(TaskEvent):
+    NAME: ClassVar[str] = Events.TASK_ABORTED
+    reason: str  # as emitted: one of AbortReason's values on today's contracts
+
+    @property
+    def is_cancel(self) -> bool:
+        """Cancelled past its deadline (or while queued), as opposed to decided without a result."""
+        return self.reason == AbortReason.CANCELLED
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskNodeSettled(TaskEvent):
+    """One selected node's part of a task ended: paid its share, slashed, or cancelled."""
+
+    outcome: NodeOutcome
+    node: str
+    fee_wei: int  # paid to the node; 0 unless PAID
+
+    @property
+    def name(self) -> str:
+        return _SETTLEMENT_NAMES[self.outcome]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FeeRefunded(TaskEvent):
+    NAME: ClassVar[str] = Events.TASK_FEE_REFUNDED
+    creator: str
+    amount_wei: int
+
+
+_SETTLEMENT_NAMES = {
+    NodeOutcome.PAID: Events.TASK_NODE_SUCCESS,
+    NodeOutcome.SLASHED: Events.TASK_NODE_SLASHED,
+    NodeOutcome.CANCELLED: Events.TASK_NODE_CANCELLED,
+}
+
+_Builder = Callable[[dict[str, Any]], dict[str, Any]]
+_BUILDERS: dict[str, tuple[type[TaskEvent], _Builder]] = {
+    Events.TASK_PENDING: (TaskPending, lambda a: {
+        "task_type": TaskType(a["taskType"]), "creator": a["creator"], "task_hash": bytes(a["taskHash"]),
+        "vram_limit": a["vramLimit"], "cap": a["cap"], "fee_wei": a["fee"],
+    }),
+    Events.TASK_STARTED: (TaskStarted, lambda a: {
+        "task_type": TaskType(a["taskType"]), "creator": a["creator"], "node": a["selectedNode"],
+        "task_hash": bytes(a["taskHash"]), "round": a["round"],
+    }),
+    Events.TASK_RESULT_COMMITMENT_SUBMITTED: (CommitmentSubmitted, lambda a: {
+        "round": a["round"], "node": a["node"],
+    }),
+    Events.TASK_ERROR_REPORTED: (ErrorReported, lambda a: {"round": a["round"], "node": a["node"]}),
+    Events.TASK_RESULT_COMMITMENTS_READY: (CommitmentsReady, lambda a: {}),
+    Events.TASK_RESULT_DISCLOSED: (ResultDisclosed, lambda a: {
+        "round": a["round"], "node": a["node"], "result": bytes(a["result"]),
+    }),
+    Events.TASK_SUCCESS: (TaskSuccess, lambda a: {
+        "result": bytes(a["result"]), "result_node": a["resultNode"],
+    }),
+    Events.TASK_RESULT_UPLOADED: (ResultUploaded, lambda a: {}),
+    Events.TASK_ABORTED: (TaskAborted, lambda a: {"reason": a["reason"]}),
+    Events.TASK_NODE_SUCCESS: (TaskNodeSettled, lambda a: {
+        "outcome": NodeOutcome.PAID, "node": a["node"], "fee_wei": a["fee"],
+    }),
+    Events.TASK_NODE_SLASHED: (TaskNodeSettled, lambda a: {
+        "outcome": NodeOutcome.SLASHED, "node": a["node"], "fee_wei": 0,
+    }),
+    Events.TASK_NODE_CANCELLED: (TaskNodeSettled, lambda a: {
+        "outcome": NodeOutcome.CANCELLED, "node": a["node"], "fee_wei": 0,
+    }),
+    Events.TASK_FEE_REFUNDED: (FeeRefunded, lambda a: {"creator": a["creator"], "amount_wei": a["amount"]}),
+}  # fmt: skip
+
+
+def task_event(event: ChainEvent) -> TaskEvent | None:
+    """The typed form of a Task contract event; None for events that are not about one task."""
+    known = _BUILDERS.get(event.name) if event.contract == "Task" else None
+    if known is None:
+        return None
+    cls, fields = known
+    return cls(
+        task_id=event.args["taskId"],
+        block_number=event.block_number,
+        log_index=event.log_index,
+        raw=event,
+        **fields(event.args),
+    )
+
+
+def task_events(events: list[ChainEvent]) -> list[TaskEvent]:
+    """The typed Task events of a page, in its (chain) order."""
+    return [typed for event in events if (typed := task_event(event)) is not None]

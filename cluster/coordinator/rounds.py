@@ -1,0 +1,215 @@
+"""One round of a task for one of the farm's nodes, driven step by step; each step safe to replay.
+
+    SELECTED --execute--> EXECUTED --commit--> COMMITTED --disclose--> DISCLOSED --chosen--> UPLOADING
+       \\--task invalid--> ERROR_FOUND --report_error--> DISCLOSED        events --> DONE (paid, ...)
+
+Each handler is named by what it does. A step writes what it produced to the store before the transaction
+that depends on it goes out (result, nonce and files before the commitment) and sends under an idempotency
+key, so a crash at any point replays to the same transactions. Steps that wait for the chain (all
+commitments in, the decision) return False and are woken by the chain watch. Past the deadline the node
+cancels the task. The chain's events, applied by ``ChainWatch``, end every round (``Step.DONE``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+import httpx
+from eth_account.signers.local import LocalAccount
+
+from cluster.chain.revert import ContractRevert
+from cluster.coordinator.chain_ops import ChainOps
+from cluster.coordinator.clock import ChainClock
+from cluster.coordinator.failures import ArgumentsMismatch
+from cluster.coordinator.nodes import NodeSet, pause_all
+from cluster.coordinator.scheduling.runner import JobRunner
+from cluster.coordinator.store import NodeTask, Step, TaskStore
+from cluster.protocol.errors import TaskExecutionError
+from cluster.protocol.hashes import new_nonce, task_hash
+from cluster.protocol.results import results_match
+from cluster.protocol.task import parse_task_args, task_model
+from cluster.relay import RelayClient
+from cluster.test_hooks import NO_HOOKS, TestHooks, corrupt_result
+from cluster.workers.messages import JobRequest
+
+log = logging.getLogger(__name__)
+
+
+class RoundDriver:
+    """Takes the next step of any round of the farm's nodes. Owns no loop: the coordinator calls
+    ``advance`` whenever a round may move (a chain event, a poll, a retry)."""
+
+    def __init__(
+        self, store: TaskStore, ops: ChainOps, pool: JobRunner, nodes: NodeSet, clock: ChainClock, *,
+        relay_url: str, http: httpx.AsyncClient, guard_own_results: bool = True, hooks: TestHooks = NO_HOOKS,
+    ):  # fmt: skip
+        self.store = store
+        self.ops = ops
+        self.pool = pool
+        self.nodes = nodes
+        self.clock = clock
+        self.guard_own_results = guard_own_results
+        self.hooks = hooks
+        self._relay_url = relay_url
+        self._http = http
+        self._relays: dict[str, RelayClient] = {}
+        self._paused_on_chain: set[bytes] = set()  # card models whose nodes this process paused
+        self._handlers: dict[Step, Callable[[NodeTask], Awaitable[bool]]] = {
+            Step.SELECTED: self._execute,
+            Step.EXECUTED: self._commit,
+            Step.ERROR_FOUND: self._report_error,
+            Step.COMMITTED: self._disclose,
+            Step.DISCLOSED: self._await_decision,
+            Step.UPLOADING: self._upload,
+        }
+
+    async def advance(self, task: NodeTask) -> bool:
+        """Take the next step of ``task``; True when it moved, False when it waits for the chain."""
+        if task.step is Step.DONE:
+            return False
+        past_deadline = self.clock.is_past(task.deadline_chain_s)
+        if past_deadline and (task.step is not Step.UPLOADING or task.failure is not None):
+            return await self._cancel(task)
+        if task.failure is not None:
+            return False  # a final failure: the chain's events or the deadline's cancel end this round
+        return await self._handlers[task.step](task)
+
+    # -- the steps ------------------------------------------------------------------------------------------
+
+    async def _execute(self, task: NodeTask) -> bool:
+        deadline_chain_s = await self.ops.task_deadline_chain_s(task.task_id)
+        if deadline_chain_s is None:  # ended before we got to it (cancelled, or decided without us)
+            self.store.patch(task.task_id, task.round, step=Step.DONE)
+            return True
+        if deadline_chain_s != task.deadline_chain_s:
+            self.store.patch(task.task_id, task.round, deadline_chain_s=float(deadline_chain_s))
+        args_json = task.args_json or await self._fetch_args(task, float(deadline_chain_s))
+        try:
+            args = parse_task_args(task.task_type, args_json)
+        except TaskExecutionError as exc:  # arguments the relay took but a node must refuse
+            return self._found_error(task, exc)
+        job = await self.pool.run_job(
+            self.nodes[task.node].card, JobRequest(task.task_type, args_json),
+            deadline_unix_s=self.clock.to_unix_s(deadline_chain_s), model_hint=task_model(args),
+        )  # fmt: skip
+        if job.error is not None:  # the pool returns only task errors; transient ones it retried
+            return self._found_error(task, job.error)
+        files, result = list(job.files), job.result
+        if self.nodes[task.node].index in self.hooks.corrupt_slots:
+            files, result = corrupt_result(task.task_type, files)
+        self.store.write_files(task.task_id, task.round, files)
+        # result, nonce and files on disk before the commitment can be sent
+        self.store.patch(
+            task.task_id,
+            task.round,
+            step=Step.EXECUTED,
+            result=result,
+            nonce=new_nonce(),
+            num_files=len(files),
+        )
+        log.info("[coordinator] executed task=%d round=%d node=%s", task.task_id, task.round, task.node)
+        return True
+
+    async def _fetch_args(self, task: NodeTask, deadline_chain_s: float) -> str:
+        relay = self._relay_for(task.node)
+        args_json = await relay.get_args(
+            task.task_id, wait_s=max(1.0, self.clock.seconds_left(deadline_chain_s))
+        )
+        if task_hash(args_json) != task.task_hash:  # the relay checks this too; never run unverified args
+            raise ArgumentsMismatch(f"task {task.task_id}: the relay's arguments do not hash to the taskHash")
+        self.store.patch(task.task_id, task.round, args_json=args_json)
+        return args_json
+
+    def _found_error(self, task: NodeTask, error: TaskExecutionError) -> bool:
+        log.warning(
+            "[coordinator] task error task=%d round=%d code=%s message=%s",
+            task.task_id, task.round, error.code.value, error.message,
+        )  # fmt: skip
+        self.store.patch(
+            task.task_id, task.round, step=Step.ERROR_FOUND, error=f"{error.code.value}: {error.message}"
+        )
+        return True
+
+    async def _commit(self, task: NodeTask) -> bool:
+        assert task.result is not None and task.nonce is not None
+        self.hooks.reached("before_commit", task.task_id, task.round)
+        await self.ops.commit(self._account(task), task.task_id, task.round, task.result, task.nonce)
+        self.hooks.reached("after_commit", task.task_id, task.round)
+        self.store.patch(task.task_id, task.round, step=Step.COMMITTED)
+        return True
+
+    async def _report_error(self, task: NodeTask) -> bool:
+        await self.ops.report_error(self._account(task), task.task_id, task.round)
+        # an error report is the commitment and the disclosure at once
+        self.store.patch(task.task_id, task.round, step=Step.DISCLOSED)
+        return True
+
+    async def _disclose(self, task: NodeTask) -> bool:
+        if not task.commitments_ready:
+            return False
+        if self.guard_own_results and await self._own_results_disagree(task):
+            return False  # nothing of ours is disclosed; the task is cancelled at its deadline
+        assert task.result is not None and task.nonce is not None
+        await self.ops.disclose(self._account(task), task.task_id, task.round, task.result, task.nonce)
+        self.hooks.reached("after_disclose", task.task_id, task.round)
+        self.store.patch(task.task_id, task.round, step=Step.DISCLOSED)
+        return True
+
+    async def _await_decision(self, task: NodeTask) -> bool:
+        if not task.is_result_node:
+            return False  # settled, slashed or aborted by events
+        self.store.patch(task.task_id, task.round, step=Step.UPLOADING)
+        return True
+
+    async def _upload(self, task: NodeTask) -> bool:
+        files = self.store.read_files(task.task_id, task.round)
+        self.hooks.reached("before_upload", task.task_id, task.round)
+        wait_s = max(1.0, self.clock.seconds_left(task.deadline_chain_s))
+        await self._relay_for(task.node).upload_results(task.task_id, files, wait_s=wait_s)
+        self.hooks.reached("after_upload", task.task_id, task.round)
+        await self.ops.report_uploaded(self._account(task), task.task_id, task.round)
+        log.info("[coordinator] results uploaded task=%d node=%s", task.task_id, task.node)
+        return False  # TaskNodeSuccess marks it done
+
+    async def _cancel(self, task: NodeTask) -> bool:
+        try:
+            await self.ops.cancel(self._account(task), task.task_id)
+        except ContractRevert as exc:
+            if await self.ops.task_deadline_chain_s(task.task_id) is not None:
+                raise  # still running: a real refusal (e.g. the deadline by chain time not yet passed)
+            log.info("[coordinator] task already ended task=%d (%s)", task.task_id, exc.name)
+        return False  # TaskAborted / TaskNodeCancelled mark it done
+
+    # -- the guard: the farm's own slots must agree before any of them discloses ------------------------
+
+    async def _own_results_disagree(self, task: NodeTask) -> bool:
+        assert task.result is not None
+        siblings = {
+            t.round: t.result for t in self.store.of_task(task.task_id) if t.round != task.round and t.result
+        }
+        if all(results_match(task.task_type, task.result, other) for other in siblings.values()):
+            return False
+        card = self.nodes[task.node].card
+        rounds = sorted([task.round, *siblings])
+        reason = (
+            f"the farm's own slots disagree on task {task.task_id} (rounds {rounds}); card model "
+            f"{card.describe()} paused, nothing disclosed; `python -m cluster resume-card {card.short_id}` "
+            "once the card is fixed"
+        )
+        if self.store.pause_card(card.key, reason):  # durable before the chain hears of it
+            log.error("[coordinator] ALERT %s", reason)
+        if card.key not in self._paused_on_chain:
+            await pause_all(self.ops, self.nodes.of_card(card))
+            self._paused_on_chain.add(card.key)
+        return True
+
+    # -- plumbing ----------------------------------------------------------------------------------------
+
+    def _account(self, task: NodeTask) -> LocalAccount:
+        return self.nodes[task.node].account
+
+    def _relay_for(self, node: str) -> RelayClient:
+        if node not in self._relays:
+            self._relays[node] = RelayClient(self._relay_url, self.nodes[node].account, http=self._http)
+        return self._relays[node]

@@ -1,0 +1,98 @@
+"""Every environment variable the project reads or sets, with its default and what it is for.
+
+Code reads a variable through its entry here (``envs.LOG_LEVEL.get()``), never through a string of its
+own; the Hydra files that read one (``${oc.env:...}``) name it as listed here, and a test checks that no
+variable is read anywhere that this module does not list.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class EnvVar:
+    name: str
+    default: str | None
+    doc: str
+
+    def get(self) -> str | None:
+        """The value in this process's environment, or the default."""
+        return os.environ.get(self.name, self.default)
+
+    def require(self) -> str:
+        """The value; a clear error naming the variable when it is unset."""
+        value = self.get()
+        if not value:
+            raise KeyError(f"set the environment variable {self.name}: {self.doc}")
+        return value
+
+
+# -- the farm (python -m cluster) ------------------------------------------------------------------------
+STATE_DIR = EnvVar(
+    "HELIUM_STATE_DIR", ".helium", "the coordinator's durable state (conf/config.yaml: state_dir)"
+)
+MODEL_CACHE = EnvVar(
+    "HELIUM_MODEL_CACHE",
+    "~/.cache/helium/models",
+    "the model cache shared by a host's workers (conf/rig/cpu-devnet.yaml: rig.model_cache_dir)",
+)
+OPERATOR_MNEMONIC = EnvVar(
+    "HELIUM_OPERATOR_MNEMONIC",
+    None,
+    "the operator's BIP-39 mnemonic, the farm's only secret (its name is network.operator.mnemonic_env)",
+)
+KEYSTORE_PASSWORD = EnvVar(
+    "HELIUM_KEYSTORE_PASSWORD",
+    None,
+    "the password of network.operator.keystore_path (its name is network.operator.keystore_password_env)",
+)
+LOG_LEVEL = EnvVar("HELIUM_LOG_LEVEL", "WARNING", "log level of the coordinator actor and the devnet")
+RUNTIME_TAG = EnvVar(
+    "HELIUM_RUNTIME_TAG",
+    None,
+    "the runtime tag `python -m cluster.workers.gpu` declares (default: the text engine's own tag)",
+)
+
+# -- network=public (conf/network/public.yaml): every endpoint from the environment -----------------------
+NETWORK_NAME = EnvVar("HELIUM_NETWORK_NAME", "public", "a name for the network in logs and status")
+RPC_URL = EnvVar("HELIUM_RPC_URL", None, "the chain's JSON-RPC endpoint")
+CHAIN_ID = EnvVar("HELIUM_CHAIN_ID", None, "the chain id the RPC must answer")
+DEPLOYMENT_FILE = EnvVar("HELIUM_DEPLOYMENT_FILE", None, "the deployment JSON (addresses, first block)")
+RELAY_URL = EnvVar("HELIUM_RELAY_URL", None, "the relay's base URL")
+
+# -- the bridge and the devnet -----------------------------------------------------------------------------
+BRIDGE_PORT = EnvVar("HELIUM_BRIDGE_PORT", "8090", "the devnet bridge's port (its chat page and API)")
+BRIDGE_API_KEYS = EnvVar(
+    "HELIUM_BRIDGE_API_KEYS", "", "comma-separated API keys of `python -m network.bridge`"
+)
+BRIDGE_PRIVATE_KEY = EnvVar(
+    "HELIUM_BRIDGE_PRIVATE_KEY", None, "the private key of the wallet `python -m network.bridge` pays from"
+)
+
+# -- tests ---------------------------------------------------------------------------------------------
+UPDATE_SCREENSHOT = EnvVar(
+    "HELIUM_UPDATE_SCREENSHOT", None, "1: the browser test refreshes docs/chat-page.png"
+)
+KUBERAY_CRDS = EnvVar(
+    "HELIUM_KUBERAY_CRDS", None, "the KubeRay CRDs the manifest tests validate against (default ../shared)"
+)
+ANVIL_BIN = EnvVar("ANVIL_BIN", None, "an anvil binary (default: the contracts' npm tools, then PATH)")
+
+# -- other software's variables that the project reads or sets ---------------------------------------------
+RAY_ADDRESS = EnvVar(
+    "RAY_ADDRESS", None, "the Ray cluster to join (set by `ray job submit`); unset: start a local one"
+)
+HF_HUB_OFFLINE = EnvVar("HF_HUB_OFFLINE", "0", "1: the model store never reaches the hub")
+CUBLAS_WORKSPACE_CONFIG = EnvVar(
+    "CUBLAS_WORKSPACE_CONFIG", None, "set by the workers' deterministic mode before CUDA starts"
+)
+CUDA_DEVICE_ORDER = EnvVar(
+    "CUDA_DEVICE_ORDER", None, "set to PCI_BUS_ID by GPU workers so CUDA numbers GPUs as NVML does"
+)
+VLLM_BATCH_INVARIANT = EnvVar(
+    "VLLM_BATCH_INVARIANT", None, "set to 1 by the vLLM engine before vLLM is imported"
+)
+
+ALL: tuple[EnvVar, ...] = tuple(value for value in globals().values() if isinstance(value, EnvVar))

@@ -1,0 +1,59 @@
+"""The card model (PROTOCOL.md, Nodes): the full GPU product name, the VRAM in GB and the runtime tag.
+
+Only nodes of one card model share a GPT task, so every part that handles one (the chain's join, the
+coordinator's node slots, the worker pool's groups, the Ray resources that place workers) uses this one
+type, never a tuple or raw key bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cluster.protocol.hashes import card_model_key
+
+CARD_RESOURCE_PREFIX = "card:"
+
+
+@dataclass(frozen=True, slots=True)
+class CardModel:
+    gpu_name: str  # the driver's full product name, e.g. "NVIDIA H100 80GB HBM3"
+    vram_gb: int  # ceil(MiB / 1024)
+    runtime: str  # the software that determines GPT numerics, e.g. "transformers-5.1.0-torch-2.13.0"
+
+    @property
+    def key(self) -> bytes:
+        """The on-chain card model key: keccak256(abi.encode(gpuName, gpuVramGB, runtime))."""
+        return card_model_key(self.gpu_name, self.vram_gb, self.runtime)
+
+    @property
+    def short_id(self) -> str:
+        """Eight hex digits of the key: enough to tell a farm's card models apart in names and logs."""
+        return self.key.hex()[:8]
+
+    @property
+    def join_args(self) -> tuple[str, int, str]:
+        """The arguments of ``Node.join(gpuName, gpuVramGB, runtime)``."""
+        return self.gpu_name, self.vram_gb, self.runtime
+
+    @property
+    def resource_name(self) -> str:
+        """The custom Ray resource that places this card model's workers (Ray's own accelerator type
+        merges SKUs such as H100 SXM and PCIe).
+
+        NOTE: Ray resource names must be plain strings; the product name has spaces and the runtime tag
+        dots, so the resource is named by the key instead (64 bits: no collision within one farm).
+        """
+        return CARD_RESOURCE_PREFIX + self.key.hex()[:16]
+
+    def describe(self) -> str:
+        return f"{self.short_id} ({self.gpu_name}, {self.vram_gb} GB, {self.runtime})"
+
+    def matches(self, key_text: str) -> bool:
+        """True when ``key_text`` is this card's key or a prefix of it (see ``key_matches``)."""
+        return key_matches(self.key, key_text)
+
+
+def key_matches(key: bytes, key_text: str) -> bool:
+    """True when ``key_text`` (hex, with or without 0x, at least 4 digits) is ``key`` or a prefix of it."""
+    text = key_text.lower().removeprefix("0x")
+    return len(text) >= 4 and key.hex().startswith(text)

@@ -1,0 +1,34 @@
+"""The test hooks' one corruption fake: a consistent result (it hashes from the files) that is wrong."""
+
+from __future__ import annotations
+
+import io
+import json
+
+from PIL import Image
+
+from cluster.protocol.hashes import gpt_result
+from cluster.protocol.phash import sd_result, sd_results_match
+from cluster.protocol.task import TaskType
+from cluster.test_hooks import NO_HOOKS, TestHooks, corrupt_result
+
+
+def test_corrupt_result_is_consistent_but_wrong() -> None:
+    response = {"model": "m", "choices": [{"message": {"role": "assistant", "content": "hi"}}], "usage": {}}
+    honest = json.dumps(response).encode()
+    files, result = corrupt_result(TaskType.GPT, [honest])
+    assert result == gpt_result(files[0]) != gpt_result(honest)
+    assert json.loads(files[0])["choices"][0]["message"]["content"] == "ih [corrupt]"
+
+    buffer = io.BytesIO()
+    Image.linear_gradient("L").convert("RGB").save(buffer, format="PNG")
+    files, result = corrupt_result(TaskType.SD, [buffer.getvalue()])
+    assert Image.open(io.BytesIO(files[0])).size == (256, 256)
+    assert result == sd_result(files) and not sd_results_match(result, sd_result([buffer.getvalue()]))
+
+
+def test_checkpoints_reach_only_a_set_hook() -> None:
+    reached: list[tuple[str, int, int]] = []
+    NO_HOOKS.reached("before_commit", 1, 0)  # production: nothing happens
+    TestHooks(checkpoint=lambda *point: reached.append(point)).reached("after_commit", 7, 2)
+    assert reached == [("after_commit", 7, 2)]
