@@ -94,5 +94,12 @@ CUDA_DEVICE_ORDER = EnvVar(
 VLLM_BATCH_INVARIANT = EnvVar(
     "VLLM_BATCH_INVARIANT", None, "set to 1 by the vLLM engine before vLLM is imported"
 )
+HF_HUB_DISABLE_PROGRESS_BARS = EnvVar(
+    "HF_HUB_DISABLE_PROGRESS_BARS", None, "1 (set by the tests): no download progress bars in their output"
+)
+TOKENIZERS_PARALLELISM = EnvVar(
+    "TOKENIZERS_PARALLELISM", None, "false (set by the tests): tokenizers' threads off in forked workers"
+)
+HOME = EnvVar("HOME", None, "the default model cache lies under it (~/.cache/helium/models)")
 
 ALL: tuple[EnvVar, ...] = tuple(value for value in globals().values() if isinstance(value, EnvVar))

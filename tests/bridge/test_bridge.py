@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import io
-import os
 import shutil
 import time
 from pathlib import Path
@@ -16,6 +15,7 @@ import pytest
 from eth_account import Account
 from PIL import Image
 
+from cluster import envs
 from tests.bridge.conftest import FUNDER, KEY, LIMITED_KEY, SECOND_WALLET, World
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -169,5 +169,5 @@ def test_the_chat_page_in_headless_chromium(bridge, tmp_path):
         finally:
             browser.close()
     assert shot.read_bytes().startswith(b"\x89PNG")
-    if os.environ.get("HELIUM_UPDATE_SCREENSHOT"):  # refresh docs/chat-page.png on request, not on every run
+    if envs.UPDATE_SCREENSHOT.get():  # refresh docs/chat-page.png on request, not on every run
         shutil.copy(shot, DOCS / "chat-page.png")

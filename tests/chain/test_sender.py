@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -312,3 +313,44 @@ def test_an_out_of_gas_revert_is_signed_again_with_more_gas(w3: Web3, anvil, pro
     # one or more out-of-gas transactions (each retry doubles the gas), then the one that went through
     assert sent.nonce > start and nonce_of(w3, account) == sent.nonce + 1
     assert sent.gas_used > 30_000
+
+
+def test_a_transaction_reorged_out_before_its_confirmations_is_sent_again_once(
+    w3: Web3, anvil, probe, tmp_path
+):
+    from tests.chain.mining import BlockMiner
+
+    account = KEYS.node(3)
+    saw_receipt, reorged = threading.Event(), []
+
+    class WatchedSender(TxSender):  # tells the miner when the sender holds the receipt it will lose
+        async def _confirmed(self, entry: JournalEntry, receipt: dict[str, Any]) -> Any:
+            saw_receipt.set()
+            return await super()._confirmed(entry, receipt)
+
+    def drop_our_block(number: int) -> None:  # on the miner's thread: nothing is mined meanwhile
+        if not reorged and account.address in miner.senders_in(number):
+            assert saw_receipt.wait(60), "the sender never saw its receipt"
+            miner.reorg(1)
+            reorged.append(number)
+
+    async def scenario() -> SentTx:
+        config = SenderConfig(**FAST, confirmations=3)
+        sender = WatchedSender(connect(anvil.rpc_url), TxJournal(tmp_path / "j.db"), [probe.abi], config)
+        try:
+            return await sender.send(account, bump(probe, 7), key="bump:reorged")
+        finally:
+            sender.journal.close()
+            await sender.rpc.w3.provider.disconnect()
+
+    with BlockMiner(w3, on_block=drop_our_block) as miner:
+        sent = run(scenario)
+        head = w3.eth.block_number
+    journal = TxJournal(tmp_path / "j.db")
+    entry = journal.get("bump:reorged")
+    journal.close()
+    assert reorged, "the transaction was never mined"
+    assert probe.functions.bumpsByTag(7).call() == 1  # the state change happened once
+    assert entry is not None and entry.tx_hashes == [sent.tx_hash]  # the same signed bytes, sent again
+    assert sent.block_number > reorged[0] and head >= sent.block_number + 3  # confirmed where it stayed
+    assert w3.eth.get_transaction_receipt(sent.tx_hash)["blockNumber"] == sent.block_number

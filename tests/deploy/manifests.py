@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import functools
 import json
-import os
 import shlex
 import shutil
 import subprocess
@@ -16,12 +15,14 @@ import pytest
 import yaml
 from jsonschema import Draft7Validator
 
+from cluster import envs
+
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "k8s"
 OVERLAYS = sorted(p.name for p in (K8S / "overlays").iterdir() if (p / "kustomization.yaml").exists())
 KUSTOMIZATIONS = ["base", *(f"overlays/{name}" for name in OVERLAYS)]
 # CI keeps ../shared beside the clone; HELIUM_KUBERAY_CRDS points elsewhere.
-CRD_DIR = Path(os.environ.get("HELIUM_KUBERAY_CRDS", REPO.parent / "shared/k8s/kuberay-crds-v1.7.0"))
+CRD_DIR = Path(envs.KUBERAY_CRDS.get() or REPO.parent / "shared/k8s/kuberay-crds-v1.7.0")
 CRD_FILES = {"RayCluster": "ray.io_rayclusters.yaml", "RayJob": "ray.io_rayjobs.yaml"}
 
 

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from cluster.workers.gpu import CardModel
+from cluster.protocol.cards import CardModel
 from tests.deploy.manifests import K8S, REPO, one
 
 DOCKERFILE = (REPO / "Dockerfile").read_text()

@@ -15,8 +15,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from cluster.config import ClusterConfig, load_config
+from cluster.protocol.cards import CARD_RESOURCE_PREFIX, CardModel
 from cluster.workers.engines.text_vllm import VllmTextEngine
-from cluster.workers.gpu import CARD_RESOURCE_PREFIX, CardModel
 from cluster.workers.models.cache import ModelCache
 from cluster.workers.models.store import ModelStore
 from tests.deploy.manifests import (
