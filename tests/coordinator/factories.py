@@ -1,16 +1,29 @@
-"""Coordinator settings for tests: the session's chain and contracts, a relay, three slots of one card."""
+"""The coordinator tests' world: settings on the session's chain and contracts with a relay and three
+slots of one card model, an application that creates GPT tasks, and a coordinator to run until done."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+from eth_account import Account
+
+from cluster.chain.accounts import OperatorKeys
+from cluster.chain.anvil import DEV_MNEMONIC
+from cluster.chain.contracts import TaskType
 from cluster.chain.deploy import Deployment
 from cluster.chain.sender import SenderConfig
 from cluster.config import ChainEndpoints
-from cluster.coordinator.coordinator import CoordinatorSettings
+from cluster.coordinator.coordinator import Coordinator, CoordinatorSettings
+from cluster.coordinator.scheduling.runner import JobRunner
 from cluster.protocol.cards import CardModel
+from cluster.protocol.hashes import task_hash
+from cluster.relay import RelayClient
 
 CARD = CardModel("Devnet Virtual Card A", 8, "transformers-test")
 FAST = SenderConfig(poll_interval_s=0.05, receipt_timeout_s=20.0)
@@ -39,3 +52,66 @@ def coordinator_settings(
         endpoints=endpoints(rpc_url, deployment, relay_url, confirmations=confirmations),
         state_dir=state_dir, cards=cards, poll_interval_s=0.05, sender=FAST, **kwargs,
     )  # fmt: skip
+
+
+Account.enable_unaudited_hdwallet_features()
+APP = Account.from_mnemonic(DEV_MNEMONIC, account_path="m/44'/60'/0'/0/12")
+FUNDER = Account.from_mnemonic(DEV_MNEMONIC, account_path="m/44'/60'/0'/0/13")
+
+
+def gpt_args(model: Path, seed: int = 1, **config) -> str:
+    generation = {"max_new_tokens": 6, "do_sample": True, "temperature": 0.8, **config}
+    messages = [{"role": "user", "content": f"hello {seed}"}]
+    return json.dumps(
+        {"model": str(model), "messages": messages, "seed": seed, "generation_config": generation}
+    )
+
+
+def settings(
+    anvil: Any, deployment: Deployment, relay: Any, state_dir: Path, **kwargs: Any
+) -> CoordinatorSettings:
+    return coordinator_settings(anvil.rpc_url, deployment, relay.url, state_dir, **kwargs)
+
+
+def create_task(w3, deployment, args: str, fee: int = 10**18) -> int:
+    task = deployment.bind(w3).contract("Task")
+    tx = task.functions.createTask(int(TaskType.GPT), task_hash(args), b"\0" * 32, 0, 6).transact(
+        {"from": APP.address, "value": fee}
+    )
+    receipt = w3.eth.wait_for_transaction_receipt(tx)
+    (pending,) = task.events.TaskPending().process_receipt(receipt)
+    return pending["args"]["taskId"]
+
+
+async def upload(relay, task_id: int, args: str) -> None:
+    async with RelayClient(relay.url, APP, backoff_s=0.05) as client:
+        await client.upload_args(task_id, args, wait_s=20)
+
+
+async def run_until(coordinator: Coordinator, done: Callable[[], bool], timeout_s: float = 90.0) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.create_task(coordinator.run(stop))
+    deadline = time.monotonic() + timeout_s
+    try:
+        while not done():
+            assert time.monotonic() < deadline, f"not done in time: {coordinator.status()}"
+            assert not loop.done(), loop.exception()
+            await asyncio.sleep(0.1)
+    finally:
+        stop.set()
+        await loop
+
+
+@asynccontextmanager
+async def running_coordinator(
+    config: CoordinatorSettings, operator: OperatorKeys, runner: JobRunner, *, join: bool = True
+) -> AsyncIterator[Coordinator]:
+    """A started coordinator (its nodes joined unless ``join`` is False), closed afterwards."""
+    coordinator = Coordinator(config, operator, runner)
+    await coordinator.start()
+    try:
+        if join:
+            await coordinator.join_nodes()
+        yield coordinator
+    finally:
+        await coordinator.close()

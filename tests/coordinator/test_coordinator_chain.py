@@ -10,93 +10,24 @@ import asyncio
 import hashlib
 import json
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from pathlib import Path
 
-import pytest
-from eth_account import Account
-
-from cluster.chain.accounts import OperatorKeys
-from cluster.chain.anvil import DEV_MNEMONIC
-from cluster.chain.contracts import NodeStatus, TaskType
-from cluster.coordinator.coordinator import Coordinator, CoordinatorSettings
+from cluster.chain.contracts import NodeStatus
 from cluster.coordinator.store import Outcome, Step
-from cluster.protocol.hashes import task_hash
 from cluster.relay import RelayClient
 from cluster.test_hooks import TestHooks
 from network.relay.background import RunningRelay
 from network.relay.config import RelayConfig
-from tests.coordinator.factories import CARD, coordinator_settings
+from tests.coordinator.factories import (
+    APP,
+    CARD,
+    create_task,
+    gpt_args,
+    run_until,
+    running_coordinator,
+    settings,
+    upload,
+)
 from tests.coordinator.local_runner import LocalJobRunner
-
-Account.enable_unaudited_hdwallet_features()
-APP = Account.from_mnemonic(DEV_MNEMONIC, account_path="m/44'/60'/0'/0/12")
-FUNDER = Account.from_mnemonic(DEV_MNEMONIC, account_path="m/44'/60'/0'/0/13")
-
-
-def gpt_args(model: Path, seed: int = 1, **config) -> str:
-    generation = {"max_new_tokens": 6, "do_sample": True, "temperature": 0.8, **config}
-    messages = [{"role": "user", "content": f"hello {seed}"}]
-    return json.dumps(
-        {"model": str(model), "messages": messages, "seed": seed, "generation_config": generation}
-    )
-
-
-@pytest.fixture
-def operator(w3):
-    _, mnemonic = Account.create_with_mnemonic()
-    keys = OperatorKeys.from_mnemonic(mnemonic)
-    w3.eth.send_transaction({"from": FUNDER.address, "to": keys.operator.address, "value": 5_000 * 10**18})
-    return keys
-
-
-def settings(anvil, deployment, relay, state_dir: Path, **kwargs) -> CoordinatorSettings:
-    return coordinator_settings(anvil.rpc_url, deployment, relay.url, state_dir, **kwargs)
-
-
-def create_task(w3, deployment, args: str, fee: int = 10**18) -> int:
-    task = deployment.bind(w3).contract("Task")
-    tx = task.functions.createTask(int(TaskType.GPT), task_hash(args), b"\0" * 32, 0, 6).transact(
-        {"from": APP.address, "value": fee}
-    )
-    receipt = w3.eth.wait_for_transaction_receipt(tx)
-    (pending,) = task.events.TaskPending().process_receipt(receipt)
-    return pending["args"]["taskId"]
-
-
-async def upload(relay, task_id: int, args: str) -> None:
-    async with RelayClient(relay.url, APP, backoff_s=0.05) as client:
-        await client.upload_args(task_id, args, wait_s=20)
-
-
-async def run_until(coordinator: Coordinator, done, timeout_s: float = 90.0) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.create_task(coordinator.run(stop))
-    deadline = time.monotonic() + timeout_s
-    try:
-        while not done():
-            assert time.monotonic() < deadline, f"not done in time: {coordinator.status()}"
-            assert not loop.done(), loop.exception()
-            await asyncio.sleep(0.1)
-    finally:
-        stop.set()
-        await loop
-
-
-@asynccontextmanager
-async def running_coordinator(
-    config: CoordinatorSettings, operator: OperatorKeys, runner: LocalJobRunner, *, join: bool = True
-) -> AsyncIterator[Coordinator]:
-    """A started coordinator (its nodes joined unless ``join`` is False), closed afterwards."""
-    coordinator = Coordinator(config, operator, runner)
-    await coordinator.start()
-    try:
-        if join:
-            await coordinator.join_nodes()
-        yield coordinator
-    finally:
-        await coordinator.close()
 
 
 def test_nodes_join_with_their_card_model_and_stake(w3, anvil, deployment, relay, operator, tmp_path):
@@ -306,3 +237,40 @@ def test_a_task_whose_arguments_never_come_is_cancelled_at_its_deadline(
     assert [(e["args"]["taskId"], e["args"]["reason"]) for e in aborted] == [(task_id, "Task Cancelled")]
     node = deployment.bind(w3).contract("Node")
     assert {NodeStatus(node.functions.nodeStatus(n).call()) for n in nodes} == {NodeStatus.AVAILABLE}
+
+
+def test_a_final_failure_stops_the_round_once_and_the_deadline_cancel_ends_it(
+    w3, anvil, deployment, relay, operator, tiny_lm_dir, tmp_path, caplog
+):
+    task = deployment.bind(w3).contract("Task")
+    task.functions.setTaskTimeout(6).transact({"from": deployment.owner})  # reverted with the snapshot
+    args = gpt_args(tiny_lm_dir, seed=12)
+    runner = LocalJobRunner(tmp_path)
+
+    async def scenario():
+        async with running_coordinator(
+            settings(anvil, deployment, relay, tmp_path), operator, runner
+        ) as coordinator:
+            task_id = create_task(w3, deployment, args)
+            await upload(relay, task_id, args)
+            # The relay's copy is damaged on its disk: it now serves arguments that are not the task's.
+            stored = relay.config.data_dir / "files" / str(task_id) / "args.json"
+            stored.write_text(gpt_args(tiny_lm_dir, seed=13))
+
+            def cancelled() -> bool:
+                rows = coordinator.store.of_task(task_id)
+                return len(rows) == 3 and all(r.outcome is Outcome.CANCELLED for r in rows)
+
+            await run_until(coordinator, cancelled, timeout_s=90)
+            return coordinator.store.of_task(task_id)
+
+    with caplog.at_level("WARNING", logger="cluster.coordinator"):
+        rows = asyncio.run(scenario())
+    assert all(r.failure and "ArgumentsMismatch" in r.failure for r in rows)  # recorded on the round
+    assert all(r.args_json is None and r.result is None for r in rows) and runner.num_jobs == 0
+    failed = [r for r in caplog.records if "round failed" in r.getMessage()]
+    retried = [
+        r for r in caplog.records if "retrying" in r.getMessage() and "ArgumentsMismatch" in r.getMessage()
+    ]
+    assert len(failed) == 3 and failed[0].exc_info is not None  # once per round, with the traceback
+    assert retried == []  # the first release retried it with backoff until the deadline

@@ -19,8 +19,7 @@ from eth_account import Account
 
 from cluster.chain.accounts import OperatorKeys
 from tests.coordinator.crash_runner import CRASH_EXIT_CODE
-from tests.coordinator.factories import CARD, endpoints
-from tests.coordinator.test_coordinator_chain import FUNDER, create_task, gpt_args, upload
+from tests.coordinator.factories import CARD, FUNDER, create_task, endpoints, gpt_args, upload
 
 REPO = Path(__file__).resolve().parents[2]
 
