@@ -6,9 +6,7 @@ The chain is snapshotted before and reverted after, so the nodes joined here nev
 
 from __future__ import annotations
 
-import asyncio
 import os
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,12 +18,11 @@ from eth_account.signers.local import LocalAccount
 
 from cluster.chain.accounts import OperatorKeys
 from cluster.chain.anvil import DEV_MNEMONIC
-from cluster.coordinator.coordinator import Coordinator, CoordinatorSettings
 from cluster.protocol.cards import CardModel
 from network.bridge import ApiKey, BridgeConfig, ModelSpec, RunningBridge, create_bridge
 from network.relay.background import RunningRelay
 from network.relay.config import RelayConfig
-from tests.coordinator.factories import coordinator_settings
+from tests.coordinator.factories import CoordinatorThread, coordinator_settings
 from tests.coordinator.local_runner import LocalJobRunner
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -72,45 +69,6 @@ def bridge_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
     root = tmp_path_factory.mktemp("bridge-models")
     return {"gpt": build_tiny_causal_lm(root / "tiny-lm"), "sd": build_tiny_sd(root / "tiny-sd")}
-
-
-class CoordinatorThread:
-    """The coordinator on its own event loop in a thread, as the farm runs it beside the bridge."""
-
-    def __init__(self, settings: CoordinatorSettings, keys: OperatorKeys, runner: LocalJobRunner):
-        self.coordinator = Coordinator(settings, keys, runner)
-        self.ready = threading.Event()
-        self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._main, daemon=True)
-
-    def _main(self) -> None:
-        async def main() -> None:
-            self._loop = asyncio.get_running_loop()
-            self._stop = asyncio.Event()
-            await self.coordinator.start()
-            try:
-                await self.coordinator.join_nodes()
-                self.ready.set()
-                await self.coordinator.run(self._stop)
-            finally:
-                await self.coordinator.close()
-
-        try:
-            asyncio.run(main())
-        except BaseException as exc:
-            self.error = exc
-            self.ready.set()
-
-    def __enter__(self) -> CoordinatorThread:
-        self._thread.start()
-        assert self.ready.wait(120), "the coordinator did not start"
-        if self.error:
-            raise self.error
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(timeout=60)
 
 
 @pytest.fixture(scope="module")

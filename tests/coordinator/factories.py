@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -115,3 +116,42 @@ async def running_coordinator(
         yield coordinator
     finally:
         await coordinator.close()
+
+
+class CoordinatorThread:
+    """The coordinator on its own event loop in a thread, as the farm runs it beside the bridge."""
+
+    def __init__(self, settings: CoordinatorSettings, keys: OperatorKeys, runner: JobRunner):
+        self.coordinator = Coordinator(settings, keys, runner)
+        self.ready = threading.Event()
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._main, daemon=True)
+
+    def _main(self) -> None:
+        async def main() -> None:
+            self._loop = asyncio.get_running_loop()
+            self._stop = asyncio.Event()
+            await self.coordinator.start()
+            try:
+                await self.coordinator.join_nodes()
+                self.ready.set()
+                await self.coordinator.run(self._stop)
+            finally:
+                await self.coordinator.close()
+
+        try:
+            asyncio.run(main())
+        except BaseException as exc:
+            self.error = exc
+            self.ready.set()
+
+    def __enter__(self) -> CoordinatorThread:
+        self._thread.start()
+        assert self.ready.wait(120), "the coordinator did not start"
+        if self.error:
+            raise self.error
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(timeout=60)
