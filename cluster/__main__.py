@@ -56,7 +56,9 @@ def parse_command(argv: list[str]) -> argparse.Namespace:
         "(the farm stopped) the pause is lifted in the state directory and the nodes resume at its next "
         "start.",
     )
-    resume.add_argument("card_key", help="the card model key, or its first 8+ hex digits (from the alert)")
+    resume.add_argument(
+        "card_key", help="the card model key, or a prefix of it such as the 8 hex digits the alert shows"
+    )
     resume.add_argument(
         "--state-dir", type=Path, help="the farm's state_dir, when its coordinator is stopped"
     )

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from network.bridge.config import ModelSpec
 from network.bridge.errors import BridgeError, bad_request, not_found
 from network.bridge.service import Bridge, BridgeDep, KeyDep
+from network.bridge.tasks import TaskRecord
 
 router = APIRouter(prefix="/v1")
 NO_RETRY = {"x-should-retry": "false"}  # a retry would pay for a second task: the openai client honours it
@@ -122,19 +123,29 @@ def _model(bridge: Bridge, model_id: str | None, task_type: Literal["gpt", "sd"]
     return model
 
 
-async def run_chat(bridge: Bridge, request: ChatCompletionRequest) -> tuple[str, dict[str, Any]]:
-    """Pay for and wait on one chat task: its bridge id and its 0.json response."""
-    model = _model(bridge, request.model, "gpt")
-    record = await bridge.submit("chat", model, gpt_task_args(request, model))
+async def _validated(bridge: Bridge, kind: str, model: ModelSpec, task_args: str) -> TaskRecord:
+    """Pay for one task and wait until it is validated; an aborted task is a 502 in OpenAI's shape."""
+    record = await bridge.submit(kind, model, task_args)
     record = await bridge.manager.wait_done(record.id)
-    data = bridge.manager.store.result(record.id, 0)
-    if record.status != "validated" or data is None:
+    if record.status != "validated":
         raise BridgeError(
             502,
             f"task {record.id} aborted: {record.reason}",
             type="server_error",
             code="task_aborted",
             headers=NO_RETRY,
+        )
+    return record
+
+
+async def run_chat(bridge: Bridge, request: ChatCompletionRequest) -> tuple[str, dict[str, Any]]:
+    """Pay for and wait on one chat task: its bridge id and its 0.json response."""
+    model = _model(bridge, request.model, "gpt")
+    record = await _validated(bridge, "chat", model, gpt_task_args(request, model))
+    data = bridge.manager.store.result(record.id, 0)
+    if data is None:
+        raise BridgeError(
+            502, f"task {record.id}: its result file is missing", type="server_error", headers=NO_RETRY
         )
     return record.id, json.loads(data)
 
@@ -191,16 +202,7 @@ async def chat_completions(
 @router.post("/images/generations")
 async def image_generations(request: ImageRequest, bridge: BridgeDep, key: KeyDep) -> dict[str, Any]:
     model = _model(bridge, request.model, "sd")
-    record = await bridge.submit("image", model, sd_task_args(request, model))
-    record = await bridge.manager.wait_done(record.id)
-    if record.status != "validated":
-        raise BridgeError(
-            502,
-            f"task {record.id} aborted: {record.reason}",
-            type="server_error",
-            code="task_aborted",
-            headers=NO_RETRY,
-        )
+    record = await _validated(bridge, "image", model, sd_task_args(request, model))
     images = [bridge.manager.store.result(record.id, i) or b"" for i in range(record.num_results)]
     return {
         "created": int(record.created_at),

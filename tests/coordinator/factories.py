@@ -22,6 +22,7 @@ from cluster.chain.sender import SenderConfig
 from cluster.config import ChainEndpoints
 from cluster.coordinator.coordinator import Coordinator, CoordinatorSettings
 from cluster.coordinator.scheduling.runner import JobRunner
+from cluster.coordinator.store import Outcome, Step
 from cluster.protocol.cards import CardModel
 from cluster.protocol.hashes import task_hash
 from cluster.relay import RelayClient
@@ -87,6 +88,16 @@ def create_task(w3, deployment, args: str, fee: int = 10**18) -> int:
 async def upload(relay, task_id: int, args: str) -> None:
     async with RelayClient(relay.url, APP, backoff_s=0.05) as client:
         await client.upload_args(task_id, args, wait_s=20)
+
+
+def rounds_end(coordinator: Coordinator, task_id: int, outcome: Outcome | None = None) -> Callable[[], bool]:
+    """True once the farm's three rounds of the task are done (each with ``outcome``, when given)."""
+
+    def ended() -> bool:
+        rows = coordinator.store.of_task(task_id)
+        return len(rows) == 3 and all(r.step is Step.DONE and outcome in (None, r.outcome) for r in rows)
+
+    return ended
 
 
 async def run_until(coordinator: Coordinator, done: Callable[[], bool], timeout_s: float = 90.0) -> None:

@@ -22,6 +22,7 @@ from tests.coordinator.factories import (
     CARD,
     create_task,
     gpt_args,
+    rounds_end,
     run_until,
     running_coordinator,
     settings,
@@ -48,12 +49,8 @@ def test_a_paused_card_model_stays_paused_after_a_restart_until_resumed(
         async with running_coordinator(broken, operator, LocalJobRunner(tmp_path)) as coordinator:
             task_id = create_task(w3, deployment, args)
             await upload(relay, task_id, args)
-
-            def cancelled() -> bool:  # paused, nothing disclosed: the task is cancelled at its deadline
-                rows = coordinator.store.of_task(task_id)
-                return len(rows) == 3 and all(r.outcome is Outcome.CANCELLED for r in rows)
-
-            await run_until(coordinator, cancelled, timeout_s=90)
+            # paused, nothing disclosed: the task is cancelled at its deadline
+            await run_until(coordinator, rounds_end(coordinator, task_id, Outcome.CANCELLED), timeout_s=90)
             alert = coordinator.status()["alerts"]
         async with running_coordinator(fixed, operator, LocalJobRunner(tmp_path), join=False) as restarted:
             after_restart = await restarted.join_nodes()  # what every start does

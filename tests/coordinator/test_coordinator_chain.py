@@ -22,6 +22,7 @@ from tests.coordinator.factories import (
     CARD,
     create_task,
     gpt_args,
+    rounds_end,
     run_until,
     running_coordinator,
     settings,
@@ -93,11 +94,7 @@ def test_invalid_arguments_are_reported_as_a_task_error(w3, anvil, deployment, r
             task_id = create_task(w3, deployment, args)
             await upload(relay, task_id, args)
 
-            def all_done() -> bool:
-                rows = coordinator.store.of_task(task_id)
-                return len(rows) == 3 and all(r.step is Step.DONE for r in rows)
-
-            await run_until(coordinator, all_done)
+            await run_until(coordinator, rounds_end(coordinator, task_id))
             return task_id, coordinator.store.of_task(task_id)
 
     task_id, rows = asyncio.run(scenario())
@@ -128,11 +125,7 @@ def test_a_corrupt_slot_is_slashed_and_the_honest_slots_are_paid(
             task_id = create_task(w3, deployment, args)
             await upload(relay, task_id, args)
 
-            def settled() -> bool:
-                rows = coordinator.store.of_task(task_id)
-                return len(rows) == 3 and all(r.step is Step.DONE for r in rows)
-
-            await run_until(coordinator, settled)
+            await run_until(coordinator, rounds_end(coordinator, task_id))
             return coordinator.store.of_task(task_id), coordinator.slots[2].account.address
 
     rows, corrupt_node = asyncio.run(scenario())
@@ -225,11 +218,7 @@ def test_a_task_whose_arguments_never_come_is_cancelled_at_its_deadline(
         ) as coordinator:
             task_id = create_task(w3, deployment, args)  # the application never uploads the arguments
 
-            def cancelled() -> bool:
-                rows = coordinator.store.of_task(task_id)
-                return len(rows) == 3 and all(r.outcome is Outcome.CANCELLED for r in rows)
-
-            await run_until(coordinator, cancelled, timeout_s=60)
+            await run_until(coordinator, rounds_end(coordinator, task_id, Outcome.CANCELLED), timeout_s=60)
             return task_id, [s.account.address for s in coordinator.slots]
 
     task_id, nodes = asyncio.run(scenario())
@@ -257,11 +246,7 @@ def test_a_final_failure_stops_the_round_once_and_the_deadline_cancel_ends_it(
             stored = relay.config.data_dir / "files" / str(task_id) / "args.json"
             stored.write_text(gpt_args(tiny_lm_dir, seed=13))
 
-            def cancelled() -> bool:
-                rows = coordinator.store.of_task(task_id)
-                return len(rows) == 3 and all(r.outcome is Outcome.CANCELLED for r in rows)
-
-            await run_until(coordinator, cancelled, timeout_s=90)
+            await run_until(coordinator, rounds_end(coordinator, task_id, Outcome.CANCELLED), timeout_s=90)
             return coordinator.store.of_task(task_id)
 
     with caplog.at_level("WARNING", logger="cluster.coordinator"):

@@ -65,6 +65,23 @@ class SuccessReorger:
             self.reorged_block = number - 2
 
 
+def replace_the_selection(miner: BlockMiner, task: Any, readers: list[Any], gone: str, final: str) -> int:
+    """Phase 1: a block selecting the farm's nodes, polled by both, reorged away and replaced by a block
+    where the same task id is another task; returns the id."""
+    miner.pause()
+    snapshot = miner.rpc("evm_snapshot")
+    send_create_task(task, gone)
+    gone_block = miner.mine()
+    wait_for(lambda: min(r.head_seen for r in readers) >= gone_block, "both to poll past the block")
+    miner.rpc("evm_revert", [snapshot])
+    send_create_task(task, final)
+    final_block = miner.mine()
+    logs = task.events.TaskStarted().get_logs(from_block=final_block, to_block=final_block)
+    (task_id,) = {log["args"]["taskId"] for log in logs}
+    miner.resume()
+    return task_id
+
+
 def test_reorged_task_started_and_task_success_end_in_the_chain_s_final_state(
     w3, anvil, deployment, operator, tiny_lm_dir, tmp_path
 ):
@@ -80,51 +97,32 @@ def test_reorged_task_started_and_task_success_end_in_the_chain_s_final_state(
         reorger.miner = miner
         config = settings(anvil, deployment, relay, tmp_path / "farm", confirmations=CONFIRMATIONS)
         with CoordinatorThread(config, operator, LocalJobRunner(tmp_path)) as farm:
-            coordinator = farm.coordinator
-            follower = relay.service.follower.reader
-
-            # 1. TaskStarted in a block both have seen at the head, then reorged away and replaced.
-            miner.pause()
-            snapshot = miner.rpc("evm_snapshot")
-            send_create_task(task, args_gone)
-            gone_block = miner.mine()
-            wait_for(lambda: min(coordinator.reader.head_seen, follower.head_seen) >= gone_block, "a poll")
-            miner.rpc("evm_revert", [snapshot])
-            send_create_task(task, args_final)
-            final_block = miner.mine()
-            (started,) = {log["args"]["taskId"] for log in task.events.TaskStarted().get_logs(
-                from_block=final_block, to_block=final_block)}  # fmt: skip
-            reorger.task_id = started
-            miner.resume()
-            asyncio.run(upload(relay.url, started, args_final))
-
-            # 2. Its TaskSuccess is reorged away under the confirmations; then it runs to payment.
-            def paid() -> bool:
-                rows = coordinator.store.of_task(started)
-                return len(rows) == 3 and all(r.outcome is Outcome.PAID for r in rows)
-
-            wait_for(paid, "the task to be paid", timeout_s=180)
-            wait_for(lambda: relay.service.store.get(started).num_result_files == 1, "the relay's result")
-            files = asyncio.run(download(relay.url, started))
-            relay_record = relay.service.store.get(started)
-            rows = coordinator.store.of_task(started)
-            earned = coordinator.store.earnings_wei()
-        success = task.events.TaskSuccess().get_logs(from_block=deployment.block_number)
-        uploaded = task.events.TaskResultUploaded().get_logs(from_block=deployment.block_number)
-        node_paid = task.events.TaskNodeSuccess().get_logs(from_block=deployment.block_number)
-        slashed = task.events.TaskNodeSlashed().get_logs(from_block=deployment.block_number)
-
-    assert reorger.reorged_block is not None and reorger.reorged_block > final_block, "no TaskSuccess reorg"
+            store, readers = farm.coordinator.store, [farm.coordinator.reader, relay.service.follower.reader]
+            task_id = reorger.task_id = replace_the_selection(miner, task, readers, args_gone, args_final)
+            asyncio.run(upload(relay.url, task_id, args_final))
+            # Phase 2: the SuccessReorger drops its TaskSuccess; then it runs to payment.
+            wait_for(lambda: {r.outcome for r in store.of_task(task_id)} == {Outcome.PAID}, "payment", 180)
+            wait_for(lambda: relay.service.store.get(task_id).num_result_files == 1, "the relay's result")
+            files = asyncio.run(download(relay.url, task_id))
+            relay_record, rows, earned = (
+                relay.service.store.get(task_id),
+                store.of_task(task_id),
+                store.earnings_wei(),
+            )
+    assert reorger.reorged_block is not None, "the TaskSuccess was never reorged"
     final_hash = task_hash(args_final)
     assert [r.task_hash for r in rows] == [final_hash] * 3 and all(r.failure is None for r in rows)
-    assert relay_record.task_hash == final_hash and set(relay_record.selected_nodes.values()) == {
-        r.node for r in rows
-    }
-    assert [e["args"]["taskId"] for e in success] == [started]  # one TaskSuccess on the final chain
+    assert relay_record.task_hash == final_hash
+    assert set(relay_record.selected_nodes.values()) == {r.node for r in rows}
+    success = task.events.TaskSuccess().get_logs(from_block=deployment.block_number)
+    assert [e["args"]["taskId"] for e in success] == [task_id]  # one TaskSuccess on the final chain
     assert relay_record.result == bytes(success[0]["args"]["result"]) == hashlib.sha256(files[0]).digest()
     assert relay_record.result_node == success[0]["args"]["resultNode"]
-    assert [e["args"]["taskId"] for e in uploaded] == [started] and slashed == []
-    assert sorted(e["args"]["node"] for e in node_paid) == sorted(r.node for r in rows)
+    uploaded = task.events.TaskResultUploaded().get_logs(from_block=deployment.block_number)
+    assert [e["args"]["taskId"] for e in uploaded] == [task_id]
+    assert task.events.TaskNodeSlashed().get_logs(from_block=deployment.block_number) == []
+    paid = task.events.TaskNodeSuccess().get_logs(from_block=deployment.block_number)
+    assert sorted(e["args"]["node"] for e in paid) == sorted(r.node for r in rows)
     assert earned == FEE_WEI  # every share paid once, nothing doubled
 
 
