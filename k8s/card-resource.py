@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, for `cluster`
 
-from cluster.workers.gpu import CardModel
+from cluster.protocol.cards import CardModel
 
 
 def card_resources(gpu_name: str, vram_gb: int, runtime: str, count: int) -> dict[str, float]:
