@@ -22,6 +22,7 @@ from tests.coordinator.factories import (
     CARD,
     create_task,
     gpt_args,
+    pass_the_deadline,
     rounds_end,
     run_until,
     running_coordinator,
@@ -38,8 +39,6 @@ OTHER_PREFIX = format((int(CARD.short_id[0], 16) + 1) % 16, "x") + CARD.short_id
 def test_a_paused_card_model_stays_paused_after_a_restart_until_resumed(
     w3, anvil, deployment, relay, operator, tiny_lm_dir, tmp_path
 ):
-    task = deployment.bind(w3).contract("Task")
-    task.functions.setTaskTimeout(4).transact({"from": deployment.owner})  # reverted with the snapshot
     state_dir = tmp_path / "farm" / "coordinator"
     args = gpt_args(tiny_lm_dir, seed=11)
     broken = settings(anvil, deployment, relay, state_dir, hooks=TestHooks(corrupt_slots=frozenset({1})))
@@ -49,9 +48,11 @@ def test_a_paused_card_model_stays_paused_after_a_restart_until_resumed(
         async with running_coordinator(broken, operator, LocalJobRunner(tmp_path)) as coordinator:
             task_id = create_task(w3, deployment, args)
             await upload(relay, task_id, args)
-            # paused, nothing disclosed: the task is cancelled at its deadline
-            await run_until(coordinator, rounds_end(coordinator, task_id, Outcome.CANCELLED), timeout_s=90)
+            await run_until(coordinator, lambda: bool(coordinator.status()["alerts"]))
             alert = coordinator.status()["alerts"]
+            # paused, nothing disclosed: the task is cancelled at its deadline and the nodes are Paused
+            pass_the_deadline(w3)
+            await run_until(coordinator, rounds_end(coordinator, task_id, Outcome.CANCELLED))
         async with running_coordinator(fixed, operator, LocalJobRunner(tmp_path), join=False) as restarted:
             after_restart = await restarted.join_nodes()  # what every start does
             status = restarted.status()

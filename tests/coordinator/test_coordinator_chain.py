@@ -22,6 +22,7 @@ from tests.coordinator.factories import (
     CARD,
     create_task,
     gpt_args,
+    pass_the_deadline,
     rounds_end,
     run_until,
     running_coordinator,
@@ -231,8 +232,6 @@ def test_a_task_whose_arguments_never_come_is_cancelled_at_its_deadline(
 def test_a_final_failure_stops_the_round_once_and_the_deadline_cancel_ends_it(
     w3, anvil, deployment, relay, operator, tiny_lm_dir, tmp_path, caplog
 ):
-    task = deployment.bind(w3).contract("Task")
-    task.functions.setTaskTimeout(6).transact({"from": deployment.owner})  # reverted with the snapshot
     args = gpt_args(tiny_lm_dir, seed=12)
     runner = LocalJobRunner(tmp_path)
 
@@ -246,6 +245,12 @@ def test_a_final_failure_stops_the_round_once_and_the_deadline_cancel_ends_it(
             stored = relay.config.data_dir / "files" / str(task_id) / "args.json"
             stored.write_text(gpt_args(tiny_lm_dir, seed=13))
 
+            def failed() -> bool:
+                rows = coordinator.store.of_task(task_id)
+                return len(rows) == 3 and all(r.failure for r in rows)
+
+            await run_until(coordinator, failed)
+            pass_the_deadline(w3)
             await run_until(coordinator, rounds_end(coordinator, task_id, Outcome.CANCELLED), timeout_s=90)
             return coordinator.store.of_task(task_id)
 
