@@ -76,6 +76,7 @@ class Events:
     """Event names, by emitting contract."""
 
     # Task
+    TASK_TIMEOUT_SET = "TaskTimeoutSet"
     TASK_PENDING = "TaskPending"
     TASK_STARTED = "TaskStarted"
     TASK_RESULT_COMMITMENT_SUBMITTED = "TaskResultCommitmentSubmitted"

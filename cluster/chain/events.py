@@ -17,7 +17,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,7 @@ class ChainEvent:
     log_index: int
     tx_hash: str
     address: str
+    block_time_s: int | None = None  # the block's timestamp (LogPager fills it in where the node omits it)
 
     @property
     def position(self) -> tuple[int, int]:
@@ -120,6 +121,7 @@ class EventDecoder:
             log_index=hex_int(raw["logIndex"]),
             tx_hash=raw["transactionHash"],
             address=address,
+            block_time_s=hex_int(raw["blockTimestamp"]) if raw.get("blockTimestamp") else None,
         )
 
 
@@ -184,7 +186,23 @@ class LogPager:
                 self.page_blocks = end - first + 1  # remember: the next pages start at the accepted size
                 log.info("[events] range refused, halving blocks=%d", self.page_blocks)
                 continue
-            return end, sorted(_decoded(self.decoder, raw_logs), key=lambda e: e.position)
+            events = sorted(_decoded(self.decoder, raw_logs), key=lambda e: e.position)
+            return end, await self._with_block_times(events)
+
+    async def _with_block_times(self, events: list[ChainEvent]) -> list[ChainEvent]:
+        """Every event with its block's timestamp: logs carry it on anvil, geth and reth; others are
+        asked once per block."""
+        missing = sorted({e.block_number for e in events if e.block_time_s is None})
+        if not missing:
+            return events
+        blocks = await asyncio.gather(
+            *(self.rpc.call("eth_getBlockByNumber", [hex(n), False]) for n in missing)
+        )
+        times = {n: hex_int(block["timestamp"]) for n, block in zip(missing, blocks, strict=True)}
+        return [
+            e if e.block_time_s is not None else replace(e, block_time_s=times[e.block_number])
+            for e in events
+        ]
 
     async def all(self, first: int, last: int, *, topics: list[str | None] | None = None) -> list[ChainEvent]:
         """Every event of ``[first, last]``, page after page."""

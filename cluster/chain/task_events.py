@@ -39,6 +39,11 @@ class TaskEvent:
     raw: ChainEvent = field(repr=False, compare=False)
 
     @property
+    def block_time_s(self) -> int | None:
+        """The timestamp of the block that carries the event."""
+        return self.raw.block_time_s
+
+    @property
     def name(self) -> str:
         """The event's name in the contract's ABI."""
         return self.NAME

@@ -14,6 +14,7 @@ from web3 import AsyncWeb3
 
 from cluster.chain.artifacts import load_artifact
 from cluster.chain.contracts import NodeStatus
+from cluster.chain.rpc import hex_int
 from cluster.chain.sender import SentTx, TxRequest, TxSender
 from cluster.protocol.cards import CardModel
 from cluster.protocol.hashes import commitment
@@ -46,8 +47,8 @@ class ChainOps:
         return int(task["deadline"]) or None
 
     async def latest_block_time_s(self) -> int:
-        block = await self.w3.eth.get_block("latest")
-        return int(block["timestamp"])
+        block = await self.sender.rpc.call("eth_getBlockByNumber", ["latest", False])
+        return hex_int(block["timestamp"])
 
     async def balance(self, address: str) -> int:
         return await self.w3.eth.get_balance(address)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Collection
 
+from cluster.chain.contracts import Events
 from cluster.chain.events import ChainEvent
 from cluster.chain.task_events import (
     CommitmentsReady,
@@ -20,7 +21,7 @@ from cluster.chain.task_events import (
     TaskNodeSettled,
     TaskStarted,
     TaskSuccess,
-    task_events,
+    task_event,
 )
 from cluster.coordinator.store import NodeTask, Outcome, Step, TaskStore
 
@@ -28,19 +29,22 @@ log = logging.getLogger(__name__)
 
 
 class ChainWatch:
-    def __init__(
-        self, store: TaskStore, is_ours: Callable[[str], bool], default_deadline: Callable[[], float]
-    ):
+    def __init__(self, store: TaskStore, is_ours: Callable[[str], bool], task_timeout_s: int):
         self.store = store
         self.is_ours = is_ours
-        # A new row's deadline until the round driver reads the chain's (Task.getTask): now + taskTimeout.
-        self.default_deadline = default_deadline
+        # The contract's deadline is the starting block's timestamp + taskTimeout: the watch knows both, so
+        # a round's deadline costs no call. taskTimeout is read at start, then followed by its event.
+        self.task_timeout_s = task_timeout_s
 
     def apply(self, events: list[ChainEvent]) -> list[NodeTask]:
         """Apply a page of events; returns the rows that changed and may have a step to take."""
         changed: dict[tuple[int, int], NodeTask] = {}
-        for event in task_events(events):
-            for task in self._apply_one(event):
+        for event in events:
+            if event.name == Events.TASK_TIMEOUT_SET and event.contract == "Task":
+                self.task_timeout_s = event.args["taskTimeout"]
+                continue
+            typed = task_event(event)
+            for task in self._apply_one(typed) if typed is not None else ():
                 changed[(task.task_id, task.round)] = task
         return list(changed.values())
 
@@ -65,9 +69,11 @@ class ChainWatch:
     def _started(self, event: TaskStarted) -> list[NodeTask]:
         if not self.is_ours(event.node):
             return []
+        assert event.block_time_s is not None  # the EventReader's pager fills it in
+        deadline_chain_s = event.block_time_s + self.task_timeout_s
         task = NodeTask(
             task_id=event.task_id, round=event.round, node=event.node, task_type=event.task_type,
-            task_hash=event.task_hash, step=Step.SELECTED, deadline_chain_s=self.default_deadline(),
+            task_hash=event.task_hash, step=Step.SELECTED, deadline_chain_s=deadline_chain_s,
         )  # fmt: skip
         return [task] if self.store.add(task) else []
 

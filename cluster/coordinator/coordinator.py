@@ -25,6 +25,7 @@ from web3 import AsyncWeb3
 from cluster.chain.accounts import OperatorKeys
 from cluster.chain.artifacts import load_artifact
 from cluster.chain.contracts import NodeStatus
+from cluster.chain.crypto_backend import log_signing_backend
 from cluster.chain.events import ChainEvent, CursorStore, EventDecoder, EventReader
 from cluster.chain.rpc import connect
 from cluster.chain.sender import SenderConfig, TxSender
@@ -42,7 +43,8 @@ from cluster.protocol.cards import CardModel
 from cluster.test_hooks import NO_HOOKS, TestHooks
 
 log = logging.getLogger(__name__)
-RETRY_BACKOFF_S = (0.5, 10.0)  # a transient failure's first and longest wait before the step is retried
+RETRY_BACKOFF_S = (0.5, 10.0)
+RELAY_CONNECTIONS = 32  # a transient failure's first and longest wait before the step is retried
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,7 @@ class Coordinator:
     # -- life cycle ---------------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        log_signing_backend(log, "coordinator")
         state, endpoints = self.settings.state_dir, self.settings.endpoints
         state.mkdir(parents=True, exist_ok=True)
         self.w3: AsyncWeb3 = connect(endpoints.rpc_url)
@@ -89,9 +92,11 @@ class Coordinator:
             self.w3, decoder, self.cursors, name="coordinator", start_block=endpoints.start_block,
             confirmations=endpoints.confirmations,
         )  # fmt: skip
-        timeout_s = float(await self.ops.task.functions.taskTimeout().call())
-        self.watch = ChainWatch(self.store, self.nodes.__contains__, lambda: self.clock.now_s() + timeout_s)
-        self._http = httpx.AsyncClient(timeout=30.0)
+        timeout_s = await self.ops.task.functions.taskTimeout().call()
+        self.watch = ChainWatch(self.store, self.nodes.__contains__, timeout_s)
+        # Every round talks to the relay: connections are kept (a new one costs more than the request).
+        limits = httpx.Limits(max_connections=RELAY_CONNECTIONS, max_keepalive_connections=RELAY_CONNECTIONS)
+        self._http = httpx.AsyncClient(timeout=30.0, limits=limits)
         self.driver = RoundDriver(
             self.store, self.ops, self.pool, self.nodes, self.clock, relay_url=endpoints.relay_url,
             http=self._http, guard_own_results=self.settings.guard_own_results, hooks=self.settings.hooks,
@@ -129,7 +134,15 @@ class Coordinator:
 
     async def poll_once(self) -> None:
         self.clock.observe_block(await self.ops.latest_block_time_s())
-        await self.reader.poll(self._on_events)
+        changed: dict[tuple[int, int], NodeTask] = {}
+
+        async def apply(events: list[ChainEvent]) -> None:
+            changed.update(((t.task_id, t.round), t) for t in self.watch.apply(events))
+
+        await self.reader.poll(apply)
+        # Runners start once every page is in: a task that ended in a later page is never run.
+        for task in changed.values():
+            self._ensure_runner(task)
         for key, event in self._wakeups.items():  # deadlines move with chain time: let every runner look
             if key in self._runners:
                 event.set()
@@ -160,10 +173,6 @@ class Coordinator:
             self._started = False
 
     # -- events and runners -------------------------------------------------------------------------------
-
-    async def _on_events(self, events: list[ChainEvent]) -> None:
-        for task in self.watch.apply(events):
-            self._ensure_runner(task)
 
     def _ensure_runner(self, task: NodeTask) -> None:
         key = (task.task_id, task.round)

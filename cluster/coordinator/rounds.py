@@ -78,13 +78,8 @@ class RoundDriver:
     # -- the steps ------------------------------------------------------------------------------------------
 
     async def _execute(self, task: NodeTask) -> bool:
-        deadline_chain_s = await self.ops.task_deadline_chain_s(task.task_id)
-        if deadline_chain_s is None:  # ended before we got to it (cancelled, or decided without us)
-            self.store.patch(task.task_id, task.round, step=Step.DONE)
-            return True
-        if deadline_chain_s != task.deadline_chain_s:
-            self.store.patch(task.task_id, task.round, deadline_chain_s=float(deadline_chain_s))
-        args_json = task.args_json or await self._fetch_args(task, float(deadline_chain_s))
+        deadline_chain_s = task.deadline_chain_s  # the TaskStarted block's time + taskTimeout (ChainWatch)
+        args_json = task.args_json or await self._fetch_args(task, deadline_chain_s)
         try:
             args = parse_task_args(task.task_type, args_json)
         except TaskExecutionError as exc:  # arguments the relay took but a node must refuse

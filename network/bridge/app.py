@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -13,6 +14,7 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
+from cluster.chain.crypto_backend import log_signing_backend
 from cluster.chain.deploy import Deployment
 from network.app import ApplicationClient, ClientSettings
 from network.bridge import native_api, openai_api
@@ -24,6 +26,7 @@ from network.bridge.service import Bridge
 from network.bridge.tasks import TaskStore
 
 STATIC = Path(__file__).parent / "static"
+log = logging.getLogger(__name__)
 AppClientFactory = Callable[[BridgeConfig], ApplicationClient]
 
 
@@ -54,6 +57,7 @@ def create_bridge(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        log_signing_backend(log, "bridge")
         config.data_dir.mkdir(parents=True, exist_ok=True)
         store = TaskStore(config.data_dir)
         async with factory(config) as client:

@@ -11,6 +11,7 @@ from typing import Any
 
 import uvicorn
 
+from cluster.chain.crypto_backend import log_signing_backend
 from cluster.chain.rpc import connect
 from network.relay.app import create_app
 from network.relay.config import RelayConfig
@@ -31,6 +32,7 @@ def _task_abi() -> Sequence[Mapping[str, Any]]:
 class RelayService:
     def __init__(self, config: RelayConfig, *, task_abi: Sequence[Mapping[str, Any]] | None = None):
         self.config = config
+        log_signing_backend(log, "relay")
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.store = RelayStore(config.db_url)
         self.files = FileStore(config.data_dir / "files")

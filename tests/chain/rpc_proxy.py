@@ -21,6 +21,7 @@ class FaultyRpcProxy:
         self.calls: Counter[str] = Counter()
         self.max_log_range: int | None = None
         self.num_refused_log_ranges = 0
+        self.strip_log_timestamps = False  # answer eth_getLogs as nodes do that omit blockTimestamp
         self._fail: dict[str | None, int] = {}  # method (None: any) -> requests left to answer 503
         self._drop: dict[str, int] = {}  # method -> responses left to drop after forwarding
         self._lock = threading.Lock()
@@ -69,6 +70,13 @@ class FaultyRpcProxy:
         message = f"query exceeds max block range {self.max_log_range}"
         return {"jsonrpc": "2.0", "id": body.get("id"), "error": {"code": -32005, "message": message}}
 
+    @staticmethod
+    def _without_timestamps(answer: bytes) -> bytes:
+        reply = json.loads(answer)
+        for log in reply.get("result") or []:
+            log.pop("blockTimestamp", None)
+        return json.dumps(reply).encode()
+
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         proxy = self
 
@@ -97,6 +105,8 @@ class FaultyRpcProxy:
                 if proxy._take(proxy._drop, method):
                     self.close_connection = True  # the node acted; the client never hears of it
                     return
+                if method == "eth_getLogs" and proxy.strip_log_timestamps:
+                    answer = proxy._without_timestamps(answer)
                 self._reply(answer)
 
             def _reply(self, payload: bytes) -> None:

@@ -118,6 +118,21 @@ def test_a_provider_range_limit_is_met_by_halving_the_page(w3: Web3, probe, rpc_
     assert reader.pager.page_blocks <= 2  # remembered, so later pages are not refused again
 
 
+def test_events_carry_their_block_s_time_whether_or_not_the_node_puts_it_in_logs(
+    w3: Web3, probe, rpc_proxy, tmp_path
+):
+    start = w3.eth.block_number
+    bump(w3, probe, 1, "a")
+    bump(w3, probe, 2, "b")
+    times = [w3.eth.get_block(n)["timestamp"] for n in (start + 1, start + 2)]
+    with_times = run(lambda: collect(reader_for(rpc_proxy.url, probe, tmp_path / "a.db", start_block=start)))
+    rpc_proxy.strip_log_timestamps = True
+    calls_before = rpc_proxy.calls["eth_getBlockByNumber"]
+    asked = run(lambda: collect(reader_for(rpc_proxy.url, probe, tmp_path / "b.db", start_block=start)))
+    assert [e.block_time_s for e in with_times] == [e.block_time_s for e in asked] == times
+    assert rpc_proxy.calls["eth_getBlockByNumber"] - calls_before == 2  # once per block, not per event
+
+
 def test_logs_of_other_contracts_are_not_delivered(w3: Web3, anvil, probe, probe_artifact, tmp_path):
     start = w3.eth.block_number
     factory = w3.eth.contract(abi=probe_artifact["abi"], bytecode=probe_artifact["bytecode"])

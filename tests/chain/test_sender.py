@@ -253,7 +253,9 @@ def test_unmined_tx_is_fee_bumped_on_the_same_nonce(w3: Web3, anvil, probe, tmp_
         sent, entry = run(scenario)
     finally:
         w3.provider.make_request("evm_setAutomine", [True])
-    assert len(set(entry.tx_hashes)) >= 2 and sent.tx_hash == entry.mined_hash != entry.tx_hashes[0]
+    # Bumped at least once; whichever signature of the nonce the block took (the bump may still be on its
+    # way to the pool when the block is mined) is the one reported, and the change happened once.
+    assert len(set(entry.tx_hashes)) >= 2 and sent.tx_hash == entry.mined_hash in entry.tx_hashes
     assert w3.eth.get_transaction(sent.tx_hash)["nonce"] == entry.nonce == sent.nonce
     assert probe.functions.bumpsByTag(5).call() == 1
 
