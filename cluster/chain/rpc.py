@@ -17,6 +17,7 @@ import asyncio
 import itertools
 import json
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -73,8 +74,12 @@ class KeepAliveHTTPProvider(AsyncHTTPProvider):
         session = self._sessions.get(loop_id)
         if session is None or session.closed:
             connector = aiohttp.TCPConnector(limit=MAX_RPC_CONNECTIONS, keepalive_timeout=30)
-            session = await self.cache_async_session(aiohttp.ClientSession(connector=connector))
-            self._sessions[loop_id] = session
+            session = aiohttp.ClientSession(connector=connector)
+            self._sessions[loop_id] = session  # before any await: concurrent first calls share it
+            cached = await self.cache_async_session(session)
+            if cached is not session:  # web3 had made its own first: use that one
+                await session.close()
+                self._sessions[loop_id] = session = cached
         return session
 
     async def _make_request(self, method: Any, request_data: bytes) -> bytes:
@@ -102,12 +107,14 @@ class RpcClient:
         if max_attempts < 1:
             raise ValueError(f"{max_attempts=} must be >= 1")
         self.w3 = w3
+        self.num_calls: Counter[str] = Counter()  # requests sent, by method: what a round costs the node
         self._ids = itertools.count(1)
         self.max_attempts = max_attempts
         self.backoff_s = backoff_s
 
     async def request(self, method: str, params: list[Any]) -> Any:
         """One attempt: the result, or ``RpcError`` / ``TransientRpcError``."""
+        self.num_calls[method] += 1
         try:
             response = await self._post(method, params)
         except aiohttp.ClientResponseError as exc:

@@ -22,10 +22,11 @@ from typing import Any
 from eth_account.signers.local import LocalAccount
 from web3 import AsyncWeb3
 
+from cluster.chain.receipts import ReceiptWatcher
 from cluster.chain.revert import RevertDecoder
 from cluster.chain.rpc import RpcClient, RpcError, TransientRpcError, hex_int
 from cluster.chain.tx_chain import TxChain
-from cluster.chain.tx_journal import JournalEntry, TxJournal
+from cluster.chain.tx_journal import JournalEntry, Receipt, TxJournal
 from cluster.chain.tx_types import SenderConfig, SentTx, TxRequest, TxTimeout
 
 __all__ = ["SenderConfig", "SentTx", "TxRequest", "TxSender", "TxTimeout"]
@@ -57,6 +58,7 @@ class TxSender:
         self.journal = journal
         self.config = config or SenderConfig()
         self.chain = TxChain(self.rpc, RevertDecoder(abis), gas_margin=self.config.gas_margin)
+        self.receipts = ReceiptWatcher(self.rpc, poll_interval_s=self.config.poll_interval_s)
         self._accounts: dict[str, _AccountState] = {}
         self._in_flight: dict[str, asyncio.Task[SentTx]] = {}
 
@@ -244,19 +246,10 @@ class TxSender:
 
     async def _receipt_of(self, entry: JournalEntry) -> dict[str, Any] | None:
         """The receipt of whichever of the entry's signatures is mined (at most one can be)."""
-        for tx_hash in entry.tx_hashes:
-            receipt = await self.rpc.call("eth_getTransactionReceipt", [tx_hash])
-            if receipt is not None:
-                return receipt
-        return None
+        return await self.receipts.receipt_of(entry.tx_hashes)
 
     async def _poll_receipt(self, entry: JournalEntry) -> dict[str, Any] | None:
-        deadline = asyncio.get_running_loop().time() + self.config.receipt_timeout_s
-        while (receipt := await self._receipt_of(entry)) is None:
-            if asyncio.get_running_loop().time() >= deadline:
-                return None
-            await asyncio.sleep(self.config.poll_interval_s)
-        return receipt
+        return await self.receipts.wait(entry.tx_hashes, self.config.receipt_timeout_s)
 
     async def _bump(self, entry: JournalEntry, account: LocalAccount) -> JournalEntry:
         """Re-sign the same nonce with higher fees: whichever signature is mined, the change happens once."""
@@ -278,23 +271,19 @@ class TxSender:
                 raise
         return bumped
 
-    async def _finish(self, entry: JournalEntry, receipt: dict[str, Any]) -> SentTx:
-        tx_hash, block = receipt["transactionHash"], hex_int(receipt["blockNumber"])
-        gas_used = hex_int(receipt["gasUsed"])
-        if hex_int(receipt["status"]) == 1:
-            self.journal.record_outcome(
-                entry.key, "mined", mined_hash=tx_hash, block_number=block, gas_used=gas_used
-            )
+    async def _finish(self, entry: JournalEntry, raw_receipt: dict[str, Any]) -> SentTx:
+        receipt = Receipt.of(raw_receipt)
+        tx_hash, block, gas_used = receipt.tx_hash, receipt.block_number, receipt.gas_used
+        if hex_int(raw_receipt["status"]) == 1:
+            self.journal.record_receipt(entry.key, "mined", receipt)
             log.info("[sender] mined key=%s tx=%s block=%d gas=%d", entry.key, tx_hash, block, gas_used)
             return _sent(self.journal.get(entry.key))  # type: ignore[arg-type]
         gas_limit = int(entry.tx_fields["gas"])
         if gas_used >= gas_limit * OUT_OF_GAS_RATIO:
             # (A real revert this close to the limit is retried with more gas and then reported as itself.)
-            self.journal.record_outcome(entry.key, "failed")  # nothing happened on chain: safe to sign afresh
+            self.journal.record_receipt(entry.key, "failed", receipt)  # nothing happened: safe to sign afresh
             raise _OutOfGas(gas_limit)
-        self.journal.record_outcome(
-            entry.key, "reverted", mined_hash=tx_hash, block_number=block, gas_used=gas_used
-        )
+        self.journal.record_receipt(entry.key, "reverted", receipt)
         revert = await self.chain.replay_revert(entry.account, entry.tx_fields, tx_hash, block)
         log.warning("[sender] reverted key=%s tx=%s block=%d error=%s", entry.key, tx_hash, block, revert)
         raise revert

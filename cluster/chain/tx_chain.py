@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
+import time
 from typing import Any
 
 from cluster.chain.revert import ContractRevert, RevertDecoder
@@ -13,11 +15,16 @@ from cluster.chain.tx_types import TxRequest
 class TxChain:
     """Chain reads for building and explaining transactions; reverts come back as ``ContractRevert``."""
 
-    def __init__(self, rpc: RpcClient, decoder: RevertDecoder, *, gas_margin: float):
+    def __init__(
+        self, rpc: RpcClient, decoder: RevertDecoder, *, gas_margin: float, fee_quote_ttl_s: float = 2.0
+    ):
         self.rpc = rpc
         self.decoder = decoder
         self.gas_margin = gas_margin
+        self.fee_quote_ttl_s = fee_quote_ttl_s
         self._chain_id: int | None = None
+        self._fees: tuple[float, dict[str, int]] | None = None  # (when asked, the quote)
+        self._fees_asking: asyncio.Lock | None = None
 
     async def chain_id(self) -> int:
         if self._chain_id is None:
@@ -25,6 +32,17 @@ class TxChain:
         return self._chain_id
 
     async def fees(self) -> dict[str, int]:
+        """The fee fields to sign with, quoted at most every ``fee_quote_ttl_s`` for all concurrent sends:
+        the quote leaves room for the base fee to grow (``_quote``), and a send that stalls is bumped."""
+        if self._fees_asking is None:
+            self._fees_asking = asyncio.Lock()
+        async with self._fees_asking:
+            now = time.monotonic()
+            if self._fees is None or now - self._fees[0] > self.fee_quote_ttl_s:
+                self._fees = (now, await self._quote())
+            return dict(self._fees[1])
+
+    async def _quote(self) -> dict[str, int]:
         """EIP-1559 fee fields where the chain has a base fee (anvil does), a legacy gas price elsewhere."""
         block = await self.rpc.call("eth_getBlockByNumber", ["latest", False])
         if block.get("baseFeePerGas") is None:

@@ -24,6 +24,14 @@ from cluster.durable_sqlite import open_durable
 TxStatus = Literal["signed", "mined", "reverted", "failed"]
 
 SCHEMA = """
+CREATE TABLE IF NOT EXISTS tx_receipts (
+    tx_hash TEXT PRIMARY KEY,
+    key TEXT NOT NULL,
+    status TEXT NOT NULL,
+    gas_used INTEGER NOT NULL,
+    gas_price INTEGER NOT NULL,
+    block_number INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS tx_journal (
     key TEXT PRIMARY KEY,
     account TEXT NOT NULL,
@@ -38,6 +46,23 @@ CREATE TABLE IF NOT EXISTS tx_journal (
     updated_at REAL NOT NULL
 )
 """
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    tx_hash: str
+    block_number: int
+    gas_used: int
+    gas_price_wei: int  # the effective gas price
+
+    @classmethod
+    def of(cls, receipt: dict[str, Any]) -> Receipt:
+        return cls(
+            receipt["transactionHash"],
+            int(receipt["blockNumber"], 16),
+            int(receipt["gasUsed"], 16),
+            int(receipt.get("effectiveGasPrice") or "0x0", 16),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +140,53 @@ class TxJournal:
                 " updated_at = ? WHERE key = ?",
                 (status, mined_hash, block_number, gas_used, time.time(), key),
             )
+
+    def record_receipt(self, key: str, status: TxStatus, receipt: Receipt) -> None:
+        """The outcome of a mined signature of ``key`` and, kept apart, its receipt: what the account
+        paid, failures included (an out-of-gas attempt is re-signed, and its row forgets it)."""
+        mined_hash = receipt.tx_hash if status != "failed" else None
+        block = receipt.block_number if status != "failed" else None
+        gas = receipt.gas_used if status != "failed" else None
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                self._db.execute(
+                    "UPDATE tx_journal SET status = ?, mined_hash = ?, block_number = ?, gas_used = ?,"
+                    " updated_at = ? WHERE key = ?",
+                    (status, mined_hash, block, gas, time.time(), key),
+                )
+                self._db.execute(
+                    "INSERT OR REPLACE INTO tx_receipts"
+                    " (tx_hash, key, status, gas_used, gas_price, block_number) VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        receipt.tx_hash,
+                        key,
+                        status,
+                        receipt.gas_used,
+                        receipt.gas_price_wei,
+                        receipt.block_number,
+                    ),
+                )
+                self._db.execute("COMMIT")  # one transaction: one write to the disk
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def receipts(self) -> list[tuple[str, str, int, int]]:
+        """(key, status, gas used, gas price in wei) of every receipt the sender met, in block order."""
+        with self._lock:
+            return self._db.execute(
+                "SELECT key, status, gas_used, gas_price FROM tx_receipts ORDER BY block_number"
+            ).fetchall()
+
+    def most_gas_used(self, key_prefix: str) -> int:
+        """The most gas a mined transaction whose key starts with ``key_prefix`` used (0: none yet)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT MAX(gas_used) FROM tx_receipts WHERE key LIKE ? AND status = 'mined'",
+                (key_prefix.replace("%", "").replace("_", "") + "%",),
+            ).fetchone()
+        return int(row[0] or 0)
 
 
 def _entry(row: tuple[Any, ...]) -> JournalEntry:

@@ -3,6 +3,13 @@
 Keys are what make restarts safe (cluster.chain.sender): the same key never produces a second state
 change, so any step may be replayed after a crash. A key names the change, not the attempt:
 ``commit:task=12:round=1`` is sent once whatever happens to the process in between.
+
+A task step's gas is not estimated: which path a call takes (a disclosure that settles the task and
+starts a queued one, or one that only records itself) depends on what lands before it, so an estimate
+made against today's state ran out of gas whenever a sibling's transaction came first, and cost the
+chain node an extra execution of every call. ``StepGas`` gives each step the gas of its dearest path
+instead: a floor measured on the contracts, raised to what the farm has seen the step use. Unused gas
+is refunded.
 """
 
 from __future__ import annotations
@@ -12,12 +19,43 @@ from typing import Any
 from eth_account.signers.local import LocalAccount
 from web3 import AsyncWeb3
 
+from cluster.chain.abi_calls import CallEncoder
 from cluster.chain.artifacts import load_artifact
 from cluster.chain.contracts import NodeStatus
 from cluster.chain.rpc import hex_int
 from cluster.chain.sender import SentTx, TxRequest, TxSender
+from cluster.chain.tx_journal import TxJournal
 from cluster.protocol.cards import CardModel
 from cluster.protocol.hashes import commitment
+
+# Each task step: the key prefix of its transactions, and the gas of its dearest path on a small network
+# (benchmarks/results/chain_gas.md: a settlement that also starts a queued task among a few nodes).
+# A network whose selections cost more is learned from the receipts (StepGas).
+STEP_GAS_FLOORS = {
+    "submitTaskResultCommitment": ("commit", 100_000),  # the third emits CommitmentsReady: 59k
+    "reportTaskError": ("error", 700_000),  # the second may abort the task and pay: 392k
+    "discloseTaskResult": ("disclose", 600_000),  # the second decides and pays: 346k
+    "reportResultsUploaded": ("uploaded", 700_000),  # pays, deletes the task, starts a queued one: 425k
+}
+GAS_HEADROOM = 1.5  # over the most gas a step was seen to use
+
+
+class StepGas:
+    """The gas limit of each task step: its floor, or more once the farm saw the step use more (its
+    receipts, in the journal, survive restarts)."""
+
+    def __init__(self, journal: TxJournal | None = None):
+        self.floors = {method: floor for method, (_, floor) in STEP_GAS_FLOORS.items()}
+        self.most_used: dict[str, int] = {}
+        if journal is not None:
+            for method, (prefix, _) in STEP_GAS_FLOORS.items():
+                self.saw(method, journal.most_gas_used(f"{prefix}:"))
+
+    def limit(self, method: str) -> int:
+        return max(self.floors[method], int(self.most_used.get(method, 0) * GAS_HEADROOM))
+
+    def saw(self, method: str, gas_used: int) -> None:
+        self.most_used[method] = max(self.most_used.get(method, 0), gas_used)
 
 
 class ChainOps:
@@ -27,6 +65,8 @@ class ChainOps:
         self.task = w3.eth.contract(address=addresses["Task"], abi=load_artifact("Task").abi)
         self.node = w3.eth.contract(address=addresses["Node"], abi=load_artifact("Node").abi)
         self.qos = w3.eth.contract(address=addresses["QoS"], abi=load_artifact("QoS").abi)
+        self.step_gas = StepGas(sender.journal)
+        self._steps = CallEncoder(self.task.address, load_artifact("Task").abi, STEP_GAS_FLOORS)
 
     # -- reads --------------------------------------------------------------------------------------------
 
@@ -85,22 +125,27 @@ class ChainOps:
         self, account: LocalAccount, task_id: int, round_: int, result: bytes, nonce: bytes
     ) -> SentTx:
         value = commitment(result, nonce, account.address)
-        request = TxRequest.call(self.task, "submitTaskResultCommitment", task_id, round_, value)
-        return await self._send(account, request, f"commit:task={task_id}:round={round_}")
+        args = (task_id, round_, value)
+        return await self._step(
+            account, "submitTaskResultCommitment", args, f"commit:task={task_id}:round={round_}"
+        )
 
     async def report_error(self, account: LocalAccount, task_id: int, round_: int) -> SentTx:
-        request = TxRequest.call(self.task, "reportTaskError", task_id, round_)
-        return await self._send(account, request, f"error:task={task_id}:round={round_}")
+        return await self._step(
+            account, "reportTaskError", (task_id, round_), f"error:task={task_id}:round={round_}"
+        )
 
     async def disclose(
         self, account: LocalAccount, task_id: int, round_: int, result: bytes, nonce: bytes
     ) -> SentTx:
-        request = TxRequest.call(self.task, "discloseTaskResult", task_id, round_, result, nonce)
-        return await self._send(account, request, f"disclose:task={task_id}:round={round_}")
+        args = (task_id, round_, result, nonce)
+        return await self._step(
+            account, "discloseTaskResult", args, f"disclose:task={task_id}:round={round_}"
+        )
 
     async def report_uploaded(self, account: LocalAccount, task_id: int, round_: int) -> SentTx:
-        request = TxRequest.call(self.task, "reportResultsUploaded", task_id, round_)
-        return await self._send(account, request, f"uploaded:task={task_id}:round={round_}")
+        key = f"uploaded:task={task_id}:round={round_}"
+        return await self._step(account, "reportResultsUploaded", (task_id, round_), key)
 
     async def cancel(self, account: LocalAccount, task_id: int) -> SentTx:
         request = TxRequest.call(self.task, "cancelTask", task_id)
@@ -108,6 +153,15 @@ class ChainOps:
 
     async def _send(self, account: LocalAccount, request: TxRequest, key: str) -> SentTx:
         return await self.sender.send(account, request, key=key)
+
+    async def _step(self, account: LocalAccount, method: str, args: tuple[Any, ...], key: str) -> SentTx:
+        """A task step: sent with its dearest path's gas (see the module doc), its use remembered."""
+        request = TxRequest(
+            self.task.address, self._steps.encode(method, args), gas=self.step_gas.limit(method)
+        )
+        sent = await self.sender.send(account, request, key=key)
+        self.step_gas.saw(method, sent.gas_used)
+        return sent
 
 
 def abis() -> list[Any]:

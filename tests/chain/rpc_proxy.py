@@ -22,6 +22,7 @@ class FaultyRpcProxy:
         self.max_log_range: int | None = None
         self.num_refused_log_ranges = 0
         self.strip_log_timestamps = False  # answer eth_getLogs as nodes do that omit blockTimestamp
+        self.unsupported: set[str] = set()  # methods answered "method not found", as some nodes do
         self._fail: dict[str | None, int] = {}  # method (None: any) -> requests left to answer 503
         self._drop: dict[str, int] = {}  # method -> responses left to drop after forwarding
         self._lock = threading.Lock()
@@ -92,6 +93,10 @@ class FaultyRpcProxy:
                     proxy.calls[method] += 1
                 if proxy._take(proxy._fail, method) or proxy._take(proxy._fail, None):
                     self.send_error(503, "upstream unavailable")
+                    return
+                if method in proxy.unsupported:
+                    error = {"code": -32601, "message": f"the method {method} does not exist"}
+                    self._reply(json.dumps({"jsonrpc": "2.0", "id": body.get("id"), "error": error}).encode())
                     return
                 refusal = proxy._refuse_range(body)
                 if refusal is not None:

@@ -1,0 +1,69 @@
+"""Receipts of many transactions in flight, waited for with one request per block."""
+
+from __future__ import annotations
+
+import asyncio
+
+from web3 import Web3
+
+from cluster.chain.receipts import ReceiptWatcher
+from cluster.chain.rpc import RpcClient, connect
+
+
+def send_unmined(w3: Web3, count: int) -> list[str]:
+    """``count`` transfers in the pool of a chain that mines only when told."""
+    sender, receiver = w3.eth.accounts[5], w3.eth.accounts[6]
+    return [
+        w3.eth.send_transaction({"from": sender, "to": receiver, "value": i + 1}).to_0x_hex()
+        for i in range(count)
+    ]
+
+
+def wait_all(url: str, hashes: list[str], mine) -> tuple[list[dict | None], RpcClient]:
+    async def scenario():
+        rpc = RpcClient(connect(url))
+        watcher = ReceiptWatcher(rpc, poll_interval_s=0.02)
+        try:
+            waits = [asyncio.create_task(watcher.wait([h], timeout_s=30)) for h in hashes]
+            await asyncio.sleep(0.2)  # every waiter is past its first, direct check
+            await asyncio.to_thread(mine)
+            return await asyncio.gather(*waits), rpc
+        finally:
+            await rpc.w3.provider.disconnect()
+
+    return asyncio.run(scenario())
+
+
+def test_waiters_get_their_receipts_from_one_request_per_block(w3: Web3, anvil) -> None:
+    w3.provider.make_request("evm_setAutomine", [False])
+    try:
+        hashes = send_unmined(w3, 12)
+        receipts, rpc = wait_all(anvil.rpc_url, hashes, lambda: w3.provider.make_request("evm_mine", []))
+    finally:
+        w3.provider.make_request("evm_setAutomine", [True])
+    assert [r["transactionHash"] for r in receipts] == hashes
+    assert rpc.num_calls["eth_getTransactionReceipt"] == 12  # each waiter's one direct check
+    assert rpc.num_calls["eth_getBlockReceipts"] <= 2  # the block that held them (and its predecessor)
+
+
+def test_a_node_without_block_receipts_is_asked_per_transaction(w3: Web3, rpc_proxy) -> None:
+    rpc_proxy.unsupported.add("eth_getBlockReceipts")
+    w3.provider.make_request("evm_setAutomine", [False])
+    try:
+        hashes = send_unmined(w3, 3)
+        receipts, rpc = wait_all(rpc_proxy.url, hashes, lambda: w3.provider.make_request("evm_mine", []))
+    finally:
+        w3.provider.make_request("evm_setAutomine", [True])
+    assert [r["transactionHash"] for r in receipts] == hashes
+    assert rpc.num_calls["eth_getTransactionReceipt"] > 3  # asked again after the first checks
+
+
+def test_a_transaction_that_is_never_mined_times_out(w3: Web3, anvil) -> None:
+    async def scenario():
+        rpc = RpcClient(connect(anvil.rpc_url))
+        try:
+            return await ReceiptWatcher(rpc, poll_interval_s=0.02).wait(["0x" + "ab" * 32], timeout_s=0.3)
+        finally:
+            await rpc.w3.provider.disconnect()
+
+    assert asyncio.run(scenario()) is None
