@@ -1,8 +1,8 @@
 """Faults that tests inject into a real farm, in one object that production code never fills.
 
 Production passes ``NO_HOOKS``. A test sets what it needs:
-- ``checkpoint``: called at the points of a round where a crash is most instructive (the restart tests
-  kill the process there);
+- ``checkpoint``: called at the points of a round, or of a node's bring-up, where a crash is most
+  instructive (the restart tests kill the process there);
 - ``corrupt_slots``: node slots whose results the coordinator alters before committing (a dishonest or
   broken node, with the Ray pool not involved);
 - ``corrupt_workers``: worker indices whose GPU returns altered results (what the consensus guard and a
@@ -26,7 +26,7 @@ from cluster.protocol.results import task_result
 from cluster.protocol.task import TaskType
 
 CORRUPTION_SEED = 0xBAD
-Checkpoint = Callable[[str, int, int], None]  # (point, task_id, round)
+Checkpoint = Callable[[str, str], None]  # (point, subject): ("before_commit", "task=12:round=1")
 
 
 @dataclass(frozen=True)
@@ -37,9 +37,9 @@ class TestHooks:
     corrupt_slots: frozenset[int] = frozenset()
     corrupt_workers: frozenset[int] = frozenset()
 
-    def reached(self, point: str, task_id: int, round_: int) -> None:
+    def reached(self, point: str, subject: str) -> None:
         if self.checkpoint is not None:
-            self.checkpoint(point, task_id, round_)
+            self.checkpoint(point, subject)
 
 
 NO_HOOKS = TestHooks()

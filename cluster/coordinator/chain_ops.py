@@ -67,11 +67,19 @@ class ChainOps:
         self.qos = w3.eth.contract(address=addresses["QoS"], abi=load_artifact("QoS").abi)
         self.step_gas = StepGas(sender.journal)
         self._steps = CallEncoder(self.task.address, load_artifact("Task").abi, STEP_GAS_FLOORS)
+        self._views = CallEncoder(self.node.address, load_artifact("Node").abi, ["nodeStatus"])
 
     # -- reads --------------------------------------------------------------------------------------------
 
     async def node_status(self, address: str) -> NodeStatus:
-        return NodeStatus(await self.node.functions.nodeStatus(address).call())
+        data = await self.sender.call(
+            TxRequest(self.node.address, self._views.encode("nodeStatus", (address,)))
+        )
+        return NodeStatus(int(data, 16))
+
+    async def transaction_count(self, address: str) -> int:
+        """The node's transactions mined so far: the generation its life-cycle keys carry."""
+        return hex_int(await self.sender.rpc.call("eth_getTransactionCount", [address, "latest"]))
 
     async def qos_score(self, address: str) -> int:
         return await self.qos.functions.score(address).call()
@@ -91,7 +99,7 @@ class ChainOps:
         return hex_int(block["timestamp"])
 
     async def balance(self, address: str) -> int:
-        return await self.w3.eth.get_balance(address)
+        return hex_int(await self.sender.rpc.call("eth_getBalance", [address, "latest"]))
 
     # -- node lifecycle -----------------------------------------------------------------------------------
 

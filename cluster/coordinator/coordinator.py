@@ -107,7 +107,8 @@ class Coordinator:
     async def join_nodes(self, slots: Sequence[Slot] | None = None) -> dict[str, NodeStatus]:
         """Bring the slots up (all by default): joined or resumed, or kept paused if their card is."""
         chosen = self.nodes.slots if slots is None else slots
-        return await bring_up(self.ops, self.keys.operator, chosen, self.store.paused_cards())
+        paused = self.store.paused_cards()
+        return await bring_up(self.ops, self.keys.operator, chosen, paused, hooks=self.settings.hooks)
 
     async def resume_card(self, key_text: str) -> dict[str, NodeStatus]:
         """Lift the guard's pause of a card model (its key or a prefix) and resume its nodes."""

@@ -9,9 +9,11 @@ the same signed bytes, and a restart after it is mined finds the new status and 
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from eth_account.signers.local import LocalAccount
 
@@ -19,8 +21,10 @@ from cluster.chain.accounts import OperatorKeys
 from cluster.chain.contracts import NodeStatus
 from cluster.coordinator.chain_ops import ChainOps
 from cluster.protocol.cards import CardModel
+from cluster.test_hooks import NO_HOOKS, TestHooks
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 GAS_RESERVE_WEI = 10**17  # what a node keeps for the gas of its task transactions (0.1 CNX)
 
 
@@ -60,49 +64,88 @@ class NodeSet:
         return [slot for slot in self.slots if slot.card == card]
 
 
+# Node accounts brought up at once: a farm of a thousand slots joins in a minute, not one after another.
+# The sender gives concurrent sends of one account consecutive nonces (the operator funds them all).
+BRING_UP_CONCURRENCY = 64
+
+
 async def bring_up(
-    ops: ChainOps, operator: LocalAccount, slots: Iterable[Slot], paused_cards: Collection[bytes] = ()
+    ops: ChainOps,
+    operator: LocalAccount,
+    slots: Iterable[Slot],
+    paused_cards: Collection[bytes] = (),
+    *,
+    hooks: TestHooks = NO_HOOKS,
 ) -> dict[str, NodeStatus]:
-    """Fund, join or resume every slot, or pause those of a paused card model; each node's status after."""
+    """Fund, join or resume every slot, or pause those of a paused card model; each node's status after.
+
+    Safe to run again at any point: what a crash left half done is finished, nothing is done twice (the
+    transactions' keys carry the node's own transaction count; a node that joined is no longer Quit).
+    """
     stake_wei = await ops.node_stake_wei()
-    statuses = {}
-    for slot in slots:
-        address = slot.address
-        status = await ops.node_status(address)
-        generation = await ops.w3.eth.get_transaction_count(address)
-        if slot.card.key in paused_cards:
-            if status in (NodeStatus.AVAILABLE, NodeStatus.BUSY):
-                await ops.pause(slot.account, generation)
-                log.warning("[coordinator] node kept paused node=%s card=%s", address, slot.card.short_id)
-        elif status is NodeStatus.QUIT:
-            needed = stake_wei + GAS_RESERVE_WEI
-            balance = await ops.balance(address)
-            if balance < needed:
-                await ops.fund(operator, address, needed - balance, generation)
-            await ops.join(slot.account, slot.card, stake_wei, generation)
-            log.info("[coordinator] node joined node=%s card=%s", address, slot.card.short_id)
-        elif status is NodeStatus.PAUSED:
-            await ops.resume(slot.account, generation)
-            log.info("[coordinator] node resumed node=%s", address)
-        statuses[address] = await ops.node_status(address)
-    return statuses
+
+    async def one(slot: Slot) -> tuple[str, NodeStatus]:
+        is_paused = slot.card.key in paused_cards
+        return slot.address, await _bring_up_one(ops, operator, slot, stake_wei, is_paused, hooks)
+
+    return dict(await _for_each(slots, one))
+
+
+async def _bring_up_one(
+    ops: ChainOps, operator: LocalAccount, slot: Slot, stake_wei: int, is_paused: bool, hooks: TestHooks
+) -> NodeStatus:
+    address = slot.address
+    status = await ops.node_status(address)
+    generation = await ops.transaction_count(address)
+    if is_paused:
+        if status in (NodeStatus.AVAILABLE, NodeStatus.BUSY):
+            await ops.pause(slot.account, generation)
+            log.warning("[coordinator] node kept paused node=%s card=%s", address, slot.card.short_id)
+    elif status is NodeStatus.QUIT:
+        needed = stake_wei + GAS_RESERVE_WEI
+        balance = await ops.balance(address)
+        if balance < needed:
+            await ops.fund(operator, address, needed - balance, generation)
+            hooks.reached("funded", f"node={slot.index}")
+        await ops.join(slot.account, slot.card, stake_wei, generation)
+        hooks.reached("joined", f"node={slot.index}")
+        log.info("[coordinator] node joined node=%s card=%s", address, slot.card.short_id)
+    elif status is NodeStatus.PAUSED:
+        await ops.resume(slot.account, generation)
+        log.info("[coordinator] node resumed node=%s", address)
+    else:
+        return status  # nothing sent: the status read is current
+    return await ops.node_status(address)
 
 
 async def pause_all(ops: ChainOps, slots: Iterable[Slot]) -> None:
     """Pause every node: available ones at once, busy ones when their task ends (PendingPause)."""
-    for slot in slots:
+
+    async def pause(slot: Slot) -> None:
         if await ops.node_status(slot.address) in (NodeStatus.AVAILABLE, NodeStatus.BUSY):
-            generation = await ops.w3.eth.get_transaction_count(slot.address)
-            await ops.pause(slot.account, generation)
+            await ops.pause(slot.account, await ops.transaction_count(slot.address))
+
+    await _for_each(slots, pause)
 
 
 async def quit_all(ops: ChainOps, slots: Iterable[Slot]) -> None:
     """Quit every node: the stake comes back now (idle or paused) or when the node's task ends."""
-    for slot in slots:
-        if await ops.node_status(slot.address) in (
-            NodeStatus.AVAILABLE,
-            NodeStatus.BUSY,
-            NodeStatus.PAUSED,
-        ):
-            generation = await ops.w3.eth.get_transaction_count(slot.address)
-            await ops.quit(slot.account, generation)
+
+    async def quit(slot: Slot) -> None:
+        if await ops.node_status(slot.address) in (NodeStatus.AVAILABLE, NodeStatus.BUSY, NodeStatus.PAUSED):
+            await ops.quit(slot.account, await ops.transaction_count(slot.address))
+
+    await _for_each(slots, quit)
+
+
+async def _for_each(slots: Iterable[Slot], action: Callable[[Slot], Awaitable[T]]) -> list[T]:
+    """``action`` on every slot, ``BRING_UP_CONCURRENCY`` at a time; the first failure cancels the rest."""
+    limit = asyncio.Semaphore(BRING_UP_CONCURRENCY)
+
+    async def limited(slot: Slot) -> T:
+        async with limit:
+            return await action(slot)
+
+    async with asyncio.TaskGroup() as group:
+        tasks = [group.create_task(limited(slot)) for slot in slots]
+    return [task.result() for task in tasks]

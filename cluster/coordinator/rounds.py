@@ -128,9 +128,9 @@ class RoundDriver:
 
     async def _commit(self, task: NodeTask) -> bool:
         assert task.result is not None and task.nonce is not None
-        self.hooks.reached("before_commit", task.task_id, task.round)
+        self.hooks.reached("before_commit", task.key)
         await self.ops.commit(self._account(task), task.task_id, task.round, task.result, task.nonce)
-        self.hooks.reached("after_commit", task.task_id, task.round)
+        self.hooks.reached("after_commit", task.key)
         self.store.patch(task.task_id, task.round, step=Step.COMMITTED)
         return True
 
@@ -147,7 +147,7 @@ class RoundDriver:
             return False  # nothing of ours is disclosed; the task is cancelled at its deadline
         assert task.result is not None and task.nonce is not None
         await self.ops.disclose(self._account(task), task.task_id, task.round, task.result, task.nonce)
-        self.hooks.reached("after_disclose", task.task_id, task.round)
+        self.hooks.reached("after_disclose", task.key)
         self.store.patch(task.task_id, task.round, step=Step.DISCLOSED)
         return True
 
@@ -159,10 +159,10 @@ class RoundDriver:
 
     async def _upload(self, task: NodeTask) -> bool:
         files = self.store.read_files(task.task_id, task.round)
-        self.hooks.reached("before_upload", task.task_id, task.round)
+        self.hooks.reached("before_upload", task.key)
         wait_s = max(1.0, self.clock.seconds_left(task.deadline_chain_s))
         await self._relay_for(task.node).upload_results(task.task_id, files, wait_s=wait_s)
-        self.hooks.reached("after_upload", task.task_id, task.round)
+        self.hooks.reached("after_upload", task.key)
         await self.ops.report_uploaded(self._account(task), task.task_id, task.round)
         log.info("[coordinator] results uploaded task=%d node=%s", task.task_id, task.node)
         return False  # TaskNodeSuccess marks it done

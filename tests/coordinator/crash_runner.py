@@ -1,8 +1,10 @@
 """A coordinator process for the restart tests: ``python -m tests.coordinator.crash_runner CONFIG.json``.
 
-Runs the coordinator until every row of the listed tasks is done, or, when ``crash_at`` names a
-checkpoint of cluster.coordinator.rounds (``TestHooks.checkpoint``), dies there with ``os._exit(137)``:
-no finally blocks, no flush, no goodbye, as a killed process dies.
+Runs the coordinator (its nodes brought up, as every start does) until every row of the listed tasks is
+done, or, when ``crash_at`` names a checkpoint (``TestHooks.checkpoint``: of a round in
+cluster.coordinator.rounds, or of a node's bring-up in cluster.coordinator.nodes), dies the
+``crash_after``-th time it is reached with ``os._exit(137)``: no finally blocks, no flush, no goodbye,
+as a killed process dies.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import json
 import os
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 from cluster.chain.accounts import OperatorKeys
@@ -28,10 +31,12 @@ CRASH_EXIT_CODE = 137
 
 def main(config_path: str) -> int:
     config = json.loads(Path(config_path).read_text())
-    crash_at = config.get("crash_at")
+    crash_at, crash_after = config.get("crash_at"), config.get("crash_after", 1)
+    reached = Counter[str]()
 
-    def checkpoint(point: str, task_id: int, round_: int) -> None:
-        if point == crash_at:
+    def checkpoint(point: str, subject: str) -> None:
+        reached[point] += 1
+        if point == crash_at and reached[point] >= crash_after:
             os._exit(CRASH_EXIT_CODE)
 
     settings = CoordinatorSettings(
