@@ -79,6 +79,9 @@ KUBERAY_CRDS = EnvVar(
     "HELIUM_KUBERAY_CRDS", None, "the KubeRay CRDs the manifest tests validate against (default ../shared)"
 )
 ANVIL_BIN = EnvVar("ANVIL_BIN", None, "an anvil binary (default: the contracts' npm tools, then PATH)")
+BENCH_CODE = EnvVar(
+    "HELIUM_BENCH_CODE", None, "another checkout whose cluster benchmarks/cluster_overhead.py measures"
+)
 
 # -- other software's variables that the project reads or sets ---------------------------------------------
 RAY_ADDRESS = EnvVar(

@@ -28,7 +28,7 @@ def test_corrupt_result_is_consistent_but_wrong() -> None:
 
 
 def test_checkpoints_reach_only_a_set_hook() -> None:
-    reached: list[tuple[str, int, int]] = []
-    NO_HOOKS.reached("before_commit", 1, 0)  # production: nothing happens
-    TestHooks(checkpoint=lambda *point: reached.append(point)).reached("after_commit", 7, 2)
-    assert reached == [("after_commit", 7, 2)]
+    reached: list[tuple[str, str]] = []
+    NO_HOOKS.reached("before_commit", "task=1:round=0")  # production: nothing happens
+    TestHooks(checkpoint=lambda *point: reached.append(point)).reached("after_commit", "task=7:round=2")
+    assert reached == [("after_commit", "task=7:round=2")]

@@ -54,7 +54,6 @@ class Anvil:
         mnemonic: str = DEV_MNEMONIC,
         chain_id: int = DEV_CHAIN_ID,
         block_time_s: float | None = None,
-        gas_limit: int | None = None,
         port: int | None = None,
         state_path: Path | None = None,
     ):
@@ -63,7 +62,6 @@ class Anvil:
         self.mnemonic = mnemonic
         self.chain_id = chain_id
         self.block_time_s = block_time_s
-        self.gas_limit = gas_limit  # of a block; None: anvil's default (30M)
         self.port = port or free_port()
         self.state_path = state_path
         self._proc: subprocess.Popen[bytes] | None = None
@@ -88,8 +86,7 @@ class Anvil:
         ]  # fmt: skip
         if self.block_time_s is not None:
             cmd += ["--block-time", str(self.block_time_s)]
-        if self.gas_limit is not None:
-            cmd += ["--gas-limit", str(self.gas_limit)]
+
         if self.state_path is not None:
             # --state loads the file when it exists and dumps to it on exit: a devnet restart keeps the chain.
             cmd += ["--state", str(self.state_path)]

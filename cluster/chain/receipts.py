@@ -56,6 +56,10 @@ class ReceiptWatcher:
                 if self._waiting.get(tx_hash) is found:
                     del self._waiting[tx_hash]
 
+    def tasks(self) -> list[asyncio.Task[None]]:
+        """The watch loop, while it runs."""
+        return [self._loop_task] if self._loop_task is not None and not self._loop_task.done() else []
+
     def _ensure_watching(self) -> None:
         if self._loop_task is None or self._loop_task.done():
             self._loop_task = asyncio.create_task(self._watch(), name="receipt-watcher")

@@ -112,6 +112,13 @@ class TxSender:
             f"{self.config.max_gas_retries} out-of-gas retries"
         )
 
+    async def aclose(self) -> None:
+        """Stop the sends in flight (a restart settles them from the journal) and the receipt watch."""
+        tasks = [*self._in_flight.values(), *self.receipts.tasks()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     async def call(self, request: TxRequest, *, sender: str | None = None, block: str = "latest") -> str:
         """eth_call with the same revert decoding as ``send``: the returned data as hex."""
         params = {"to": request.to, "data": request.data, "value": hex(request.value_wei)}

@@ -51,6 +51,7 @@ class SyncTxSender:
 
     def close(self) -> None:
         try:
+            self._run(self.sender.aclose())
             self._run(self.sender.rpc.w3.provider.disconnect())
         finally:
             self._loop.call_soon_threadsafe(self._loop.stop)

@@ -24,13 +24,29 @@ from cluster.chain.task_events import (
     task_event,
 )
 from cluster.coordinator.store import NodeTask, Outcome, Step, TaskStore
+from cluster.coordinator.timeline import RoundTimeline
 
 log = logging.getLogger(__name__)
+# The stage a round reaches when the watch applies an event to it (cluster/coordinator/timeline.py).
+STAGE_OF_EVENT: dict[type, str] = {
+    TaskStarted: "selected",
+    CommitmentsReady: "commitments_ready",
+    TaskSuccess: "validated",
+    TaskAborted: "ended",
+    TaskNodeSettled: "settled",
+}
 
 
 class ChainWatch:
-    def __init__(self, store: TaskStore, is_ours: Callable[[str], bool], task_timeout_s: int):
+    def __init__(
+        self,
+        store: TaskStore,
+        is_ours: Callable[[str], bool],
+        task_timeout_s: int,
+        timeline: RoundTimeline | None = None,
+    ):
         self.store = store
+        self.timeline = timeline or RoundTimeline()
         self.is_ours = is_ours
         # The contract's deadline is the starting block's timestamp + taskTimeout: the watch knows both, so
         # a round's deadline costs no call. taskTimeout is read at start, then followed by its event.
@@ -46,6 +62,8 @@ class ChainWatch:
             typed = task_event(event)
             for task in self._apply_one(typed) if typed is not None else ():
                 changed[(task.task_id, task.round)] = task
+                if typed is not None:
+                    self.timeline.mark(task.key, STAGE_OF_EVENT.get(type(typed), typed.name))
         return list(changed.values())
 
     def _apply_one(self, event: TaskEvent) -> Collection[NodeTask]:

@@ -39,6 +39,7 @@ from cluster.coordinator.nodes import NodeSet, Slot, bring_up, pause_all, quit_a
 from cluster.coordinator.rounds import RoundDriver
 from cluster.coordinator.scheduling.runner import JobRunner
 from cluster.coordinator.store import NodeTask, Step, TaskStore
+from cluster.coordinator.timeline import RoundTimeline
 from cluster.protocol.cards import CardModel
 from cluster.test_hooks import NO_HOOKS, TestHooks
 
@@ -65,6 +66,7 @@ class Coordinator:
         self.pool = pool
         self.nodes = NodeSet(keys, settings.cards)
         self.clock = ChainClock()
+        self.timeline = RoundTimeline()
         self._wakeups: dict[tuple[int, int], asyncio.Event] = {}
         self._runners: dict[tuple[int, int], asyncio.Task[None]] = {}
         self._started = False
@@ -93,13 +95,14 @@ class Coordinator:
             confirmations=endpoints.confirmations,
         )  # fmt: skip
         timeout_s = await self.ops.task.functions.taskTimeout().call()
-        self.watch = ChainWatch(self.store, self.nodes.__contains__, timeout_s)
+        self.watch = ChainWatch(self.store, self.nodes.__contains__, timeout_s, self.timeline)
         # Every round talks to the relay: connections are kept (a new one costs more than the request).
         limits = httpx.Limits(max_connections=RELAY_CONNECTIONS, max_keepalive_connections=RELAY_CONNECTIONS)
         self._http = httpx.AsyncClient(timeout=30.0, limits=limits)
         self.driver = RoundDriver(
             self.store, self.ops, self.pool, self.nodes, self.clock, relay_url=endpoints.relay_url,
             http=self._http, guard_own_results=self.settings.guard_own_results, hooks=self.settings.hooks,
+            timeline=self.timeline,
         )  # fmt: skip
         self.clock.observe_block(await self.ops.latest_block_time_s())
         self._started = True
@@ -166,6 +169,7 @@ class Coordinator:
         await asyncio.gather(*self._runners.values(), return_exceptions=True)
         self._runners.clear()
         if self._started:
+            await self.sender.aclose()
             await self._http.aclose()
             await self.w3.provider.disconnect()
             self.sender.journal.close()

@@ -12,8 +12,10 @@ cancels the task. The chain's events, applied by ``ChainWatch``, end every round
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
 from eth_account.signers.local import LocalAccount
@@ -25,6 +27,7 @@ from cluster.coordinator.failures import ArgumentsMismatch
 from cluster.coordinator.nodes import NodeSet, pause_all
 from cluster.coordinator.scheduling.runner import JobRunner
 from cluster.coordinator.store import NodeTask, Step, TaskStore
+from cluster.coordinator.timeline import RoundTimeline
 from cluster.protocol.errors import TaskExecutionError
 from cluster.protocol.hashes import new_nonce, task_hash
 from cluster.protocol.results import results_match
@@ -43,6 +46,7 @@ class RoundDriver:
     def __init__(
         self, store: TaskStore, ops: ChainOps, pool: JobRunner, nodes: NodeSet, clock: ChainClock, *,
         relay_url: str, http: httpx.AsyncClient, guard_own_results: bool = True, hooks: TestHooks = NO_HOOKS,
+        timeline: RoundTimeline | None = None,
     ):  # fmt: skip
         self.store = store
         self.ops = ops
@@ -51,6 +55,7 @@ class RoundDriver:
         self.clock = clock
         self.guard_own_results = guard_own_results
         self.hooks = hooks
+        self.timeline = timeline or RoundTimeline()
         self._relay_url = relay_url
         self._http = http
         self._relays: dict[str, RelayClient] = {}
@@ -88,6 +93,7 @@ class RoundDriver:
             self.nodes[task.node].card, JobRequest(task.task_type, args_json),
             deadline_unix_s=self.clock.to_unix_s(deadline_chain_s), model_hint=task_model(args),
         )  # fmt: skip
+        self.timeline.spent(task.key, "engine_s", job.engine_s)
         if job.error is not None:  # the pool returns only task errors; transient ones it retried
             return self._found_error(task, job.error)
         files, result = list(job.files), job.result
@@ -103,6 +109,7 @@ class RoundDriver:
             nonce=new_nonce(),
             num_files=len(files),
         )
+        self.timeline.mark(task.key, "executed")
         log.info("[coordinator] executed task=%d round=%d node=%s", task.task_id, task.round, task.node)
         return True
 
@@ -114,6 +121,7 @@ class RoundDriver:
         if task_hash(args_json) != task.task_hash:  # the relay checks this too; never run unverified args
             raise ArgumentsMismatch(f"task {task.task_id}: the relay's arguments do not hash to the taskHash")
         self.store.patch(task.task_id, task.round, args_json=args_json)
+        self.timeline.mark(task.key, "args_fetched")
         return args_json
 
     def _found_error(self, task: NodeTask, error: TaskExecutionError) -> bool:
@@ -129,7 +137,8 @@ class RoundDriver:
     async def _commit(self, task: NodeTask) -> bool:
         assert task.result is not None and task.nonce is not None
         self.hooks.reached("before_commit", task.key)
-        await self.ops.commit(self._account(task), task.task_id, task.round, task.result, task.nonce)
+        async with self._on_chain(task, "committed"):
+            await self.ops.commit(self._account(task), task.task_id, task.round, task.result, task.nonce)
         self.hooks.reached("after_commit", task.key)
         self.store.patch(task.task_id, task.round, step=Step.COMMITTED)
         return True
@@ -146,7 +155,8 @@ class RoundDriver:
         if self.guard_own_results and await self._own_results_disagree(task):
             return False  # nothing of ours is disclosed; the task is cancelled at its deadline
         assert task.result is not None and task.nonce is not None
-        await self.ops.disclose(self._account(task), task.task_id, task.round, task.result, task.nonce)
+        async with self._on_chain(task, "disclosed"):
+            await self.ops.disclose(self._account(task), task.task_id, task.round, task.result, task.nonce)
         self.hooks.reached("after_disclose", task.key)
         self.store.patch(task.task_id, task.round, step=Step.DISCLOSED)
         return True
@@ -163,7 +173,8 @@ class RoundDriver:
         wait_s = max(1.0, self.clock.seconds_left(task.deadline_chain_s))
         await self._relay_for(task.node).upload_results(task.task_id, files, wait_s=wait_s)
         self.hooks.reached("after_upload", task.key)
-        await self.ops.report_uploaded(self._account(task), task.task_id, task.round)
+        async with self._on_chain(task, "uploaded"):
+            await self.ops.report_uploaded(self._account(task), task.task_id, task.round)
         log.info("[coordinator] results uploaded task=%d node=%s", task.task_id, task.node)
         return False  # TaskNodeSuccess marks it done
 
@@ -200,6 +211,14 @@ class RoundDriver:
         return True
 
     # -- plumbing ----------------------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _on_chain(self, task: NodeTask, stage: str) -> AsyncIterator[None]:
+        """Time a transaction of the round (signing, sending, mining) and mark the stage it completes."""
+        started = time.perf_counter()
+        yield
+        self.timeline.spent(task.key, "chain_s", time.perf_counter() - started)
+        self.timeline.mark(task.key, stage)
 
     def _account(self, task: NodeTask) -> LocalAccount:
         return self.nodes[task.node].account

@@ -7,7 +7,7 @@ type, never a tuple or raw key bytes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cluster.protocol.hashes import card_model_key
 
@@ -19,11 +19,16 @@ class CardModel:
     gpu_name: str  # the driver's full product name, e.g. "NVIDIA H100 80GB HBM3"
     vram_gb: int  # ceil(MiB / 1024)
     runtime: str  # the software that determines GPT numerics, e.g. "transformers-5.1.0-torch-2.13.0"
+    # Computed once: the scheduler names workers by it on every decision (a keccak and an ABI encoding).
+    _key: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_key", card_model_key(self.gpu_name, self.vram_gb, self.runtime))
 
     @property
     def key(self) -> bytes:
         """The on-chain card model key: keccak256(abi.encode(gpuName, gpuVramGB, runtime))."""
-        return card_model_key(self.gpu_name, self.vram_gb, self.runtime)
+        return self._key
 
     @property
     def short_id(self) -> str:

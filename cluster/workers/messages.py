@@ -26,6 +26,7 @@ class JobReply:
     result: bytes = b""  # the bytes to commit on chain; empty with an error
     error: TaskExecutionError | None = None  # REPORT: the task's fault; RETRY: the pool tries again
     loaded_models: frozenset[str] = frozenset()  # warm in the worker's cache after this job
+    engine_s: float = 0.0  # the engine's time on this job (loading and inference), measured in the worker
 
     @property
     def ok(self) -> bool:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Hashable
 from typing import Any
 
@@ -144,9 +145,11 @@ class GpuWorker:
         """The job's files and result, or its error; with the models warm in this worker afterwards."""
         with self._lock:
             self._num_running += 1
+        started = time.perf_counter()
         try:
             files, result, error = self._run(request)
-            return JobReply(files, result, error, frozenset(self.loaded_models()))
+            engine_s = time.perf_counter() - started
+            return JobReply(files, result, error, frozenset(self.loaded_models()), engine_s)
         finally:
             with self._lock:
                 self._num_running -= 1

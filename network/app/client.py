@@ -105,6 +105,7 @@ class ApplicationClient:
         await self.aclose()
 
     async def aclose(self) -> None:
+        await self.sender.aclose()
         await self.relay.aclose()
         if self._owns_w3:
             await self.w3.provider.disconnect()

@@ -58,6 +58,7 @@ class Devnet:
         self.say(f"chain {self.anvil.rpc_url}, contracts deployed: {dict(self.deployment.addresses)}")
 
         operator, mnemonic = Account.create_with_mnemonic()
+        self._operator = operator.address
         os.environ[envs.OPERATOR_MNEMONIC.name] = mnemonic
         tx = w3.eth.send_transaction(
             {"from": w3.eth.accounts[1], "to": operator.address, "value": OPERATOR_FUNDS_WEI}
@@ -162,6 +163,7 @@ class Devnet:
                 i += 1
             await asyncio.gather(*running, return_exceptions=True)
         await asyncio.to_thread(self._show_metrics)
+        await asyncio.to_thread(self._show_farm_receipts)
         self.say(
             f"summary: {self.counts['succeeded']} succeeded, {self.counts['aborted']} aborted, "
             f"{self.counts['failed']} failed"
@@ -172,6 +174,18 @@ class Devnet:
         """The card model of each selected node, as the Node contract recorded it at join."""
         node = self.deployment.bind(self.anvil.web3()).contract("Node")
         return [node.functions.nodeInfo(n).call()[6] for n in nodes]
+
+    def _show_farm_receipts(self) -> None:
+        """The farm's transactions as the chain recorded them: how many, and how many failed."""
+        import ray
+
+        w3 = self.anvil.web3()
+        farm = {*ray.get(self.actor.status.remote())["nodes"], self._operator}
+        statuses: list[int] = []
+        for number in range(self.deployment.block_number, w3.eth.block_number + 1):
+            receipts = w3.provider.make_request("eth_getBlockReceipts", [hex(number)])["result"] or []
+            statuses += [int(r["status"], 16) for r in receipts if w3.to_checksum_address(r["from"]) in farm]
+        self.say(f"farm transactions on chain: {statuses.count(1)} mined, {statuses.count(0)} failed")
 
     def _show_metrics(self) -> None:
         """The farm's Prometheus metrics, refreshed now, as an operator's scraper would read them."""

@@ -173,3 +173,27 @@ def test_run_keeps_polling_through_rpc_outages_until_stopped(w3: Web3, probe, rp
 
     run(scenario)
     assert seen == ["first", "second"]
+
+
+def test_the_chain_client_does_not_wait_on_web3_s_process_wide_session_lock(anvil):
+    """web3 8 takes one lock, shared by every provider of the process, in a thread on each async call; a
+    call cancelled while waiting for it leaves it taken for good. The chain client never takes it."""
+    from web3._utils.http_session_manager import HTTPSessionManager
+
+    from cluster.chain.rpc import RpcClient
+
+    async def calls_while_the_lock_is_taken() -> tuple[int, int]:
+        w3 = connect(anvil.rpc_url)
+        try:
+            block = await asyncio.wait_for(w3.eth.block_number, timeout=10)  # web3's own request path
+            raw = await asyncio.wait_for(RpcClient(w3).call("eth_blockNumber", []), timeout=10)
+            return block, int(raw, 16)
+        finally:
+            await w3.provider.disconnect()
+
+    assert HTTPSessionManager._lock.acquire(timeout=5)
+    try:
+        block, raw = run(calls_while_the_lock_is_taken)
+    finally:
+        HTTPSessionManager._lock.release()
+    assert block >= 0 and raw >= 0

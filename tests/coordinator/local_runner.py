@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -51,10 +52,13 @@ class LocalJobRunner:
         self, card: CardModel, request: JobRequest, *, deadline_unix_s: float, model_hint: str | None = None
     ) -> JobResult:
         self.num_jobs += 1
+        started = time.perf_counter()
         try:
             outcome = await asyncio.to_thread(self._run, request)
         except TaskExecutionError as exc:
             if not exc.is_task_error:
                 raise  # transient: the round driver retries it
             return JobResult((), b"", exc, WORKER_ID, 1)
-        return JobResult(tuple(outcome.files), outcome.result, None, WORKER_ID, 1)
+        return JobResult(
+            tuple(outcome.files), outcome.result, None, WORKER_ID, 1, time.perf_counter() - started
+        )

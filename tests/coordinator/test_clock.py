@@ -35,3 +35,18 @@ def test_a_chain_deadline_becomes_the_host_moment_the_pool_waits_for() -> None:
     clock = ChainClock(wall)
     clock.observe_block(5_010.0)  # chain time runs 10 s ahead of this host
     assert clock.to_unix_s(5_100.0) == 5_090.0  # 90 s of chain time left: 90 s of host time
+
+
+def test_the_timeline_keeps_first_marks_sums_spent_time_and_forgets_the_oldest_rounds() -> None:
+    from cluster.coordinator.timeline import RoundTimeline
+
+    timeline = RoundTimeline(max_rounds=2)
+    timeline.mark("task=1:round=0", "selected")
+    first = timeline.of("task=1:round=0")["selected"]
+    timeline.mark("task=1:round=0", "selected")  # a replayed event does not move the stage
+    timeline.spent("task=1:round=0", "chain_s", 0.5)
+    timeline.spent("task=1:round=0", "chain_s", 0.25)
+    assert timeline.of("task=1:round=0") == {"selected": first, "chain_s": 0.75}
+    timeline.mark("task=2:round=0", "selected")
+    timeline.mark("task=3:round=0", "selected")
+    assert list(timeline.all()) == ["task=2:round=0", "task=3:round=0"]

@@ -68,10 +68,24 @@ def test_gpt_tasks_run_end_to_end_and_are_paid(w3, anvil, deployment, relay, ope
             await run_until(coordinator, all_paid)
             async with RelayClient(relay.url, APP) as app:
                 files = [await app.get_result(t, 0) for t in task_ids]
-            return task_ids, files, coordinator.status()
+            return task_ids, files, coordinator.status(), coordinator.timeline.all()
 
-    task_ids, files, status = asyncio.run(scenario())
+    task_ids, files, status, timeline = asyncio.run(scenario())
     assert status["tasks"]["outcome:paid"] == 6 and status["earned_wei"] == 2 * 10**18
+    stages = [
+        "selected",
+        "args_fetched",
+        "executed",
+        "committed",
+        "commitments_ready",
+        "disclosed",
+        "validated",
+    ]
+    for round_stages in timeline.values():  # every round passed every stage, in order, timed
+        assert [round_stages[s] for s in stages] == sorted(round_stages[s] for s in stages)
+        assert round_stages["settled"] >= round_stages["validated"] and round_stages["engine_s"] > 0
+        assert round_stages["chain_s"] > 0
+    assert sum("uploaded" in r for r in timeline.values()) == 2  # the result node of each task
     for data in files:
         response = json.loads(data)
         assert response["choices"][0]["message"]["role"] == "assistant"

@@ -186,7 +186,9 @@ class WorkerPool:
             if reply is None:
                 raise group.deadline_error(attempts, last_error)
             if reply.error is None or reply.error.is_task_error:
-                return JobResult(reply.files, reply.result, reply.error, worker.worker_id, attempts)
+                return JobResult(
+                    reply.files, reply.result, reply.error, worker.worker_id, attempts, reply.engine_s
+                )
             logger.info(
                 "[pool] retrying worker=%s attempt=%d error=%s", worker.worker_id, attempts, reply.error
             )

@@ -26,6 +26,7 @@ class JobResult:
     error: TaskExecutionError | None  # a task error (REPORT action): the node reports it on chain
     worker_id: str
     attempts: int
+    engine_s: float = 0.0  # the engine's time on the attempt that answered (loading and inference)
 
     @property
     def ok(self) -> bool:

@@ -1,0 +1,87 @@
+"""The node cluster's own cost: stages of a task, the coordinator's capacity, scheduling, gas per task.
+
+    python benchmarks/cluster_overhead.py                    # every phase; records the results
+    python benchmarks/cluster_overhead.py --phases capacity --slots 60 300
+    HELIUM_BENCH_CODE=/tmp/before python benchmarks/cluster_overhead.py --phases capacity --label before
+
+Phases (figures go to benchmarks/results/cluster_overhead.json under ``--label``, and from there into
+benchmarks/results/cluster_overhead.md, where the labels stand side by side):
+- ``stages``: the local network for real (anvil with a block a second, the relay process, Ray with the
+  cpu-devnet rig's six workers, the tiny model): when a task passes each stage from created to paid,
+  and each round's time split into inference, waiting for the chain, and the cluster's own overhead.
+- ``capacity``: rounds per second sustained by one coordinator with 60, 300 and 1,000 node slots, and its
+  CPU milliseconds per round. Anvil (a block a second), the relay and an application that keeps every
+  slot busy (benchmarks/load_app.py) are real, each in its own process; the GPU workers are simulated
+  behind the pool's interface by an engine that answers at once (benchmarks/farm_sim.py). Also timed:
+  bring-up of the node accounts, and a restart with the rounds in flight left unfinished; counted: the
+  gas the farm's receipts show per task, failed transactions included, and RPC calls per round.
+- ``scheduling``: choosing the worker of a card group for a job, with 1,000 workers in the group.
+``HELIUM_BENCH_CODE`` names another checkout whose ``cluster`` the coordinator runs (an earlier version,
+for the before/after table); the relay and the application always run this checkout's code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+if os.environ.get("HELIUM_BENCH_CODE"):  # an earlier version's cluster, for the before/after table
+    sys.path.insert(0, os.environ["HELIUM_BENCH_CODE"])  # (cluster.envs lists it; this runs before imports)
+
+from benchmarks.overhead_phases import run_capacity, run_scheduling, run_stages  # noqa: E402
+from benchmarks.overhead_report import write_report  # noqa: E402
+
+RESULTS_JSON = REPO / "benchmarks" / "results" / "cluster_overhead.json"
+
+
+def machine() -> dict[str, Any]:
+    load_1m, _, _ = os.getloadavg()
+    return {
+        "cpu": platform.machine(), "cores": os.cpu_count(), "python": platform.python_version(),
+        "load_at_start": round(load_1m, 2), "date": time.strftime("%Y-%m-%d"),
+    }  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--phases", nargs="+", default=["stages", "capacity", "scheduling"])
+    parser.add_argument("--slots", nargs="+", type=int, default=[60, 300, 1000])
+    parser.add_argument("--seconds", type=float, default=60.0, help="of each capacity measurement")
+    parser.add_argument("--tasks", type=int, default=12, help="GPT tasks of the stages phase")
+    parser.add_argument("--label", default="after", help="the column these figures go to")
+    parser.add_argument(
+        "--setup", choices=["bring-up", "direct"], default="bring-up",
+        help="node accounts joined by the coordinator, or directly (for an earlier version)",
+    )  # fmt: skip
+    options = parser.parse_args(argv)
+    results = json.loads(RESULTS_JSON.read_text()) if RESULTS_JSON.exists() else {}
+    run = results.setdefault(options.label, {})
+    run["machine"] = machine()
+    if "stages" in options.phases:
+        run["stages"] = run_stages(options.tasks)
+        print("stages:", json.dumps(dict(run["stages"]["median_s"])))
+    if "capacity" in options.phases:
+        for slots in options.slots:
+            figures = run_capacity(slots, options.seconds, options.setup)
+            run.setdefault("capacity", {})[str(slots)] = figures
+            print(f"capacity slots={slots}:", json.dumps(figures))
+    if "scheduling" in options.phases:
+        run["scheduling"] = run_scheduling()
+        print("scheduling:", json.dumps(run["scheduling"]))
+    RESULTS_JSON.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS_JSON.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
+    print(f"wrote {write_report(results)}")
+    sys.stdout.flush()
+    os._exit(0)  # Ray and aiohttp's threads can hold a finished benchmark's exit: the results are written
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""benchmarks/results/cluster_overhead.md from the recorded figures (cluster_overhead.json)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+RESULTS_MD = Path(__file__).resolve().parent / "results" / "cluster_overhead.md"
+CAPACITY_ROWS = [
+    ("rounds per second, sustained", "rounds_per_s"),
+    ("coordinator CPU per round (ms)", "cpu_ms_per_round"),
+    ("RPC calls per round", "rpc_calls_per_round"),
+    ("gas per task, the farm's transactions", "gas_per_task"),
+    ("failed transactions", "failed_txs"),
+    ("bring-up of the node accounts (s)", "bring_up_s"),
+    ("rounds unfinished at the restart", "unfinished_at_restart"),
+    ("restart: started and nodes checked (s)", "restart_ready_s"),
+    ("restart: first round paid (s)", "restart_first_paid_s"),
+    ("rounds per second after the restart", ("after_restart", "rounds_per_s")),
+]
+
+
+def _value(figures: dict[str, Any] | None, key: str | tuple[str, str]) -> str:
+    if figures is None:
+        return "-"
+    value = figures.get(key[0], {}).get(key[1]) if isinstance(key, tuple) else figures.get(key)
+    if value is None:
+        return "-"
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {v}" for k, v in value.items()) or "0"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def _capacity(results: dict[str, Any]) -> list[str]:
+    labels = [label for label in ("before", "after") if "capacity" in results.get(label, {})]
+    slots = sorted({int(s) for label in labels for s in results[label]["capacity"]})
+    header = "| | " + " | ".join(f"{label}, {n} slots" for n in slots for label in labels) + " |"
+    lines = [header, "|---|" + "---:|" * (len(slots) * len(labels))]
+    for title, key in CAPACITY_ROWS:
+        cells = [_value(results[label]["capacity"].get(str(n)), key) for n in slots for label in labels]
+        lines.append(f"| {title} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _stages(stages: dict[str, Any]) -> list[str]:
+    lines = [
+        f"Median of {stages['num_rounds']} rounds, seconds: one GPT task at a time on the tiny model, "
+        "three nodes of one card model on Ray workers, anvil mining a block a second. A round's time is "
+        "split into its causes; what is left is the cluster's own overhead (scheduling, files, signing, "
+        "relay requests, noticing events: the poll interval is 0.5 s).",
+        "",
+        "| stage | s |",
+        "|---|---:|",
+    ]
+    lines += [f"| {name} | {value:.3f} |" for name, value in stages["median_s"]]
+    return lines
+
+
+def write_report(results: dict[str, Any]) -> Path:
+    after = results.get("after", {})
+    machine = after.get("machine") or next(iter(results.values()))["machine"]
+    lines = [
+        "# The cluster's own cost",
+        "",
+        "Recorded by `python benchmarks/cluster_overhead.py` (see its docstring for what each phase runs). "
+        f"Machine: {machine['cpu']}, {machine['cores']} cores, Python {machine['python']}, "
+        f"load average {machine['load_at_start']} at the start, {machine['date']}. Anvil, the relay, the "
+        "application and the coordinator share the machine's cores.",
+        "",
+        "## Capacity of one coordinator",
+        "",
+        "Anvil mines a block a second (200M gas); the relay and an application that keeps every node slot "
+        "busy are real processes; the GPU workers are simulated behind the pool's interface by an engine "
+        "that answers at once, so a round's cost is the control plane's. `before`: the coordinator as the "
+        "reshape left it (commit 6b21097: eth-keys' pure-Python signatures, web3's per-call connections, "
+        "a gas estimate and a receipt poll per transaction, a `getTask` call per round), recorded with "
+        "`HELIUM_BENCH_CODE=<that checkout> ECC_BACKEND_CLASS=eth_keys.backends.NativeECCBackend "
+        "python benchmarks/cluster_overhead.py --phases capacity --label before --setup direct`; its "
+        "nodes were joined directly, so its bring-up is not timed, and it counted neither its RPC calls "
+        "nor its receipts. `after`: this version (`--label after`). With 60 slots the rounds are as "
+        "fast as the chain lets a task go (a block a second), not as the coordinator can: that row is "
+        "latency, the 300 and 1,000 rows are capacity.",
+        "",
+        *_capacity(results),
+        "",
+        *[
+            f"Note on `{label}`: {results[label]['machine']['note']}."
+            for label in results
+            if results[label].get("machine", {}).get("note")
+        ],
+        "",
+    ]
+    if "stages" in after:
+        lines += ["## Stages of a task on the local network", "", *_stages(after["stages"]), ""]
+    if "scheduling" in after:
+        s = after["scheduling"]
+        lines += [
+            "## Scheduling a job",
+            "",
+            f"Choosing the worker of a card group (a holder of the model first, then the least busy) with "
+            f"{s['workers']:,} workers, half of them busy: {s['us_per_decision']} µs per decision "
+            f"({s['decisions']:,} decisions, acquire and release).",
+            "",
+        ]
+    RESULTS_MD.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS_MD.write_text("\n".join(lines))
+    return RESULTS_MD
