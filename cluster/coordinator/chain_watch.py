@@ -62,8 +62,10 @@ class ChainWatch:
             typed = task_event(event)
             for task in self._apply_one(typed) if typed is not None else ():
                 changed[(task.task_id, task.round)] = task
-                if typed is not None:
-                    self.timeline.mark(task.key, STAGE_OF_EVENT.get(type(typed), typed.name))
+                if isinstance(typed, CommitmentsReady) and task.result is not None:
+                    # every commitment is mined: ours too, even if its sender has not seen the receipt yet
+                    self.timeline.mark(task.key, "committed")
+                self.timeline.mark(task.key, STAGE_OF_EVENT.get(type(typed), typed.name))
         return list(changed.values())
 
     def _apply_one(self, event: TaskEvent) -> Collection[NodeTask]:

@@ -72,18 +72,13 @@ def test_gpt_tasks_run_end_to_end_and_are_paid(w3, anvil, deployment, relay, ope
 
     task_ids, files, status, timeline = asyncio.run(scenario())
     assert status["tasks"]["outcome:paid"] == 6 and status["earned_wei"] == 2 * 10**18
-    stages = [
-        "selected",
-        "args_fetched",
-        "executed",
-        "committed",
-        "commitments_ready",
-        "disclosed",
-        "validated",
-    ]
+    # the stages each follow from the one before; a disclosure and the task's validation are seen
+    # independently (by the sender's receipt and by the chain watch), so they are not ordered
+    stages = ["selected", "args_fetched", "executed", "committed", "commitments_ready", "disclosed"]
     for round_stages in timeline.values():  # every round passed every stage, in order, timed
         assert [round_stages[s] for s in stages] == sorted(round_stages[s] for s in stages)
-        assert round_stages["settled"] >= round_stages["validated"] and round_stages["engine_s"] > 0
+        assert round_stages["commitments_ready"] <= round_stages["validated"] <= round_stages["settled"]
+        assert round_stages["engine_s"] > 0
         assert round_stages["chain_s"] > 0
     assert sum("uploaded" in r for r in timeline.values()) == 2  # the result node of each task
     for data in files:
