@@ -82,6 +82,12 @@ ANVIL_BIN = EnvVar("ANVIL_BIN", None, "an anvil binary (default: the contracts' 
 BENCH_CODE = EnvVar(
     "HELIUM_BENCH_CODE", None, "another checkout whose cluster benchmarks/cluster_overhead.py measures"
 )
+POSTGRES_BIN = EnvVar(
+    "HELIUM_POSTGRES_BIN", None, "PostgreSQL's bin folder for the tests' server (default: Debian's)"
+)
+REQUIRE_POSTGRES = EnvVar(
+    "HELIUM_REQUIRE_POSTGRES", None, "1 (scripts/test.sh, where installed): PostgreSQL cases fail, not skip"
+)
 
 # -- other software's variables that the project reads or sets ---------------------------------------------
 RAY_ADDRESS = EnvVar(

@@ -12,6 +12,18 @@ ruff check .
 echo "[test] ruff format --check"
 ruff format --check .
 
+# The relay's tests run on SQLite and on a real PostgreSQL server, which the tests start from Debian's
+# binaries (no running service needed). Installed where we may; where they exist, they are required.
+if ! compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null && [ -z "${HELIUM_POSTGRES_BIN:-}" ] \
+  && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  echo "[test] installing postgresql (for the relay's PostgreSQL tests)"
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) \
+    || echo "[test] postgresql could not be installed: the PostgreSQL cases will be skipped"
+fi
+if compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null || [ -n "${HELIUM_POSTGRES_BIN:-}" ]; then
+  export HELIUM_REQUIRE_POSTGRES=1
+fi
+
 echo "[test] pytest"
 # Exit code 5 means pytest collected no tests: that is a broken suite, never a pass.
 set +e

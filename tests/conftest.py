@@ -6,13 +6,17 @@ Defined here, once, so that the chain, contract, relay, coordinator and applicat
 
 from __future__ import annotations
 
+import itertools
+import os
 from collections.abc import Iterator
 
 import pytest
 from web3 import Web3
 
+from cluster import envs
 from cluster.chain.anvil import Anvil
 from cluster.chain.deploy import Deployment, deploy_network
+from network.relay.local_postgres import LocalPostgres, PostgresUnavailable
 
 
 @pytest.fixture(scope="session")
@@ -37,3 +41,26 @@ def w3(anvil: Anvil) -> Iterator[Web3]:
         yield web3
     finally:
         web3.provider.make_request("evm_revert", [snapshot])
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[LocalPostgres]:
+    """One PostgreSQL server per session (Debian's binaries). Without them the PostgreSQL cases skip,
+    unless HELIUM_REQUIRE_POSTGRES=1 (set by scripts/test.sh where it installed them): then they fail."""
+    try:
+        server = LocalPostgres()
+    except PostgresUnavailable as exc:
+        if envs.REQUIRE_POSTGRES.get() == "1":
+            pytest.fail(f"PostgreSQL is required here: {exc}")
+        pytest.skip(str(exc))
+    with server:
+        yield server
+
+
+_database_numbers = itertools.count()
+
+
+@pytest.fixture
+def postgres_database(postgres: LocalPostgres) -> str:
+    """The URL of a fresh, empty database on the session's PostgreSQL server."""
+    return postgres.create_database(f"test_{os.getpid()}_{next(_database_numbers)}")

@@ -67,7 +67,7 @@ class Devnet:
 
         relay_config = RelayConfig(
             rpc_url=self.anvil.rpc_url, task_address=self.deployment.address("Task"),
-            network_stats_address=self.deployment.address("NetworkStats"), data_dir=self.run_dir / "relay",
+            node_address=self.deployment.address("Node"), data_dir=self.run_dir / "relay",
             port=0, start_block=self.deployment.block_number, poll_interval_s=0.2,
         )  # fmt: skip
         self.relay = self._exit.enter_context(RunningRelay(relay_config))

@@ -26,7 +26,7 @@ def parse_config(argv: list[str] | None = None) -> RelayConfig:
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--deployment", type=Path, help="deployment JSON written by the devnet / deploy step")
     where.add_argument("--task-address", help="address of the Task contract")
-    parser.add_argument("--network-stats-address", help="address of the NetworkStats contract")
+    parser.add_argument("--node-address", help="address of the Node contract (for GET /v1/network)")
     parser.add_argument("--data-dir", type=Path, default=Path(".relay"))
     parser.add_argument("--database-url", help="SQLAlchemy URL (default: SQLite in the data dir)")
     parser.add_argument("--host", default="127.0.0.1")
@@ -34,21 +34,22 @@ def parse_config(argv: list[str] | None = None) -> RelayConfig:
     parser.add_argument("--start-block", type=int, default=0, help="first block to follow (the deployment's)")
     parser.add_argument("--confirmations", type=int, default=0)
     parser.add_argument("--retention-s", type=float, default=24 * 3600.0)
+    parser.add_argument("--poll-interval-s", type=float, default=1.0, help="chain polls and lease tries")
     args = parser.parse_args(argv)
-    addresses = {"task_address": args.task_address, "network_stats_address": args.network_stats_address}
+    addresses = {"task_address": args.task_address, "node_address": args.node_address}
     if args.deployment is not None:
         deployment = json.loads(args.deployment.read_text())
         contracts = deployment["addresses"]
         addresses = {
             "task_address": contracts["Task"],
-            "network_stats_address": contracts.get("NetworkStats"),
+            "node_address": contracts.get("Node"),
         }
         args.start_block = max(args.start_block, int(deployment.get("block_number", 0)))
     try:
         return RelayConfig(
             rpc_url=args.rpc_url, data_dir=args.data_dir, database_url=args.database_url, host=args.host,
             port=args.port, start_block=args.start_block, confirmations=args.confirmations,
-            retention_s=args.retention_s, **addresses,
+            retention_s=args.retention_s, poll_interval_s=args.poll_interval_s, **addresses,
         )  # fmt: skip
     except ValidationError as exc:
         parser.error(str(exc))

@@ -1,19 +1,22 @@
 """The relay's HTTP app (PROTOCOL.md, Relay API): the signed task endpoints (``tasks_api``), the network
-statistics (``stats``), the error envelope and the body size limit."""
+statistics (``stats``), this replica's status, the error envelope and the body size limit."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI
 
+from cluster.chain.crypto_backend import signing_backend
 from network.relay import tasks_api
 from network.relay.access import RelayAccess
 from network.relay.config import RelayConfig
-from network.relay.errors import install_error_handlers
+from network.relay.errors import envelope, install_error_handlers
 from network.relay.files import FileStore
+from network.relay.follower import CURSOR_NAME, ChainFollower
 from network.relay.limits import BodySizeLimit
 from network.relay.store import RelayStore
 
@@ -24,6 +27,7 @@ def create_app(
     files: FileStore,
     *,
     stats: Any = None,
+    follower: ChainFollower | None = None,
     clock: Callable[[], float] = time.time,
 ) -> FastAPI:
     app = FastAPI(title="Helium relay", version="1", responses={400: {"model": tasks_api.Envelope}})
@@ -33,4 +37,13 @@ def create_app(
     app.include_router(tasks_api.router)
     if stats is not None:
         stats.install(app)
+    backend = signing_backend()
+
+    @app.get("/v1/relay")
+    async def relay_status() -> dict[str, Any]:
+        """This replica: whether it holds the follower's lease, and how far the shared tables have read."""
+        next_block = await asyncio.to_thread(store.get_cursor, CURSOR_NAME)
+        following = follower is not None and follower.following
+        return envelope("ok", {"following": following, "next_block": next_block, "signing_backend": backend})
+
     return app

@@ -14,7 +14,8 @@ class RelayConfig(BaseModel):
 
     rpc_url: str
     task_address: str  # the Task contract: the relay follows its events
-    network_stats_address: str | None = None  # read for GET /v1/network (None: those endpoints answer 404)
+    # the Node contract: its events (with Task's) feed GET /v1/network (None: those endpoints answer 404)
+    node_address: str | None = None
     data_dir: Path = Path(".relay")
     database_url: str | None = None  # None: SQLite file in data_dir
     host: str = "127.0.0.1"

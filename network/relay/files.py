@@ -4,6 +4,7 @@ each written atomically (cluster.atomic_files), so a reader or a restart sees wh
 
 from __future__ import annotations
 
+import errno
 import shutil
 from pathlib import Path
 
@@ -30,9 +31,17 @@ class FileStore:
     def read_args(self, task_id: int) -> bytes:
         return self.args_path(task_id).read_bytes()
 
-    def write_results(self, task_id: int, files: list[bytes]) -> None:
-        """All result files or none: they are staged in a directory that is renamed into place."""
-        write_indexed_files(self.task_dir(task_id) / "results", files)
+    def write_results(self, task_id: int, files: list[bytes]) -> bool:
+        """All result files or none: they are staged in a directory that is renamed into place. False when
+        a whole set was there already (an upload racing through another replica won): it is kept."""
+        folder = self.task_dir(task_id) / "results"
+        try:
+            write_indexed_files(folder, files)
+        except OSError as exc:
+            if exc.errno in (errno.ENOTEMPTY, errno.EEXIST) and folder.is_dir():
+                return False
+            raise
+        return True
 
     def read_result(self, task_id: int, index: int) -> bytes:
         return self.result_path(task_id, index).read_bytes()

@@ -1,90 +1,129 @@
-"""Follows the Task contract's events into the relay's store, from the store's own block cursor.
+"""Follows the Task and Node contracts' events into the relay's store, from the store's own block cursor.
 
-The relay needs only an RPC URL and the contract address: creators, selected nodes and validated results
-all come from events. Applying an event twice is harmless, so the reader's at-least-once delivery is
-enough; the cursor lives in the relay's database, beside what it describes.
+The relay needs only an RPC URL and the contract addresses: creators, selected nodes and validated results
+come from Task events, the network statistics from Task and Node events. Each page of events is applied
+in one transaction with the cursor move, and only if the cursor is where the page began, so every event
+is applied exactly once: across a crash, and across replicas handing the follower's lease to each other
+(``network.relay.lease``: only its holder follows; the others serve requests from the same tables).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from web3 import AsyncWeb3
 
-from cluster.chain.events import ChainEvent, EventDecoder, EventReader
-from cluster.chain.task_events import (
-    TaskAborted,
-    TaskEvent,
-    TaskPending,
-    TaskStarted,
-    TaskSuccess,
-    task_events,
-)
-from network.relay.store import ChainFacts, RelayStore
+from cluster.chain.contracts import Events, NodeStatus
+from cluster.chain.events import ChainEvent, EventDecoder, LogPager
+from cluster.chain.rpc import RpcClient, hex_int
+from cluster.chain.task_events import TaskAborted, TaskPending, TaskStarted, TaskSuccess, task_event
+from network.relay.chain_facts import ChainFacts
+from network.relay.lease import FollowerLease
+from network.relay.schema import TaskPhase
+from network.relay.store import CursorMoved, RelayStore
 
 log = logging.getLogger(__name__)
 CURSOR_NAME = "task-events"
-
-
-class _StoreCursors:
-    """The EventReader's cursor interface over the relay's database."""
-
-    def __init__(self, store: RelayStore):
-        self.store = store
-
-    def get(self, name: str) -> int | None:
-        return self.store.get_cursor(name)
-
-    def set(self, name: str, next_block: int) -> None:
-        self.store.set_cursor(name, next_block)
+Contract = tuple[str, Sequence[Mapping[str, Any]]]  # (address, ABI)
 
 
 class ChainFollower:
     def __init__(
         self,
         w3: AsyncWeb3,
-        task_address: str,
-        task_abi: Sequence[Mapping[str, Any]],
         store: RelayStore,
+        lease: FollowerLease,
         *,
+        task: Contract,
+        node: Contract | None = None,
         start_block: int = 0,
         confirmations: int = 0,
+        page_blocks: int = 2_000,
     ):
-        decoder = EventDecoder({"Task": (task_address, task_abi)})
+        contracts = {"Task": task} if node is None else {"Task": task, "Node": node}
+        self.rpc = RpcClient(w3)
+        self.pager = LogPager(self.rpc, EventDecoder(contracts), page_blocks=page_blocks)
         self.store = store
-        self.reader = EventReader(
-            w3, decoder, _StoreCursors(store), name=CURSOR_NAME, start_block=start_block,
-            confirmations=confirmations,
-        )  # fmt: skip
+        self.lease = lease
+        self.start_block = start_block
+        self.confirmations = confirmations
+        self.following = False  # this replica holds the lease
+
+    def next_block(self) -> int:
+        stored = self.store.get_cursor(CURSOR_NAME)
+        return self.start_block if stored is None else stored
 
     async def poll(self) -> int:
-        return await self.reader.poll(self._apply)
+        """Apply every page up to the newest block ``confirmations`` deep; returns the events applied."""
+        head = hex_int(await self.rpc.call("eth_blockNumber", [])) - self.confirmations
+        applied = 0
+        while (first := await asyncio.to_thread(self.next_block)) <= head:
+            last, events = await self.pager.page(first, head)
+            await asyncio.to_thread(self._apply_page, first, last + 1, events)
+            applied += len(events)
+        return applied
 
     async def run(self, stop: asyncio.Event, poll_interval_s: float) -> None:
-        await self.reader.run(self._apply, poll_interval_s=poll_interval_s, stop=stop)
+        """Until ``stop``: take the lease when it is free, and follow while holding it. Errors (chain,
+        database, another follower ahead) are logged and the next poll starts again from the cursor."""
+        try:
+            while not stop.is_set():
+                was_following = self.following
+                self.following = await asyncio.to_thread(self.lease.try_acquire)
+                if self.following != was_following:
+                    log.info("[relay] %s the chain", "following" if self.following else "stopped following")
+                if self.following:
+                    try:
+                        await self.poll()
+                    except CursorMoved as exc:
+                        log.warning("[relay] another follower applied the page first: %s", exc)
+                    except Exception:
+                        log.exception("[relay] following the chain failed; retrying from the cursor")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=poll_interval_s)
+        finally:
+            self.following = False
+            await asyncio.to_thread(self.lease.release)
 
-    async def _apply(self, events: list[ChainEvent]) -> None:
-        await asyncio.to_thread(self._apply_sync, events)
-
-    def _apply_sync(self, events: list[ChainEvent]) -> None:
+    def _apply_page(self, first: int, next_block: int, events: list[ChainEvent]) -> None:
         # One transaction per page: a node asking between a task's TaskPending and its third TaskStarted
         # must not find itself missing from the selection (a final 403) when it is merely early.
-        with self.store.chain_facts() as facts:
-            for event in task_events(events):
+        with self.store.chain_page(CURSOR_NAME, first, next_block) as facts:
+            for event in events:
                 apply_event(facts, event)
 
 
-def apply_event(facts: ChainFacts, event: TaskEvent) -> None:
-    match event:
-        case TaskPending():
-            facts.saw_task(event.task_id, event.task_type, event.creator, event.task_hash)
-        case TaskStarted():
-            facts.saw_task(event.task_id, event.task_type, event.creator, event.task_hash)
-            facts.saw_selection(event.task_id, event.round, event.node)
-        case TaskSuccess():
-            facts.saw_success(event.task_id, event.result, event.result_node)
-        case TaskAborted():
-            facts.saw_abort(event.task_id, event.reason)
+def apply_event(facts: ChainFacts, event: ChainEvent) -> None:
+    if event.contract == "Node":
+        _apply_node_event(facts, event)
+        return
+    at = event.block_time_s
+    match task_event(event):
+        case TaskPending() as pending:
+            facts.saw_task(pending.task_id, pending.task_type, pending.creator, pending.task_hash)
+            facts.task_phase_changed(TaskPhase.NONE, TaskPhase.QUEUED)
+        case TaskStarted() as started:
+            facts.saw_task(started.task_id, started.task_type, started.creator, started.task_hash)
+            facts.saw_selection(started.task_id, started.round, started.node)
+            if started.round == 0:  # one start emits one TaskStarted per round
+                facts.task_phase_changed(TaskPhase.QUEUED, TaskPhase.RUNNING)
+        case TaskSuccess() as success:
+            facts.saw_success(success.task_id, success.result, success.result_node, at)
+            facts.task_phase_changed(TaskPhase.RUNNING, TaskPhase.SUCCEEDED)
+        case TaskAborted() as aborted:
+            ended = facts.saw_abort(aborted.task_id, aborted.reason, at)
+            if ended is not None:
+                facts.task_phase_changed(ended, TaskPhase.ABORTED)
+
+
+def _apply_node_event(facts: ChainFacts, event: ChainEvent) -> None:
+    args, where = event.args, {"block": event.block_number, "log_index": event.log_index}
+    if event.name == Events.NODE_JOINED:
+        facts.node_joined(args["node"], args["gpuName"], args["gpuVramGB"], args["runtime"], **where)
+    elif event.name == Events.NODE_STATUS_CHANGED:
+        was, now = NodeStatus(args["from"]), NodeStatus(args["to"])
+        facts.node_status_changed(args["node"], was, now, **where)

@@ -17,16 +17,17 @@ from network.relay.app import create_app
 from network.relay.config import RelayConfig
 from network.relay.files import FileStore
 from network.relay.follower import ChainFollower
-from network.relay.stats import NetworkStatsReader
+from network.relay.lease import follower_lease
+from network.relay.stats import NetworkStats
 from network.relay.store import RelayStore
 
 log = logging.getLogger(__name__)
 
 
-def _task_abi() -> Sequence[Mapping[str, Any]]:
+def _abi(contract: str) -> Sequence[Mapping[str, Any]]:
     from cluster.chain.artifacts import load_artifact
 
-    return load_artifact("Task").abi
+    return load_artifact(contract).abi
 
 
 class RelayService:
@@ -37,14 +38,14 @@ class RelayService:
         self.store = RelayStore(config.db_url)
         self.files = FileStore(config.data_dir / "files")
         self.w3 = connect(config.rpc_url)
+        task = (config.task_address, task_abi if task_abi is not None else _abi("Task"))
+        node = None if config.node_address is None else (config.node_address, _abi("Node"))
         self.follower = ChainFollower(
-            self.w3, config.task_address, task_abi if task_abi is not None else _task_abi(), self.store,
+            self.w3, self.store, follower_lease(self.store.engine), task=task, node=node,
             start_block=config.start_block, confirmations=config.confirmations,
         )  # fmt: skip
-        stats = None
-        if config.network_stats_address is not None:
-            stats = NetworkStatsReader(config.rpc_url, config.network_stats_address)
-        self.app = create_app(config, self.store, self.files, stats=stats)
+        stats = None if node is None else NetworkStats(self.store)
+        self.app = create_app(config, self.store, self.files, stats=stats, follower=self.follower)
         self._server: uvicorn.Server | None = None
 
     def sweep_expired(self, now: float | None = None) -> int:

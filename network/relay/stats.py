@@ -1,71 +1,83 @@
-"""``GET /v1/network``: read-only statistics, read from the NetworkStats contract at request time.
+"""``GET /v1/network``: read-only network statistics, from the tables the follower keeps.
 
-These endpoints carry no signature: everything they show is public on chain. A chain that does not
-answer is a 503, never a 500.
+The follower counts Node and Task events the way the NetworkStats contract counts its reports, so these
+answers equal the contract's views as of the block the relay has read up to (``as_of_block``), without a
+call to the chain per request. They are counted from the relay's start block: a relay started at the
+deployment's block (``--deployment`` does) counts the whole network.
+
+These endpoints carry no signature: everything they show is public on chain.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Query
-from web3 import Web3
-from web3.exceptions import Web3Exception
 
-from cluster.chain.artifacts import load_artifact
 from cluster.chain.contracts import NodeStatus
-from network.relay.errors import RelayError, envelope
+from network.relay.errors import envelope
+from network.relay.follower import CURSOR_NAME
+from network.relay.schema import Counter
+from network.relay.store import RelayStore
 
 MAX_PAGE = 100
 
 
-class NetworkStatsReader:
-    def __init__(self, rpc_url: str, address: str, *, timeout_s: float = 10.0):
-        w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": timeout_s}))
-        self.contract = w3.eth.contract(
-            address=Web3.to_checksum_address(address), abi=load_artifact("NetworkStats").abi
-        )
+class NetworkStats:
+    def __init__(self, store: RelayStore):
+        self.store = store
 
     def counters(self) -> dict[str, Any]:
-        total, available, busy, paused = self._call("nodeCounters")
-        tasks = self._call("taskCounters")
-        names = ("total", "queued", "running", "succeeded", "aborted")
+        values = self.store.counters()
         return {
-            "nodes": {"total": total, "available": available, "busy": busy, "paused": paused},
-            "tasks": dict(zip(names, tasks, strict=True)),
+            "nodes": {
+                "total": values[Counter.NODES_TOTAL],
+                "available": values[Counter.NODES_AVAILABLE],
+                "busy": values[Counter.NODES_BUSY],
+                "paused": values[Counter.NODES_PAUSED],
+            },
+            "tasks": {
+                "total": values[Counter.TASKS_TOTAL],
+                "queued": values[Counter.TASKS_QUEUED],
+                "running": values[Counter.TASKS_RUNNING],
+                "succeeded": values[Counter.TASKS_SUCCEEDED],
+                "aborted": values[Counter.TASKS_ABORTED],
+            },
+            "as_of_block": self._as_of_block(),
         }
 
     def nodes(self, offset: int, limit: int) -> dict[str, Any]:
-        page = self._call("getNodes", offset, limit)
+        total, page = self.store.nodes_page(offset, limit)
         return {
-            "total": self._call("numKnownNodes"),
+            "total": total,
             "offset": offset,
             "nodes": [
                 {
-                    "address": account,
-                    "gpu_name": gpu_name,
-                    "gpu_vram_gb": vram,
-                    "runtime": runtime,
-                    "status": NodeStatus(status).name.lower(),
+                    "address": row.address,
+                    "gpu_name": row.gpu_name,
+                    "gpu_vram_gb": row.gpu_vram_gb,
+                    "runtime": row.runtime,
+                    "status": NodeStatus(row.status).name.lower(),
                 }
-                for account, gpu_name, vram, runtime, status in page
+                for row in page
             ],
+            "as_of_block": self._as_of_block(),
         }
 
-    def _call(self, name: str, *args: Any) -> Any:
-        try:
-            return self.contract.functions[name](*args).call()
-        except (Web3Exception, OSError, ValueError) as exc:
-            raise RelayError(503, f"the chain did not answer ({type(exc).__name__}); try again") from None
+    def _as_of_block(self) -> int | None:
+        """The newest block the counts include (None before the follower read any)."""
+        next_block = self.store.get_cursor(CURSOR_NAME)
+        return None if next_block is None else next_block - 1
 
     def install(self, app: FastAPI) -> None:
         @app.get("/v1/network")
-        def network_counters() -> dict[str, Any]:
-            return envelope("ok", self.counters())
+        async def network_counters() -> dict[str, Any]:
+            return envelope("ok", await asyncio.to_thread(self.counters))
 
         @app.get("/v1/network/nodes")
-        def network_nodes(
+        async def network_nodes(
             offset: Annotated[int, Query(ge=0, lt=2**63)] = 0,
             limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
         ) -> dict[str, Any]:
-            return envelope("ok", self.nodes(offset, limit))
+            return envelope("ok", await asyncio.to_thread(self.nodes, offset, limit))

@@ -1,56 +1,36 @@
 """The relay's metadata: what it learned of each task from the chain, and what was uploaded for it.
 
-SQLAlchemy over SQLite by default (one file beside the data), PostgreSQL by URL. Every write is one
-short transaction; chain events are applied idempotently, so replaying a page of events changes nothing.
+SQLAlchemy Core over SQLite by default (one file beside the data) or PostgreSQL by URL, which is what
+several replicas share. Every write is one short transaction. The follower applies a page of chain events
+and moves its cursor in one transaction that first checks the cursor is where it read from
+(``chain_page``), so a page is applied exactly once however many followers race on it. Uploads are
+claimed the same way: the first writer of a task's results wins and the others change nothing.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from enum import StrEnum
+from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, Float, Integer, String, Text, create_engine, select
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy import Engine, and_, create_engine, delete, event, func, insert, select, update
+
+from network.relay import schema
+from network.relay.chain_facts import ChainFacts
+from network.relay.schema import Counter, TaskState
 
 log = logging.getLogger(__name__)
 
-
-class TaskState(StrEnum):
-    PENDING = "pending"  # created, waiting in the queue
-    RUNNING = "running"  # nodes selected
-    SUCCEEDED = "succeeded"  # a validated result is on chain
-    ABORTED = "aborted"
+# Held (per transaction) while a replica creates the tables: two replicas starting at once on one
+# PostgreSQL database would otherwise both try to create them.
+SCHEMA_LOCK_KEY = 0x68656C69756D01  # "helium" + 1
 
 
-class _Base(DeclarativeBase):
-    pass
-
-
-class _TaskRow(_Base):
-    __tablename__ = "relay_tasks"
-    task_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
-    task_type: Mapped[int] = mapped_column(Integer)
-    creator: Mapped[str] = mapped_column(String(42))
-    task_hash: Mapped[str] = mapped_column(String(66))
-    state: Mapped[str] = mapped_column(String(16))
-    selected_nodes: Mapped[str] = mapped_column(Text, default="{}")  # JSON {round: address}
-    result: Mapped[str | None] = mapped_column(Text, nullable=True)  # hex of the on-chain result bytes
-    result_node: Mapped[str | None] = mapped_column(String(42), nullable=True)
-    abort_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
-    args_uploaded: Mapped[bool] = mapped_column(Boolean, default=False)
-    num_result_files: Mapped[int] = mapped_column(Integer, default=0)
-    ended_at: Mapped[float | None] = mapped_column(Float, nullable=True, index=True)
-
-
-class _CursorRow(_Base):
-    __tablename__ = "relay_cursor"
-    name: Mapped[str] = mapped_column(String(64), primary_key=True)
-    next_block: Mapped[int] = mapped_column(BigInteger)
+class CursorMoved(RuntimeError):
+    """The follower's cursor is not where this page began: another follower applied it first."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +53,7 @@ class TaskRecord:
         return {self.creator, *self.selected_nodes.values()}
 
 
-def _record(row: _TaskRow) -> TaskRecord:
+def _record(row: Any) -> TaskRecord:
     return TaskRecord(
         task_id=row.task_id,
         task_type=row.task_type,
@@ -90,23 +70,67 @@ def _record(row: _TaskRow) -> TaskRecord:
     )
 
 
+def open_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _durable(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")  # readers never wait for the follower's writes
+            cursor.execute("PRAGMA synchronous=FULL")
+            cursor.close()
+
+        return engine
+    # pre-ping: a replica outlives a database restart without answering one request per stale connection
+    return create_engine(url, pool_size=16, max_overflow=16, pool_pre_ping=True)
+
+
 class RelayStore:
     def __init__(self, url: str):
-        connect_args = {"check_same_thread": False} if url.startswith("sqlite") else {}
-        self.engine = create_engine(url, connect_args=connect_args)
-        _Base.metadata.create_all(self.engine)
-        self._session = sessionmaker(self.engine, expire_on_commit=False)
+        self.url = url
+        self.engine = open_engine(url)
+        self.is_postgres = self.engine.dialect.name == "postgresql"
+        with self.engine.begin() as conn:
+            if self.is_postgres:
+                conn.execute(select(func.pg_advisory_xact_lock(SCHEMA_LOCK_KEY)))
+            schema.metadata.create_all(conn)
+            known = set(conn.scalars(select(schema.counters.c.name)))
+            missing = [{"name": c.value, "value": 0} for c in Counter if c.value not in known]
+            if missing:
+                conn.execute(insert(schema.counters), missing)
 
     def close(self) -> None:
         self.engine.dispose()
 
-    # -- chain facts (idempotent) -------------------------------------------------------------------------
+    # -- chain facts --------------------------------------------------------------------------------------
+
+    @contextmanager
+    def chain_page(self, cursor: str, first: int, next_block: int) -> Iterator[ChainFacts]:
+        """One transaction for the events of blocks ``first .. next_block - 1`` and the cursor move.
+
+        Raises CursorMoved (and writes nothing) unless the cursor stood at ``first`` (or was never set),
+        so two followers can never both apply a page.
+        """
+        cursors = schema.cursors
+        with self.engine.begin() as conn:
+            moved = conn.execute(
+                update(cursors)
+                .where(and_(cursors.c.name == cursor, cursors.c.next_block == first))
+                .values(next_block=next_block)
+            ).rowcount
+            if moved != 1:
+                stored = conn.scalar(select(cursors.c.next_block).where(cursors.c.name == cursor))
+                if stored is not None:
+                    raise CursorMoved(f"cursor {cursor!r} is at block {stored}, not {first}")
+                conn.execute(insert(cursors).values(name=cursor, next_block=next_block))
+            yield ChainFacts(conn)
 
     @contextmanager
     def chain_facts(self) -> Iterator[ChainFacts]:
-        """One transaction for a page of events: readers never see a task half-selected."""
-        with self._session.begin() as session:
-            yield ChainFacts(session)
+        """Facts written without a cursor (tests, benchmarks and the saw_* shortcuts below)."""
+        with self.engine.begin() as conn:
+            yield ChainFacts(conn)
 
     def saw_task(self, task_id: int, task_type: int, creator: str, task_hash: bytes) -> None:
         with self.chain_facts() as facts:
@@ -124,110 +148,59 @@ class RelayStore:
         with self.chain_facts() as facts:
             facts.saw_abort(task_id, reason, at)
 
+    def get_cursor(self, name: str) -> int | None:
+        with self.engine.connect() as conn:
+            return conn.scalar(select(schema.cursors.c.next_block).where(schema.cursors.c.name == name))
+
+    # -- reads (every request) ----------------------------------------------------------------------------
+
+    def get(self, task_id: int) -> TaskRecord | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(schema.tasks).where(schema.tasks.c.task_id == task_id)).first()
+        return None if row is None else _record(row)
+
+    def counters(self) -> dict[Counter, int]:
+        with self.engine.connect() as conn:
+            return {Counter(name): value for name, value in conn.execute(select(schema.counters))}
+
+    def nodes_page(self, offset: int, limit: int) -> tuple[int, list[Any]]:
+        """The number of nodes ever joined, and up to ``limit`` of them from ``offset`` in join order."""
+        nodes = schema.nodes
+        with self.engine.connect() as conn:
+            total = conn.scalar(select(func.count()).select_from(nodes)) or 0
+            query = select(nodes).order_by(nodes.c.first_block, nodes.c.first_log).offset(offset).limit(limit)
+            return total, list(conn.execute(query))
+
     # -- uploads ------------------------------------------------------------------------------------------
 
     def mark_args_uploaded(self, task_id: int) -> None:
-        with self._session.begin() as session:
-            self._row(session, task_id).args_uploaded = True
+        tasks = schema.tasks
+        with self.engine.begin() as conn:
+            done = conn.execute(update(tasks).where(tasks.c.task_id == task_id).values(args_uploaded=True))
+            if done.rowcount == 0:
+                raise KeyError(f"task {task_id} was not seen on chain")
 
-    def mark_results_uploaded(self, task_id: int, num_files: int) -> None:
-        with self._session.begin() as session:
-            self._row(session, task_id).num_result_files = num_files
-
-    def get(self, task_id: int) -> TaskRecord | None:
-        with self._session() as session:
-            row = session.get(_TaskRow, task_id)
-            return None if row is None else _record(row)
+    def mark_results_uploaded(self, task_id: int, num_files: int) -> bool:
+        """Record the results once: False when they were already recorded (another upload won)."""
+        tasks = schema.tasks
+        with self.engine.begin() as conn:
+            claimed = conn.execute(
+                update(tasks)
+                .where(and_(tasks.c.task_id == task_id, tasks.c.num_result_files == 0))
+                .values(num_result_files=num_files)
+            ).rowcount
+            known = claimed or conn.scalar(select(tasks.c.task_id).where(tasks.c.task_id == task_id))
+            if known is None:
+                raise KeyError(f"task {task_id} was not seen on chain")
+        return claimed == 1
 
     # -- retention ----------------------------------------------------------------------------------------
 
     def ended_before(self, cutoff: float, limit: int = 500) -> list[int]:
-        with self._session() as session:
-            query = select(_TaskRow.task_id).where(_TaskRow.ended_at < cutoff).limit(limit)
-            return list(session.scalars(query))
+        with self.engine.connect() as conn:
+            query = select(schema.tasks.c.task_id).where(schema.tasks.c.ended_at < cutoff).limit(limit)
+            return list(conn.scalars(query))
 
     def delete(self, task_id: int) -> None:
-        with self._session.begin() as session:
-            row = session.get(_TaskRow, task_id)
-            if row is not None:
-                session.delete(row)
-
-    # -- the chain cursor (the EventReader's cursor store) ------------------------------------------------
-
-    def get_cursor(self, name: str) -> int | None:
-        with self._session() as session:
-            row = session.get(_CursorRow, name)
-            return None if row is None else row.next_block
-
-    def set_cursor(self, name: str, next_block: int) -> None:
-        with self._session.begin() as session:
-            row = session.get(_CursorRow, name)
-            if row is None:
-                session.add(_CursorRow(name=name, next_block=next_block))
-            else:
-                row.next_block = next_block
-
-    @staticmethod
-    def _row(session: Session, task_id: int) -> _TaskRow:
-        row = session.get(_TaskRow, task_id)
-        if row is None:
-            raise KeyError(f"task {task_id} was not seen on chain")
-        return row
-
-
-class ChainFacts:
-    """What the chain said, written inside one session (see ``RelayStore.chain_facts``).
-
-    Facts about a task the relay never saw (created before its start block) are skipped, not raised:
-    one such event must not undo the rest of its page. (No SAVEPOINTs: with pysqlite, releasing the
-    outermost savepoint commits, which would split the page into one transaction per event.)
-    """
-
-    def __init__(self, session: Session):
-        self.session = session
-
-    def _known(self, task_id: int) -> _TaskRow | None:
-        row = self.session.get(_TaskRow, task_id)
-        if row is None:
-            log.warning("[relay] event for a task never seen skipped task_id=%d", task_id)
-        return row
-
-    def saw_task(self, task_id: int, task_type: int, creator: str, task_hash: bytes) -> None:
-        """A task exists on chain. A replay of the same fact changes nothing."""
-        if self.session.get(_TaskRow, task_id) is None:
-            self.session.add(
-                _TaskRow(
-                    task_id=task_id,
-                    task_type=task_type,
-                    creator=creator,
-                    task_hash="0x" + task_hash.hex(),
-                    state=TaskState.PENDING.value,
-                )
-            )
-            self.session.flush()
-
-    def saw_selection(self, task_id: int, round_: int, node: str) -> None:
-        row = self._known(task_id)
-        if row is None:
-            return
-        nodes = json.loads(row.selected_nodes)
-        nodes[str(round_)] = node
-        row.selected_nodes = json.dumps(nodes, sort_keys=True)
-        if row.state == TaskState.PENDING.value:
-            row.state = TaskState.RUNNING.value
-
-    def saw_success(self, task_id: int, result: bytes, result_node: str, at: float | None = None) -> None:
-        row = self._known(task_id)
-        if row is None:
-            return
-        row.state = TaskState.SUCCEEDED.value
-        row.result, row.result_node = result.hex(), result_node
-        row.ended_at = row.ended_at or (time.time() if at is None else at)
-
-    def saw_abort(self, task_id: int, reason: str, at: float | None = None) -> None:
-        row = self.session.get(_TaskRow, task_id)
-        if row is None:  # aborted before the relay saw it (e.g. evicted from the queue): nothing to keep
-            return
-        if row.state != TaskState.SUCCEEDED.value:
-            row.state, row.abort_reason = TaskState.ABORTED.value, reason
-        row.ended_at = row.ended_at or (time.time() if at is None else at)
+        with self.engine.begin() as conn:
+            conn.execute(delete(schema.tasks).where(schema.tasks.c.task_id == task_id))

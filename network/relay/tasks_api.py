@@ -17,7 +17,7 @@ from cluster.protocol.task import TaskType, parse_task_args
 from network.relay.access import RelayDep
 from network.relay.config import RelayConfig
 from network.relay.errors import RelayError, envelope, not_yet
-from network.relay.store import TaskState
+from network.relay.schema import TaskState
 
 TaskId = Annotated[int, Path(ge=0, lt=2**63)]
 Timestamp = Annotated[int, Query(ge=0, lt=2**40)]
@@ -95,6 +95,8 @@ def upload_results(
     except ResultFilesInvalid as exc:
         raise RelayError(400, f"the uploaded files do not match the result on chain: {exc}") from None
     if task.num_result_files == 0:
+        # Racing uploads (a retry, or two replicas): the first whole set renamed into place is the one
+        # kept; every racer answers 200, since each upload matched the result on chain.
         relay.files.write_results(task_id, blobs)
         relay.store.mark_results_uploaded(task_id, len(blobs))
     return envelope("results stored", {"num_files": len(blobs)})

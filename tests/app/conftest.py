@@ -23,7 +23,7 @@ APP = DEV[20]  # no other test's role: the relay tests use 1-3, 10, 11
 def relay(anvil: Anvil, deployment: Deployment, tmp_path) -> Iterator[RunningRelay]:
     config = RelayConfig(
         rpc_url=anvil.rpc_url, task_address=deployment.address("Task"), data_dir=tmp_path / "relay", port=0,
-        network_stats_address=deployment.address("NetworkStats"), start_block=deployment.block_number,
+        node_address=deployment.address("Node"), start_block=deployment.block_number,
         poll_interval_s=0.05,
     )  # fmt: skip
     with RunningRelay(config) as running:

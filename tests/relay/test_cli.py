@@ -19,7 +19,7 @@ def test_the_deployment_file_gives_the_addresses_and_the_start_block(deployment,
     deployment.save(tmp_path / "deployment.json")
     config = parse_config(["--rpc-url", "http://x", "--deployment", str(tmp_path / "deployment.json")])
     assert config.task_address == deployment.address("Task")
-    assert config.network_stats_address == deployment.address("NetworkStats")
+    assert config.node_address == deployment.address("Node")
     assert config.start_block == deployment.block_number
 
 

@@ -3,73 +3,40 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import time
-from collections.abc import Callable
-from typing import Any
 
 import httpx
 import pytest
-from eth_account import Account
 
-from cluster.chain.anvil import DEV_MNEMONIC
 from cluster.chain.contracts import TaskType
 from cluster.protocol.hashes import task_hash
 from cluster.relay import RelayClient, RelayRefused
 from network.relay.background import RunningRelay
-from network.relay.config import RelayConfig
-
-Account.enable_unaudited_hdwallet_features()
-DEV = [Account.from_mnemonic(DEV_MNEMONIC, account_path=f"m/44'/60'/0'/0/{i}") for i in range(12)]
-CREATOR, NODES, OUTSIDER = DEV[10], DEV[1:4], DEV[11]
-ARGS = '{"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "seed": 3}'
-RESPONSE = b'{"model": "tiny", "choices": [], "usage": {}}'
-
-
-def eventually(check: Callable[[], Any], timeout_s: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
-
-
-def relay_config(anvil, deployment, data_dir) -> RelayConfig:
-    return RelayConfig(
-        rpc_url=anvil.rpc_url, task_address=deployment.address("Task"), data_dir=data_dir, port=0,
-        network_stats_address=deployment.address("NetworkStats"), start_block=deployment.block_number,
-        poll_interval_s=0.05,
-    )  # fmt: skip
+from tests.relay.on_chain import (
+    ARGS,
+    CREATOR,
+    NODES,
+    OUTSIDER,
+    RESPONSE,
+    by_address,
+    create_gpt_task,
+    eventually,
+    network_as_contract_sees_it,
+    network_as_relay_sees_it,
+    relay_config,
+    succeed,
+)  # fmt: skip
+from tests.relay.on_chain import client as client_at
 
 
 @pytest.fixture
-def relay(anvil, deployment, tmp_path):
-    with RunningRelay(relay_config(anvil, deployment, tmp_path)) as running:
+def relay(anvil, deployment, tmp_path, database_url):
+    """A relay on SQLite, then on PostgreSQL: each test of this file runs on both."""
+    with RunningRelay(relay_config(anvil, deployment, tmp_path, database_url)) as running:
         yield running
 
 
 def client(relay: RunningRelay, account) -> RelayClient:
-    return RelayClient(relay.url, account, backoff_s=0.05, max_backoff_s=0.2)
-
-
-def create_gpt_task(net, args: str = ARGS) -> int:
-    net.join_all([n.address for n in NODES])
-    task_id, _ = net.create_task(CREATOR.address, TaskType.GPT, task_hash=task_hash(args), cap=16)
-    return task_id
-
-
-def succeed(net, task_id: int) -> str:
-    """All three nodes commit and disclose the same result; returns the result node."""
-    result = hashlib.sha256(RESPONSE).digest()
-    receipts = net.run(task_id, [result] * 3)
-    (success,) = [a for r in receipts for a in net.event_args(r, "TaskSuccess")]
-    return success["resultNode"]
-
-
-def by_address(address: str):
-    return next(a for a in DEV if a.address == address)
+    return client_at(relay.url, account)
 
 
 def test_the_whole_data_path_of_a_task(net, relay):
@@ -137,8 +104,10 @@ def test_upload_before_success_is_answered_not_yet(net, relay):
     assert response.status_code == 409 and "no validated result" in response.json()["message"]
 
 
-def test_a_restart_loses_nothing_and_resumes_following_the_chain(net, anvil, deployment, tmp_path):
-    config = relay_config(anvil, deployment, tmp_path)
+def test_a_restart_loses_nothing_and_resumes_following_the_chain(
+    net, anvil, deployment, tmp_path, database_url
+):
+    config = relay_config(anvil, deployment, tmp_path, database_url)
     with RunningRelay(config) as first:
         task_id = create_gpt_task(net)
         eventually(lambda: first.service.store.get(task_id))
@@ -163,11 +132,22 @@ def test_a_restart_loses_nothing_and_resumes_following_the_chain(net, anvil, dep
 
 
 def test_network_statistics_come_from_the_chain(net, relay):
-    create_gpt_task(net)
-    counters = httpx.get(f"{relay.url}/v1/network").json()["data"]
-    assert counters["nodes"]["total"] == 3 and counters["nodes"]["busy"] == 3
-    assert counters["tasks"]["running"] == 1
-    page = httpx.get(f"{relay.url}/v1/network/nodes", params={"offset": 1, "limit": 5}).json()["data"]
-    assert page["total"] == 3 and len(page["nodes"]) == 2
-    assert page["nodes"][0]["status"] == "busy" and page["nodes"][0]["gpu_vram_gb"] == 24
+    task_id = create_gpt_task(net)
+    queued = [net.create_task(CREATOR.address, TaskType.GPT, task_hash=task_hash(ARGS), cap=16)[0]]
+    net.cancel(queued[0], CREATOR.address)
+    net.join(OUTSIDER.address)
+    expected = network_as_contract_sees_it(net)
+    assert expected["nodes"] == [4, 1, 3, 0] and expected["tasks"] == [2, 0, 1, 0, 1]
+    assert network_as_relay_sees_it(relay.url, net.w3.eth.block_number) == expected
+
+    result_node = succeed(net, task_id)
+    net.upload(task_id, net.selected(task_id).index(result_node), result_node)  # succeeded, nodes free
+    expected = network_as_contract_sees_it(net)
+    assert expected["tasks"][3] == 1
+    assert network_as_relay_sees_it(relay.url, net.w3.eth.block_number) == expected
+
+    page = httpx.get(f"{relay.url}/v1/network/nodes", params={"offset": 1, "limit": 2}).json()["data"]
+    assert page["total"] == 4 and [n["address"] for n in page["nodes"]] == [
+        r[0] for r in expected["known"][1:3]
+    ]
     assert httpx.get(f"{relay.url}/v1/network/nodes", params={"limit": 0}).status_code == 400

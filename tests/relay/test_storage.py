@@ -1,27 +1,35 @@
-"""The relay's store and file store: idempotent chain facts, atomic files, retention."""
+"""The relay's store and file store, on SQLite and PostgreSQL: chain facts applied once per page,
+network counters, uploads claimed once, atomic files, retention."""
 
 from __future__ import annotations
 
 import os
+import threading
 
 import pytest
 
+from cluster.chain.contracts import NodeStatus
 from network.relay.files import FileStore
-from network.relay.store import RelayStore, TaskState
+from network.relay.schema import Counter, TaskPhase
+from network.relay.store import CursorMoved, RelayStore, TaskState
 
 CREATOR = "0x" + "11" * 20
 NODE = "0x" + "22" * 20
 
 
+def url_of(database_url: str | None, tmp_path) -> str:
+    return database_url or f"sqlite:///{tmp_path / 'relay.db'}"
+
+
 @pytest.fixture
-def store(tmp_path):
-    store = RelayStore(f"sqlite:///{tmp_path / 'relay.db'}")
+def store(database_url, tmp_path):
+    store = RelayStore(url_of(database_url, tmp_path))
     yield store
     store.close()
 
 
 def test_replayed_chain_facts_change_nothing(store):
-    for _ in range(2):  # the event reader delivers at least once: a page may come twice
+    for _ in range(2):  # replaying a task's facts (a task started before it was seen) changes nothing
         store.saw_task(7, 1, CREATOR, b"\x01" * 32)
         store.saw_selection(7, 0, NODE)
         store.saw_success(7, b"r" * 32, NODE, at=100.0)
@@ -43,15 +51,90 @@ def test_an_abort_never_overwrites_a_success_and_unknown_aborts_are_ignored(stor
     assert store.get(99) is None
 
 
-def test_the_store_survives_a_reopen_with_its_cursor(tmp_path):
-    url = f"sqlite:///{tmp_path / 'relay.db'}"
+def test_the_store_survives_a_reopen_with_its_cursor(database_url, tmp_path):
+    url = url_of(database_url, tmp_path)
     first = RelayStore(url)
-    first.saw_task(3, 1, CREATOR, b"\x03" * 32)
-    first.set_cursor("task-events", 42)
+    with first.chain_page("task-events", 10, 42) as facts:
+        facts.saw_task(3, 1, CREATOR, b"\x03" * 32)
+        facts.task_phase_changed(TaskPhase.NONE, TaskPhase.QUEUED)
     first.close()
-    second = RelayStore(url)
+    second = RelayStore(url)  # creating the tables again changes nothing
     assert second.get(3) is not None and second.get_cursor("task-events") == 42
+    assert second.counters()[Counter.TASKS_QUEUED] == 1
     second.close()
+
+
+def test_a_page_is_applied_once_and_a_racing_follower_changes_nothing(store):
+    def page(first: int, next_block: int) -> None:
+        with store.chain_page("task-events", first, next_block) as facts:
+            facts.saw_task(1, 1, CREATOR, b"\x01" * 32)
+            facts.task_phase_changed(TaskPhase.NONE, TaskPhase.QUEUED)
+
+    page(5, 9)
+    with pytest.raises(CursorMoved):  # the same page again (a second follower, or a replay)
+        page(5, 9)
+    assert store.counters()[Counter.TASKS_TOTAL] == 1 and store.get_cursor("task-events") == 9
+
+    # Two followers in the same page at once: the second waits on the first's transaction, then finds
+    # the cursor moved and writes nothing.
+    outcomes: list[str] = []
+    inside = threading.Event()
+
+    def racer() -> None:
+        inside.wait()
+        try:
+            page(9, 12)
+            outcomes.append("applied")
+        except CursorMoved:
+            outcomes.append("refused")
+
+    thread = threading.Thread(target=racer)
+    thread.start()
+    with store.chain_page("task-events", 9, 12) as facts:
+        facts.task_phase_changed(TaskPhase.QUEUED, TaskPhase.RUNNING)
+        inside.set()
+    thread.join(timeout=60)
+    assert outcomes == ["refused"]
+    counters = store.counters()
+    assert (counters[Counter.TASKS_TOTAL], counters[Counter.TASKS_RUNNING]) == (1, 1)
+    assert store.get_cursor("task-events") == 12
+
+
+def test_network_counters_follow_node_statuses_and_task_phases(store):
+    with store.chain_facts() as facts:
+        for i, node in enumerate((NODE, CREATOR)):
+            facts.node_joined(node, "RTX 4090", 24, "cuda", block=3, log_index=i)
+            facts.node_status_changed(node, NodeStatus.QUIT, NodeStatus.AVAILABLE, block=3, log_index=i)
+        facts.node_status_changed(NODE, NodeStatus.AVAILABLE, NodeStatus.BUSY, block=4, log_index=0)
+        facts.node_status_changed(NODE, NodeStatus.BUSY, NodeStatus.PENDING_PAUSE, block=5, log_index=0)
+        facts.node_status_changed(CREATOR, NodeStatus.AVAILABLE, NodeStatus.QUIT, block=5, log_index=1)
+        facts.node_joined(CREATOR, "A100", 80, "cuda", block=6, log_index=0)  # a rejoin keeps its place
+        facts.node_status_changed(CREATOR, NodeStatus.QUIT, NodeStatus.AVAILABLE, block=6, log_index=1)
+        for was, now in ((TaskPhase.NONE, TaskPhase.QUEUED), (TaskPhase.QUEUED, TaskPhase.RUNNING),
+                         (TaskPhase.NONE, TaskPhase.QUEUED), (TaskPhase.RUNNING, TaskPhase.SUCCEEDED),
+                         (TaskPhase.QUEUED, TaskPhase.ABORTED)):  # fmt: skip
+            facts.task_phase_changed(was, now)
+    # nodes: total, available, busy, paused; tasks: total, queued, running, succeeded, aborted
+    assert [store.counters()[c] for c in Counter] == [2, 1, 1, 0, 2, 0, 0, 1, 1]
+    total, page = store.nodes_page(0, 10)
+    assert total == 2
+    assert [(r.address, r.gpu_name, r.status) for r in page] == [
+        (NODE, "RTX 4090", NodeStatus.PENDING_PAUSE), (CREATOR, "A100", NodeStatus.AVAILABLE),
+    ]  # fmt: skip
+    assert [r.address for r in store.nodes_page(1, 10)[1]] == [CREATOR]
+
+
+def test_results_are_recorded_once(store, tmp_path):
+    store.saw_task(4, 1, CREATOR, b"\x04" * 32)
+    assert store.mark_results_uploaded(4, 2) is True
+    assert store.mark_results_uploaded(4, 2) is False  # a racing upload: nothing changes
+    assert store.get(4).num_result_files == 2
+    with pytest.raises(KeyError):
+        store.mark_results_uploaded(404, 1)
+    files = FileStore(tmp_path / "files")
+    assert files.write_results(4, [b"first", b"set"]) is True
+    assert files.write_results(4, [b"second", b"set"]) is False  # the whole first set is kept
+    assert [files.read_result(4, i) for i in (0, 1)] == [b"first", b"set"]
 
 
 def test_retention_lists_only_tasks_ended_before_the_cutoff(store):
@@ -95,13 +178,14 @@ def test_a_failed_result_write_leaves_no_partial_results(tmp_path, monkeypatch):
     assert files.read_result(6, 2) == b"c"
 
 
-def test_retention_deletes_the_files_and_records_of_tasks_ended_long_enough_ago(tmp_path):
+def test_retention_deletes_the_files_and_records_of_tasks_ended_long_enough_ago(database_url, tmp_path):
     from network.relay.config import RelayConfig
     from network.relay.service import RelayService
 
     config = RelayConfig(
-        rpc_url="http://127.0.0.1:9", task_address="0x" + "00" * 20, data_dir=tmp_path, retention_s=100
-    )
+        rpc_url="http://127.0.0.1:9", task_address="0x" + "00" * 20, data_dir=tmp_path, retention_s=100,
+        database_url=database_url,
+    )  # fmt: skip
     service = RelayService(config)
     try:
         for task_id, ended in ((1, 1_000.0), (2, 1_950.0)):
