@@ -58,7 +58,8 @@ class RelayAccess:
         return task
 
 
-def relay_of(request: Request) -> RelayAccess:
+async def relay_of(request: Request) -> RelayAccess:
+    """Async: FastAPI runs a plain ``def`` dependency in its thread pool, one more hop per request."""
     return request.app.state.relay
 
 

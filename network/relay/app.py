@@ -3,7 +3,6 @@ statistics (``stats``), this replica's status, the error envelope and the body s
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 from typing import Any
@@ -42,7 +41,7 @@ def create_app(
     @app.get("/v1/relay")
     async def relay_status() -> dict[str, Any]:
         """This replica: whether it holds the follower's lease, and how far the shared tables have read."""
-        next_block = await asyncio.to_thread(store.get_cursor, CURSOR_NAME)
+        next_block = store.get_cursor(CURSOR_NAME)
         following = follower is not None and follower.following
         return envelope("ok", {"following": following, "next_block": next_block, "signing_backend": backend})
 

@@ -4,11 +4,16 @@ each written atomically (cluster.atomic_files), so a reader or a restart sees wh
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import shutil
 from pathlib import Path
 
 from cluster.atomic_files import write_file, write_indexed_files
+
+# Read in the event loop up to this size (a page-cache copy of microseconds); larger files go to a thread
+# so that one 10 MB download does not stall every other request.
+INLINE_READ_BYTES = 256 * 1024
 
 
 class FileStore:
@@ -46,5 +51,17 @@ class FileStore:
     def read_result(self, task_id: int, index: int) -> bytes:
         return self.result_path(task_id, index).read_bytes()
 
+    async def read_args_async(self, task_id: int) -> bytes:
+        return await _read(self.args_path(task_id))
+
+    async def read_result_async(self, task_id: int, index: int) -> bytes:
+        return await _read(self.result_path(task_id, index))
+
     def delete_task(self, task_id: int) -> None:
         shutil.rmtree(self.task_dir(task_id), ignore_errors=True)
+
+
+async def _read(path: Path) -> bytes:
+    if path.stat().st_size <= INLINE_READ_BYTES:
+        return path.read_bytes()
+    return await asyncio.to_thread(path.read_bytes)

@@ -91,6 +91,11 @@ class RelayStore:
         self.url = url
         self.engine = open_engine(url)
         self.is_postgres = self.engine.dialect.name == "postgresql"
+        # Reads are single statements: without a transaction around them PostgreSQL saves the BEGIN and
+        # ROLLBACK round trips on every request (SQLite has none to save).
+        self._reads = (
+            self.engine.execution_options(isolation_level="AUTOCOMMIT") if self.is_postgres else self.engine
+        )
         with self.engine.begin() as conn:
             if self.is_postgres:
                 conn.execute(select(func.pg_advisory_xact_lock(SCHEMA_LOCK_KEY)))
@@ -149,18 +154,18 @@ class RelayStore:
             facts.saw_abort(task_id, reason, at)
 
     def get_cursor(self, name: str) -> int | None:
-        with self.engine.connect() as conn:
+        with self._reads.connect() as conn:
             return conn.scalar(select(schema.cursors.c.next_block).where(schema.cursors.c.name == name))
 
     # -- reads (every request) ----------------------------------------------------------------------------
 
     def get(self, task_id: int) -> TaskRecord | None:
-        with self.engine.connect() as conn:
+        with self._reads.connect() as conn:
             row = conn.execute(select(schema.tasks).where(schema.tasks.c.task_id == task_id)).first()
         return None if row is None else _record(row)
 
     def counters(self) -> dict[Counter, int]:
-        with self.engine.connect() as conn:
+        with self._reads.connect() as conn:
             return {Counter(name): value for name, value in conn.execute(select(schema.counters))}
 
     def nodes_page(self, offset: int, limit: int) -> tuple[int, list[Any]]:

@@ -3,13 +3,14 @@ network counters, uploads claimed once, atomic files, retention."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 
 import pytest
 
 from cluster.chain.contracts import NodeStatus
-from network.relay.files import FileStore
+from network.relay.files import INLINE_READ_BYTES, FileStore
 from network.relay.schema import Counter, TaskPhase
 from network.relay.store import CursorMoved, RelayStore, TaskState
 
@@ -156,6 +157,31 @@ def test_files_are_written_whole_and_leave_no_temporaries(tmp_path):
     assert leftovers == []
     files.delete_task(5)
     assert not files.task_dir(5).exists()
+
+
+def test_requests_read_small_files_in_the_loop_and_large_ones_in_a_thread(tmp_path):
+    files = FileStore(tmp_path / "files")
+    small, large = b"s" * INLINE_READ_BYTES, os.urandom(INLINE_READ_BYTES + 1)
+    files.write_args(7, small)
+    files.write_results(7, [small, large])
+    loop_thread = threading.get_ident()
+    readers: list[int] = []
+
+    def read_bytes(path):  # records which thread reads each file
+        readers.append(threading.get_ident())
+        return open(path, "rb").read()
+
+    async def read_all() -> list[bytes]:
+        return [
+            await files.read_args_async(7),
+            await files.read_result_async(7, 0),
+            await files.read_result_async(7, 1),
+        ]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("pathlib.Path.read_bytes", read_bytes)
+        assert asyncio.run(read_all()) == [small, small, large]
+    assert readers[:2] == [loop_thread, loop_thread] and readers[2] != loop_thread
 
 
 def test_a_failed_result_write_leaves_no_partial_results(tmp_path, monkeypatch):
