@@ -39,4 +39,11 @@ class RelayConfig(BaseModel):
 
     @property
     def db_url(self) -> str:
-        return self.database_url or f"sqlite:///{self.data_dir / 'relay.db'}"
+        """The SQLAlchemy URL; a plain ``postgresql://`` (or ``postgres://``) gets psycopg, the driver this
+        project installs (SQLAlchemy's default for it, psycopg2, is not a dependency)."""
+        if self.database_url is None:
+            return f"sqlite:///{self.data_dir / 'relay.db'}"
+        scheme, sep, rest = self.database_url.partition("://")
+        if sep and scheme in ("postgresql", "postgres"):
+            return f"postgresql+psycopg://{rest}"
+        return self.database_url

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from cluster.chain.anvil import free_port
 from network.relay.__main__ import parse_config
+from network.relay.store import RelayStore
 from tests.serving import first_answer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -21,6 +22,18 @@ def test_the_deployment_file_gives_the_addresses_and_the_start_block(deployment,
     assert config.task_address == deployment.address("Task")
     assert config.node_address == deployment.address("Node")
     assert config.start_block == deployment.block_number
+
+
+def test_a_plain_postgresql_url_opens_with_the_installed_driver(postgres_database, tmp_path):
+    plain = postgres_database.replace("postgresql+psycopg://", "postgresql://")
+    config = parse_config(
+        ["--rpc-url", "http://x", "--task-address", "0x" + "11" * 20, "--database-url", plain]
+    )
+    store = RelayStore(config.db_url)  # SQLAlchemy alone would look for psycopg2, not installed
+    try:
+        assert store.is_postgres and store.get_cursor("task-events") is None
+    finally:
+        store.close()
 
 
 def test_the_relay_process_serves_and_stops_on_sigterm(anvil, deployment, tmp_path):
