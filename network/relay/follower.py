@@ -52,6 +52,7 @@ class ChainFollower:
         self.start_block = start_block
         self.confirmations = confirmations
         self.following = False  # this replica holds the lease
+        self.head_seen = -1  # the chain's head at the last poll (events are read up to it - confirmations)
 
     def next_block(self) -> int:
         stored = self.store.get_cursor(CURSOR_NAME)
@@ -59,7 +60,8 @@ class ChainFollower:
 
     async def poll(self) -> int:
         """Apply every page up to the newest block ``confirmations`` deep; returns the events applied."""
-        head = hex_int(await self.rpc.call("eth_blockNumber", [])) - self.confirmations
+        self.head_seen = hex_int(await self.rpc.call("eth_blockNumber", []))
+        head = self.head_seen - self.confirmations
         applied = 0
         while (first := await asyncio.to_thread(self.next_block)) <= head:
             last, events = await self.pager.page(first, head)

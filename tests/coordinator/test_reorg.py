@@ -97,7 +97,7 @@ def test_reorged_task_started_and_task_success_end_in_the_chain_s_final_state(
         reorger.miner = miner
         config = settings(anvil, deployment, relay, tmp_path / "farm", confirmations=CONFIRMATIONS)
         with CoordinatorThread(config, operator, LocalJobRunner(tmp_path)) as farm:
-            store, readers = farm.coordinator.store, [farm.coordinator.reader, relay.service.follower.reader]
+            store, readers = farm.coordinator.store, [farm.coordinator.reader, relay.service.follower]
             task_id = reorger.task_id = replace_the_selection(miner, task, readers, args_gone, args_final)
             asyncio.run(upload(relay.url, task_id, args_final))
             # Phase 2: the SuccessReorger drops its TaskSuccess; then it runs to payment.
