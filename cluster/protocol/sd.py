@@ -1,4 +1,9 @@
-"""Stable Diffusion task arguments, compatible with the Crynux stable-diffusion-task schema."""
+"""Stable Diffusion task arguments, compatible with the Crynux stable-diffusion-task schema.
+
+As the GPT arguments: what Crynux's applications send is accepted (``TaskArgsModel``: unknown fields
+ignored, integral floats for integers); ranges the published schema leaves open are closed where a
+value outside them could only crash a node (image sides: see docs/protocol-decisions.md).
+"""
 
 from __future__ import annotations
 
@@ -6,31 +11,33 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from cluster.protocol.base import StrictModel
+from cluster.protocol.base import AS_INT, Int, TaskArgsModel
 from cluster.protocol.gpt import Dtype
 
-Version = Literal["1.0.0", "2.0.0", "2.1.0", "2.5.0", "3.0.0"]
-Percent = Annotated[int, Field(ge=1, le=100)]  # percent-style weights are integers 1..100
+# The union of the published schema's versions (up to 2.5.2) and the reference code's (up to 3.0.0, which
+# crynux-node's own first task sends): the field names the format, nothing reads it.
+Version = Literal["1.0.0", "2.0.0", "2.1.0", "2.5.0", "2.5.2", "3.0.0"]
+Percent = Annotated[int, Field(ge=1, le=100), AS_INT]  # percent-style weights are integers 1..100
 # Latent diffusion works on 1/8 of the pixel grid; sizes off that grid crash the VAE. See decisions doc.
-ImageSide = Annotated[int, Field(ge=64, le=2048, multiple_of=8)]
+ImageSide = Annotated[int, Field(ge=64, le=2048, multiple_of=8), AS_INT]
 
 
-class BaseModelArgs(StrictModel):
+class BaseModelArgs(TaskArgsModel):
     name: str = Field(min_length=1)
     variant: str | None = None
 
 
-class TaskConfig(StrictModel):
+class TaskConfig(TaskArgsModel):
     image_width: ImageSide = 512
     image_height: ImageSide = 512
-    steps: int = Field(default=1, ge=1, le=100)  # the reference schema's default
-    seed: int = Field(default=0, ge=0, lt=2**31)
-    num_images: int = Field(default=6, ge=1, le=10)
+    steps: Int = Field(default=1, ge=1, le=100)  # the reference schema's default
+    seed: Int = Field(default=0, ge=0, lt=2**31)
+    num_images: Int = Field(default=6, ge=1, le=10)
     safety_checker: bool = True
     cfg: float = Field(default=5.0, ge=0.0, le=20.0)
 
 
-class LoraArgs(StrictModel):
+class LoraArgs(TaskArgsModel):
     model: str = Field(min_length=1)
     weight_file_name: str = ""
     weight: Percent = 100
@@ -39,76 +46,76 @@ class LoraArgs(StrictModel):
 # --- ControlNet preprocessors: a union discriminated by "method" ---
 
 
-class CannyArgs(StrictModel):
-    low_threshold: int = Field(default=100, ge=0, le=255)
-    high_threshold: int = Field(default=200, ge=0, le=255)
+class CannyArgs(TaskArgsModel):
+    low_threshold: Int = Field(default=100, ge=0, le=255)
+    high_threshold: Int = Field(default=200, ge=0, le=255)
 
 
-class LeresArgs(StrictModel):
-    thr_a: int = 0
-    thr_b: int = 0
+class LeresArgs(TaskArgsModel):
+    thr_a: Int = 0
+    thr_b: Int = 0
 
 
-class DepthZoeArgs(StrictModel):
+class DepthZoeArgs(TaskArgsModel):
     gamma_corrected: bool = False
 
 
-class MLSDArgs(StrictModel):
+class MLSDArgs(TaskArgsModel):
     thr_v: Percent = 10
     thr_d: Percent = 10
 
 
-class MediapipeFaceArgs(StrictModel):
-    max_faces: int = Field(default=1, ge=1)
+class MediapipeFaceArgs(TaskArgsModel):
+    max_faces: Int = Field(default=1, ge=1)
     min_confidence: Percent = 50
 
 
-class PidiNetArgs(StrictModel):
+class PidiNetArgs(TaskArgsModel):
     apply_filter: bool = False
 
 
-class ShuffleArgs(StrictModel):
-    h: int | None = None
-    w: int | None = None
-    f: int | None = None
+class ShuffleArgs(TaskArgsModel):
+    h: Int | None = None
+    w: Int | None = None
+    f: Int | None = None
 
 
-class PreprocessCanny(StrictModel):
-    method: Literal["canny"] = "canny"
+class PreprocessCanny(TaskArgsModel):
+    method: Literal["canny"]
     args: CannyArgs | None = None
 
 
-class PreprocessLeres(StrictModel):
+class PreprocessLeres(TaskArgsModel):
     method: Literal["depth_leres", "depth_leres++"]
     args: LeresArgs | None = None
 
 
-class PreprocessDepthZoe(StrictModel):
-    method: Literal["depth_zoe"] = "depth_zoe"
+class PreprocessDepthZoe(TaskArgsModel):
+    method: Literal["depth_zoe"]
     args: DepthZoeArgs | None = None
 
 
-class PreprocessMLSD(StrictModel):
-    method: Literal["mlsd"] = "mlsd"
+class PreprocessMLSD(TaskArgsModel):
+    method: Literal["mlsd"]
     args: MLSDArgs | None = None
 
 
-class PreprocessMediapipeFace(StrictModel):
-    method: Literal["mediapipe_face"] = "mediapipe_face"
+class PreprocessMediapipeFace(TaskArgsModel):
+    method: Literal["mediapipe_face"]
     args: MediapipeFaceArgs | None = None
 
 
-class PreprocessPidiNet(StrictModel):
+class PreprocessPidiNet(TaskArgsModel):
     method: Literal["scribble_pidinet", "scribble_pidisafe", "softedge_pidinet", "softedge_pidisafe"]
     args: PidiNetArgs | None = None
 
 
-class PreprocessShuffle(StrictModel):
-    method: Literal["shuffle"] = "shuffle"
+class PreprocessShuffle(TaskArgsModel):
+    method: Literal["shuffle"]
     args: ShuffleArgs | None = None
 
 
-class PreprocessNoArgs(StrictModel):
+class PreprocessNoArgs(TaskArgsModel):
     """Preprocessors that take no arguments."""
 
     method: Literal[
@@ -141,7 +148,7 @@ Preprocess = Annotated[
 ]
 
 
-class ControlnetArgs(StrictModel):
+class ControlnetArgs(TaskArgsModel):
     model: str = Field(min_length=1)
     variant: str | None = None
     image_dataurl: str = ""
@@ -152,19 +159,19 @@ class ControlnetArgs(StrictModel):
 # --- schedulers: a union discriminated by "method"; args override the scheduler's config ---
 
 
-class CommonSchedulerArgs(StrictModel):
-    num_train_timesteps: int | None = Field(default=None, ge=1)
+class CommonSchedulerArgs(TaskArgsModel):
+    num_train_timesteps: Annotated[int, Field(ge=1), AS_INT] | None = None
     beta_start: float | None = None
     beta_end: float | None = None
     beta_schedule: str | None = None
     prediction_type: str | None = None
     timestep_spacing: str | None = None
-    steps_offset: int | None = None
+    steps_offset: Int | None = None
     rescale_betas_zero_snr: bool | None = None
 
 
 class DPMSolverMultistepArgs(CommonSchedulerArgs):
-    solver_order: int | None = Field(default=None, ge=1, le=3)
+    solver_order: Annotated[int, Field(ge=1, le=3), AS_INT] | None = None
     thresholding: bool | None = None
     dynamic_thresholding_ratio: float | None = None
     sample_max_value: float | None = None
@@ -180,8 +187,8 @@ class DPMSolverMultistepArgs(CommonSchedulerArgs):
 
 
 class LCMArgs(CommonSchedulerArgs):
-    original_inference_steps: int | None = Field(default=None, ge=1)
-    clip_samples: int | None = None
+    original_inference_steps: Annotated[int, Field(ge=1), AS_INT] | None = None
+    clip_samples: Int | None = None
     clip_samples_range: float | None = None
     set_alpha_to_one: bool | None = None
     thresholding: bool | None = None
@@ -190,32 +197,32 @@ class LCMArgs(CommonSchedulerArgs):
     timestep_scaling: float | None = None
 
 
-class DPMSolverMultistep(StrictModel):
-    method: Literal["DPMSolverMultistepScheduler"] = "DPMSolverMultistepScheduler"
+class DPMSolverMultistep(TaskArgsModel):
+    method: Literal["DPMSolverMultistepScheduler"]
     args: DPMSolverMultistepArgs | None = None
 
 
-class EulerAncestralDiscrete(StrictModel):
-    method: Literal["EulerAncestralDiscreteScheduler"] = "EulerAncestralDiscreteScheduler"
+class EulerAncestralDiscrete(TaskArgsModel):
+    method: Literal["EulerAncestralDiscreteScheduler"]
     args: CommonSchedulerArgs | None = None
 
 
-class LCM(StrictModel):
-    method: Literal["LCMScheduler"] = "LCMScheduler"
+class LCM(TaskArgsModel):
+    method: Literal["LCMScheduler"]
     args: LCMArgs | None = None
 
 
 Scheduler = Annotated[DPMSolverMultistep | EulerAncestralDiscrete | LCM, Field(discriminator="method")]
 
 
-class RefinerArgs(StrictModel):
+class RefinerArgs(TaskArgsModel):
     model: str = Field(min_length=1)
     variant: str | None = None
     denoising_cutoff: Percent = 80
-    steps: int = Field(default=20, ge=1, le=100)
+    steps: Int = Field(default=20, ge=1, le=100)
 
 
-class SDTaskArgs(StrictModel):
+class SDTaskArgs(TaskArgsModel):
     version: Version = "2.5.0"
     base_model: BaseModelArgs | Annotated[str, Field(min_length=1)]
     dtype: Dtype = "auto"
@@ -225,7 +232,9 @@ class SDTaskArgs(StrictModel):
     task_config: TaskConfig
     lora: LoraArgs | None = None
     controlnet: ControlnetArgs | None = None
-    scheduler: Scheduler = DPMSolverMultistep()  # frozen, so one shared default is safe
+    scheduler: Scheduler = DPMSolverMultistep(
+        method="DPMSolverMultistepScheduler"
+    )  # frozen: one shared default is safe
     vae: str = ""
     refiner: RefinerArgs | None = None
     textual_inversion: str = ""

@@ -35,8 +35,19 @@ ARGS_MODEL: dict[TaskType, type[GPTTaskArgs] | type[SDTaskArgs]] = {
 }
 
 
+# pydantic names the member of a union in an error's location ("str", "list[...]", "BaseModelArgs"): not a
+# field. Field names are lower case, and none is one of these.
+_UNION_MEMBER_LABELS = {"str", "int", "float", "bool", "none", "list", "dict"}
+
+
+def _is_union_member(part: int | str) -> bool:
+    return isinstance(part, str) and (
+        part in _UNION_MEMBER_LABELS or "[" in part or "-" in part or part[:1].isupper()
+    )
+
+
 def _field_path(loc: tuple[int | str, ...]) -> str:
-    return ".".join(str(part) for part in loc) or ROOT_FIELD
+    return ".".join(str(part) for part in loc if not _is_union_member(part)) or ROOT_FIELD
 
 
 def _invalid(task_type: TaskType, error: ValidationError) -> ArgumentsInvalid:
@@ -65,6 +76,11 @@ _STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?')
 _BRACKET = re.compile(r"[\[\]{}]")
 
 
+def _not_json(constant: str) -> None:
+    """NaN and Infinity: Python's json reads them, JSON has no such numbers (and no range holds them)."""
+    raise ValueError(f"{constant} is not a JSON number")
+
+
 def parse_task_args(task_type: TaskType | int, raw: str | bytes) -> TaskArgs:
     """Validate task arguments exactly as uploaded (JSON text or its UTF-8 bytes)."""
     try:
@@ -86,8 +102,8 @@ def parse_task_args(task_type: TaskType | int, raw: str | bytes) -> TaskArgs:
             f"task arguments nest {depth} levels deep, above the limit of {MAX_NESTING_DEPTH}", (ROOT_FIELD,)
         )
     try:
-        json.loads(raw)  # for a precise line/column on malformed JSON
-    except (json.JSONDecodeError, RecursionError) as exc:
+        json.loads(raw, parse_constant=_not_json)  # for a precise line/column on malformed JSON
+    except (ValueError, RecursionError) as exc:  # json.JSONDecodeError is a ValueError
         raise ArgumentsInvalid(f"task arguments are not valid JSON: {exc}", (ROOT_FIELD,)) from None
     try:
         return ARGS_MODEL[task_type].model_validate_json(raw)

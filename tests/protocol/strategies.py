@@ -20,11 +20,20 @@ def optional_fields(required: dict[str, Any], optional: dict[str, st.SearchStrat
     return st.fixed_dictionaries(required, optional=optional)
 
 
+# content blocks as Crynux's applications send them (images are valid arguments, refused when run)
+content_block = st.fixed_dictionaries({"type": st.just("text"), "text": name}) | st.fixed_dictionaries(
+    {"type": st.just("image"), "base64": name}
+)
+RESERVED_TEMPLATE_ARGS = {"chat_template", "conversation", "documents", "max_length", "padding", "tools",
+                          "return_assistant_tokens_mask", "return_dict", "return_tensors", "tokenize",
+                          "tokenizer_kwargs", "truncation"}  # fmt: skip
+template_args = st.dictionaries(text.filter(lambda k: k not in RESERVED_TEMPLATE_ARGS), json_leaf, max_size=3)
+
 messages = st.lists(
     optional_fields(
         {"role": st.sampled_from(["system", "user", "assistant", "tool"])},
         {
-            "content": st.none() | text,
+            "content": st.none() | text | st.lists(content_block, max_size=3),
             "tool_call_id": st.none() | text,
             "tool_calls": st.none() | st.lists(json_object, max_size=2),
         },
@@ -55,6 +64,7 @@ gpt_args = optional_fields(
     {
         "tools": st.none() | st.lists(json_object, max_size=2),
         "generation_config": st.none() | generation_config,
+        "template_args": st.none() | template_args,
         "seed": st.integers(0, 2**63 - 1),
         "dtype": st.sampled_from(["float16", "bfloat16", "float32", "auto"]),
         "quantize_bits": st.sampled_from([None, 4, 8]),

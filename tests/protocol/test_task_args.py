@@ -34,46 +34,50 @@ def test_valid_documents_round_trip_unchanged(task_type, documents):
     check()
 
 
-def _objects(document: dict[str, Any], path: tuple[str, ...] = ()):
-    """Every JSON object inside a document, with its path (list items by index)."""
-    yield path, document
-    for key, value in document.items():
-        children = [(str(i), v) for i, v in enumerate(value)] if isinstance(value, list) else [(key, value)]
-        for child_key, child in children:
-            child_path = (*path, key) if not isinstance(value, list) else (*path, key, child_key)
-            if (
-                isinstance(child, dict)
-                and not (path and path[-1] in {"tools", "tool_calls"})
-                and key
-                not in {
-                    "tools",
-                    "tool_calls",
-                }
-            ):
-                yield from _objects(child, child_path)
-
-
 def _get(document: Any, path: tuple[str, ...]) -> Any:
     for part in path:
         document = document[int(part)] if isinstance(document, list) else document[part]
     return document
 
 
+FREE_FORM = {"tools", "tool_calls", "template_args"}  # objects of any keys: nothing in them is unknown
+
+
+def _objects(document: dict[str, Any], path: tuple[str, ...] = ()):
+    """Every JSON object inside a document that has a fixed set of fields, with its path."""
+    yield path, document
+    for key, value in document.items():
+        if key in FREE_FORM:
+            continue
+        children = [(str(i), v) for i, v in enumerate(value)] if isinstance(value, list) else [(key, value)]
+        for child_key, child in children:
+            child_path = (*path, key) if not isinstance(value, list) else (*path, key, child_key)
+            if isinstance(child, dict):
+                yield from _objects(child, child_path)
+
+
 @pytest.mark.parametrize(("task_type", "documents"), CASES)
-def test_unknown_fields_are_refused_naming_the_field(task_type, documents):
+def test_unknown_fields_are_ignored_as_the_reference_does(task_type, documents):
     @SETTINGS
     @given(documents, st.data())
     def check(document: dict[str, Any], data: st.DataObject):
-        candidates = list(_objects(document))
+        expected = parse_task_args(task_type, json.dumps(document))
+        candidates = [(p, o) for p, o in _objects(document) if "type" not in o]  # content blocks: below
         _path, target = data.draw(st.sampled_from(candidates))
-        target["zz_unknown"] = 1
-        with pytest.raises(ArgumentsInvalid) as err:
-            parse_task_args(task_type, json.dumps(document))
-        # discriminated unions add the tag to the location: look for the key at the end of a named path
-        assert any(f.endswith("zz_unknown") for f in err.value.fields), err.value.fields
-        assert "zz_unknown" in err.value.message
+        target["zz_unknown_field_of_a_newer_client"] = {"any": [1, "value"]}
+        assert parse_task_args(task_type, json.dumps(document)) == expected
 
     check()
+
+
+def test_a_content_block_with_an_unknown_field_is_refused_naming_it():
+    document = {
+        "model": "m",
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "a", "x": 1}]}],
+    }
+    with pytest.raises(ArgumentsInvalid) as err:
+        parse_task_args(TaskType.GPT, json.dumps(document))
+    assert any(f.startswith("messages.0.content.0") and f.endswith(".x") for f in err.value.fields)
 
 
 WRONG_TYPES = {
@@ -90,7 +94,7 @@ GPT_TYPED_FIELDS = [
     (("generation_config", "max_new_tokens"), int),
     (("generation_config", "temperature"), float),
     (("generation_config", "do_sample"), bool),
-    (("messages", "0", "content"), str),
+    (("messages", "0", "content"), str),  # (or a list of content blocks: the lists here are not)
 ]
 SD_TYPED_FIELDS = [
     (("prompt",), str),
@@ -219,6 +223,16 @@ def test_pathological_inputs_are_arguments_invalid(raw: bytes):
         parse_task_args(TaskType.GPT, raw)
 
 
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_non_json_numbers_are_refused_at_the_root(constant):
+    raw = (
+        '{"model": "m", "messages": [{"role": "user", "content": "hi"}], "generation_config": {"top_p": %s}}'
+    )
+    with pytest.raises(ArgumentsInvalid) as err:
+        parse_task_args(TaskType.GPT, raw % constant)
+    assert err.value.fields == (ROOT_FIELD,) and constant in err.value.message
+
+
 def test_oversized_arguments_are_refused_before_parsing():
     with pytest.raises(ArgumentsInvalid, match="above the limit"):
         parse_task_args(TaskType.SD, b" " * (8 * 1024 * 1024 + 1))
@@ -300,7 +314,11 @@ def test_any_out_of_range_value_is_refused_naming_the_field(case):
 
 
 JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=5),
     lambda children: (
         st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=3), children, max_size=3)
     ),
@@ -308,7 +326,9 @@ JSON_VALUES = st.recursive(
 )
 ACCEPTS = {  # what JSON values a field of each kind may hold (strict models: no coercion)
     str: lambda v: isinstance(v, str),
-    int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+    int: lambda v: (
+        (isinstance(v, int) and not isinstance(v, bool)) or (isinstance(v, float) and v.is_integer())
+    ),
     float: lambda v: isinstance(v, int | float) and not isinstance(v, bool),
     bool: lambda v: isinstance(v, bool),
     list: lambda v: isinstance(v, list),
@@ -323,7 +343,8 @@ TYPED_CASES = [(TaskType.GPT, p, k) for p, k in GPT_TYPED_FIELDS] + [
 def test_any_value_of_a_wrong_json_type_is_refused_naming_the_field(case, bad):
     task_type, path, kind = case
     nullable = path[-1] in {"content", "max_new_tokens", "temperature", "do_sample"}
-    if ACCEPTS[kind](bad) or (bad is None and nullable):
+    empty_content = path[-1] == "content" and bad == []  # a message of no content blocks is valid
+    if ACCEPTS[kind](bad) or (bad is None and nullable) or empty_content:
         return  # a value of the right type: not this property's concern
     document = _set(MINIMAL[task_type], path, bad)
     with pytest.raises(ArgumentsInvalid) as err:
