@@ -17,6 +17,7 @@ from typing import Any
 
 from cluster.chain.task_events import TaskEvent as ChainTaskEvent
 from cluster.chain.task_events import TaskStarted
+from cluster.protocol.gpt import GPTTaskArgs, require_text_only
 from cluster.protocol.task import parse_task_args
 from network.app import ApplicationClient, ContractRejected, TaskAbortedError, TaskTimeout
 from network.bridge.config import BridgeConfig, ModelSpec
@@ -68,7 +69,9 @@ class TaskManager:
     def create(
         self, kind: str, model: ModelSpec, task_args: str, fee_wei: int, vram_limit: int
     ) -> TaskRecord:
-        parse_task_args(model.chain_type, task_args)  # raises ArgumentsInvalid: the caller's 400
+        args = parse_task_args(model.chain_type, task_args)  # raises ArgumentsInvalid: the caller's 400
+        if isinstance(args, GPTTaskArgs):
+            require_text_only(args)  # nodes would report the task error after it was paid for
         now = time.time()
         record = TaskRecord(
             id=f"task_{uuid.uuid4().hex}", kind=kind, model=model.id, task_type=model.task_type,

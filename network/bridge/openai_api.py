@@ -25,9 +25,26 @@ NO_RETRY = {"x-should-retry": "false"}  # a retry would pay for a second task: t
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
     role: Literal["system", "user", "assistant", "tool"]
-    content: str | None = None
+    content: str | list[dict[str, Any]] | None = None  # a string, or OpenAI's content parts
     tool_call_id: str | None = None
     tool_calls: list[dict[str, Any]] | None = None
+
+    def task_message(self, index: int) -> dict[str, Any]:
+        """The message as GPT task arguments take it: text parts become text blocks, as Crynux's bridge
+        does; any other part (an image) is a 400 while no vision model is served."""
+        message = self.model_dump(exclude_none=True)
+        if isinstance(self.content, list):
+            blocks = []
+            for position, part in enumerate(self.content):
+                if part.get("type") != "text" or not isinstance(part.get("text"), str):
+                    raise bad_request(
+                        f"messages[{index}].content[{position}]: only text parts are served (no vision model "
+                        f"on this network yet), got type {part.get('type')!r}",
+                        f"messages.{index}.content.{position}",
+                    )
+                blocks.append({"type": "text", "text": part["text"]})
+            message["content"] = blocks
+        return message
 
 
 class ChatCompletionRequest(BaseModel):
@@ -73,7 +90,7 @@ def gpt_task_args(request: ChatCompletionRequest, model: ModelSpec) -> str:
         config["top_p"] = request.top_p
     args: dict[str, Any] = {
         "model": model.path,
-        "messages": [m.model_dump(exclude_none=True) for m in request.messages],
+        "messages": [m.task_message(i) for i, m in enumerate(request.messages)],
         "seed": request.seed or 0,
         "generation_config": config or None,
     }

@@ -16,6 +16,10 @@ from eth_account import Account
 from PIL import Image
 
 from cluster import envs
+from cluster.protocol.gpt import TextBlock
+from cluster.protocol.task import TaskType, parse_task_args
+from network.bridge.config import ModelSpec
+from network.bridge.openai_api import ChatCompletionRequest, gpt_task_args
 from tests.bridge.conftest import FUNDER, KEY, LIMITED_KEY, SECOND_WALLET, World
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -98,6 +102,41 @@ def test_errors_come_in_openai_shape(world: World, bridge, tmp_path):
     assert low.value.status_code == 402 and low.value.code == "insufficient_funds"
     body = low.value.response.json()["error"]
     assert set(body) == {"message", "type", "param", "code"} and "top it up" in body["message"]
+
+
+def test_image_input_is_refused_before_any_task_is_paid(bridge):
+    """No vision model is served: an image part (OpenAI) or an image block (native task arguments) is a
+    400 naming it, not a task the nodes would only report as an error after it was paid for."""
+    parts = [{"type": "text", "text": "What is this?"}, {"type": "image_url", "image_url": {"url": "data:x"}}]
+    with pytest.raises(openai.BadRequestError) as bad:
+        client(bridge).chat.completions.create(
+            model="tiny-chat", messages=[{"role": "user", "content": parts}]
+        )
+    assert bad.value.param == "messages.0.content.1" and "text parts" in bad.value.message
+    blocks = [{"type": "text", "text": "What is this?"}, {"type": "image", "base64": "iVBORw0KGgo="}]
+    args = {"model": "m", "messages": [{"role": "user", "content": blocks}]}
+    with httpx.Client(base_url=bridge.url, headers={"authorization": f"Bearer {KEY}"}) as http:
+        refused = http.post("/v1/tasks", json={"task_type": "gpt", "task_args": args})
+        assert refused.status_code == 400 and "vision model" in refused.json()["error"]["message"]
+        assert http.get("/v1/tasks/none-such").status_code == 404
+
+
+def test_text_parts_become_text_blocks_as_crynuxs_bridge_sends_them():
+    request = ChatCompletionRequest(
+        model="tiny-chat",
+        messages=[
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "Hello, "}, {"type": "text", "text": "you"}],
+            }
+        ],
+    )
+    spec = ModelSpec(id="tiny-chat", path="tiny", task_type="gpt")
+    args = parse_task_args(TaskType.GPT, gpt_task_args(request, spec))
+    assert args.messages[0].content == [
+        TextBlock(type="text", text="Hello, "),
+        TextBlock(type="text", text="you"),
+    ]
 
 
 def test_overdue_tasks_are_cancelled_and_refunded(world: World, tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from pydantic import ValidationError
 from transformers import AutoTokenizer
 
 from cluster.protocol.errors import ArgumentsInvalid
@@ -18,6 +19,7 @@ from cluster.workers.engines.text_request import (
     merge_generation_config,
     model_generation_defaults,
 )
+from cluster.workers.models.builders import CHAT_TEMPLATE
 from tests.engines.factories import gpt_args
 
 EOS = 99
@@ -137,3 +139,62 @@ def test_prompt_without_template_joins_contents_with_newlines(tiny_lm_plain_dir)
     data["messages"].append({"role": "assistant", "content": "Fine."})
     args = GPTTaskArgs.model_validate(data)
     assert tokenizer.decode(build_prompt_ids(tokenizer, args)) == "Hello, how are you today?\nFine."
+
+
+# --- what Crynux applications send: content blocks, template_args, null content, images ---
+
+
+def _with_messages(model_dir, messages, **fields) -> GPTTaskArgs:  # type: ignore[no-untyped-def]
+    return GPTTaskArgs.model_validate({**gpt_args(model_dir).model_dump(), "messages": messages, **fields})
+
+
+def test_text_blocks_render_as_their_texts_joined_as_the_reference_does(tiny_lm_dir) -> None:  # type: ignore[no-untyped-def]
+    tokenizer = AutoTokenizer.from_pretrained(tiny_lm_dir)
+    blocks = [{"type": "text", "text": "Hello, how "}, {"type": "text", "text": "are you today?"}]
+    as_blocks = _with_messages(tiny_lm_dir, [{"role": "user", "content": blocks}])
+    as_text = _with_messages(tiny_lm_dir, [{"role": "user", "content": "Hello, how are you today?"}])
+    assert build_prompt_ids(tokenizer, as_blocks) == build_prompt_ids(tokenizer, as_text)
+
+
+def test_null_content_renders_as_an_empty_string(tiny_lm_dir) -> None:  # type: ignore[no-untyped-def]
+    tokenizer = AutoTokenizer.from_pretrained(tiny_lm_dir)
+    calls = [{"function": {"name": "f", "arguments": {}}}]
+    args = _with_messages(
+        tiny_lm_dir,
+        [{"role": "user", "content": "hi"}, {"role": "assistant", "content": None, "tool_calls": calls}],
+    )
+    text = tokenizer.decode(build_prompt_ids(tokenizer, args))
+    assert '<|im_start|>assistant\n[{"function": {"name": "f", "arguments": {}}}]<|im_end|>' in text
+
+
+def test_template_args_reach_the_chat_template(tiny_lm_dir) -> None:  # type: ignore[no-untyped-def]
+    tokenizer = AutoTokenizer.from_pretrained(tiny_lm_dir)
+    tokenizer.chat_template = CHAT_TEMPLATE + "{%- if enable_thinking %}<think>{% endif %}"
+    thinking = _with_messages(
+        tiny_lm_dir, [{"role": "user", "content": "hi"}], template_args={"enable_thinking": True}
+    )
+    plain = _with_messages(tiny_lm_dir, [{"role": "user", "content": "hi"}])
+    assert tokenizer.decode(build_prompt_ids(tokenizer, thinking)).endswith("<|im_start|>assistant\n<think>")
+    assert tokenizer.decode(build_prompt_ids(tokenizer, plain)).endswith("<|im_start|>assistant\n")
+    # the generation prompt is the task's to turn off (prefilling an assistant turn), as in the reference
+    prefill = _with_messages(
+        tiny_lm_dir, [{"role": "user", "content": "hi"}], template_args={"add_generation_prompt": False}
+    )
+    assert not tokenizer.decode(build_prompt_ids(tokenizer, prefill)).endswith("assistant\n")
+
+
+def test_template_args_that_would_change_what_the_engine_gets_are_refused(tiny_lm_dir) -> None:  # type: ignore[no-untyped-def]
+    for key in ("tokenize", "tools", "chat_template", "return_dict"):
+        with pytest.raises(ValidationError, match=key):
+            _with_messages(tiny_lm_dir, [{"role": "user", "content": "hi"}], template_args={key: True})
+
+
+def test_image_blocks_are_a_task_error_naming_the_block(tiny_lm_dir) -> None:  # type: ignore[no-untyped-def]
+    tokenizer = AutoTokenizer.from_pretrained(tiny_lm_dir)
+    content = [{"type": "text", "text": "What is this?"}, {"type": "image", "base64": "iVBORw0KGgo="}]
+    args = _with_messages(
+        tiny_lm_dir, [{"role": "system", "content": "s"}, {"role": "user", "content": content}]
+    )
+    with pytest.raises(ArgumentsInvalid) as err:
+        build_prompt_ids(tokenizer, args)
+    assert err.value.fields == ("messages.1.content.1",) and "vision model" in err.value.message

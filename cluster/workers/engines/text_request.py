@@ -25,9 +25,12 @@ from cluster.protocol.gpt import (
     GPTGenerationConfig,
     GPTTaskArgs,
     GPTTaskResponse,
+    Message,
     ResponseChoice,
     ResponseMessage,
+    TextBlock,
     Usage,
+    require_text_only,
 )
 
 # Fallbacks where neither the task nor the model sets a value: transformers' own generation defaults.
@@ -121,23 +124,33 @@ def _check_sequences(params: GenerationParams) -> None:
         )
 
 
+def content_text(message: Message) -> str:
+    """A message's content as text: null is "" (templates can test it), text blocks are joined with nothing
+    between them, as the reference does (image blocks are refused before: ``require_text_only``)."""
+    if message.content is None or isinstance(message.content, str):
+        return message.content or ""
+    return "".join(block.text for block in message.content if isinstance(block, TextBlock))
+
+
 def build_messages(args: GPTTaskArgs) -> list[dict[str, Any]]:
-    """The messages as chat-template input; a null content becomes "" so that templates can test it."""
+    """The messages as chat-template input, each content as text."""
+    require_text_only(args)
     messages = []
     for message in args.messages:
         item = message.model_dump(exclude_none=True)
-        item["content"] = message.content or ""
+        item["content"] = content_text(message)
         messages.append(item)
     return messages
 
 
 def build_prompt_ids(tokenizer: Any, args: GPTTaskArgs) -> list[int]:
-    """The prompt token ids: the chat template (tools, generation prompt), or contents joined by "\\n"."""
+    """The prompt token ids: the chat template (tools, generation prompt, the task's template_args), or
+    the contents joined by "\n" for a model without one (template_args then have nothing to apply to)."""
+    messages = build_messages(args)
     if getattr(tokenizer, "chat_template", None):
+        template_args = {"add_generation_prompt": True, **(args.template_args or {})}
         try:
-            text = tokenizer.apply_chat_template(
-                build_messages(args), tools=args.tools, add_generation_prompt=True, tokenize=False
-            )
+            text = tokenizer.apply_chat_template(messages, tools=args.tools, tokenize=False, **template_args)
         except Exception as exc:  # jinja2 TemplateError and friends: the messages break the template
             raise ArgumentsInvalid(
                 f"messages do not fit the model's chat template: {exc}", ("messages",)
@@ -145,7 +158,7 @@ def build_prompt_ids(tokenizer: Any, args: GPTTaskArgs) -> list[int]:
         # NOTE: the template writes its own special tokens; adding BOS again would change the prompt.
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     else:
-        ids = tokenizer("\n".join(m.content or "" for m in args.messages))["input_ids"]
+        ids = tokenizer("\n".join(m["content"] for m in messages))["input_ids"]
     if not ids:
         raise ArgumentsInvalid("the prompt is empty after tokenization", ("messages",))
     return list(ids)
