@@ -26,6 +26,10 @@ DEFAULT_DISTANCE_THRESHOLD = 5
 _ROUND_DECIMALS = 6
 
 
+# The largest image a task may ask for (2048x2048, cluster/protocol/sd.py), with room for a refiner's.
+MAX_IMAGE_PIXELS = 2 * 2048 * 2048
+
+
 @lru_cache(maxsize=32)
 def _resize_matrix(src: int, dst: int) -> np.ndarray:
     """A (dst, src) matrix whose rows are normalized triangle-filter weights (half-pixel centres)."""
@@ -60,8 +64,14 @@ def phash(image: Image.Image) -> int:
 
 
 def phash_bytes(png_bytes: bytes) -> bytes:
-    """The 8 big-endian bytes of the pHash of an encoded image (PNG, or anything Pillow reads)."""
+    """The 8 big-endian bytes of the pHash of an encoded image (PNG, or anything Pillow reads).
+
+    The image's size is read from its header first: one above ``MAX_IMAGE_PIXELS`` is refused before its
+    pixels are decoded (a 34 KiB all-black 6000x6000 PNG would take 1.5 GB)."""
     with Image.open(io.BytesIO(png_bytes)) as image:
+        width, height = image.size
+        if width * height > MAX_IMAGE_PIXELS:
+            raise ValueError(f"{width}x{height} pixels, above the limit of {MAX_IMAGE_PIXELS} pixels")
         return phash(image).to_bytes(PHASH_BYTES, "big")
 
 

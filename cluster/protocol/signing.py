@@ -24,6 +24,9 @@ from eth_utils import to_checksum_address
 
 MAX_CLOCK_SKEW_S = 60
 SIGNATURE_BYTES = 65
+# secp256k1's group order: (r, s) and (r, n - s) both verify, so only s <= n/2 is taken (as Ethereum does
+# since EIP-2), making each signed request's signature unique.
+SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 
 
 class SignatureRefusal(StrEnum):
@@ -71,6 +74,10 @@ def _decode_signature(signature: str) -> keys.Signature:
     if len(raw) != SIGNATURE_BYTES:
         raise SignatureInvalid(
             SignatureRefusal.MALFORMED, f"signature must be {SIGNATURE_BYTES} bytes, got {len(raw)}"
+        )
+    if int.from_bytes(raw[32:64], "big") > SECP256K1_N // 2:
+        raise SignatureInvalid(
+            SignatureRefusal.MALFORMED, "signature has a high s (malleable): send its low-s form"
         )
     v = raw[64]
     if v in (27, 28):  # Ethereum's convention; eth_keys wants the raw recovery id 0 or 1

@@ -58,7 +58,7 @@ def _invalid(task_type: TaskType, error: ValidationError) -> ArgumentsInvalid:
     return ArgumentsInvalid(f"{task_type.name} task arguments invalid: {reasons}{more}", fields)
 
 
-def _max_nesting(text: str) -> int:
+def max_nesting(text: str) -> int:
     """The deepest bracket nesting of a JSON text, strings removed first (an upper bound if malformed)."""
     depth = deepest = 0
     for match in _BRACKET.finditer(_STRING.sub("", text)):
@@ -96,7 +96,7 @@ def parse_task_args(task_type: TaskType | int, raw: str | bytes) -> TaskArgs:
             raw = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise ArgumentsInvalid(f"task arguments are not UTF-8: {exc}", (ROOT_FIELD,)) from None
-    depth = _max_nesting(raw)
+    depth = max_nesting(raw)
     if depth > MAX_NESTING_DEPTH:
         raise ArgumentsInvalid(
             f"task arguments nest {depth} levels deep, above the limit of {MAX_NESTING_DEPTH}", (ROOT_FIELD,)

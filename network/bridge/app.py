@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -16,6 +18,7 @@ from starlette.exceptions import HTTPException
 
 from cluster.chain.crypto_backend import log_signing_backend
 from cluster.chain.deploy import Deployment
+from cluster.protocol.task import MAX_TASK_ARGS_BYTES
 from network.app import ApplicationClient, ClientSettings
 from network.bridge import native_api, openai_api
 from network.bridge.config import BridgeConfig
@@ -24,6 +27,7 @@ from network.bridge.keys import KeyRing
 from network.bridge.manager import TaskManager
 from network.bridge.service import Bridge
 from network.bridge.tasks import TaskStore
+from network.guard import RequestGuard, RouteLimit
 
 STATIC = Path(__file__).parent / "static"
 log = logging.getLogger(__name__)
@@ -72,6 +76,15 @@ def create_bridge(
                 store.close()
 
     app = FastAPI(title="Helium bridge", lifespan=lifespan)
+    upload_bytes = 2 * MAX_TASK_ARGS_BYTES + 64 * 1024  # task arguments as a JSON string, and the fields
+    app.add_middleware(
+        RequestGuard,
+        routes=[
+            RouteLimit("POST", re.compile(r"/v1/chat/completions"), upload_bytes),
+            RouteLimit("POST", re.compile(r"/v1/tasks"), upload_bytes),
+        ],
+        refusal=lambda status, message: json.dumps(BridgeError(status, message).body()).encode(),
+    )  # every other route takes a small body at most
     app.state.keys = KeyRing(config.api_keys)
     app.add_exception_handler(BridgeError, on_bridge_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)

@@ -23,7 +23,7 @@ class NativeTaskRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     task_type: Literal["gpt", "sd"]
     task_args: str | dict[str, Any]  # a dict is serialized with json.dumps; a string is used as is
-    vram_limit: int = Field(default=0, ge=0)
+    vram_limit: int = Field(default=0, ge=0, le=2**20)  # GB: no card comes near a million
     fee_wei: int | None = Field(default=None, gt=0)  # default: the chain-priced fee
 
 

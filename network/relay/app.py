@@ -3,6 +3,8 @@ statistics (``stats``), this replica's status, the error envelope and the body s
 
 from __future__ import annotations
 
+import json
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -10,13 +12,13 @@ from typing import Any
 from fastapi import FastAPI
 
 from cluster.chain.crypto_backend import signing_backend
+from network.guard import RequestGuard, RouteLimit
 from network.relay import tasks_api
 from network.relay.access import RelayAccess
 from network.relay.config import RelayConfig
 from network.relay.errors import envelope, install_error_handlers
 from network.relay.files import FileStore
 from network.relay.follower import CURSOR_NAME, ChainFollower
-from network.relay.limits import BodySizeLimit
 from network.relay.store import RelayStore
 
 
@@ -32,7 +34,16 @@ def create_app(
     app = FastAPI(title="Helium relay", version="1", responses={400: {"model": tasks_api.Envelope}})
     app.state.relay = RelayAccess(config, store, files, clock)
     install_error_handlers(app)
-    app.add_middleware(BodySizeLimit, max_bytes=config.max_request_bytes)
+    app.add_middleware(
+        RequestGuard,
+        routes=[
+            RouteLimit("POST", re.compile(r"/v1/inference_tasks"), config.max_args_request_bytes),
+            RouteLimit(
+                "POST", re.compile(r"/v1/inference_tasks/[^/]+/results"), config.max_results_request_bytes
+            ),
+        ],
+        refusal=lambda status, message: json.dumps(envelope(message)).encode(),
+    )  # every other route takes no upload: a small body at most
     app.include_router(tasks_api.router)
     if stats is not None:
         stats.install(app)

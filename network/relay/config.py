@@ -33,9 +33,14 @@ class RelayConfig(BaseModel):
     retention_interval_s: float = Field(default=60.0, gt=0)
 
     @property
-    def max_request_bytes(self) -> int:
-        """A whole request body: the largest of an argument upload and a full result upload, plus framing."""
-        return max(2 * self.max_args_bytes, self.max_files * self.max_file_bytes) + 64 * 1024
+    def max_args_request_bytes(self) -> int:
+        """An argument upload: the arguments as a JSON string (escaping can double them), plus the fields."""
+        return 2 * self.max_args_bytes + 64 * 1024
+
+    @property
+    def max_results_request_bytes(self) -> int:
+        """A full result upload: every file at its limit, plus the multipart framing."""
+        return self.max_files * self.max_file_bytes + 64 * 1024
 
     @property
     def db_url(self) -> str:

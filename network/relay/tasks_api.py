@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Path, Query, UploadFile
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from cluster.protocol.errors import ArgumentsInvalid
 from cluster.protocol.hashes import task_hash
@@ -33,11 +33,23 @@ router = APIRouter(prefix="/v1/inference_tasks")
 
 
 class ArgsUpload(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: the signed task_id is the integer the protocol names, never "104", 104.0 or true
+    model_config = ConfigDict(extra="forbid", strict=True)
     task_id: int = Field(ge=0, lt=2**63)
     task_args: str
     timestamp: int = Field(ge=0, lt=2**40)
     signature: str = Field(min_length=1, max_length=200)
+
+    @field_validator("task_args")
+    @classmethod
+    def _utf8(cls, value: str) -> str:
+        """JSON may escape a lone surrogate ("\\ud800"), which no UTF-8 text holds: the taskHash is over
+        the arguments' UTF-8 bytes, so there would be nothing to hash."""
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError(f"not UTF-8 text: {exc.reason} at character {exc.start}") from None
+        return value
 
 
 class Envelope(BaseModel):

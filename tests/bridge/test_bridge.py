@@ -119,6 +119,12 @@ def test_image_input_is_refused_before_any_task_is_paid(bridge):
         refused = http.post("/v1/tasks", json={"task_type": "gpt", "task_args": args})
         assert refused.status_code == 400 and "vision model" in refused.json()["error"]["message"]
         assert http.get("/v1/tasks/none-such").status_code == 404
+        # what used to be a plain-text 500: a vram_limit past SQLite's integers, a lone surrogate
+        huge = http.post("/v1/tasks", json={"task_type": "gpt", "task_args": args, "vram_limit": 2**63})
+        assert huge.status_code == 400 and huge.json()["error"]["param"] == "vram_limit"
+        surrogate = '{"task_type": "gpt", "task_args": "{\\"model\\": \\"\\ud800\\"}"}'
+        lone = http.post("/v1/tasks", content=surrogate, headers={"content-type": "application/json"})
+        assert lone.status_code == 400 and "error" in lone.json()
 
 
 def test_text_parts_become_text_blocks_as_crynuxs_bridge_sends_them():

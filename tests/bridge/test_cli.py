@@ -48,6 +48,11 @@ def test_the_bridge_process_serves_its_models_and_page_to_a_key(anvil, deploymen
         assert [m["id"] for m in models.json()["data"]] == ["tiny-chat"]
         refused = httpx.get(f"{base}/v1/models", headers={"Authorization": "Bearer wrong"})
         assert refused.status_code == 401 and "error" in refused.json()
+        # one unauthenticated body nested 100,000 deep used to kill the process (a C stack overflow)
+        deep = httpx.post(f"{base}/v1/chat/completions", content="[" * 100_000 + "]" * 100_000, timeout=60)
+        assert deep.status_code == 400 and "nests" in deep.json()["error"]["message"]
+        big = httpx.post(f"{base}/v1/images/generations", content=b"{" + b" " * (1 << 20) + b"}", timeout=60)
+        assert big.status_code == 413 and process.poll() is None
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=20)

@@ -9,6 +9,7 @@ from eth_account import Account
 from eth_hash.auto import keccak
 
 from cluster.protocol.signing import (
+    SECP256K1_N,
     SignatureInvalid,
     SignatureRefusal,
     recover_signer,
@@ -120,6 +121,23 @@ def test_malformed_signatures_are_refused(bad):
     with pytest.raises(SignatureInvalid) as err:
         verify_request(PARAMS, NOW, signature, now=NOW)
     assert err.value.reason is SignatureRefusal.MALFORMED
+
+
+def test_the_high_s_twin_of_a_signature_is_refused():
+    """(r, n - s) with the other recovery id recovers the same signer: accepting it would give one
+    request two valid signatures."""
+    _, signature = sign_request(PARAMS, ALICE.key, NOW)
+    raw = bytes.fromhex(signature[2:])
+    s = int.from_bytes(raw[32:64], "big")
+    assert s <= SECP256K1_N // 2  # eth-account signs low-s
+    twin = (
+        "0x" + (raw[:32] + (SECP256K1_N - s).to_bytes(32, "big") + bytes([27 + ((raw[64] - 27) ^ 1)])).hex()
+    )
+    digest = keccak(signing_payload(PARAMS, NOW))
+    assert Account._recover_hash(digest, signature=bytes.fromhex(twin[2:])) == ALICE.address  # it does verify
+    with pytest.raises(SignatureInvalid) as err:
+        verify_request(PARAMS, NOW, twin, now=NOW)
+    assert err.value.reason is SignatureRefusal.MALFORMED and "high s" in err.value.message
 
 
 def test_params_must_not_carry_the_signature_fields():

@@ -120,6 +120,23 @@ def test_argument_upload_refusals_name_the_reason_and_store_nothing(api, case, s
     assert not store.get(1).args_uploaded and not store.get(2).args_uploaded
 
 
+@pytest.mark.parametrize("task_id", ["1", 1.0, True])
+def test_a_task_id_that_is_not_an_integer_is_a_400_naming_it(api, task_id):
+    client, store = api
+    body = {"task_id": task_id, "task_args": GPT_ARGS}
+    response = client.post("/v1/inference_tasks", json={**body, **signed(CREATOR, body)})
+    assert response.status_code == 400 and "task_id" in response.json()["message"]
+    assert not store.get(1).args_uploaded
+
+
+def test_task_args_that_are_no_utf8_text_are_a_400(api):
+    client, store = api
+    body = '{"task_id": 1, "task_args": "\\ud800", "timestamp": 1, "signature": "0x12"}'  # a lone surrogate
+    response = client.post("/v1/inference_tasks", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 400 and "task_args" in response.json()["message"]
+    assert not store.get(1).args_uploaded
+
+
 def test_argument_download_is_refused_to_anyone_else_and_waits_for_the_upload(api):
     client, _ = api
     early = client.get("/v1/inference_tasks/1", params=signed(NODE, {"task_id": 1}))
