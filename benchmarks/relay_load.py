@@ -15,7 +15,7 @@ import aiohttp
 from eth_account import Account
 
 from cluster.protocol.hashes import task_hash
-from cluster.protocol.signing import sign_request
+from cluster.protocol.signing import bound_params, sign_request
 from network.relay.files import FileStore
 from network.relay.store import RelayStore
 
@@ -79,7 +79,8 @@ async def signed_gets(
     urls = []
     for n, base in zip(range(requests), itertools.cycle(base_urls)):
         task_id = task_ids[n % len(task_ids)]
-        _, signature = sign_request({"task_id": task_id}, NODE.key, timestamp)
+        params = bound_params("GET", f"/v1/inference_tasks/{task_id}", {"task_id": task_id})
+        _, signature = sign_request(params, NODE.key, timestamp)
         urls.append(f"{base}/v1/inference_tasks/{task_id}?timestamp={timestamp}&signature={signature}")
     limit = asyncio.Semaphore(in_flight)
     connector = aiohttp.TCPConnector(limit=in_flight)

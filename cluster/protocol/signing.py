@@ -1,18 +1,23 @@
-"""Relay request signing (PROTOCOL.md, Relay API).
+"""Relay request signing (PROTOCOL.md, Relay API, with the binding in docs/protocol-decisions.md).
 
 digest = keccak256(utf8(json.dumps(params, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
                         + str(timestamp)))
-signature = the 65 bytes r || s || v of the secp256k1 signature of ``digest``, hex-encoded.
+signature = the 65 bytes r || s || v of the secp256k1 signature of ``digest``, hex-encoded, low s.
 
 ``params`` are the request's path parameters and JSON body fields, without ``timestamp`` and
-``signature``. The relay recovers the signer from the signature and refuses a timestamp more than
-``max_skew_s`` from its own clock, so a captured request cannot be replayed later.
+``signature``, bound to the request (``bound_params``): its ``method``, its protocol ``path`` and, for an
+upload of files, the sha256 of each file in order (``files``). A signature made for one request is
+therefore no good for another (a GET of a task's arguments for a POST of its results, or one set of
+files for another). The relay recovers the signer and refuses a timestamp more than ``max_skew_s`` from
+its own clock, so a captured request cannot be replayed later.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
+from collections.abc import Sequence
 from enum import StrEnum
 from typing import Any
 
@@ -42,6 +47,17 @@ class SignatureInvalid(ValueError):
         super().__init__(message)
         self.reason = reason
         self.message = message
+
+
+def bound_params(
+    method: str, path: str, params: dict[str, Any], files: Sequence[bytes] | None = None
+) -> dict[str, Any]:
+    """The parameters a request signs: its own, its method, its path as the protocol names it
+    (``/v1/inference_tasks/7/results``, whatever prefix a proxy adds) and its files' sha256 in order."""
+    bound = {**params, "method": method.upper(), "path": path}
+    if files is not None:
+        bound["files"] = [hashlib.sha256(data).hexdigest() for data in files]
+    return bound
 
 
 def signing_payload(params: dict[str, Any], timestamp: int) -> bytes:

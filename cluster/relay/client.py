@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 from eth_account.signers.local import LocalAccount
 
-from cluster.protocol.signing import sign_request
+from cluster.protocol.signing import bound_params, sign_request
 
 log = logging.getLogger(__name__)
 NOT_YET_STATUSES = frozenset({404, 409, 425, 429})
@@ -65,10 +65,10 @@ class RelayClient:
 
     async def upload_args(self, task_id: int, task_args: str, *, wait_s: float = 60.0) -> None:
         def request() -> httpx.Request:
-            params = {"task_id": task_id, "task_args": task_args}
-            timestamp, signature = self._sign(params)
+            path, params = "/v1/inference_tasks", {"task_id": task_id, "task_args": task_args}
+            timestamp, signature = self._sign(bound_params("POST", path, params))
             body = {**params, "timestamp": timestamp, "signature": signature}
-            return self._http.build_request("POST", f"{self.base_url}/v1/inference_tasks", json=body)
+            return self._http.build_request("POST", f"{self.base_url}{path}", json=body)
 
         await self._until_ready(request, wait_s, f"upload args of task {task_id}")
 
@@ -81,11 +81,12 @@ class RelayClient:
 
     async def upload_results(self, task_id: int, files: list[bytes], *, wait_s: float = 60.0) -> None:
         def request() -> httpx.Request:
-            timestamp, signature = self._sign({"task_id": task_id})
+            path = f"/v1/inference_tasks/{task_id}/results"
+            timestamp, signature = self._sign(bound_params("POST", path, {"task_id": task_id}, files))
             parts = [("files", (f"{i}", data, "application/octet-stream")) for i, data in enumerate(files)]
             return self._http.build_request(
                 "POST",
-                f"{self.base_url}/v1/inference_tasks/{task_id}/results",
+                f"{self.base_url}{path}",
                 data={"timestamp": str(timestamp), "signature": signature},
                 files=parts,
             )
@@ -106,7 +107,7 @@ class RelayClient:
         return sign_request(params, self.account.key)
 
     def _signed_get(self, path: str, params: dict[str, Any]) -> httpx.Request:
-        timestamp, signature = self._sign(params)
+        timestamp, signature = self._sign(bound_params("GET", path, params))
         query = {"timestamp": timestamp, "signature": signature}
         return self._http.build_request("GET", f"{self.base_url}{path}", params=query)
 

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from cluster.protocol.errors import ArgumentsInvalid
 from cluster.protocol.hashes import task_hash
 from cluster.protocol.results import ResultFilesInvalid, check_result_files
+from cluster.protocol.signing import bound_params
 from cluster.protocol.task import TaskType, parse_task_args
 from network.relay.access import RelayDep
 from network.relay.config import RelayConfig
@@ -62,7 +63,9 @@ def upload_args(body: ArgsUpload, relay: RelayDep) -> dict[str, Any]:
     if len(body.task_args.encode()) > relay.config.max_args_bytes:
         raise RelayError(413, f"task_args are larger than the limit of {relay.config.max_args_bytes} bytes")
     task = relay.seen(body.task_id)
-    params = {"task_id": body.task_id, "task_args": body.task_args}
+    params = bound_params(
+        "POST", "/v1/inference_tasks", {"task_id": body.task_id, "task_args": body.task_args}
+    )
     relay.signer_of(params, body.timestamp, body.signature, {task.creator}, "only the task's creator uploads")
     if task_hash(body.task_args) != task.task_hash:
         raise RelayError(400, f"task_args hash to {task_hash(body.task_args).hex()}, not the task's "
@@ -83,12 +86,13 @@ async def download_args(
 ) -> dict[str, Any]:
     task = relay.seen(task_id)
     what = "only the creator and the selected nodes read the arguments"
+    params = bound_params("GET", f"/v1/inference_tasks/{task_id}", {"task_id": task_id})
     if task.state is TaskState.PENDING:
         # Queued: its nodes are not chosen yet, and a node asking now may be chosen when it starts.
-        signer = relay.signer_of({"task_id": task_id}, timestamp, signature, None, what)
+        signer = relay.signer_of(params, timestamp, signature, None, what)
         if signer not in task.readers_of_args:
             raise not_yet(f"task {task_id} is queued: its nodes have not been selected yet")
-    relay.signer_of({"task_id": task_id}, timestamp, signature, task.readers_of_args, what)
+    relay.signer_of(params, timestamp, signature, task.readers_of_args, what)
     if not task.args_uploaded:
         raise not_yet(f"the arguments of task {task_id} have not been uploaded yet")
     task_args = (await relay.files.read_args_async(task_id)).decode()
@@ -106,9 +110,10 @@ def upload_results(
     task = relay.seen(task_id)
     if task.state is not TaskState.SUCCEEDED or task.result_node is None or task.result is None:
         raise RelayError(409, f"task {task_id} has no validated result on chain yet")
-    relay.signer_of({"task_id": task_id}, timestamp, signature, {task.result_node},
+    blobs = _read_files(files_in, relay.config)  # bounded by the request guard; the signature covers them
+    params = bound_params("POST", f"/v1/inference_tasks/{task_id}/results", {"task_id": task_id}, blobs)
+    relay.signer_of(params, timestamp, signature, {task.result_node},
                     "only the task's result node uploads results")  # fmt: skip
-    blobs = _read_files(files_in, relay.config)
     try:
         check_result_files(task.task_type, task.result, blobs)
     except ResultFilesInvalid as exc:
@@ -130,8 +135,10 @@ async def download_result(
     relay: RelayDep,
 ) -> Response:
     task = relay.seen(task_id)
-    relay.signer_of({"task_id": task_id, "index": index}, timestamp, signature, {task.creator},
-                    "only the task's creator reads results")  # fmt: skip
+    params = bound_params(
+        "GET", f"/v1/inference_tasks/{task_id}/results/{index}", {"task_id": task_id, "index": index}
+    )
+    relay.signer_of(params, timestamp, signature, {task.creator}, "only the task's creator reads results")
     if task.num_result_files == 0:
         raise not_yet(f"the results of task {task_id} have not been uploaded yet")
     if index >= task.num_result_files:

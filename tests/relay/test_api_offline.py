@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from PIL import Image
 
 from cluster.protocol.phash import sd_result
-from cluster.protocol.signing import sign_request
+from cluster.protocol.signing import bound_params, sign_request
 from network.relay.app import create_app
 from network.relay.config import RelayConfig
 from network.relay.files import FileStore
@@ -61,8 +61,19 @@ def api(tmp_path, database_url):
     store.close()
 
 
-def signed(account, params, timestamp=None):
-    ts, sig = sign_request(params, account.key, timestamp)
+def signed(account, params, timestamp=None, *, files=None):
+    """The timestamp and signature of the request these params belong to (its method and path bound in):
+    an argument upload, a results upload (``files``), or a GET of arguments or of one result."""
+    task_id = params["task_id"]
+    if "task_args" in params:
+        bound = bound_params("POST", "/v1/inference_tasks", params)
+    elif files is not None:
+        bound = bound_params("POST", f"/v1/inference_tasks/{task_id}/results", params, files)
+    elif "index" in params:
+        bound = bound_params("GET", f"/v1/inference_tasks/{task_id}/results/{params['index']}", params)
+    else:
+        bound = bound_params("GET", f"/v1/inference_tasks/{task_id}", params)
+    ts, sig = sign_request(bound, account.key, timestamp)
     return {"timestamp": ts, "signature": sig}
 
 
@@ -149,7 +160,7 @@ def test_argument_download_is_refused_to_anyone_else_and_waits_for_the_upload(ap
 
 
 def results_form(account, task_id, blobs, **fields):
-    data = {**{k: str(v) for k, v in signed(account, {"task_id": task_id}).items()}, **fields}
+    data = {**{k: str(v) for k, v in signed(account, {"task_id": task_id}, files=blobs).items()}, **fields}
     return {
         "data": data,
         "files": [("files", (str(i), b, "application/octet-stream")) for i, b in enumerate(blobs)],
@@ -180,6 +191,30 @@ def test_results_upload_checks_the_result_node_and_the_hashes(api):
     )
     beyond = client.get("/v1/inference_tasks/1/results/1", params=signed(CREATOR, {"task_id": 1, "index": 1}))
     assert beyond.status_code == 400
+
+
+def test_a_signature_is_good_for_its_own_request_only(api):
+    """Signatures bind the method, the path and the uploaded files' hashes: one made for a GET of the
+    arguments used to be accepted for a POST of the results, and the reverse."""
+    client, store = api
+    store.saw_success(1, hashlib.sha256(RESPONSE).digest(), NODE.address)
+    path = "/v1/inference_tasks/1/results"
+    files = [("files", ("0", RESPONSE, "application/octet-stream"))]
+    for_the_get = {k: str(v) for k, v in signed(NODE, {"task_id": 1}).items()}
+    assert client.post(path, data=for_the_get, files=files).status_code == 403
+    for_other_files = {k: str(v) for k, v in signed(NODE, {"task_id": 1}, files=[b"other"]).items()}
+    assert client.post(path, data=for_other_files, files=files).status_code == 403
+    assert store.get(1).num_result_files == 0
+    for_the_post = signed(NODE, {"task_id": 1}, files=[RESPONSE])
+    assert client.get("/v1/inference_tasks/1", params=for_the_post).status_code == 403
+    for_a_result = signed(CREATOR, {"task_id": 1, "index": 0})
+    assert client.get("/v1/inference_tasks/1", params=for_a_result).status_code == 403
+    # the right signatures for the same requests pass
+    right = {k: str(v) for k, v in signed(NODE, {"task_id": 1}, files=[RESPONSE]).items()}
+    assert client.post(path, data=right, files=files).status_code == 200
+    assert (
+        client.get("/v1/inference_tasks/1", params=signed(NODE, {"task_id": 1})).status_code == 404
+    )  # no args yet
 
 
 def test_sd_results_are_checked_by_perceptual_hash(api):

@@ -9,6 +9,7 @@ import pytest
 
 from cluster.chain.contracts import TaskType
 from cluster.protocol.hashes import task_hash
+from cluster.protocol.signing import bound_params, sign_request
 from cluster.relay import RelayClient, RelayRefused
 from network.relay.background import RunningRelay
 from tests.relay.on_chain import (
@@ -95,9 +96,12 @@ def test_refusals_against_the_chain_change_nothing(net, relay):
 def test_upload_before_success_is_answered_not_yet(net, relay):
     task_id = create_gpt_task(net)
     eventually(lambda: relay.service.store.get(task_id))
-    timestamp_signed = RelayClient(relay.url, NODES[0])._sign({"task_id": task_id})
+    path = f"/v1/inference_tasks/{task_id}/results"
+    timestamp_signed = sign_request(
+        bound_params("POST", path, {"task_id": task_id}, [RESPONSE]), NODES[0].key
+    )
     response = httpx.post(
-        f"{relay.url}/v1/inference_tasks/{task_id}/results",
+        f"{relay.url}{path}",
         data={"timestamp": str(timestamp_signed[0]), "signature": timestamp_signed[1]},
         files=[("files", ("0", RESPONSE, "application/octet-stream"))],
     )
