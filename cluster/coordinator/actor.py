@@ -1,8 +1,9 @@
 """The coordinator as a named, detached Ray actor that Ray restarts after a failure.
 
 The actor owns the worker pool (get-or-create: a restarted actor finds the running workers and their warm
-models) and the Coordinator loop. Every call first makes sure the loop runs, so after a restart the
-driver's next status call brings it back; all state comes from the state directory.
+models) and the Coordinator loop. The actor starts its loop itself as soon as it is constructed, so after
+a crash the actor Ray restarts resumes on its own, whoever drives it and whether or not anything calls it
+(every call also makes sure the loop runs). All state comes from the state directory.
 """
 
 from __future__ import annotations
@@ -140,6 +141,19 @@ class CoordinatorActor:
     def __init__(self, config: ClusterConfig, endpoints: ChainEndpoints, hooks: TestHooks = NO_HOOKS):
         logging.basicConfig(level=envs.LOG_LEVEL.get())
         self.service = CoordinatorService(config, endpoints, hooks)
+        # An async actor's constructor runs with the actor's event loop current: the start goes on there.
+        self._boot = asyncio.get_event_loop().create_task(self._start_on_its_own())
+
+    async def _start_on_its_own(self, retry_s: float = 5.0) -> None:
+        """Start the loop without waiting for a call: a restarted actor must not sit idle until someone
+        asks for its status (the devnet streamed tasks for 150 s to an idle coordinator)."""
+        while True:
+            try:
+                await self.service.ensure_started()
+                return
+            except Exception:  # the chain or the relay may not answer yet: the next try may start it
+                log.exception("[coordinator] start failed; trying again in %.0f s", retry_s)
+                await asyncio.sleep(retry_s)
 
     async def status(self) -> dict[str, Any]:
         return await self.service.status()
@@ -148,6 +162,7 @@ class CoordinatorActor:
         return await self.service.resume_card(key_text)
 
     async def stop(self, quit: bool = False) -> dict[str, Any]:
+        self._boot.cancel()
         return await self.service.stop(quit=quit)
 
     async def refresh_metrics(self) -> None:

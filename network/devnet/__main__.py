@@ -27,6 +27,10 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--in-flight", type=int, default=2, help="tasks the application keeps open at once")
     parser.add_argument("--dir", type=Path, default=Path(".devnet"), help="models cache and this run's state")
     parser.add_argument("--fresh-models", action="store_true", help="rebuild the tiny models")
+    parser.add_argument(
+        "--kill-coordinator", type=int, default=0, metavar="K",
+        help="a fault drill: kill the coordinator actor K times while tasks stream (Ray restarts it)",
+    )  # fmt: skip
     return parser.parse_known_args(argv)
 
 
@@ -42,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        return await devnet.stream(options.tasks, options.in_flight, stop)
+        return await devnet.stream(options.tasks, options.in_flight, stop, kills=options.kill_coordinator)
 
     try:
         devnet.start()

@@ -145,7 +145,7 @@ class Devnet:
 
     # -- the application's task stream ------------------------------------------------------------------
 
-    async def stream(self, num_tasks: int | None, in_flight: int, stop: asyncio.Event) -> int:
+    async def stream(self, num_tasks: int | None, in_flight: int, stop: asyncio.Event, kills: int = 0) -> int:
         from network.app.client import ApplicationClient
 
         app_account = dev_account(2)
@@ -154,9 +154,15 @@ class Devnet:
         ) as app:
             slots = asyncio.Semaphore(in_flight)
             running: set[asyncio.Task[None]] = set()
+            # the fault drill: a kill after every (num_tasks // (kills + 1)) tasks sent
+            kill_every = max(1, (num_tasks or 20) // (kills + 1)) if kills else 0
+            killed = 0
             i = 0
             while not stop.is_set() and (num_tasks is None or i < num_tasks):
                 await slots.acquire()
+                if kill_every and killed < kills and i and i % kill_every == 0:
+                    killed += 1
+                    await asyncio.to_thread(self._kill_coordinator, killed, kills)
                 task = asyncio.create_task(self._one(app, i, slots))
                 running.add(task)
                 task.add_done_callback(running.discard)
@@ -169,6 +175,14 @@ class Devnet:
             f"{self.counts['failed']} failed"
         )
         return 0 if self.counts["aborted"] == self.counts["failed"] == 0 else 1
+
+    def _kill_coordinator(self, n: int, of: int) -> None:
+        """SIGKILL the coordinator actor's process; Ray restarts it, and it resumes on its own: nothing
+        here calls it until the end."""
+        import ray
+
+        ray.kill(self.actor, no_restart=False)
+        self.say(f"fault: coordinator killed ({n} of {of}); Ray restarts it")
 
     def _card_names(self, nodes: tuple[str, ...]) -> list[str]:
         """The card model of each selected node, as the Node contract recorded it at join."""
