@@ -3,6 +3,7 @@
 from network.app.client import DEFAULT_TIMEOUT_S, ApplicationClient, ClientSettings
 from network.app.errors import (
     ApplicationError,
+    ArgumentsNotDelivered,
     ContractRejected,
     RequestConflict,
     ResultMismatch,
@@ -18,6 +19,7 @@ __all__ = [
     "DEFAULT_WEI_PER_SECOND",
     "ApplicationClient",
     "ApplicationError",
+    "ArgumentsNotDelivered",
     "ClientSettings",
     "ContractRejected",
     "PricePolicy",

@@ -12,6 +12,7 @@ docs/application.md for the fee rule and the guarantees.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,8 +32,15 @@ from cluster.chain.task_events import FeeRefunded, TaskEvent, TaskPending, task_
 from cluster.chain.tx_journal import TxJournal
 from cluster.protocol.hashes import task_hash
 from cluster.protocol.task import TaskType, parse_task_args, task_cap
-from cluster.relay import RelayClient, RelayNotReady
-from network.app.errors import RequestConflict, TaskAbortedError, TaskTimeout, rejected
+from cluster.relay import RelayClient, RelayNotReady, RelayRefused
+from network.app.errors import (
+    ArgumentsNotDelivered,
+    ContractRejected,
+    RequestConflict,
+    TaskAbortedError,
+    TaskTimeout,
+    rejected,
+)
 from network.app.models import Submission, TaskOutcome
 from network.app.pricing import PricePolicy
 from network.app.submissions import RequestRecord, SubmissionStore
@@ -49,7 +57,9 @@ class ClientSettings:
     price: PricePolicy = field(default_factory=PricePolicy)
     poll_interval_s: float = 1.0  # how often a waiting call reads the chain
     confirmations: int = 0  # blocks an event must be deep before it counts (0: a devnet, an L2)
-    relay_wait_s: float = 60.0  # how long the argument upload may wait for the relay to see the task
+    # the least the argument upload waits for the relay (to see the task, or to come back); it waits on to
+    # the task's own deadline, then cancels the task for the refund
+    relay_wait_s: float = 60.0
     relay_backoff_s: float = 0.25
     relay_max_backoff_s: float = 5.0
     sender: SenderConfig = field(default_factory=SenderConfig)
@@ -195,16 +205,15 @@ class ApplicationClient:
         return done
 
     async def _finish(self, record: RequestRecord) -> Submission:
-        if record.state == "rejected":
+        if record.state in ("rejected", "cancelled"):
             raise RequestConflict(
-                f"request {record.request_id!r}: its createTask reverted on chain; use a new request id"
+                f"request {record.request_id!r}: its task was {record.state} on chain; use a new request id"
             )
         if record.task_id is None:
             record = await self._create(record)
         assert record.task_id is not None and record.block_number is not None and record.tx_hash
         if record.state != "uploaded":
-            # The relay answers "not yet" until it has seen the task on chain: RelayClient retries.
-            await self.relay.upload_args(record.task_id, record.task_args, wait_s=self.settings.relay_wait_s)
+            await self._upload_args(record)
             self.requests.mark_uploaded(record.request_id)
         return Submission(
             request_id=record.request_id,
@@ -217,6 +226,34 @@ class ApplicationClient:
             block_number=record.block_number,
             tx_hash=record.tx_hash,
         )
+
+    async def _upload_args(self, record: RequestRecord) -> None:
+        """Upload the arguments, trying until the task's deadline: the relay answers "not yet" until it
+        has seen the task, and may be down for a while (RelayClient retries both). A task whose arguments
+        cannot be delivered is cancelled for its refund, not left holding three nodes to its deadline."""
+        assert record.task_id is not None and record.block_number is not None
+        timeout_s = await self.task.functions.taskTimeout().call()
+        created_s = (await self.w3.eth.get_block(record.block_number))["timestamp"]
+        wait_s = max(self.settings.relay_wait_s, created_s + timeout_s - time.time())
+        try:
+            await self.relay.upload_args(record.task_id, record.task_args, wait_s=wait_s)
+        except (RelayNotReady, RelayRefused) as exc:
+            refund = await self._cancel_when_allowed(record.task_id)
+            self.requests.mark_cancelled(record.request_id)
+            raise ArgumentsNotDelivered(record.task_id, refund, str(exc)) from exc
+
+    async def _cancel_when_allowed(self, task_id: int, attempts: int = 5) -> int:
+        """Cancel the task; a started task only after its on-chain deadline (its start may have come
+        after its creation, from the queue), so wait for that deadline when the chain says so."""
+        for _ in range(attempts):
+            try:
+                return await self.cancel(task_id)
+            except ContractRejected as exc:
+                if exc.name != "DeadlineNotPassed":
+                    raise
+                deadline_s = (await self.task.functions.getTask(task_id).call())[13]
+                await asyncio.sleep(max(1.0, deadline_s + 1 - time.time()))
+        return await self.cancel(task_id)
 
     async def _create(self, record: RequestRecord) -> RequestRecord:
         request = TxRequest.call(

@@ -60,6 +60,18 @@ class ResultMismatch(ApplicationError):
         super().__init__(f"task {task_id}: result files refused: {detail}")
 
 
+class ArgumentsNotDelivered(ApplicationError):
+    """The relay did not take the task's arguments before the task's deadline: the task was cancelled and
+    its fee refunded (``refund_wei``), rather than left holding three nodes until someone cancels it."""
+
+    def __init__(self, task_id: int, refund_wei: int, detail: str):
+        self.task_id, self.refund_wei = task_id, refund_wei
+        super().__init__(
+            f"task {task_id}: its arguments could not be uploaded before its deadline ({detail}); "
+            f"cancelled, {refund_wei} wei refunded"
+        )
+
+
 class RequestConflict(ApplicationError, ValueError):
     """A request id was reused for a different task, fee or VRAM limit: request ids name one request."""
 

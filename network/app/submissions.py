@@ -19,7 +19,7 @@ from typing import Any, Literal
 from cluster.durable_sqlite import open_durable
 from network.app.errors import RequestConflict
 
-RequestState = Literal["sending", "created", "uploaded", "rejected"]
+RequestState = Literal["sending", "created", "uploaded", "rejected", "cancelled"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS requests (
@@ -133,6 +133,10 @@ class SubmissionStore:
 
     def mark_rejected(self, request_id: str) -> None:
         self._update("state = 'rejected'", (), request_id)
+
+    def mark_cancelled(self, request_id: str) -> None:
+        """Its arguments never reached the relay: the task was cancelled for a refund."""
+        self._update("state = 'cancelled'", (), request_id)
 
     def delete(self, request_id: str) -> None:
         """Forget a request that provably never reached the chain (refused before signing)."""

@@ -15,6 +15,7 @@ from cluster.protocol import ArgumentsInvalid
 from cluster.protocol.phash import sd_result
 from network.app import (
     ApplicationClient,
+    ArgumentsNotDelivered,
     ClientSettings,
     ContractRejected,
     PricePolicy,
@@ -145,6 +146,62 @@ def test_cancel_after_the_deadline_refunds_the_fee(net, nodes, make_client):
             outcome = await app.wait(task_id, timeout_s=5)
             assert outcome.status == "aborted" and outcome.reason == AbortReason.CANCELLED
             assert outcome.refund_wei == fee and outcome.result is None
+
+    asyncio.run(main())
+
+
+class RelayOutage(httpx.AsyncBaseTransport):
+    """The relay unreachable (connection refused) until ``until`` is set; then the real one."""
+
+    def __init__(self) -> None:
+        self.real = httpx.AsyncHTTPTransport()
+        self.over = asyncio.Event()
+        self.refused = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if not self.over.is_set():
+            self.refused += 1
+            raise httpx.ConnectError("connection refused (a relay outage)", request=request)
+        return await self.real.handle_async_request(request)
+
+
+def test_the_argument_upload_outlasts_a_relay_outage_longer_than_relay_wait_s(net, nodes, make_client):
+    """A 60 s relay outage used to lose a paid task: the upload gave up after relay_wait_s (60 s) while
+    the task held its nodes. It now tries on to the task's deadline."""
+    nodes.join()
+
+    async def main() -> None:
+        outage = RelayOutage()
+        async with make_client(http=httpx.AsyncClient(transport=outage), relay_wait_s=0.2) as app:
+            submitting = asyncio.create_task(app.submit(TaskType.GPT, GPT_ARGS, fee_wei=10**17))
+            while outage.refused < 5 and not submitting.done():  # well past relay_wait_s, still trying
+                await asyncio.sleep(0.1)
+            assert not submitting.done()
+            outage.over.set()
+            task_id = await submitting
+            assert app.pending() == []
+        # the nodes read the arguments from the relay and the task succeeds
+        await asyncio.to_thread(nodes.serve, task_id, [GPT_RESPONSE], gpt_result([GPT_RESPONSE]))
+
+    asyncio.run(main())
+
+
+def test_arguments_undelivered_by_the_deadline_cancel_the_task_for_its_refund(net, nodes, make_client):
+    nodes.join()
+    fee = 10**17
+    net.tx(net.task.functions.setTaskTimeout(2), net.w3.eth.accounts[0])  # a short deadline
+
+    async def main() -> None:
+        outage = RelayOutage()  # never over
+        async with make_client(http=httpx.AsyncClient(transport=outage), relay_wait_s=0.2) as app:
+            with pytest.raises(ArgumentsNotDelivered) as err:
+                await app.submit(TaskType.GPT, GPT_ARGS, fee_wei=fee, request_id="doomed")
+            assert err.value.refund_wei == fee and "cancelled" in str(err.value)
+            outcome = await app.wait(err.value.task_id, timeout_s=10)
+            assert outcome.status == "aborted" and outcome.reason == AbortReason.CANCELLED
+            assert app.pending() == []  # nothing left to resume after a restart
+            with pytest.raises(RequestConflict):
+                await app.submit(TaskType.GPT, GPT_ARGS, fee_wei=fee, request_id="doomed")
 
     asyncio.run(main())
 
