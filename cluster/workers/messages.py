@@ -18,6 +18,7 @@ from cluster.protocol.task import TaskType
 class JobRequest:
     task_type: TaskType
     args_json: str  # the task arguments exactly as uploaded
+    deadline_unix_s: float | None = None  # past it the engine stops (the pool no longer waits)
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,7 @@ from cluster.protocol.errors import ExecutionError, OutOfMemory, TaskExecutionEr
 from cluster.protocol.gpt import GPTTaskArgs
 from cluster.protocol.task import parse_task_args, task_model
 from cluster.test_hooks import corrupt_result
+from cluster.workers.engines.deadline import job_deadline
 from cluster.workers.engines.determinism import enable_deterministic_mode, enable_vllm_batch_invariance
 from cluster.workers.gpu import GpuDiscoveryError, assigned_gpu_spec, nvml_usage
 from cluster.workers.messages import JobReply, JobRequest, WorkerInfo
@@ -160,7 +161,8 @@ class GpuWorker:
             args = parse_task_args(request.task_type, request.args_json)
             engine = self.text if isinstance(args, GPTTaskArgs) else self.image
             keys_before = set(self.cache.keys())
-            outcome = engine.run(args)
+            with job_deadline(request.deadline_unix_s):
+                outcome = engine.run(args)
             self._note_loaded(task_model(args), keys_before)
             files, result = outcome.files, outcome.result
             if self.corrupt_results:

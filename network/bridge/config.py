@@ -20,6 +20,8 @@ class ModelSpec(BaseModel):
     fee_wei: int | None = Field(default=None, gt=0)  # a fixed fee per task; None: the chain-priced default
     vram_limit: int = Field(default=0, ge=0)
     defaults: dict[str, Any] = Field(default_factory=dict)  # GPT generation_config / SD task_config defaults
+    # GPT: the model's context in tokens (max_position_embeddings); a prompt that cannot fit is a 400
+    context_tokens: int | None = Field(default=None, ge=1)
 
     @property
     def chain_type(self) -> TaskType:

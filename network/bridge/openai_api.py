@@ -72,8 +72,27 @@ class ImageRequest(BaseModel):
     response_format: Literal["b64_json"] = "b64_json"
 
 
+# No tokenizer's token is longer than this many UTF-8 bytes: a prompt's bytes over it are fewer than its
+# tokens, so the check below never refuses a prompt that fits (the nodes check exactly).
+MAX_BYTES_PER_TOKEN = 32
+
+
+def check_prompt_fits(request: ChatCompletionRequest, model: ModelSpec) -> None:
+    """A 400 for a prompt the model's context cannot hold, before a task is paid for (its fee depends on
+    max_tokens only; a 1 MiB prompt kept a card model's workers busy past the task's deadline)."""
+    if model.context_tokens is None:
+        return
+    texts = [m.content if isinstance(m.content, str) else json.dumps(m.content) for m in request.messages]
+    at_least = sum(len((t or "").encode()) for t in texts) // MAX_BYTES_PER_TOKEN
+    if at_least >= model.context_tokens:
+        holds = f"model {model.id!r} holds {model.context_tokens}"
+        message = f"messages: the prompt is at least {at_least} tokens; {holds}"
+        raise bad_request(message, "messages", code="context_length_exceeded")
+
+
 def gpt_task_args(request: ChatCompletionRequest, model: ModelSpec) -> str:
     """OpenAI parameters -> GPT task arguments (PROTOCOL.md): the exact JSON text hashed and uploaded."""
+    check_prompt_fits(request, model)
     config: dict[str, Any] = dict(model.defaults)
     max_tokens = request.max_completion_tokens or request.max_tokens
     if max_tokens is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import secrets
 import shutil
@@ -30,6 +31,12 @@ Account.enable_unaudited_hdwallet_features()
 
 def dev_account(index: int) -> Any:
     return Account.from_mnemonic(DEV_MNEMONIC, account_path=f"m/44'/60'/0'/0/{index}")
+
+
+def context_of(model_dir: Path) -> int | None:
+    """A text model's context in tokens, from its config.json (for the bridge's prompt check)."""
+    config = json.loads((Path(model_dir) / "config.json").read_text())
+    return config.get("max_position_embeddings")
 
 
 class Devnet:
@@ -119,7 +126,7 @@ class Devnet:
             port=int(envs.BRIDGE_PORT.get() or 8090), poll_interval_s=0.2,
             models=[
                 ModelSpec(id="tiny-chat", path=str(self.models["gpt"]), task_type="gpt",
-                          defaults={"max_new_tokens": 24}),
+                          defaults={"max_new_tokens": 24}, context_tokens=context_of(self.models["gpt"])),
                 ModelSpec(id="tiny-sd", path=str(self.models["sd"]), task_type="sd",
                           defaults={"steps": 2, "cfg": 5.0}),
             ],

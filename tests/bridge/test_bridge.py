@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import shutil
 import time
 from pathlib import Path
@@ -19,6 +20,7 @@ from cluster import envs
 from cluster.protocol.gpt import TextBlock
 from cluster.protocol.task import TaskType, parse_task_args
 from network.bridge.config import ModelSpec
+from network.bridge.errors import BridgeError
 from network.bridge.openai_api import ChatCompletionRequest, gpt_task_args
 from tests.bridge.conftest import FUNDER, KEY, LIMITED_KEY, SECOND_WALLET, World
 
@@ -143,6 +145,16 @@ def test_text_parts_become_text_blocks_as_crynuxs_bridge_sends_them():
         TextBlock(type="text", text="Hello, "),
         TextBlock(type="text", text="you"),
     ]
+
+
+def test_a_prompt_the_models_context_cannot_hold_is_a_400():
+    spec = ModelSpec(id="tiny-chat", path="tiny", task_type="gpt", context_tokens=2048)
+    huge = ChatCompletionRequest(model="tiny-chat", messages=[{"role": "user", "content": "x" * (1 << 20)}])
+    with pytest.raises(BridgeError) as err:
+        gpt_task_args(huge, spec)
+    assert err.value.status == 400 and err.value.code == "context_length_exceeded"
+    fits = ChatCompletionRequest(model="tiny-chat", messages=[{"role": "user", "content": "x" * 60_000}])
+    assert json.loads(gpt_task_args(fits, spec))["messages"][0]["content"] == "x" * 60_000
 
 
 def test_overdue_tasks_are_cancelled_and_refunded(world: World, tmp_path):

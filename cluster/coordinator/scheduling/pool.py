@@ -10,6 +10,7 @@ returns a task error (REPORT action) at once.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Coroutine
@@ -201,7 +202,8 @@ class WorkerPool:
     ) -> JobReply | None:
         """The worker's reply, or None past the deadline (the job runs on; its slot frees when it ends)."""
         handle = worker.handle
-        reply = ray_future(handle.run_job.remote(request))
+        job = dataclasses.replace(request, deadline_unix_s=deadline_unix_s)  # the engine stops there too
+        reply = ray_future(handle.run_job.remote(job))
         reply.add_done_callback(lambda done: self._on_reply(group, worker, handle, done))
         finished, _ = await asyncio.wait({reply}, timeout=max(0.0, deadline_unix_s - time.time()))
         return reply.result() if finished else None

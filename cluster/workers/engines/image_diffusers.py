@@ -24,6 +24,7 @@ import torch
 from cluster.protocol.errors import ModelInvalid
 from cluster.protocol.sd import SDTaskArgs
 from cluster.workers.engines.base import ImageEngine, ImageResult
+from cluster.workers.engines.deadline import check_deadline
 from cluster.workers.engines.errors import loading, running
 from cluster.workers.engines.image_request import (
     call_kwargs,
@@ -82,6 +83,14 @@ def assemble(cls: type, components: dict[str, Any], base_config: Any) -> Any:
     pipe = cls(**kwargs)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def _stop_past_deadline(
+    pipe: Any, step: int, timestep: Any, callback_kwargs: dict[str, Any]
+) -> dict[str, Any]:
+    """Between denoising steps: a job past its deadline stops here (``JobPastDeadline``)."""
+    check_deadline()
+    return callback_kwargs
 
 
 class DiffusersImageEngine(ImageEngine):
@@ -189,7 +198,7 @@ class DiffusersImageEngine(ImageEngine):
         return ImageResult(tuple(png_bytes(image) for image in images))
 
     def _generate(self, pipe: Any, refiner: Any, control: Any, args: SDTaskArgs) -> list[Any]:
-        kwargs = call_kwargs(args)
+        kwargs = {**call_kwargs(args), "callback_on_step_end": _stop_past_deadline}
         if control is not None and args.controlnet is not None:
             kwargs.update(image=control, controlnet_conditioning_scale=percent(args.controlnet.weight))
         generator = torch.Generator("cpu").manual_seed(args.task_config.seed)
@@ -212,6 +221,7 @@ class DiffusersImageEngine(ImageEngine):
                     denoising_start=cutoff,
                     guidance_scale=args.task_config.cfg,
                     generator=generator,
+                    callback_on_step_end=_stop_past_deadline,
                 )
                 images.append(refined.images[0])
         return images

@@ -164,6 +164,16 @@ def build_prompt_ids(tokenizer: Any, args: GPTTaskArgs) -> list[int]:
     return list(ids)
 
 
+def check_context(prompt_ids: Sequence[int], context_tokens: int | None) -> None:
+    """A prompt the model's context cannot hold is the task's error, at once (attention over it would
+    only keep the workers busy past the task's deadline)."""
+    if context_tokens is not None and len(prompt_ids) >= context_tokens:
+        raise ArgumentsInvalid(
+            f"the prompt is {len(prompt_ids)} tokens; the model's context holds {context_tokens}",
+            ("messages",),
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class DecodedSequence:
     text: str

@@ -8,6 +8,7 @@ random stream whether it runs alone or between other tasks, and two tasks never 
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import threading
 from dataclasses import dataclass
@@ -19,12 +20,14 @@ import torch
 from cluster.protocol.errors import ModelInvalid
 from cluster.protocol.gpt import Dtype, GPTTaskArgs
 from cluster.workers.engines.base import TextEngine, TextResult
+from cluster.workers.engines.deadline import check_deadline, past_deadline
 from cluster.workers.engines.determinism import seed_task
 from cluster.workers.engines.errors import loading, running
 from cluster.workers.engines.text_request import (
     GenerationParams,
     build_prompt_ids,
     build_response,
+    check_context,
     finish_sequence,
     merge_generation_config,
     model_generation_defaults,
@@ -103,6 +106,21 @@ def load_text_model(
         )
 
 
+@functools.cache
+def _stop_past_deadline() -> Any:
+    """A stopping criterion checked after every generated token: past the job's deadline every sequence
+    stops (transformers is imported here, as everywhere in this module, only when a model runs)."""
+    from transformers import StoppingCriteria
+
+    class StopPastDeadline(StoppingCriteria):
+        def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+            return torch.full(
+                (input_ids.shape[0],), past_deadline(), dtype=torch.bool, device=input_ids.device
+            )
+
+    return StopPastDeadline()
+
+
 class TransformersTextEngine(TextEngine):
     name = "transformers"
 
@@ -128,7 +146,9 @@ class TransformersTextEngine(TextEngine):
         loaded = self._model(args)
         params = merge_generation_config(loaded.generation_defaults, args.generation_config)
         prompt_ids = build_prompt_ids(loaded.tokenizer, args)
+        check_context(prompt_ids, getattr(loaded.model.config, "max_position_embeddings", None))
         rows = self._generate(loaded, prompt_ids, params, args.seed)
+        check_deadline()  # generation stopped at the deadline: its text is no result
         tokenizer = loaded.tokenizer
 
         def decode(ids: Any) -> str:
@@ -146,6 +166,8 @@ class TransformersTextEngine(TextEngine):
         if config.pad_token_id is None and loaded.eos_token_ids:
             config.pad_token_id = min(loaded.eos_token_ids)
         input_ids = torch.tensor([prompt_ids], dtype=torch.long, device=model.device)
+        from transformers import StoppingCriteriaList
+
         extra = {"tokenizer": loaded.tokenizer} if params.stop_strings else {}
         with self._lock, running(), torch.inference_mode():
             seed_task(seed)
@@ -153,6 +175,7 @@ class TransformersTextEngine(TextEngine):
                 input_ids=input_ids,
                 attention_mask=torch.ones_like(input_ids),
                 generation_config=config,
+                stopping_criteria=StoppingCriteriaList([_stop_past_deadline()]),
                 **extra,
             )
         return output[:, len(prompt_ids) :].tolist()
