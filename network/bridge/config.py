@@ -33,9 +33,14 @@ class ApiKey(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     key: str = Field(min_length=8)
-    name: str = "default"
+    name: str = "default"  # also the key's account in the spending ledger: one name per key
     rate_per_s: float = Field(default=1.0, gt=0)
     burst: int = Field(default=10, ge=1)
+    # spending limits in wei (None: none), checked with the spend in one step: fees of the key's tasks,
+    # refunds deducted
+    max_fee_wei: int | None = Field(default=None, gt=0)  # per task
+    max_wei_per_day: int | None = Field(default=None, gt=0)  # UTC day
+    max_wei_total: int | None = Field(default=None, gt=0)
 
 
 class BridgeConfig(BaseModel):
@@ -51,6 +56,8 @@ class BridgeConfig(BaseModel):
     task_timeout_s: float = Field(default=20 * 60.0, gt=0)  # past it the sweep cancels the task (refund)
     sweep_interval_s: float = Field(default=5.0, gt=0)
     gas_reserve_wei: int = Field(default=10**16, ge=0)  # kept for cancel/create gas: the 402 threshold
+    # the most one task may cost, whoever asks (a native task's caller-chosen fee, a chat's max_tokens)
+    max_fee_wei: int = Field(default=10 * 10**18, gt=0)
     poll_interval_s: float = Field(default=1.0, gt=0)
 
     @model_validator(mode="after")
@@ -58,6 +65,9 @@ class BridgeConfig(BaseModel):
         ids = [m.id for m in self.models]
         if len(set(ids)) != len(ids):
             raise ValueError(f"model ids must be unique: {ids}")
+        names = [k.name for k in self.api_keys]
+        if len(set(names)) != len(names):
+            raise ValueError(f"API key names must be unique (they name the spending accounts): {names}")
         return self
 
     def model(self, model_id: str) -> ModelSpec | None:

@@ -20,8 +20,8 @@ from cluster.chain.task_events import TaskStarted
 from cluster.protocol.gpt import GPTTaskArgs, require_text_only
 from cluster.protocol.task import parse_task_args
 from network.app import ApplicationClient, ContractRejected, TaskAbortedError, TaskTimeout
-from network.bridge.config import BridgeConfig, ModelSpec
-from network.bridge.tasks import TaskEvent, TaskRecord, TaskStore
+from network.bridge.config import ApiKey, BridgeConfig, ModelSpec
+from network.bridge.tasks import SpendLimits, TaskEvent, TaskRecord, TaskStore
 
 log = logging.getLogger(__name__)
 FOLLOW_SLICE_S = 30.0  # a worker re-reads its row this often while it waits on the chain
@@ -67,8 +67,10 @@ class TaskManager:
         return await self.app.w3.eth.get_balance(self.app.account.address)
 
     def create(
-        self, kind: str, model: ModelSpec, task_args: str, fee_wei: int, vram_limit: int
-    ) -> TaskRecord:
+        self, kind: str, model: ModelSpec, task_args: str, fee_wei: int, vram_limit: int, *,
+        key: ApiKey, balance_wei: int,
+    ) -> TaskRecord:  # fmt: skip
+        """Record and start the task, if the wallet and the key's limits allow its fee (``SpendRefused``)."""
         args = parse_task_args(model.chain_type, task_args)  # raises ArgumentsInvalid: the caller's 400
         if isinstance(args, GPTTaskArgs):
             require_text_only(args)  # nodes would report the task error after it was paid for
@@ -76,9 +78,14 @@ class TaskManager:
         record = TaskRecord(
             id=f"task_{uuid.uuid4().hex}", kind=kind, model=model.id, task_type=model.task_type,
             task_args=task_args, vram_limit=vram_limit or model.vram_limit, fee_wei=fee_wei,
-            created_at=now, deadline=now + self.config.task_timeout_s,
+            created_at=now, deadline=now + self.config.task_timeout_s, key_name=key.name,
         )  # fmt: skip
-        self.store.add(record)
+        limits = SpendLimits(
+            key.name, key.max_fee_wei, key.max_wei_per_day, key.max_wei_total, day_start=now - now % 86_400
+        )
+        self.store.add_if_affordable(
+            record, balance_wei=balance_wei, reserve_wei=self.config.gas_reserve_wei, limits=limits
+        )
         self._spawn(record.id)
         return record
 

@@ -39,7 +39,7 @@ async def create_task(request: NativeTaskRequest, bridge: BridgeDep, key: KeyDep
     args = request.task_args if isinstance(request.task_args, str) else json.dumps(request.task_args)
     model = ModelSpec(id=f"native-{request.task_type}", path="-", task_type=request.task_type,
                       fee_wei=request.fee_wei)  # fmt: skip
-    record = await bridge.submit("native", model, args, request.vram_limit)
+    record = await bridge.submit("native", model, args, key, request.vram_limit)
     return bridge.view(record)
 
 

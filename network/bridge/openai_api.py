@@ -13,7 +13,7 @@ from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from network.bridge.config import ModelSpec
+from network.bridge.config import ApiKey, ModelSpec
 from network.bridge.errors import BridgeError, bad_request, not_found
 from network.bridge.service import Bridge, BridgeDep, KeyDep
 from network.bridge.tasks import TaskRecord
@@ -159,9 +159,9 @@ def _model(bridge: Bridge, model_id: str | None, task_type: Literal["gpt", "sd"]
     return model
 
 
-async def _validated(bridge: Bridge, kind: str, model: ModelSpec, task_args: str) -> TaskRecord:
+async def _validated(bridge: Bridge, kind: str, model: ModelSpec, task_args: str, key: ApiKey) -> TaskRecord:
     """Pay for one task and wait until it is validated; an aborted task is a 502 in OpenAI's shape."""
-    record = await bridge.submit(kind, model, task_args)
+    record = await bridge.submit(kind, model, task_args, key)
     record = await bridge.manager.wait_done(record.id)
     if record.status != "validated":
         raise BridgeError(
@@ -174,10 +174,10 @@ async def _validated(bridge: Bridge, kind: str, model: ModelSpec, task_args: str
     return record
 
 
-async def run_chat(bridge: Bridge, request: ChatCompletionRequest) -> tuple[str, dict[str, Any]]:
+async def run_chat(bridge: Bridge, request: ChatCompletionRequest, key: ApiKey) -> tuple[str, dict[str, Any]]:
     """Pay for and wait on one chat task: its bridge id and its 0.json response."""
     model = _model(bridge, request.model, "gpt")
-    record = await _validated(bridge, "chat", model, gpt_task_args(request, model))
+    record = await _validated(bridge, "chat", model, gpt_task_args(request, model), key)
     data = bridge.manager.store.result(record.id, 0)
     if data is None:
         raise BridgeError(
@@ -204,11 +204,11 @@ async def chat_completions(
 ) -> dict[str, Any] | StreamingResponse:
     created = int(time.time())
     if not request.stream:
-        record_id, response = await run_chat(bridge, request)
+        record_id, response = await run_chat(bridge, request, key)
         return chat_completion(record_id, request.model, created, response)
     # Validate and pay before the stream starts, so errors keep their status code.
     model = _model(bridge, request.model, "gpt")
-    record = await bridge.submit("chat", model, gpt_task_args(request, model))
+    record = await bridge.submit("chat", model, gpt_task_args(request, model), key)
 
     async def chunks() -> AsyncIterator[str]:
         done = await bridge.manager.wait_done(record.id)
@@ -238,7 +238,7 @@ async def chat_completions(
 @router.post("/images/generations")
 async def image_generations(request: ImageRequest, bridge: BridgeDep, key: KeyDep) -> dict[str, Any]:
     model = _model(bridge, request.model, "sd")
-    record = await _validated(bridge, "image", model, sd_task_args(request, model))
+    record = await _validated(bridge, "image", model, sd_task_args(request, model), key)
     images = [bridge.manager.store.result(record.id, i) or b"" for i in range(record.num_results)]
     return {
         "created": int(record.created_at),
@@ -250,5 +250,5 @@ async def image_generations(request: ImageRequest, bridge: BridgeDep, key: KeyDe
 async def chat_task(request: ChatCompletionRequest, bridge: BridgeDep, key: KeyDep) -> dict[str, Any]:
     """The chat page's call: start a chat task and return at once (follow it with /v1/tasks/{id}/events)."""
     model = _model(bridge, request.model, "gpt")
-    record = await bridge.submit("chat", model, gpt_task_args(request, model))
+    record = await bridge.submit("chat", model, gpt_task_args(request, model), key)
     return bridge.view(record)

@@ -12,7 +12,7 @@ from network.bridge.config import ApiKey, BridgeConfig, ModelSpec
 from network.bridge.errors import BridgeError, bad_request
 from network.bridge.keys import require_key
 from network.bridge.manager import TaskManager
-from network.bridge.tasks import Status, TaskEvent, TaskRecord
+from network.bridge.tasks import SpendRefused, Status, TaskEvent, TaskRecord
 
 
 class TaskView(BaseModel):
@@ -38,26 +38,30 @@ class Bridge:
         self.config = config
         self.manager = manager
 
-    async def submit(self, kind: str, model: ModelSpec, task_args: str, vram_limit: int = 0) -> TaskRecord:
-        """Check the arguments and the wallet, then record and start the task (paid in the background)."""
+    async def submit(
+        self, kind: str, model: ModelSpec, task_args: str, key: ApiKey, vram_limit: int = 0
+    ) -> TaskRecord:
+        """Check the arguments, the fee, the wallet and the key's spending limits, then record and start the
+        task (paid in the background). 400 for arguments or a fee over the cap, 402 for the wallet, 429
+        for a key's limit: a request that cannot be paid ends here, never left retrying."""
         try:
             fee = await self.manager.fee_for(model, task_args)
         except ArgumentsInvalid as exc:
             raise bad_request(f"invalid task arguments: {exc}", ",".join(exc.fields) or None) from None
-        balance = await self.manager.balance()
-        if balance < fee + self.config.gas_reserve_wei:
+        if fee > self.config.max_fee_wei:
             raise BridgeError(
-                402,
-                f"The bridge's wallet is too low to pay for this task: it holds {balance} wei, the task "
-                f"costs {fee} wei plus a gas reserve of {self.config.gas_reserve_wei} wei. "
-                "The bridge operator must top it up.",
-                type="insufficient_quota",
-                code="insufficient_funds",
+                400,
+                f"The task would cost {fee} wei, above this bridge's cap of {self.config.max_fee_wei} wei "
+                "per task: ask for fewer tokens or images (or a lower fee_wei).",
+                code="fee_above_cap",
             )
+        balance = await self.manager.balance()
         try:
-            return self.manager.create(kind, model, task_args, fee, vram_limit)
+            return self.manager.create(kind, model, task_args, fee, vram_limit, key=key, balance_wei=balance)
         except ArgumentsInvalid as exc:
             raise bad_request(f"invalid task arguments: {exc}", ",".join(exc.fields) or None) from None
+        except SpendRefused as exc:
+            raise BridgeError(exc.status, exc.message, type="insufficient_quota", code=exc.code) from None
 
     @staticmethod
     def view(record: TaskRecord) -> dict[str, Any]:

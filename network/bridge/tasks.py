@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,9 +38,18 @@ CREATE TABLE IF NOT EXISTS tasks (
     num_results INTEGER NOT NULL DEFAULT 0,
     events TEXT NOT NULL DEFAULT '[]',
     created_at REAL NOT NULL,
-    deadline REAL NOT NULL
+    deadline REAL NOT NULL,
+    key_name TEXT NOT NULL DEFAULT ''
 )
 """
+
+
+class SpendRefused(Exception):
+    """A task the bridge will not pay for: ``status`` 402 (the wallet) or 429 (a key's limit)."""
+
+    def __init__(self, status: int, message: str, code: str):
+        super().__init__(message)
+        self.status, self.message, self.code = status, message, code
 
 
 class TaskEvent(BaseModel):
@@ -65,6 +75,7 @@ class TaskRecord(BaseModel):
     events: list[TaskEvent] = []
     created_at: float
     deadline: float
+    key_name: str = ""
 
     @property
     def done(self) -> bool:
@@ -77,6 +88,9 @@ class TaskStore:
         self.results_dir.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._db = open_durable(data_dir / "bridge.db", SCHEMA, rows_by_name=True)
+        columns = {row["name"] for row in self._db.execute("PRAGMA table_info(tasks)")}
+        if "key_name" not in columns:  # a bridge.db written before spending limits
+            self._db.execute("ALTER TABLE tasks ADD COLUMN key_name TEXT NOT NULL DEFAULT ''")
 
     def close(self) -> None:
         with self._lock:
@@ -84,12 +98,48 @@ class TaskStore:
 
     def add(self, record: TaskRecord) -> None:
         with self._lock:
-            self._db.execute(
-                "INSERT INTO tasks (id, kind, model, task_type, task_args, vram_limit, fee_wei, status,"
-                " created_at, deadline) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (record.id, record.kind, record.model, record.task_type, record.task_args, record.vram_limit,
-                 _text(record.fee_wei), record.status, record.created_at, record.deadline),
-            )  # fmt: skip
+            self._insert(record)
+
+    def add_if_affordable(
+        self, record: TaskRecord, *, balance_wei: int, reserve_wei: int, limits: SpendLimits
+    ) -> None:
+        """Record the task only if the wallet and the key's limits allow its fee, checked and recorded in
+        one step: concurrent requests cannot all pass a check that together they break. The wallet must
+        hold the fees of the tasks recorded but not yet paid on chain too."""
+        fee = record.fee_wei or 0
+        with self._lock:
+            unpaid = self._sum_fees("task_id IS NULL AND status NOT IN ('validated', 'aborted')", ())
+            if balance_wei - unpaid < fee + reserve_wei:
+                raise SpendRefused(
+                    402,
+                    f"The bridge's wallet is too low to pay for this task: it holds {balance_wei} wei, "
+                    f"{unpaid} wei of it promised to tasks being paid; the task costs {fee} wei plus a gas "
+                    f"reserve of {reserve_wei} wei. The bridge operator must top it up.",
+                    "insufficient_funds",
+                )
+            limits.check(
+                fee, self._spent(record.key_name, 0.0), self._spent(record.key_name, limits.day_start)
+            )
+            self._insert(record)
+
+    def _insert(self, record: TaskRecord) -> None:
+        self._db.execute(
+            "INSERT INTO tasks (id, kind, model, task_type, task_args, vram_limit, fee_wei, status,"
+            " created_at, deadline, key_name) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (record.id, record.kind, record.model, record.task_type, record.task_args, record.vram_limit,
+             _text(record.fee_wei), record.status, record.created_at, record.deadline, record.key_name),
+        )  # fmt: skip
+
+    def _spent(self, key_name: str, since: float) -> int:
+        """What a key's tasks created since ``since`` cost: fees less refunds (wei, exactly)."""
+        rows = self._db.execute(
+            "SELECT fee_wei, refund_wei FROM tasks WHERE key_name = ? AND created_at >= ?", (key_name, since)
+        ).fetchall()
+        return sum(int(r["fee_wei"] or 0) - int(r["refund_wei"] or 0) for r in rows)
+
+    def _sum_fees(self, where: str, params: tuple[Any, ...]) -> int:
+        rows = self._db.execute(f"SELECT fee_wei FROM tasks WHERE {where}", params).fetchall()
+        return sum(int(r["fee_wei"] or 0) for r in rows)
 
     def get(self, task_id: str) -> TaskRecord | None:
         with self._lock:
@@ -122,6 +172,31 @@ class TaskStore:
     def result(self, task_id: str, index: int) -> bytes | None:
         path = self.results_dir / task_id / str(index)
         return path.read_bytes() if path.is_file() else None
+
+
+@dataclass(frozen=True)
+class SpendLimits:
+    """A key's limits (None: none); ``day_start`` is the Unix time its UTC day began."""
+
+    key_name: str
+    max_fee_wei: int | None
+    max_wei_per_day: int | None
+    max_wei_total: int | None
+    day_start: float
+
+    def check(self, fee: int, spent_total: int, spent_today: int) -> None:
+        for limit, spent, what in (
+            (self.max_fee_wei, 0, "per task"),
+            (self.max_wei_per_day, spent_today, "per day (UTC)"),
+            (self.max_wei_total, spent_total, "in total"),
+        ):
+            if limit is not None and spent + fee > limit:
+                raise SpendRefused(
+                    429,
+                    f"Key {self.key_name!r} may spend {limit} wei {what}; it has spent {spent} and this task "
+                    f"costs {fee}.",
+                    "spending_limit_exceeded",
+                )
 
 
 def _text(value: int | None) -> str | None:
