@@ -9,11 +9,8 @@ from pathlib import Path
 from urllib.parse import quote, urlencode
 
 import httpx
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from network.relay.process import RelayProcess
 
 ROUTES = [
     ("POST", "/v1/inference_tasks"),
@@ -71,14 +68,6 @@ def bodies(draw: st.DrawFn) -> tuple[bytes | None, str | None]:
     return draw(st.binary(min_size=1, max_size=64)) * (size // 64 + 1), content_type
 
 
-@pytest.fixture(scope="module")
-def relay(anvil, tmp_path_factory):
-    with RelayProcess(
-        rpc_url=anvil.rpc_url, task_address="0x" + "11" * 20, data_dir=tmp_path_factory.mktemp("fuzz")
-    ) as running:
-        yield running
-
-
 def rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -86,9 +75,9 @@ def rss_mib(pid: int) -> float:
     raise AssertionError("no VmRSS")
 
 
-def test_no_request_makes_the_relay_answer_5xx_die_or_grow(relay):
-    http = httpx.Client(base_url=relay.url, timeout=60)
-    baseline = rss_mib(relay.pid)
+def test_no_request_makes_the_relay_answer_5xx_die_or_grow(relay_process):
+    http = httpx.Client(base_url=relay_process.url, timeout=60)
+    baseline = rss_mib(relay_process.pid)
     answered: list[int] = []
 
     @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
@@ -111,8 +100,12 @@ def test_no_request_makes_the_relay_answer_5xx_die_or_grow(relay):
         answered.append(response.status_code)
 
     check()
-    assert relay.proc.poll() is None and relay.status()["next_block"] is not None  # alive, and serving
-    assert rss_mib(relay.pid) < baseline + 512  # bounded: a 3 MiB body is refused, never a copy per level
-    files = relay.data_dir / "files"
+    assert (
+        relay_process.proc.poll() is None and relay_process.status()["next_block"] is not None
+    )  # alive, and serving
+    assert (
+        rss_mib(relay_process.pid) < baseline + 512
+    )  # bounded: a 3 MiB body is refused, never a copy per level
+    files = relay_process.data_dir / "files"
     assert not files.exists() or not any(files.rglob("*")), "a refused request stored something"
     assert len(answered) >= 100 and min(answered) >= 200
