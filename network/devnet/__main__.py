@@ -31,6 +31,10 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
         "--kill-coordinator", type=int, default=0, metavar="K",
         help="a fault drill: kill the coordinator actor K times while tasks stream (Ray restarts it)",
     )  # fmt: skip
+    parser.add_argument(
+        "--stop-relay", type=float, default=0, metavar="S",
+        help="a fault drill: stop the relay for S seconds halfway through the tasks",
+    )  # fmt: skip
     return parser.parse_known_args(argv)
 
 
@@ -46,7 +50,13 @@ def main(argv: list[str] | None = None) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        return await devnet.stream(options.tasks, options.in_flight, stop, kills=options.kill_coordinator)
+        return await devnet.stream(
+            options.tasks,
+            options.in_flight,
+            stop,
+            kills=options.kill_coordinator,
+            relay_outage_s=options.stop_relay,
+        )
 
     try:
         devnet.start()

@@ -72,12 +72,14 @@ class Devnet:
         )
         w3.eth.wait_for_transaction_receipt(tx)
 
-        relay_config = RelayConfig(
+        # a fixed port, so that the fault drill can stop the relay and start it again where clients look
+        self.relay_config = RelayConfig(
             rpc_url=self.anvil.rpc_url, task_address=self.deployment.address("Task"),
             node_address=self.deployment.address("Node"), data_dir=self.run_dir / "relay",
-            port=0, start_block=self.deployment.block_number, poll_interval_s=0.2,
+            port=free_port(), start_block=self.deployment.block_number, poll_interval_s=0.2,
         )  # fmt: skip
-        self.relay = self._exit.enter_context(RunningRelay(relay_config))
+        self.relay = RunningRelay(self.relay_config).start()
+        self._exit.callback(lambda: self.relay.stop())  # whichever relay runs at the end
         self.say(f"relay {self.relay.url}")
         self.metrics_port = free_port()
         self.config = self._cluster_config()
@@ -152,7 +154,14 @@ class Devnet:
 
     # -- the application's task stream ------------------------------------------------------------------
 
-    async def stream(self, num_tasks: int | None, in_flight: int, stop: asyncio.Event, kills: int = 0) -> int:
+    async def stream(
+        self,
+        num_tasks: int | None,
+        in_flight: int,
+        stop: asyncio.Event,
+        kills: int = 0,
+        relay_outage_s: float = 0,
+    ) -> int:
         from network.app.client import ApplicationClient
 
         app_account = dev_account(2)
@@ -170,6 +179,10 @@ class Devnet:
                 if kill_every and killed < kills and i and i % kill_every == 0:
                     killed += 1
                     await asyncio.to_thread(self._kill_coordinator, killed, kills)
+                if relay_outage_s and i == (num_tasks or 20) // 2:
+                    outage = asyncio.create_task(self._relay_outage(relay_outage_s))
+                    running.add(outage)
+                    outage.add_done_callback(running.discard)
                 task = asyncio.create_task(self._one(app, i, slots))
                 running.add(task)
                 task.add_done_callback(running.discard)
@@ -190,6 +203,15 @@ class Devnet:
 
         ray.kill(self.actor, no_restart=False)
         self.say(f"fault: coordinator killed ({n} of {of}); Ray restarts it")
+
+    async def _relay_outage(self, seconds: float) -> None:
+        """Stop the relay for ``seconds`` while tasks stream, then start it again on the same port and data:
+        uploads and downloads wait for it, and its follower resumes from its cursor."""
+        await asyncio.to_thread(self.relay.stop)
+        self.say(f"fault: relay stopped for {seconds:.0f} s")
+        await asyncio.sleep(seconds)
+        self.relay = await asyncio.to_thread(RunningRelay(self.relay_config).start)
+        self.say("fault: relay back")
 
     def _card_names(self, nodes: tuple[str, ...]) -> list[str]:
         """The card model of each selected node, as the Node contract recorded it at join."""

@@ -15,6 +15,7 @@ import secrets
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -70,6 +71,22 @@ def ray_head(tmp_path):
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
+def submit_when_the_agent_is_up(
+    address: str, runtime_env: dict, entrypoint: list[str], env: dict[str, str], timeout_s: float = 180
+) -> subprocess.CompletedProcess[str]:
+    """``ray job submit``, again while the head says its job agent is not up yet (a loaded machine starts
+    it seconds after the head answers); any other answer is returned as it is."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        submitted = ray_cli(
+            "job", "submit", f"--address={address}", "--no-wait",
+            f"--runtime-env-json={json.dumps(runtime_env)}", "--", *entrypoint, env=env,
+        )  # fmt: skip
+        if "No available agent" not in submitted.stderr or time.monotonic() > deadline:
+            return submitted
+        time.sleep(1.0)
+
+
 def test_ray_job_submit_runs_the_cluster_and_serves_a_task(ray_head, w3, anvil, deployment, tmp_path):
     address, env = ray_head
     models = ensure_models(tmp_path / "models")
@@ -88,10 +105,7 @@ def test_ray_job_submit_runs_the_cluster_and_serves_a_task(ray_head, w3, anvil, 
             f"state_dir={tmp_path / 'state'}", f"rig.model_cache_dir={tmp_path / 'hub'}", "metrics_port=0",
             f"engine.reference_model={models['gpt']}",
         ]  # fmt: skip
-        submitted = ray_cli(
-            "job", "submit", f"--address={address}", "--no-wait",
-            f"--runtime-env-json={json.dumps(runtime_env)}", "--", *entrypoint, env=env,
-        )  # fmt: skip
+        submitted = submit_when_the_agent_is_up(address, runtime_env, entrypoint, env)
         assert submitted.returncode == 0, submitted.stderr[-2000:]
         job_id = re.search(r"raysubmit_[A-Za-z0-9]+", submitted.stdout + submitted.stderr).group(0)
 

@@ -20,7 +20,9 @@ def test_the_local_network_runs_tasks_and_pays_the_farm(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_ADDRESS": "", "HELIUM_BRIDGE_PORT": str(free_port())}
     command = [
         sys.executable, "-m", "network.devnet", "--tasks", str(NUM_TASKS), "--in-flight", "4",
-        "--kill-coordinator", "2",  # the fault drill: a restarted coordinator must resume on its own
+        # the fault drill: a restarted coordinator resumes on its own; a relay outage longer than the
+        # application's relay_wait_s (60 s) loses nothing
+        "--kill-coordinator", "2", "--stop-relay", "65",
     ]  # fmt: skip
     done = subprocess.run(
         [*command, "--dir", str(tmp_path / "devnet")], cwd=REPO, env=env, capture_output=True, text=True,
@@ -30,6 +32,7 @@ def test_the_local_network_runs_tasks_and_pays_the_farm(tmp_path):
     assert done.returncode == 0, (output + done.stderr)[-4000:]
     assert f"summary: {NUM_TASKS} succeeded, 0 aborted, 0 failed" in output
     assert len(re.findall(r"fault: coordinator killed \(\d of 2\)", output)) == 2
+    assert "fault: relay stopped for 65 s" in output and "fault: relay back" in output
     # every transaction of the farm succeeded: none ran out of gas and was sent again (12 did in 6 tasks)
     mined = int(re.search(r"farm transactions on chain: (\d+) mined, 0 failed", output).group(1))
     # six joins (a node account is funded only when its balance is short), then per task 3 commits,
