@@ -8,6 +8,7 @@ one unauthenticated request. No valid request nests past about ten levels.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 from collections.abc import Callable, Sequence
@@ -18,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from cluster.protocol.task import max_nesting
 
 MAX_JSON_DEPTH = 64
+INLINE_SCAN_BYTES = 256 * 1024
 SMALL_BODY_BYTES = 64 * 1024  # a route that takes no upload: its body is a few fields at most
 Refusal = Callable[[int, str], bytes]  # (status, message) -> the JSON body of the service's error shape
 
@@ -86,7 +88,14 @@ class RequestGuard:
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
-        depth = max_nesting(body.decode("utf-8", errors="replace"))
+        text = body.decode("utf-8", errors="replace")
+        # an argument upload may be megabytes: its scan (tens of ms) goes to a thread, off the loop that
+        # serves every download
+        depth = (
+            max_nesting(text)
+            if len(body) <= INLINE_SCAN_BYTES
+            else await asyncio.to_thread(max_nesting, text)
+        )
         if depth > self.max_depth:
             await self._refuse(
                 send, 400, f"the JSON body nests {depth} levels deep; the limit is {self.max_depth}"

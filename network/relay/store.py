@@ -88,7 +88,6 @@ def open_engine(url: str) -> Engine:
 
 class RelayStore:
     def __init__(self, url: str):
-        self.url = url
         self.engine = open_engine(url)
         self.is_postgres = self.engine.dialect.name == "postgresql"
         # Reads are single statements: without a transaction around them PostgreSQL saves the BEGIN and
