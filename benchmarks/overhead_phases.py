@@ -292,7 +292,7 @@ def run_scheduling(num_workers: int = 1000, num_jobs: int = 20_000) -> dict[str,
     from cluster.coordinator.scheduling.groups import CardGroup, WorkerState
     from cluster.coordinator.scheduling.placement import plan_slots
 
-    group = CardGroup(BENCH_CARD, slots_per_gpu=1)
+    group = CardGroup(BENCH_CARD)
     group.workers = [WorkerState(slot, handle=None) for slot in plan_slots([BENCH_CARD] * num_workers)]
     for i, worker in enumerate(group.workers):
         worker.loaded_models = frozenset({f"model-{i % 7}"})

@@ -24,11 +24,34 @@ class VirtualSlots(_Section):
     count: int = Field(ge=1)
 
 
+class WorkerLayout(_Section):
+    """How the GPUs of one card model on a Ray node are split into workers: ``[4, 4]`` is two workers of
+    four GPUs each (a ``4x`` card model), ``[1, 1, 2]`` two of one GPU and one of two."""
+
+    card_name: str = Field(min_length=1)  # the product name as NVML reports it (or a virtual card's name)
+    gpus_per_worker: list[int] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _positive(self) -> WorkerLayout:
+        if any(k < 1 for k in self.gpus_per_worker):
+            raise ValueError(
+                f"gpus_per_worker of {self.card_name!r} must be >= 1 each: {self.gpus_per_worker}"
+            )
+        return self
+
+
 class RigConfig(_Section):
     name: str
     device: Literal["cpu", "cuda", "mps"]
     discover_gpus: bool
+    # Concurrent task places per GPU; each place is one node account on chain (a node holds one task).
     slots_per_gpu: int = Field(ge=1, le=64)
+    # How the places of one GPU run: "replicas" are slots_per_gpu worker actors sharing the GPU, each with
+    # its own engine and 1/slots_per_gpu of the VRAM budget; "batched" is one async worker per GPU whose
+    # vLLM engine batches the concurrent GPT requests (engine.text=vllm).
+    slot_mode: Literal["replicas", "batched"] = "replicas"
+    # Per card model, GPUs per worker (models larger than one GPU); a card model not listed: one per GPU.
+    worker_layouts: list[WorkerLayout] = []
     virtual_slots: list[VirtualSlots] = []
     model_cache_dir: str
     vram_budget_fraction: float = Field(gt=0.0, le=1.0)
@@ -40,6 +63,9 @@ class RigConfig(_Section):
             raise ValueError(
                 "rig.discover_gpus is false, so rig.virtual_slots must list at least one slot group"
             )
+        names = [layout.card_name for layout in self.worker_layouts]
+        if len(names) != len(set(names)):
+            raise ValueError(f"rig.worker_layouts names a card model twice: {names}")
         return self
 
 

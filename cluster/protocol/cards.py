@@ -50,6 +50,25 @@ class CardModel:
         """
         return CARD_RESOURCE_PREFIX + self.key.hex()[:16]
 
+    def of_worker(self, num_gpus: int = 1, parallel_tag: str = "tp", num_replicas: int = 1) -> CardModel:
+        """The card model a worker joins with when it owns ``num_gpus`` of these GPUs, or shares one with
+        ``num_replicas - 1`` other workers.
+
+        A ``k``-GPU worker is a card model of its own: ``"2x <name>"``, the VRAM summed, and the runtime
+        tag naming the parallelism (``-tp2``), so only identical layouts share a GPT task (their numerics
+        differ from one GPU's). A replica keeps the name and runtime (it runs each task alone, as one GPU
+        does) and declares its share of the VRAM, so tasks it cannot hold are never selected onto it.
+        """
+        if num_gpus < 1 or num_replicas < 1 or (num_gpus > 1 and num_replicas > 1):
+            raise ValueError(f"{num_gpus=} and {num_replicas=}: a worker either owns GPUs or shares one")
+        if num_gpus == 1:
+            return CardModel(self.gpu_name, max(1, self.vram_gb // num_replicas), self.runtime)
+        return CardModel(
+            f"{num_gpus}x {self.gpu_name}",
+            self.vram_gb * num_gpus,
+            f"{self.runtime}-{parallel_tag}{num_gpus}",
+        )
+
     def describe(self) -> str:
         return f"{self.short_id} ({self.gpu_name}, {self.vram_gb} GB, {self.runtime})"
 

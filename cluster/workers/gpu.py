@@ -81,8 +81,9 @@ def virtual_gpus(rig: RigConfig) -> list[GpuSpec]:
     return specs
 
 
-def assigned_gpu_spec() -> GpuSpec:
-    """The GPU Ray assigned to the calling worker (``num_gpus=1``), looked up in NVML.
+def assigned_gpu_specs(num_gpus: int = 1) -> list[GpuSpec]:
+    """The GPUs Ray assigned to the calling worker (``num_gpus`` whole ones, or a share of one), looked
+    up in NVML.
 
     Ray's GPU ids index CUDA_VISIBLE_DEVICES; the worker sets CUDA_DEVICE_ORDER=PCI_BUS_ID so that CUDA's
     numbering is NVML's.
@@ -90,13 +91,15 @@ def assigned_gpu_spec() -> GpuSpec:
     import ray
 
     gpu_ids = ray.get_gpu_ids()
-    if len(gpu_ids) != 1 or not str(gpu_ids[0]).isdigit():
-        raise GpuDiscoveryError(f"a GPU worker needs exactly one GPU with a numeric id, Ray gave {gpu_ids}")
+    if len(gpu_ids) != num_gpus or not all(str(i).isdigit() for i in gpu_ids):
+        raise GpuDiscoveryError(
+            f"a worker of {num_gpus} GPU(s) needs as many numeric GPU ids, Ray gave {gpu_ids}"
+        )
     specs = {spec.index: spec for spec in discover_nvml_gpus()}
-    index = int(gpu_ids[0])
-    if index not in specs:
-        raise GpuDiscoveryError(f"Ray assigned GPU {index} but NVML lists only {sorted(specs)}")
-    return specs[index]
+    missing = [int(i) for i in gpu_ids if int(i) not in specs]
+    if missing:
+        raise GpuDiscoveryError(f"Ray assigned GPUs {missing} but NVML lists only {sorted(specs)}")
+    return [specs[int(i)] for i in gpu_ids]
 
 
 def node_resources(specs: Iterable[GpuSpec], runtime: str) -> dict[str, float]:

@@ -1,5 +1,9 @@
-"""The GPU worker: one Ray actor per GPU (or per virtual GPU on the CPU rig) that keeps models warm and
-runs tasks through the engines.
+"""The GPU worker: a Ray actor that keeps models warm and runs tasks through the engines, on one GPU (or
+virtual GPU on the CPU rig), several GPUs of one node (a ``kx`` card model), or a replica's share of one.
+
+``WorkerBase`` holds what every worker does (start-up checks, engines, replies); ``GpuWorker`` runs one
+task at a time (the replicas mode: several such actors share a GPU), ``BatchedGpuWorker``
+(cluster.workers.batched) runs concurrent GPT tasks through vLLM's async engine.
 
 Jobs come in as ``JobRequest`` and go back as ``JobReply`` (cluster.workers.messages). Nothing the engines
 raise crosses the actor boundary as an exception: a task's failure comes back inside the reply as the
@@ -29,7 +33,7 @@ from cluster.protocol.task import parse_task_args, task_model
 from cluster.test_hooks import corrupt_result
 from cluster.workers.engines.deadline import job_deadline
 from cluster.workers.engines.determinism import enable_deterministic_mode, enable_vllm_batch_invariance
-from cluster.workers.gpu import GpuDiscoveryError, assigned_gpu_spec, nvml_usage
+from cluster.workers.gpu import GpuDiscoveryError, assigned_gpu_specs, nvml_usage
 from cluster.workers.messages import JobReply, JobRequest, WorkerInfo
 from cluster.workers.models.cache import ModelCache
 from cluster.workers.models.store import ModelStore
@@ -44,10 +48,13 @@ def is_hub_offline() -> bool:
     return bool(constants.HF_HUB_OFFLINE)
 
 
-def cache_budget_bytes(rig: RigConfig, card: CardModel) -> int:
-    """``rig.vram_budget_fraction`` of the GPU's memory; on CPU/MPS, of the (virtual) card's VRAM in RAM."""
+def cache_budget_bytes(rig: RigConfig, card: CardModel, num_replicas: int = 1) -> int:
+    """``rig.vram_budget_fraction`` of the worker's GPU memory (all of its GPUs, or its replica's share of
+    one); on CPU/MPS, of the worker's card model's VRAM (already summed or split) in RAM."""
     if rig.device == "cuda":
-        total_bytes = torch.cuda.get_device_properties(0).total_memory
+        # Ray shows a worker only its own GPUs (CUDA_VISIBLE_DEVICES): all of them are its memory.
+        devices = range(torch.cuda.device_count())
+        total_bytes = sum(torch.cuda.get_device_properties(i).total_memory for i in devices) // num_replicas
     else:
         total_bytes = card.vram_gb * GIB
     return int(total_bytes * rig.vram_budget_fraction)
@@ -64,9 +71,8 @@ def _quiet_progress_bars() -> None:
     diffusers_logging.disable_progress_bar()
 
 
-@ray.remote
-class GpuWorker:
-    """Runs tasks of one card model on one GPU. Placement (``num_gpus``, the card resource) is the pool's."""
+class WorkerBase:
+    """Start-up and replies shared by both workers; placement (``num_gpus``, card resource) is the pool's."""
 
     def __init__(
         self,
@@ -77,6 +83,9 @@ class GpuWorker:
         engine: EngineConfig,
         *,
         corrupt_results: bool = False,  # a test fault (TestHooks.corrupt_workers): wrong results
+        num_gpus: int = 1,  # GPUs this worker owns (its card model is "<num_gpus>x <name>")
+        num_replicas: int = 1,  # workers sharing its one GPU: each gets that share of the memory
+        gpu: CardModel | None = None,  # the card model of each of its GPUs; None: ``card``
     ) -> None:
         logging.basicConfig(level=logging.INFO)
         _quiet_progress_bars()
@@ -89,15 +98,18 @@ class GpuWorker:
         if engine.text == "vllm":
             enable_vllm_batch_invariance()
         self.card = card
+        self.gpu = gpu or card
+        self.num_gpus = num_gpus
+        self.num_replicas = num_replicas
         self.index = index
-        self._gpu_index: int | None = None  # the NVML index of this worker's GPU (None on a CPU rig)
+        self._gpu_indices: list[int] = []  # the NVML indices of this worker's GPUs (none on a CPU rig)
         self.worker_id = worker_id
         self.corrupt_results = corrupt_results
         if rig.device == "cuda" and rig.discover_gpus:
             self._check_assigned_gpu()
         store = ModelStore(rig.model_cache_dir, is_offline=is_hub_offline())
-        self.cache = ModelCache(cache_budget_bytes(rig, card))
-        self.text, self.image = self._engines(engine, rig.device, store)
+        self.cache = ModelCache(cache_budget_bytes(rig, card, num_replicas))
+        self.text, self.image = self._engines(engine, rig, store)
         self._check_runtime(engine)
         if rig.prefetch_models:
             store.prefetch(rig.prefetch_models)
@@ -114,49 +126,75 @@ class GpuWorker:
             corrupt_results,
         )
 
-    def _engines(self, engine: EngineConfig, device: str, store: ModelStore) -> tuple[Any, Any]:
+    def _engines(self, engine: EngineConfig, rig: RigConfig, store: ModelStore) -> tuple[Any, Any]:
         from cluster.workers.engines import make_text_engine
         from cluster.workers.engines.image_diffusers import DiffusersImageEngine
 
         # One cache for both engines: warm text and image models share (and compete for) one budget.
-        text = make_text_engine(engine.text, store, self.cache, device)
-        return text, DiffusersImageEngine(store, self.cache, device)
+        text = make_text_engine(
+            engine.text, store, self.cache, rig.device,
+            num_gpus=self.num_gpus, memory_fraction=rig.vram_budget_fraction / self.num_replicas,
+        )  # fmt: skip
+        return text, DiffusersImageEngine(store, self.cache, rig.device)
 
     def _check_assigned_gpu(self) -> None:
-        spec = assigned_gpu_spec()
-        self._gpu_index = spec.index
-        if (spec.name, spec.vram_gb) != (self.card.gpu_name, self.card.vram_gb):
-            raise GpuDiscoveryError(
-                f"worker {self.worker_id} was placed for {self.card.gpu_name!r} ({self.card.vram_gb} GB) but "
-                f"got GPU {spec.index}, a {spec.name!r} ({spec.vram_gb} GB): keep one card model per Ray node"
-            )
+        specs = assigned_gpu_specs(self.num_gpus)
+        self._gpu_indices = [spec.index for spec in specs]
+        for spec in specs:
+            if (spec.name, spec.vram_gb) != (self.gpu.gpu_name, self.gpu.vram_gb):
+                raise GpuDiscoveryError(
+                    f"worker {self.worker_id} was placed for {self.gpu.gpu_name!r} ({self.gpu.vram_gb} GB) "
+                    f"but got GPU {spec.index}, a {spec.name!r} ({spec.vram_gb} GB): keep one card model per "
+                    "Ray node"
+                )
 
     def _check_runtime(self, engine: EngineConfig) -> None:
         runtime = engine.runtime_tag or self.text.runtime_tag()
-        if runtime != self.card.runtime:
+        if runtime != self.gpu.runtime:
             # The pool computed the card model elsewhere (another node's software): GPT results could differ.
             raise GpuDiscoveryError(
-                f"worker {self.worker_id} runs {runtime!r} but its card model says {self.card.runtime!r}; "
+                f"worker {self.worker_id} runs {runtime!r} but its card model says {self.gpu.runtime!r}; "
                 f"install the same engine versions on every node, or set engine.runtime_tag"
             )
 
-    # --- jobs ---
+    # --- jobs: the parts both workers share ---
 
-    def run_job(self, request: JobRequest) -> JobReply:
-        """The job's files and result, or its error; with the models warm in this worker afterwards."""
+    def _begin(self) -> float:
         with self._lock:
             self._num_running += 1
-        started = time.perf_counter()
-        try:
-            files, result, error = self._run(request)
-            engine_s = time.perf_counter() - started
-            return JobReply(files, result, error, frozenset(self.loaded_models()), engine_s)
-        finally:
-            with self._lock:
-                self._num_running -= 1
-                self._num_jobs += 1
+        return time.perf_counter()
 
-    def _run(self, request: JobRequest) -> tuple[tuple[bytes, ...], bytes, TaskExecutionError | None]:
+    def _end(
+        self, started: float, outcome: tuple[tuple[bytes, ...], bytes, TaskExecutionError | None]
+    ) -> JobReply:
+        with self._lock:
+            self._num_running -= 1
+            self._num_jobs += 1
+        files, result, error = outcome
+        engine_s = time.perf_counter() - started
+        return JobReply(files, result, error, frozenset(self.loaded_models()), engine_s)
+
+    def _done(
+        self, request: JobRequest, files: list[bytes], result: bytes
+    ) -> tuple[tuple[bytes, ...], bytes, None]:
+        if self.corrupt_results:
+            files, result = corrupt_result(request.task_type, files)
+        logger.info("[worker] job done worker=%s task_type=%d", self.worker_id, request.task_type)
+        return tuple(files), result, None
+
+    def _failed(
+        self, request: JobRequest, exc: Exception
+    ) -> tuple[tuple[bytes, ...], bytes, TaskExecutionError]:
+        if isinstance(exc, TaskExecutionError):
+            logger.warning("[worker] job failed worker=%s code=%s: %s", self.worker_id, exc.code.value, exc)
+            if isinstance(exc, OutOfMemory):
+                self.cache.clear()  # the retry, here or on a sibling, starts from free memory
+            return (), b"", exc
+        logger.exception("[worker] job crashed worker=%s task_type=%d", self.worker_id, request.task_type)
+        return (), b"", ExecutionError(f"worker {self.worker_id}: {type(exc).__name__}: {exc}")
+
+    def _run_sync(self, request: JobRequest) -> tuple[tuple[bytes, ...], bytes, TaskExecutionError | None]:
+        """One task alone on this worker's engines (both engines of ``GpuWorker``; SD on the batched one)."""
         try:
             args = parse_task_args(request.task_type, request.args_json)
             engine = self.text if isinstance(args, GPTTaskArgs) else self.image
@@ -164,19 +202,9 @@ class GpuWorker:
             with job_deadline(request.deadline_unix_s):
                 outcome = engine.run(args)
             self._note_loaded(task_model(args), keys_before)
-            files, result = outcome.files, outcome.result
-            if self.corrupt_results:
-                files, result = corrupt_result(request.task_type, files)
-            logger.info("[worker] job done worker=%s task_type=%d", self.worker_id, request.task_type)
-            return tuple(files), result, None
-        except TaskExecutionError as exc:
-            logger.warning("[worker] job failed worker=%s code=%s: %s", self.worker_id, exc.code.value, exc)
-            if isinstance(exc, OutOfMemory):
-                self.cache.clear()  # the retry, here or on a sibling, starts from free memory
-            return (), b"", exc
+            return self._done(request, outcome.files, outcome.result)
         except Exception as exc:
-            logger.exception("[worker] job crashed worker=%s task_type=%d", self.worker_id, request.task_type)
-            return (), b"", ExecutionError(f"worker {self.worker_id}: {type(exc).__name__}: {exc}")
+            return self._failed(request, exc)
 
     def _note_loaded(self, model_id: str, keys_before: set[Hashable]) -> None:
         # NOTE: with several slots per GPU a load by a concurrent job may be credited to this model too;
@@ -196,7 +224,7 @@ class GpuWorker:
         )
 
     def info(self) -> WorkerInfo:
-        usage = nvml_usage(self._gpu_index) if self._gpu_index is not None else {}
+        usage = nvml_usage(self._gpu_indices[0]) if self._gpu_indices else {}
         return WorkerInfo(
             worker_id=self.worker_id,
             index=self.index,
@@ -209,3 +237,13 @@ class GpuWorker:
             gpu_utilization=usage.get("gpu_utilization"),
             gpu_memory_used_bytes=usage.get("gpu_memory_used_bytes"),
         )
+
+
+@ray.remote
+class GpuWorker(WorkerBase):
+    """Runs one task at a time: the replicas mode puts ``rig.slots_per_gpu`` of these on one GPU."""
+
+    def run_job(self, request: JobRequest) -> JobReply:
+        """The job's files and result, or its error; with the models warm in this worker afterwards."""
+        started = self._begin()
+        return self._end(started, self._run_sync(request))

@@ -35,7 +35,6 @@ class WorkerState:
 @dataclass(slots=True, eq=False)
 class CardGroup:
     card: CardModel
-    slots_per_gpu: int
     workers: list[WorkerState] = field(default_factory=list)
     waiters: list[asyncio.Future[None]] = field(default_factory=list)  # jobs waiting for a free slot
 
@@ -47,7 +46,7 @@ class CardGroup:
         free = [
             w
             for w in self.workers
-            if w.is_alive and w.num_running < self.slots_per_gpu and only in (None, w.worker_id)
+            if w.is_alive and w.num_running < w.slot.num_places and only in (None, w.worker_id)
         ]
         # A retry goes to a sibling when one is free, else back to the worker that failed.
         candidates = [w for w in free if w.worker_id != avoid] or free

@@ -1,4 +1,8 @@
-"""Which workers a farm has and how Ray places them: one slot per GPU, grouped by card model.
+"""Which workers a farm has and how Ray places them, grouped by the card model they join with.
+
+A worker owns one GPU, several GPUs of one node (``rig.worker_layouts``: a ``kx`` card model), or a
+share of one GPU (``rig.slot_mode=replicas``); in batched mode one worker runs ``rig.slots_per_gpu``
+tasks at once.
 
 Workers are named by card model and their place in its group (``helium-worker-<card>-<i>``), so a
 restarted coordinator finds the same actors again, and adding a card model never renames another's.
@@ -9,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +22,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from cluster.config import EngineConfig, RigConfig
 from cluster.protocol.cards import CardModel
-from cluster.workers.engines import runtime_tag_of
+from cluster.workers.engines import parallel_tag, runtime_tag_of
 from cluster.workers.gpu import discover_nvml_gpus, virtual_gpus
 
 WORKER_NAME_PREFIX = "helium-worker-"
@@ -36,26 +40,88 @@ class PoolError(RuntimeError):
 class WorkerSlot:
     index: int  # global, in discovery order: the index TestHooks.corrupt_workers names
     group_index: int  # place within its card model's group
-    card: CardModel
+    card: CardModel  # the card model the worker's node accounts join with
+    gpu: CardModel | None = None  # the card model of each GPU it uses (its Ray resource); None: ``card``
+    num_gpus: int = 1  # GPUs it owns: > 1 for a model larger than one GPU
+    num_replicas: int = 1  # workers sharing its one GPU (rig.slot_mode=replicas)
+    num_places: int = 1  # tasks it runs at once (rig.slot_mode=batched: rig.slots_per_gpu)
 
     @property
     def name(self) -> str:
         return f"{WORKER_NAME_PREFIX}{self.card.short_id}-{self.group_index}"
 
+    @property
+    def gpu_card(self) -> CardModel:
+        return self.gpu or self.card
+
+    @property
+    def gpu_share(self) -> float:
+        """What it asks Ray for, in GPUs (and units of the card resource): whole GPUs, or a fraction."""
+        return self.num_gpus / self.num_replicas
+
 
 def plan_slots(cards: Iterable[CardModel]) -> list[WorkerSlot]:
-    """One slot per GPU, numbered globally and within its card model."""
+    """One worker per GPU with one task place, numbered globally and within its card model."""
+    return _numbered([(card, card, 1, 1, 1) for card in cards])
+
+
+def plan_workers(
+    nodes: Sequence[Sequence[CardModel]], rig: RigConfig, engine: EngineConfig
+) -> list[WorkerSlot]:
+    """The farm's workers: per Ray node (each a list of its GPUs' card models), its GPUs split into workers
+    by ``rig.worker_layouts`` and their places by ``rig.slot_mode``; a bad combination names the option."""
+    check_slot_mode(rig, engine)
+    layouts = {layout.card_name: layout.gpus_per_worker for layout in rig.worker_layouts}
+    tag = parallel_tag(engine.text)
+    is_batched = rig.slot_mode == "batched"
+    specs = []  # (worker card, gpu card, num_gpus, num_replicas, num_places)
+    for node_index, gpus in enumerate(nodes):
+        for gpu, count in Counter(gpus).items():  # card models in order of first appearance
+            split = layouts.get(gpu.gpu_name, [1] * count)
+            if sum(split) != count:
+                raise PoolError(
+                    f"rig.worker_layouts splits {sum(split)} GPUs of {gpu.gpu_name!r} ({split}) but Ray node "
+                    f"{node_index} has {count}: change rig.worker_layouts so that it covers {count} GPUs"
+                )
+            for num_gpus in split:
+                if num_gpus > 1 and not is_batched and rig.slots_per_gpu > 1:
+                    raise PoolError(
+                        f"rig.worker_layouts gives a worker {num_gpus} GPUs of {gpu.gpu_name!r}, and "
+                        f"rig.slots_per_gpu={rig.slots_per_gpu} replicas cannot share several GPUs: set "
+                        "rig.slot_mode=batched, or rig.slots_per_gpu=1"
+                    )
+                replicas = 1 if is_batched or num_gpus > 1 else rig.slots_per_gpu
+                places = rig.slots_per_gpu if is_batched else 1
+                card = gpu.of_worker(num_gpus, tag, replicas)
+                specs += [(card, gpu, num_gpus, replicas, places)] * replicas
+    return _numbered(specs)
+
+
+def _numbered(specs: Iterable[tuple[CardModel, CardModel, int, int, int]]) -> list[WorkerSlot]:
     num_in_group: Counter[CardModel] = Counter()
     slots = []
-    for index, card in enumerate(cards):
-        slots.append(WorkerSlot(index, num_in_group[card], card))
+    for index, (card, gpu, num_gpus, num_replicas, num_places) in enumerate(specs):
+        slots.append(WorkerSlot(index, num_in_group[card], card, gpu, num_gpus, num_replicas, num_places))
         num_in_group[card] += 1
     return slots
+
+
+def check_slot_mode(rig: RigConfig, engine: EngineConfig) -> None:
+    if rig.slot_mode == "batched" and engine.text != "vllm":
+        raise PoolError(
+            "rig.slot_mode=batched batches GPT requests in vLLM's async engine: set engine.text=vllm, or "
+            "rig.slot_mode=replicas (each task alone on its own engine)"
+        )
 
 
 def virtual_cards(rig: RigConfig, engine: EngineConfig) -> list[CardModel]:
     runtime = runtime_tag_of(engine)
     return [spec.card_model(runtime) for spec in virtual_gpus(rig)]
+
+
+def virtual_workers(rig: RigConfig, engine: EngineConfig) -> list[WorkerSlot]:
+    """A virtual-slot rig's workers: its virtual GPUs are one Ray node's."""
+    return plan_workers([virtual_cards(rig, engine)], rig, engine)
 
 
 @ray.remote(num_cpus=0)
@@ -65,8 +131,8 @@ def _discover_node(engine: EngineConfig, num_gpus: int) -> list[CardModel]:
     return [spec.card_model(runtime) for spec in discover_nvml_gpus()[:num_gpus]]
 
 
-async def discovered_cards(engine: EngineConfig) -> list[CardModel]:
-    """The card model of every GPU that the alive Ray nodes offer, node by node in address order."""
+async def discovered_cards(engine: EngineConfig) -> list[list[CardModel]]:
+    """Per alive Ray node that offers GPUs (in address order), the card model of each GPU it offers."""
     nodes = sorted(
         (node for node in ray.nodes() if node["Alive"] and node["Resources"].get("GPU", 0) >= 1),
         key=lambda node: (node["NodeManagerAddress"], node["NodeID"]),
@@ -82,17 +148,22 @@ async def discovered_cards(engine: EngineConfig) -> list[CardModel]:
         ).remote(engine, int(node["Resources"]["GPU"]))  # a node may offer Ray fewer GPUs than it has
         for node in nodes
     ]
-    per_node = await asyncio.gather(*refs)
-    return [card for cards in per_node for card in cards]
+    return list(await asyncio.gather(*refs))
 
 
 def required_resources(slots: Iterable[WorkerSlot]) -> dict[str, float]:
-    counts = Counter(slot.card.resource_name for slot in slots)
-    return {name: float(count) for name, count in sorted(counts.items())}
+    """Units of each card resource the workers take together (one per GPU, shared or not)."""
+    counts: dict[str, float] = {}
+    for slot in slots:
+        name = slot.gpu_card.resource_name
+        counts[name] = counts.get(name, 0.0) + slot.gpu_share
+    # NOTE: replicas take 1/n each; rounding keeps n * (1/n) from reading as 0.9999999 GPUs.
+    return {name: round(count, 6) for name, count in sorted(counts.items())}
 
 
 def rig_ray_resources(rig: RigConfig, engine: EngineConfig) -> dict[str, float]:
-    """What ``ray.init(resources=...)`` declares on the one machine of a virtual-slot rig (the devnet)."""
+    """What ``ray.init(resources=...)`` declares on the one machine of a virtual-slot rig (the devnet):
+    one unit of its card resource per virtual GPU, however the GPUs are split into workers."""
     return required_resources(plan_slots(virtual_cards(rig, engine)))
 
 
@@ -102,7 +173,7 @@ def check_cluster_resources(slots: list[WorkerSlot], total: dict[str, float]) ->
     missing = {name: count for name, count in needed.items() if total.get(name, 0.0) < count}
     if not missing:
         return
-    cards = {slot.card.resource_name: slot.card for slot in slots}
+    cards = {slot.gpu_card.resource_name: slot.gpu_card for slot in slots}
     described = ", ".join(
         f"{name} ({cards[name].gpu_name}, {cards[name].vram_gb} GB, {cards[name].runtime}): "
         f"needs {count:g}, cluster has {total.get(name, 0.0):g}"
@@ -115,6 +186,19 @@ def check_cluster_resources(slots: list[WorkerSlot], total: dict[str, float]) ->
     )
 
 
+def check_node_capacity(slots: list[WorkerSlot], node_resources: list[dict[str, float]]) -> None:
+    """A worker lives on one Ray node: each needs a node that holds all of its GPUs."""
+    for slot in slots:
+        name = slot.gpu_card.resource_name
+        largest = max((resources.get(name, 0.0) for resources in node_resources), default=0.0)
+        if largest < slot.gpu_share:
+            raise PoolError(
+                f"worker {slot.name} needs {slot.num_gpus} GPUs of {slot.gpu_card.gpu_name!r} on one Ray "
+                f"node but the largest node holds {largest:g} ({name}): change rig.worker_layouts so that no "
+                "worker has more GPUs than one node"
+            )
+
+
 def actor_options(slot: WorkerSlot, rig: RigConfig, namespace: str) -> dict[str, Any]:
     options: dict[str, Any] = {
         "name": slot.name,
@@ -123,11 +207,11 @@ def actor_options(slot: WorkerSlot, rig: RigConfig, namespace: str) -> dict[str,
         "lifetime": "detached",  # workers outlive the coordinator's process; WorkerPool.shutdown kills them
         # CPU is not what limits a worker, its GPU is: placement comes from the card resource (and GPU).
         "num_cpus": 0,
-        "resources": {slot.card.resource_name: 1},
+        "resources": {slot.gpu_card.resource_name: slot.gpu_share},
         "max_restarts": WORKER_MAX_RESTARTS,
         "max_task_retries": 0,  # the pool decides where a failed job runs next
-        "max_concurrency": rig.slots_per_gpu + NUM_CONTROL_CALLS,
+        "max_concurrency": slot.num_places + NUM_CONTROL_CALLS,
     }
     if rig.device == "cuda":
-        options["num_gpus"] = 1
+        options["num_gpus"] = slot.gpu_share  # whole GPUs on one node, or a replica's fraction of one
     return options

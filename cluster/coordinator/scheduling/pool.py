@@ -26,8 +26,9 @@ from cluster.coordinator.scheduling.placement import (
     WorkerSlot,
     actor_options,
     check_cluster_resources,
+    check_node_capacity,
     discovered_cards,
-    plan_slots,
+    plan_workers,
     virtual_cards,
 )
 from cluster.coordinator.scheduling.recovery import (
@@ -69,33 +70,39 @@ class WorkerPool:
         corrupt_workers: frozenset[int] = frozenset(),
         ready_timeout_s: float = READY_TIMEOUT_S,
     ) -> WorkerPool:
-        """Get or create one worker per GPU (virtual GPU on the CPU rig) and wait until all are up.
+        """Get or create the rig's workers (``placement.plan_workers``) and wait until all are up.
 
         ``corrupt_workers`` (a test fault, ``TestHooks``): indices of workers that return wrong results.
         """
         if not ray.is_initialized():
             raise PoolError("connect to Ray (ray.init) before WorkerPool.create")
-        cards = await discovered_cards(engine) if rig.discover_gpus else virtual_cards(rig, engine)
-        slots = plan_slots(cards)
+        nodes = await discovered_cards(engine) if rig.discover_gpus else [virtual_cards(rig, engine)]
+        slots = plan_workers(nodes, rig, engine)
         check_cluster_resources(slots, ray.cluster_resources())
+        check_node_capacity(slots, [node["Resources"] for node in ray.nodes() if node["Alive"]])
         unknown = sorted(corrupt_workers - set(range(len(slots))))
         if unknown:
             raise PoolError(f"corrupt_workers names {unknown}; this rig has workers 0..{len(slots) - 1}")
         pool = cls(rig, engine, namespace, corrupt_workers)
         for slot in slots:
-            group = pool._groups.setdefault(slot.card, CardGroup(slot.card, rig.slots_per_gpu))
+            group = pool._groups.setdefault(slot.card, CardGroup(slot.card))
             group.workers.append(WorkerState(slot, pool._spawn(slot)))
         await pool._wait_ready(ready_timeout_s)
         return pool
 
     def _spawn(self, slot: WorkerSlot) -> Any:
-        from cluster.workers.worker import GpuWorker  # the actor's module imports torch: only when needed
+        # The actors' modules import torch: only when needed.
+        if self.rig.slot_mode == "batched":
+            from cluster.workers.batched import BatchedGpuWorker as worker_class
+        else:
+            from cluster.workers.worker import GpuWorker as worker_class
 
         options = actor_options(slot, self.rig, self.namespace)
         is_corrupt = slot.index in self._corrupt_workers
-        return GpuWorker.options(**options).remote(
-            slot.card, slot.index, slot.name, self.rig, self.engine, corrupt_results=is_corrupt
-        )
+        return worker_class.options(**options).remote(
+            slot.card, slot.index, slot.name, self.rig, self.engine, corrupt_results=is_corrupt,
+            num_gpus=slot.num_gpus, num_replicas=slot.num_replicas, gpu=slot.gpu_card,
+        )  # fmt: skip
 
     async def _wait_ready(self, timeout_s: float) -> None:
         workers = self._all_workers()
@@ -119,7 +126,12 @@ class WorkerPool:
         return sorted(self._groups, key=lambda card: card.key)
 
     def num_gpus(self, card: CardModel) -> int:
+        """Workers of ``card``: each is one GPU of its card model (a ``2x`` worker is one "2x GPU")."""
         return len(self._group(card).workers)
+
+    def num_places(self, card: CardModel) -> int:
+        """Tasks ``card``'s workers run at once: one node account each (a node holds one task at a time)."""
+        return sum(w.slot.num_places for w in self._group(card).workers)
 
     def num_alive(self, card: CardModel) -> int:
         return sum(w.is_alive for w in self._group(card).workers)

@@ -10,17 +10,35 @@ from cluster.workers.models.cache import ModelCache
 from cluster.workers.models.store import ModelStore
 
 
-def make_text_engine(kind: str, store: ModelStore, cache: ModelCache, device: str = "cpu") -> TextEngine:
-    """The text engine named by ``engine.text``: "transformers" (any device) or "vllm" (CUDA)."""
+def make_text_engine(
+    kind: str,
+    store: ModelStore,
+    cache: ModelCache,
+    device: str = "cpu",
+    *,
+    num_gpus: int = 1,
+    memory_fraction: float = 0.85,
+) -> TextEngine:
+    """The text engine named by ``engine.text``: "transformers" (any device) or "vllm" (CUDA), spread over
+    ``num_gpus`` GPUs and using ``memory_fraction`` of their memory (vLLM's own budget)."""
     if kind == "transformers":
         from cluster.workers.engines.text_transformers import TransformersTextEngine
 
-        return TransformersTextEngine(store, cache, device)
+        return TransformersTextEngine(store, cache, device, num_gpus=num_gpus)
     if kind == "vllm":
         from cluster.workers.engines.text_vllm import VllmTextEngine
 
-        return VllmTextEngine(store, cache)
+        return VllmTextEngine(
+            store, cache, gpu_memory_utilization=memory_fraction, tensor_parallel_size=num_gpus
+        )
     raise ValueError(f"engine.text={kind!r} is not one of 'transformers', 'vllm'")
+
+
+def parallel_tag(text_engine: str) -> str:
+    """How a text engine spreads one model over several GPUs, as a worker's runtime tag names it:
+    vLLM splits every layer (tensor parallel, ``tp``); transformers places whole layers on each GPU in
+    turn (``pp``)."""
+    return "tp" if text_engine == "vllm" else "pp"
 
 
 def runtime_tag_of(engine: EngineConfig) -> str:
@@ -42,5 +60,6 @@ __all__ = [
     "TextEngine",
     "TextResult",
     "make_text_engine",
+    "parallel_tag",
     "runtime_tag_of",
 ]

@@ -83,18 +83,28 @@ def eos_ids_of(generation_config: Any, tokenizer: Any) -> frozenset[int]:
 
 
 def load_text_model(
-    path: Path, model_id: str, dtype: Dtype, quantize_bits: int | None, device: str
+    path: Path, model_id: str, dtype: Dtype, quantize_bits: int | None, device: str, num_gpus: int = 1
 ) -> LoadedTextModel:
-    """Load a causal LM and its tokenizer; every failure becomes ModelInvalid / ModelNotAvailable / OOM."""
+    """Load a causal LM and its tokenizer; every failure becomes ModelInvalid / ModelNotAvailable / OOM.
+
+    On ``num_gpus > 1`` CUDA devices the layers are spread evenly over them (accelerate's "balanced"
+    device map: whole layers per GPU, run in turn). UNVERIFIED on GPUs: on the CPU rig a multi-GPU worker
+    has one device and loads as one GPU does.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     with loading(model_id):
         quantization = quantization_config(quantize_bits, device)
         kwargs: dict[str, Any] = {"dtype": TORCH_DTYPES[dtype]}
+        is_sharded = num_gpus > 1 and device.startswith("cuda")
+        if is_sharded:
+            kwargs["device_map"] = "balanced"
+        elif quantization is not None:
+            kwargs["device_map"] = device
         if quantization is not None:
-            kwargs.update(quantization_config=quantization, device_map=device)
+            kwargs["quantization_config"] = quantization
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-        if quantization is None:
+        if "device_map" not in kwargs:
             model = model.to(device)
         model.eval()
         tokenizer = AutoTokenizer.from_pretrained(path)
@@ -124,10 +134,13 @@ def _stop_past_deadline() -> Any:
 class TransformersTextEngine(TextEngine):
     name = "transformers"
 
-    def __init__(self, store: ModelStore, cache: ModelCache, device: str = "cpu") -> None:
+    def __init__(
+        self, store: ModelStore, cache: ModelCache, device: str = "cpu", *, num_gpus: int = 1
+    ) -> None:
         self.store = store
         self.cache = cache
         self.device = device
+        self.num_gpus = num_gpus
         self._lock = threading.Lock()
 
     def runtime_tag(self) -> str:
@@ -139,7 +152,10 @@ class TransformersTextEngine(TextEngine):
         path = self.store.resolve(args.model)
         key = ("causal_lm", str(path), args.dtype, args.quantize_bits, self.device)
         return self.cache.get_or_load(
-            key, lambda: load_text_model(path, args.model, args.dtype, args.quantize_bits, self.device)
+            key,
+            lambda: load_text_model(
+                path, args.model, args.dtype, args.quantize_bits, self.device, self.num_gpus
+            ),
         )
 
     def run(self, args: GPTTaskArgs) -> TextResult:

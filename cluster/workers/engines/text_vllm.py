@@ -78,6 +78,7 @@ class LoadedVllmModel:
     eos_token_ids: frozenset[int]
     generation_defaults: dict[str, Any]
     num_bytes_hint: int  # vLLM owns its memory; the cache budgets it by the checkpoint's size
+    max_context: int | None = None  # the model's max_position_embeddings: longer prompts are refused early
 
 
 def checkpoint_nbytes(path: Path) -> int:
@@ -115,11 +116,13 @@ class VllmTextEngine(TextEngine):
         cache: ModelCache,
         *,
         gpu_memory_utilization: float = 0.85,
+        tensor_parallel_size: int = 1,
         vllm_api: Any = None,
     ) -> None:
         self.store = store
         self.cache = cache
         self.gpu_memory_utilization = gpu_memory_utilization
+        self.tensor_parallel_size = tensor_parallel_size
         self._api = vllm_api
         self._lock = threading.Lock()
 
@@ -145,6 +148,7 @@ class VllmTextEngine(TextEngine):
                 seed=0,
                 quantization="bitsandbytes" if args.quantize_bits == 4 else None,
                 gpu_memory_utilization=self.gpu_memory_utilization,
+                tensor_parallel_size=self.tensor_parallel_size,
             )
             tokenizer = AutoTokenizer.from_pretrained(path)
             try:
