@@ -107,7 +107,7 @@ class CoordinatorService:
                 if not check.ok:
                     log.error("[coordinator] card model kept out: %s", check.message)
                     continue
-            cards += [card] * (self.pool.num_gpus(card) * self.config.rig.slots_per_gpu)
+            cards += [card] * self.pool.num_places(card)  # one node account per concurrent task place
         return cards
 
     async def status(self) -> dict[str, Any]:
