@@ -1,9 +1,12 @@
 """The vLLM engine's argument mapping and response building, on the CPU, against stand-ins of vLLM's
-documented classes (``SamplingParams``, ``RequestOutput``, ``CompletionOutput``, ``TokensPrompt``)."""
+documented classes (``SamplingParams``, ``TokensPrompt``, and ``RequestOutput``/``CompletionOutput`` from
+the stand-in package ``tests/standins/vllm``, which the batched worker's tests run as ``vllm``)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -14,31 +17,13 @@ from transformers import AutoTokenizer
 
 from cluster.protocol.errors import ArgumentsInvalid, ModelInvalid, TaskExecutionError
 from cluster.protocol.gpt import GPTGenerationConfig
+from cluster.workers.engines.deadline import JobPastDeadline, job_deadline
 from cluster.workers.engines.text_request import build_prompt_ids, merge_generation_config
 from cluster.workers.engines.text_vllm import VllmTextEngine, sampling_params_kwargs
+from cluster.workers.engines.text_vllm_async import AsyncVllmTextEngine
 from cluster.workers.models.cache import ModelCache
 from tests.engines.factories import gpt_args, greedy_args
-
-
-@dataclass
-class CompletionOutput:  # vllm.outputs.CompletionOutput
-    index: int
-    text: str
-    token_ids: list[int]
-    cumulative_logprob: float | None = None
-    logprobs: Any = None
-    finish_reason: str | None = None
-    stop_reason: int | str | None = None
-
-
-@dataclass
-class RequestOutput:  # vllm.outputs.RequestOutput
-    request_id: str
-    prompt: str | None
-    prompt_token_ids: list[int]
-    prompt_logprobs: Any
-    outputs: list[CompletionOutput]
-    finished: bool = True
+from tests.standins.vllm.outputs import CompletionOutput, RequestOutput
 
 
 @dataclass
@@ -171,3 +156,55 @@ def test_a_failing_generate_fails_every_task_of_the_batch(fake_api, offline_stor
     engine = VllmTextEngine(offline_store, ModelCache(10**9), vllm_api=fake_api)
     results = engine.run_many([greedy_args(tiny_lm_dir), greedy_args(tiny_lm_dir, seed=3)])
     assert all(isinstance(r, TaskExecutionError) and r.code.value == "execution_error" for r in results)
+
+
+# --- the async engine (batched mode) against the stand-in of vLLM's AsyncLLMEngine ---
+
+
+@pytest.fixture
+def async_engine(offline_store):  # type: ignore[no-untyped-def]
+    from tests.standins import vllm as standin
+    from tests.standins.vllm.inputs import TokensPrompt
+
+    api = SimpleNamespace(
+        AsyncLLMEngine=standin.AsyncLLMEngine, AsyncEngineArgs=standin.AsyncEngineArgs,
+        SamplingParams=standin.SamplingParams, TokensPrompt=TokensPrompt, version=standin.__version__,
+    )  # fmt: skip
+    return AsyncVllmTextEngine(offline_store, ModelCache(10**9), tensor_parallel_size=2, vllm_api=api)
+
+
+def test_async_engine_batches_concurrent_tasks_without_changing_their_bytes(
+    async_engine, tiny_lm_dir
+) -> None:  # type: ignore[no-untyped-def]
+    tasks = [
+        gpt_args(tiny_lm_dir, seed=s, do_sample=True, temperature=0.9, num_return_sequences=2)
+        for s in (1, 2, 3)
+    ]
+
+    async def scenario() -> tuple[list[bytes], list[bytes], Any]:
+        alone = [(await async_engine.run(t, f"alone-{i}")).files[0] for i, t in enumerate(tasks)]
+        llm = async_engine._model(tasks[0]).llm
+        llm.min_batch = len(tasks)  # the next batch starts once every request waits
+        together = await asyncio.gather(*(async_engine.run(t, f"together-{i}") for i, t in enumerate(tasks)))
+        return alone, [r.files[0] for r in together], llm
+
+    alone, together, llm = asyncio.run(scenario())
+    assert together == alone and len(set(alone)) == 3
+    assert llm.args.tensor_parallel_size == 2
+    assert max(len(batch) for batch in llm.batches if batch[0].startswith("alone")) == 1
+    assert next(len(batch) for batch in llm.batches if batch[0].startswith("together")) == 3
+
+
+def test_async_engine_refuses_a_prompt_past_the_context_and_stops_at_the_deadline(
+    async_engine, tiny_lm_dir
+) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ArgumentsInvalid, match="context holds"):
+        asyncio.run(async_engine.run(gpt_args(tiny_lm_dir, content="word " * 5000), "long"))
+
+    async def past_deadline() -> Any:
+        with job_deadline(time.time() - 1):
+            return await async_engine.run(gpt_args(tiny_lm_dir, max_new_tokens=8), "late")
+
+    with pytest.raises(JobPastDeadline):
+        asyncio.run(past_deadline())
+    assert async_engine._model(gpt_args(tiny_lm_dir)).llm._running == []  # the request was aborted
