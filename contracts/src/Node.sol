@@ -8,20 +8,22 @@ import {INode} from "./interfaces/INode.sol";
 import {ITask} from "./interfaces/ITask.sol";
 import {IQoS} from "./interfaces/IQoS.sol";
 import {INetworkStats} from "./interfaces/INetworkStats.sol";
+import {NodeSelection} from "./NodeSelection.sol";
 
 /// @title Node: the nodes' stakes, statuses and the weighted random selection of the nodes of a task.
 /// @notice Nodes join with `msg.value == nodeStake` and hold it here until they quit (refund), are
 /// kicked out by QoS (refund) or are slashed (the whole stake goes to the treasury, the owner).
 /// Available nodes are kept in card-model groups (one group per keccak256(abi.encode(gpuName,
-/// gpuVramGB, runtime))); each member slot packs the node's address with its selection weight, read from
-/// QoS when the node becomes available (a node's score only changes while it is busy).
+/// gpuVramGB, runtime))) and in VRAM-indexed pools (NodeSelection), with their selection weight read
+/// from QoS when the node becomes available (a node's score only changes while it is busy). No call's
+/// cost depends on the number of nodes or card models.
 /// Invariants:
-/// - a node is a member of its card-model group iff its status is Available;
-/// - a group's `totalWeight` is the sum of its members' weights; `_activeGroups` lists exactly the
-///   groups with at least one member;
+/// - a node is in its group's lists and in one pool iff its status is Available;
+/// - a group's `totalWeight` is the sum of its available members' weights, `size` their number,
+///   `joined` the number of its nodes whose status is not Quit;
 /// - `address(this).balance >= totalStaked + totalCredits`, `totalStaked` = sum of the stakes of the
 ///   nodes whose status is not Quit.
-contract Node is Owned, Payouts, INode {
+contract Node is Owned, Payouts, NodeSelection, INode {
     /*//////////////////////////////////////////////////////////////
                                 CONSTANTS
     //////////////////////////////////////////////////////////////*/
@@ -68,26 +70,14 @@ contract Node is Owned, Payouts, INode {
     error InvalidNodeStatus(address node, NodeStatus status);
     /// @dev gpuName must be 1..128 bytes and runtime at most 128 bytes.
     error InvalidNodeName(uint256 gpuNameBytes, uint256 runtimeBytes);
-    /// @dev gpuVramGB must be in 1..2**32-1.
+    /// @dev gpuVramGB must be in 1..MAX_VRAM_GB (4,095: a 3-level tree of 16 indexes VRAM).
     error InvalidVram(uint256 gpuVramGB);
     /// @dev The node stake must be positive and fit in 128 bits.
     error InvalidNodeStake(uint256 nodeStake);
-    /// @dev A card model cannot have more than 2**24 - 1 available nodes.
-    error CardModelFull(bytes32 cardModelKey);
-    /// @dev Selection found no eligible available node (Task checks `canRun` first, so this is a bug guard).
-    error NotEnoughNodes(TaskType taskType, uint256 vramLimit);
 
     /*//////////////////////////////////////////////////////////////
                                  STORAGE
     //////////////////////////////////////////////////////////////*/
-
-    /// @dev The available nodes of one card model. `members[i]` = address | weight << 160.
-    struct CardGroup {
-        uint32 gpuVramGB;
-        uint32 activeIndex; // 1-based position in `_activeGroups`, 0 when the group has no member
-        uint64 totalWeight;
-        uint256[] members;
-    }
 
     uint256 public nodeStake = 400 ether;
     uint256 public totalStaked;
@@ -98,8 +88,6 @@ contract Node is Owned, Payouts, INode {
     INetworkStats public stats;
 
     mapping(address => NodeInfo) internal _nodes;
-    mapping(bytes32 => CardGroup) internal _groups;
-    bytes32[] internal _activeGroups;
     /// @dev Counter of the random draws: two draws in one block and for one task still differ.
     uint256 internal _drawCounter;
 
@@ -145,7 +133,7 @@ contract Node is Owned, Payouts, INode {
         if (nameBytes == 0 || nameBytes > MAX_STRING_BYTES || runtimeBytes > MAX_STRING_BYTES) {
             revert InvalidNodeName(nameBytes, runtimeBytes);
         }
-        if (gpuVramGB == 0 || gpuVramGB > type(uint32).max) revert InvalidVram(gpuVramGB);
+        if (gpuVramGB == 0 || gpuVramGB > MAX_VRAM_GB) revert InvalidVram(gpuVramGB);
 
         bytes32 key = keccak256(abi.encode(gpuName, gpuVramGB, runtime));
         n.gpuName = gpuName;
@@ -203,20 +191,26 @@ contract Node is Owned, Payouts, INode {
     //////////////////////////////////////////////////////////////*/
 
     /// @inheritdoc INode
-    /// @dev SD: three draws, each a card-model group with VRAM >= vramLimit weighted by its summed
-    /// weight, then a member weighted by its weight. GPT: one group with VRAM >= vramLimit and >= 3
-    /// members, then three members of it. A drawn node leaves its group, so draws are without replacement.
+    /// @dev SD: three draws, each a node with VRAM >= vramLimit by weight among all available nodes (a
+    /// card-model group by its summed weight, then a member by its weight, in one step). GPT: one node of
+    /// a group with VRAM >= vramLimit and >= 3 available members, by weight (its group is thereby drawn by
+    /// summed weight), then two more members of that group by weight. A drawn node leaves its group and
+    /// pool, so draws are without replacement. One storage write of the draw counter per selection.
     function selectNodes(uint256 taskId, TaskType taskType, uint256 vramLimit, bytes32 taskHash)
         external
         onlyTask
         returns (address[3] memory selected)
     {
+        uint256 seed = _random(taskHash);
         bytes32 key;
-        if (taskType == TaskType.GPT) key = _drawGroup(taskType, vramLimit, NODES_PER_TASK, taskHash);
         for (uint256 i; i < NODES_PER_TASK; ++i) {
-            if (taskType == TaskType.SD) key = _drawGroup(taskType, vramLimit, 1, taskHash);
-            address chosen = _drawMember(_groups[key], taskHash);
+            uint256 r = uint256(keccak256(abi.encode(seed, i)));
+            address chosen;
+            if (taskType == TaskType.SD) chosen = _drawAny(vramLimit, r);
+            else if (i == 0) chosen = _drawTrio(vramLimit, r);
+            else chosen = _drawInGroup(key, r);
             NodeInfo storage n = _nodes[chosen];
+            if (i == 0) key = n.cardModelKey;
             n.taskId = uint64(taskId);
             _setStatus(chosen, n, NodeStatus.Busy);
             selected[i] = chosen;
@@ -263,41 +257,27 @@ contract Node is Owned, Payouts, INode {
 
     /// @inheritdoc INode
     function canRun(TaskType taskType, uint256 vramLimit) external view returns (bool) {
-        (bool canRunSd, uint256 maxSdVramLimit, bool canRunGpt, uint256 maxGptVramLimit) = capacity();
-        if (taskType == TaskType.GPT) return canRunGpt && vramLimit <= maxGptVramLimit;
-        return canRunSd && vramLimit <= maxSdVramLimit;
+        (uint256 any, uint256 trio) = _availableFrom(vramLimit);
+        return taskType == TaskType.GPT ? trio != 0 : any >= NODES_PER_TASK;
+    }
+
+    /// @inheritdoc INode
+    function canEverRun(TaskType taskType, uint256 vramLimit) external view returns (bool) {
+        (uint256 nodes, uint256 trios) = _joinedFrom(vramLimit);
+        return taskType == TaskType.GPT ? trios != 0 : nodes >= NODES_PER_TASK;
     }
 
     /// @inheritdoc INode
     /// @dev SD needs 3 available nodes with VRAM >= vramLimit: the limit can be at most the 3rd largest
     /// VRAM among the available nodes. GPT needs one group of >= 3: at most the largest VRAM of such a
-    /// group. One pass over the card-model groups that have available nodes.
+    /// group. Two walks down the VRAM tree from its largest end.
     function capacity()
         public
         view
         returns (bool canRunSd, uint256 maxSdVramLimit, bool canRunGpt, uint256 maxGptVramLimit)
     {
-        uint256 numGroups = _activeGroups.length;
-        // The 3 largest VRAMs of available nodes, with multiplicity: top1 >= top2 >= top3.
-        uint256 top1;
-        uint256 top2;
-        uint256 top3;
-        for (uint256 i; i < numGroups; ++i) {
-            CardGroup storage g = _groups[_activeGroups[i]];
-            uint256 vram = g.gpuVramGB;
-            uint256 size = g.members.length;
-            if (size >= NODES_PER_TASK && (!canRunGpt || vram > maxGptVramLimit)) {
-                canRunGpt = true;
-                maxGptVramLimit = vram;
-            }
-            for (uint256 k; k < size && k < NODES_PER_TASK; ++k) {
-                if (vram > top1) (top1, top2, top3) = (vram, top1, top2);
-                else if (vram > top2) (top2, top3) = (vram, top2);
-                else if (vram > top3) top3 = vram;
-            }
-        }
-        canRunSd = numAvailableNodes >= NODES_PER_TASK;
-        maxSdVramLimit = top3;
+        (canRunSd, maxSdVramLimit) = _kthLargest(true, NODES_PER_TASK);
+        (canRunGpt, maxGptVramLimit) = _kthLargest(false, 1);
     }
 
     /// @inheritdoc INode
@@ -309,25 +289,33 @@ contract Node is Owned, Payouts, INode {
         return _nodes[node].status;
     }
 
-    /// @notice The card-model groups that have available nodes.
-    function activeCardModels() external view returns (bytes32[] memory) {
-        return _activeGroups;
+    /// @notice A card model: its VRAM, its available nodes and their summed weight, its joined nodes.
+    function cardModel(bytes32 cardModelKey)
+        external
+        view
+        returns (uint256 gpuVramGB, uint256 numAvailable, uint256 totalWeight, uint256 numJoined)
+    {
+        CardGroup storage g = _groups[cardModelKey];
+        return (g.gpuVramGB, g.size, g.totalWeight, g.joined);
     }
 
-    /// @notice The available nodes of a card model and their selection weights.
+    /// @notice The available nodes of a card model and their selection weights (a view for tools: it
+    /// walks the card model's nodes).
     function availableNodesOf(bytes32 cardModelKey)
         external
         view
         returns (address[] memory nodes, uint256[] memory weights, uint256 gpuVramGB)
     {
         CardGroup storage g = _groups[cardModelKey];
-        uint256 size = g.members.length;
-        nodes = new address[](size);
-        weights = new uint256[](size);
-        for (uint256 i; i < size; ++i) {
-            uint256 packed = g.members[i];
-            nodes[i] = address(uint160(packed));
-            weights[i] = packed >> 160;
+        nodes = new address[](g.size);
+        weights = new uint256[](g.size);
+        uint256 k;
+        for (uint256 w = 1; w <= MAX_WEIGHT; ++w) {
+            uint256 n = _classCount(_groupClassCounts[cardModelKey], w);
+            for (uint256 pos = 1; pos <= n; ++pos) {
+                nodes[k] = _groupMembers[cardModelKey][(w << 32) | pos];
+                weights[k++] = w;
+            }
         }
         gpuVramGB = g.gpuVramGB;
     }
@@ -345,9 +333,19 @@ contract Node is Owned, Payouts, INode {
 
     function _setStatus(address node, NodeInfo storage n, NodeStatus to) internal {
         NodeStatus from = n.status;
-        if (from == NodeStatus.Available) _leaveGroup(n);
+        if (from == NodeStatus.Available) {
+            _leavePools(node, n.cardModelKey, n.gpuVramGB);
+            n.memberIndex = 0;
+            --numAvailableNodes;
+        }
+        if (from == NodeStatus.Quit) _countJoined(n.cardModelKey, n.gpuVramGB);
+        else if (to == NodeStatus.Quit) _uncountJoined(n.cardModelKey, n.gpuVramGB);
         n.status = to;
-        if (to == NodeStatus.Available) _enterGroup(node, n);
+        if (to == NodeStatus.Available) {
+            _enterPools(node, n.cardModelKey, n.gpuVramGB, qos.weight(node));
+            n.memberIndex = 1;
+            ++numAvailableNodes;
+        }
         emit NodeStatusChanged(node, from, to);
         stats.nodeStatusChanged(node, from, to);
     }
@@ -358,96 +356,6 @@ contract Node is Owned, Payouts, INode {
         totalStaked -= amount;
         emit NodeStakeRefunded(node, amount);
         _pay(node, amount);
-    }
-
-    function _enterGroup(address node, NodeInfo storage n) internal {
-        bytes32 key = n.cardModelKey;
-        CardGroup storage g = _groups[key];
-        uint256 w = qos.weight(node);
-        g.members.push(uint256(uint160(node)) | (w << 160));
-        if (g.members.length > type(uint24).max) revert CardModelFull(key);
-        n.memberIndex = uint24(g.members.length);
-        // Weights are QoS scores (<= 20) and there is at most one member per node: no overflow.
-        unchecked {
-            g.totalWeight += uint64(w);
-            ++numAvailableNodes;
-        }
-        if (g.activeIndex == 0) {
-            _activeGroups.push(key);
-            g.activeIndex = uint32(_activeGroups.length);
-        }
-    }
-
-    function _leaveGroup(NodeInfo storage n) internal {
-        CardGroup storage g = _groups[n.cardModelKey];
-        uint256 index = n.memberIndex - 1;
-        uint256 lastIndex = g.members.length - 1;
-        uint256 w = g.members[index] >> 160;
-        if (index != lastIndex) {
-            uint256 moved = g.members[lastIndex];
-            g.members[index] = moved;
-            _nodes[address(uint160(moved))].memberIndex = uint24(index + 1);
-        }
-        g.members.pop();
-        n.memberIndex = 0;
-        // The member's weight is part of totalWeight, and the node was counted as available.
-        unchecked {
-            g.totalWeight -= uint64(w);
-            --numAvailableNodes;
-        }
-        if (lastIndex == 0) _deactivate(g);
-    }
-
-    function _deactivate(CardGroup storage g) internal {
-        uint256 index = g.activeIndex - 1;
-        uint256 lastIndex = _activeGroups.length - 1;
-        if (index != lastIndex) {
-            bytes32 movedKey = _activeGroups[lastIndex];
-            _activeGroups[index] = movedKey;
-            _groups[movedKey].activeIndex = uint32(index + 1);
-        }
-        _activeGroups.pop();
-        g.activeIndex = 0;
-    }
-
-    /// @dev A card-model group with VRAM >= vramLimit and >= minMembers members, weighted by totalWeight.
-    function _drawGroup(TaskType taskType, uint256 vramLimit, uint256 minMembers, bytes32 taskHash)
-        internal
-        returns (bytes32)
-    {
-        uint256 numGroups = _activeGroups.length;
-        uint256 total;
-        for (uint256 i; i < numGroups; ++i) {
-            CardGroup storage g = _groups[_activeGroups[i]];
-            if (g.gpuVramGB >= vramLimit && g.members.length >= minMembers) total += g.totalWeight;
-        }
-        if (total == 0) revert NotEnoughNodes(taskType, vramLimit);
-        uint256 r = _random(taskHash) % total;
-        for (uint256 i; i < numGroups; ++i) {
-            bytes32 key = _activeGroups[i];
-            CardGroup storage g = _groups[key];
-            if (g.gpuVramGB < vramLimit || g.members.length < minMembers) continue;
-            if (r < g.totalWeight) return key;
-            r -= g.totalWeight;
-        }
-        // r < total = the sum of the eligible weights walked above.
-        assert(false);
-        return bytes32(0);
-    }
-
-    /// @dev A member of a non-empty group, weighted by its weight.
-    function _drawMember(CardGroup storage g, bytes32 taskHash) internal returns (address) {
-        uint256 r = _random(taskHash) % g.totalWeight;
-        uint256 size = g.members.length;
-        for (uint256 i; i < size; ++i) {
-            uint256 packed = g.members[i];
-            uint256 w = packed >> 160;
-            if (r < w) return address(uint160(packed));
-            r -= w;
-        }
-        // r < totalWeight = the sum of the members' weights.
-        assert(false);
-        return address(0);
     }
 
     /// @dev keccak256(prevrandao, or the previous block's hash where prevrandao is 0, taskHash, counter).

@@ -42,6 +42,10 @@ contract Task is Owned, Payouts, ITask {
     string public constant REASON_ERROR_REPORTED = "Task error reported";
     string public constant REASON_CANCELLED = "Task Cancelled";
     string public constant REASON_FEE_TOO_LOW = "Task fee is too low";
+    string public constant REASON_NO_ARGUMENTS = "Task arguments not delivered";
+    /// @notice At most this many queued tasks start in one call; `dispatchQueued` starts more.
+    uint256 public constant MAX_STARTS_PER_CALL = 2;
+    uint256 internal constant BPS = 10_000;
 
     /*//////////////////////////////////////////////////////////////
                                  EVENTS
@@ -50,6 +54,8 @@ contract Task is Owned, Payouts, ITask {
     event Wired(address node, address qos, address queue, address stats);
     event TaskTimeoutSet(uint256 taskTimeout);
     event DistanceThresholdSet(uint256 distanceThreshold);
+    event MinTaskFeeSet(uint256 minTaskFee);
+    event ArgumentsWaitSet(uint256 argumentsWait, uint256 compensationBps);
 
     event TaskPending(
         uint256 indexed taskId,
@@ -80,6 +86,9 @@ contract Task is Owned, Payouts, ITask {
     event TaskNodeSuccess(uint256 indexed taskId, address indexed node, uint256 fee);
     event TaskNodeSlashed(uint256 indexed taskId, address indexed node);
     event TaskNodeCancelled(uint256 indexed taskId, address indexed node);
+    /// @notice A node that reported the arguments missing is paid for the time it was held.
+    event TaskNodeCompensated(uint256 indexed taskId, address indexed node, uint256 amount);
+    event TaskNoArgumentsReported(uint256 indexed taskId, uint256 round, address indexed node);
     event TaskFeeRefunded(uint256 indexed taskId, address indexed creator, uint256 amount);
 
     /*//////////////////////////////////////////////////////////////
@@ -92,8 +101,17 @@ contract Task is Owned, Payouts, ITask {
     error AlreadyWired();
     /// @dev taskType must be 0 (SD) or 1 (GPT).
     error InvalidTaskType(uint256 taskType);
-    /// @dev A task needs a fee (msg.value > 0).
-    error ZeroFee();
+    /// @dev A task's fee must be at least `minTaskFee`: a task holds three nodes, which must cost money.
+    error FeeBelowMinimum(uint256 fee, uint256 minTaskFee);
+    /// @dev No three joined nodes could ever take this task (no card model with VRAM >= vramLimit and
+    /// enough nodes): it would only squat in the queue.
+    error TaskCannotRun(TaskType taskType, uint256 vramLimit);
+    /// @dev The arguments wait has not passed since the task started.
+    error ArgumentsWaitNotPassed(uint256 taskId, uint256 waitEnds, uint256 timestamp);
+    /// @dev This round already reported the arguments missing.
+    error AlreadyReportedNoArguments(uint256 taskId, uint256 round);
+    /// @dev The wait must be shorter than the task timeout and the compensation at most 30% per node.
+    error InvalidArgumentsWait(uint256 argumentsWait, uint256 compensationBps);
     /// @dev The fee, vramLimit or cap does not fit the task's storage (128, 64 and 64 bits).
     error ValueTooLarge(uint256 fee, uint256 vramLimit, uint256 cap);
     /// @dev No live task has this id (never created, or ended and deleted).
@@ -132,6 +150,8 @@ contract Task is Owned, Payouts, ITask {
     error InvalidTaskTimeout(uint256 taskTimeout);
     /// @dev The distance threshold must be in 1..64 (bits of a 64-bit hash).
     error InvalidDistanceThreshold(uint256 distanceThreshold);
+    /// @dev A round that reported the arguments missing neither commits nor reports an error.
+    error ReportedNoArguments(uint256 taskId, uint256 round);
 
     /*//////////////////////////////////////////////////////////////
                                  STORAGE
@@ -166,6 +186,7 @@ contract Task is Owned, Payouts, ITask {
         uint8 disclosePos;
         bool isError;
         RoundState state;
+        bool isNoArgs; // reported the arguments missing
     }
 
     struct TaskInfo {
@@ -183,6 +204,7 @@ contract Task is Owned, Payouts, ITask {
         uint64 vramLimit;
         uint64 cap;
         uint64 deadline;
+        uint64 startedAt;
         bytes32 taskHash;
         bytes32 dataHash;
         Round[3] rounds;
@@ -197,6 +219,12 @@ contract Task is Owned, Payouts, ITask {
 
     uint256 public taskTimeout = 15 minutes;
     uint256 public distanceThreshold = 5;
+    /// @notice The smallest fee a task may pay (owner-settable).
+    uint256 public minTaskFee = 0.001 ether;
+    /// @notice Seconds after a task's start from which its nodes may report its arguments missing, and
+    /// what each reporting node is paid then, in basis points of the fee.
+    uint256 public argumentsWait = 2 minutes;
+    uint256 public argumentsCompensationBps = 1_000;
     uint256 public nextTaskId = 1;
     uint256 public numQueued;
     uint256 public totalEscrowed;
@@ -236,6 +264,22 @@ contract Task is Owned, Payouts, ITask {
         emit DistanceThresholdSet(distanceThreshold_);
     }
 
+    /// @notice Applies to tasks created afterwards.
+    function setMinTaskFee(uint256 minTaskFee_) external onlyOwner {
+        minTaskFee = minTaskFee_;
+        emit MinTaskFeeSet(minTaskFee_);
+    }
+
+    /// @notice Applies to tasks whose nodes report afterwards.
+    function setArgumentsWait(uint256 argumentsWait_, uint256 compensationBps_) external onlyOwner {
+        if (argumentsWait_ >= taskTimeout || compensationBps_ > 3_000) {
+            revert InvalidArgumentsWait(argumentsWait_, compensationBps_);
+        }
+        argumentsWait = argumentsWait_;
+        argumentsCompensationBps = compensationBps_;
+        emit ArgumentsWaitSet(argumentsWait_, compensationBps_);
+    }
+
     /*//////////////////////////////////////////////////////////////
                               APPLICATIONS
     //////////////////////////////////////////////////////////////*/
@@ -249,7 +293,7 @@ contract Task is Owned, Payouts, ITask {
         returns (uint256 taskId)
     {
         if (taskType > uint8(TaskType.GPT)) revert InvalidTaskType(taskType);
-        if (msg.value == 0) revert ZeroFee();
+        if (msg.value == 0 || msg.value < minTaskFee) revert FeeBelowMinimum(msg.value, minTaskFee);
         if (msg.value > type(uint128).max || vramLimit > type(uint64).max || cap > type(uint64).max) {
             revert ValueTooLarge(msg.value, vramLimit, cap);
         }
@@ -270,6 +314,7 @@ contract Task is Owned, Payouts, ITask {
             stats.taskPhaseChanged(TaskPhase.None, TaskPhase.Running);
             _start(taskId, t);
         } else {
+            if (!node.canEverRun(TaskType(taskType), vramLimit)) revert TaskCannotRun(TaskType(taskType), vramLimit);
             t.status = TaskStatus.Queued;
             ++numQueued;
             stats.taskPhaseChanged(TaskPhase.None, TaskPhase.Queued);
@@ -296,19 +341,29 @@ contract Task is Owned, Payouts, ITask {
 
         // Cancel compensation (QoS only, nobody is paid): when no round committed, each scores as if it
         // had finished in its round position; otherwise only the committed rounds score, in commit order.
+        // Once all committed, a round that has not disclosed withheld its result: it is slashed like a
+        // wrong one, so that withholding never pays better than disclosing (docs/protocol-decisions.md).
         bool isNoneCommitted = t.numCommits == 0;
-        bool[3] memory isOpen;
+        bool couldDisclose = status == TaskStatus.CommitmentsReady;
+        RoundState[3] memory outcomes;
         uint256[3] memory scores;
         for (uint256 r; r < NUM_ROUNDS; ++r) {
             Round storage rd = t.rounds[r];
             if (rd.state != RoundState.Pending) continue;
-            isOpen[r] = true;
-            scores[r] = 2 * _award(isNoneCommitted ? r + 1 : rd.commitPos);
+            if (couldDisclose && rd.disclosePos == 0) {
+                outcomes[r] = RoundState.Slashed;
+            } else {
+                outcomes[r] = RoundState.Cancelled;
+                scores[r] = 2 * _award(isNoneCommitted ? r + 1 : rd.commitPos);
+            }
         }
-        // The last _endRound deletes the task: from here on only the memory copies are read.
-        for (uint256 r; r < NUM_ROUNDS; ++r) {
-            if (isOpen[r]) _endRound(taskId, t, r, RoundState.Cancelled, scores[r]);
-        }
+        _endOpenRounds(taskId, t, outcomes, scores);
+        _dispatchQueued();
+    }
+
+    /// @notice Starts queued tasks the available nodes can take, at most MAX_STARTS_PER_CALL. Every call
+    /// that frees nodes does this already; anyone may call it when more nodes were freed at once.
+    function dispatchQueued() external {
         _dispatchQueued();
     }
 
@@ -320,6 +375,7 @@ contract Task is Owned, Payouts, ITask {
         TaskInfo storage t = _runningTask(taskId);
         Round storage rd = _callerRound(t, taskId, round);
         if (rd.commitPos != 0) revert AlreadyCommitted(taskId, round);
+        if (rd.isNoArgs) revert ReportedNoArguments(taskId, round);
         if (commitment == bytes32(0)) revert EmptyCommitment(taskId, round);
         t.commitments[round] = commitment;
         rd.commitPos = ++t.numCommits;
@@ -332,12 +388,54 @@ contract Task is Owned, Payouts, ITask {
         TaskInfo storage t = _runningTask(taskId);
         Round storage rd = _callerRound(t, taskId, round);
         if (rd.commitPos != 0) revert AlreadyCommitted(taskId, round);
+        if (rd.isNoArgs) revert ReportedNoArguments(taskId, round);
         rd.isError = true;
         rd.commitPos = ++t.numCommits;
         rd.disclosePos = ++t.numDisclosed;
         emit TaskErrorReported(taskId, round, msg.sender);
         _afterCommit(taskId, t);
         _afterDisclosure(taskId, t, round);
+        _dispatchQueued();
+    }
+
+    /// @notice The arguments never reached this node (a selected node that has not committed, from
+    /// `argumentsWait` after the start). The second report aborts the task: each reporting node is paid
+    /// `argumentsCompensationBps` of the fee for the time it was held, the rest is refunded, and every
+    /// round ends Cancelled scoring as if it had finished in its round position.
+    function reportNoArguments(uint256 taskId, uint256 round) external {
+        TaskInfo storage t = _runningTask(taskId);
+        Round storage rd = _callerRound(t, taskId, round);
+        if (rd.commitPos != 0) revert AlreadyCommitted(taskId, round);
+        if (rd.isNoArgs) revert AlreadyReportedNoArguments(taskId, round);
+        uint256 waitEnds = uint256(t.startedAt) + argumentsWait;
+        if (block.timestamp < waitEnds) revert ArgumentsWaitNotPassed(taskId, waitEnds, block.timestamp);
+        rd.isNoArgs = true;
+        emit TaskNoArgumentsReported(taskId, round, msg.sender);
+        uint256 numReports;
+        for (uint256 r; r < NUM_ROUNDS; ++r) {
+            if (t.rounds[r].isNoArgs) ++numReports;
+        }
+        if (numReports < 2) return;
+
+        // Two rounds never committed, so nothing was disclosed or decided: every round is Pending.
+        _end(taskId, t, TaskPhase.Aborted, REASON_NO_ARGUMENTS);
+        uint256 amount = (uint256(t.fee) * argumentsCompensationBps) / BPS;
+        RoundState[3] memory outcomes;
+        uint256[3] memory scores;
+        for (uint256 r; r < NUM_ROUNDS; ++r) {
+            Round storage open = t.rounds[r];
+            outcomes[r] = RoundState.Cancelled;
+            scores[r] = 2 * _award(r + 1);
+            if (!open.isNoArgs) continue;
+            // At most 2 * 30% of the fee (setArgumentsWait): within the balance, nothing was paid yet.
+            unchecked {
+                t.balance -= uint128(amount);
+                totalEscrowed -= amount;
+            }
+            emit TaskNodeCompensated(taskId, open.node, amount);
+            _pay(open.node, amount);
+        }
+        _endOpenRounds(taskId, t, outcomes, scores);
         _dispatchQueued();
     }
 
@@ -493,12 +591,33 @@ contract Task is Owned, Payouts, ITask {
         }
     }
 
+    /// @dev An error report counts as an empty disclosed result (PROTOCOL.md, step 4): it matches another
+    /// error report and an empty GPT result; an empty SD result is never valid, so it matches no SD result.
     function _isMatch(TaskInfo storage t, uint256 a, uint256 b) internal view returns (bool) {
         bool isErrorA = t.rounds[a].isError;
         bool isErrorB = t.rounds[b].isError;
-        if (isErrorA || isErrorB) return isErrorA && isErrorB;
-        if (t.taskType == TaskType.GPT) return t.results[a].isSameBytes(t.results[b]);
-        return t.results[a].isSimilarImageHashes(t.results[b], distanceThreshold);
+        if (isErrorA && isErrorB) return true;
+        bytes memory resultA = isErrorA ? bytes("") : t.results[a];
+        bytes memory resultB = isErrorB ? bytes("") : t.results[b];
+        if (t.taskType == TaskType.GPT) return resultA.isSameBytes(resultB);
+        return resultA.isSimilarImageHashes(resultB, distanceThreshold);
+    }
+
+    /// @dev Ends the rounds still Pending with the given outcomes and scores. The last _endRound deletes
+    /// the task: the rounds to end are read before any ends.
+    function _endOpenRounds(
+        uint256 taskId,
+        TaskInfo storage t,
+        RoundState[3] memory outcomes,
+        uint256[3] memory scores
+    ) internal {
+        bool[3] memory isOpen;
+        for (uint256 r; r < NUM_ROUNDS; ++r) {
+            isOpen[r] = t.rounds[r].state == RoundState.Pending;
+        }
+        for (uint256 r; r < NUM_ROUNDS; ++r) {
+            if (isOpen[r]) _endRound(taskId, t, r, outcomes[r], scores[r]);
+        }
     }
 
     /*//////////////////////////////////////////////////////////////
@@ -508,6 +627,7 @@ contract Task is Owned, Payouts, ITask {
     function _start(uint256 taskId, TaskInfo storage t) internal {
         t.status = TaskStatus.Started;
         t.deadline = uint64(block.timestamp + taskTimeout);
+        t.startedAt = uint64(block.timestamp);
         address[3] memory selected = node.selectNodes(taskId, t.taskType, t.vramLimit, t.taskHash);
         for (uint256 r; r < NUM_ROUNDS; ++r) {
             t.rounds[r].node = selected[r];
@@ -515,10 +635,10 @@ contract Task is Owned, Payouts, ITask {
         }
     }
 
-    /// @dev Starts queued tasks, highest value first, while the available nodes can take one. Each start
-    /// takes three available nodes, so the loop runs at most numAvailable / 3 + 1 times.
+    /// @dev Starts queued tasks, highest value first, while the available nodes can take one, at most
+    /// MAX_STARTS_PER_CALL: a call's cost never grows with the number of nodes freed or tasks queued.
     function _dispatchQueued() internal {
-        while (numQueued != 0) {
+        for (uint256 i; i < MAX_STARTS_PER_CALL && numQueued != 0; ++i) {
             uint256 taskId = queue.popRunnable();
             if (taskId == 0) return;
             --numQueued;

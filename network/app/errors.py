@@ -79,7 +79,8 @@ class RequestConflict(ApplicationError, ValueError):
 # The protocol's wording for the custom errors an application can meet; others show their decoded name.
 REVERT_REASONS: dict[str, str] = {
     "TaskFeeTooLow": AbortReason.FEE_TOO_LOW,
-    "ZeroFee": "Task fee is zero",
+    "FeeBelowMinimum": "Task fee is below the network's minimum",
+    "TaskCannotRun": "No card model in the network can run a task with this VRAM limit",
     "ValueTooLarge": "Task fee, VRAM limit or cap out of range",
     "InvalidTaskType": "Unknown task type",
     "EstimateTooLarge": "Task cap out of range",

@@ -173,6 +173,16 @@ class Net:
         for account in accounts:
             self.join(account, card)
 
+    def join_paused(self, accounts: Sequence[str], card: tuple[str, int, str] = GPU_A) -> None:
+        """Joined but paused: the network could run tasks of this card (none is refused as unrunnable),
+        and none starts until the nodes resume."""
+        for account in accounts:
+            self.join(account, card)
+            self.tx(self.node.functions.pause(), account)
+
+    def resume(self, account: str) -> Any:
+        return self.tx(self.node.functions.resume(), account)
+
     def node_stake(self) -> int:
         return self.node.functions.nodeStake().call()
 

@@ -33,6 +33,7 @@ def via(net: Net, rejecter: Contract, target: Contract, fn: str, args: list[Any]
 
 
 def test_refused_refund_is_credited_and_withdrawn_later(net: Net, rejecter: Contract):
+    net.join_paused(net.accounts[3:6])  # the task could run: it is queued, not refused
     create = [int(TaskType.SD), b"\1" * 32, b"\0" * 32, 0, 1]
     receipt = via(net, rejecter, net.task, "createTask", create, ETHER)
     (task_id,) = [e["taskId"] for e in net.event_args(receipt, "TaskPending")]

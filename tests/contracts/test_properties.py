@@ -1,11 +1,13 @@
-"""Random sequences of joins, pauses, resumes, quits, tasks, commits, disclosures, error reports, uploads,
-cancels and the passing of time, driven by hypothesis against the real contracts.
+"""Random sequences of joins, pauses, resumes, quits, tasks, commits, disclosures, error reports, "no
+arguments" reports, uploads, cancels (withholders slashed) and the passing of time, driven by hypothesis
+against the real contracts.
 
 After every step: the native currency is conserved to the wei, each contract's balance equals its books,
-NetworkStats agrees with the nodes' statuses and with an independent count of the task events, and every
-node status change followed the status table of PROTOCOL.md. A sequence is a list of weighted actions (a
-random-sequence driver rather than a RuleBasedStateMachine: every example runs the full length, so tasks
-get far enough to reach their decisions).
+NetworkStats agrees with the nodes' statuses and with an independent count of the task events, every
+node status change followed the status table of PROTOCOL.md, and each card model's selection books
+(available nodes, summed weight, joined nodes) agree with the nodes' statuses and QoS weights. A
+sequence is a list of weighted actions (a random-sequence driver rather than a RuleBasedStateMachine:
+every example runs the full length, so tasks get far enough to reach their decisions).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from web3 import Web3
 from cluster.chain.contracts import Decision, NodeStatus, RoundState, TaskStatus, TaskType
 from cluster.chain.deploy import Deployment
 from cluster.chain.revert import ContractRevert
-from cluster.protocol.hashes import commitment
+from cluster.protocol.hashes import card_model_key, commitment
 from tests.contracts.net import ETHER, GPU_A, GPU_B, GPU_SMALL, Net
 
 S = NodeStatus
@@ -29,6 +31,8 @@ NUM_NODES = 10
 CARDS = [GPU_A] * 4 + [GPU_B] * 4 + [GPU_SMALL] * 2
 RESULTS = [keccak(b"a"), keccak(b"b")]  # a small alphabet: matches and mismatches are both common
 TIMEOUT_S = 15 * 60
+ARGUMENTS_WAIT_S = 2 * 60
+MIN_FEE = 10**15
 # (from, to) of the status table, plus the task-driven moves (select, finish, slash, kick-out).
 ALLOWED = {
     (S.QUIT, S.AVAILABLE), (S.AVAILABLE, S.PAUSED), (S.PAUSED, S.AVAILABLE), (S.AVAILABLE, S.QUIT),
@@ -97,7 +101,7 @@ class Scenario:
         elif kind == "node":
             self.node_action(a % NUM_NODES, list(NODE_ACTIONS)[b % 3])
         elif kind == "time":
-            self.net.mine_after([60, TIMEOUT_S + 1][a % 2])
+            self.net.mine_after([60, ARGUMENTS_WAIT_S + 1, TIMEOUT_S + 1][a % 3])
         else:
             self.cancel(a, b)
 
@@ -127,7 +131,10 @@ class Scenario:
         task_hash = keccak(fee.to_bytes(32, "big"))
         call = self.net.task.functions.createTask(int(task_type), task_hash, b"\0" * 32, vram_limit, cap)
         err = self.try_send(call, self.creators[creator], fee)
-        assert err is None or err.name == "TaskFeeTooLow"
+        if fee < MIN_FEE:
+            assert err is not None and err.name == "FeeBelowMinimum"
+        else:
+            assert err is None or err.name in ("TaskFeeTooLow", "TaskCannotRun"), err
 
     def cancel(self, pick: int, caller_pick: int) -> None:
         live = self.net.live_tasks()
@@ -154,9 +161,9 @@ class Scenario:
         for task_id, task in self.net.live_tasks().items():
             if task["status"] < TaskStatus.STARTED:
                 continue
-            for r, (_, commit_pos, disclose_pos, _, state) in enumerate(task["rounds"]):
-                if commit_pos == 0:
-                    moves += [("commit", task_id, r)] * 3 + [("error", task_id, r)]
+            for r, (_, commit_pos, disclose_pos, _, state, is_no_args) in enumerate(task["rounds"]):
+                if commit_pos == 0 and not is_no_args:
+                    moves += [("commit", task_id, r)] * 3 + [("error", task_id, r), ("noargs", task_id, r)]
                 elif disclose_pos == 0 and task["status"] == TaskStatus.COMMITMENTS_READY:
                     moves.append(("disclose", task_id, r))
                 elif (
@@ -176,6 +183,9 @@ class Scenario:
             self.send(fns.submitTaskResultCommitment(task_id, r, commitment(result, nonce, node)), node)
         elif move == "error":
             self.send(fns.reportTaskError(task_id, r), node)
+        elif move == "noargs":
+            err = self.try_send(fns.reportNoArguments(task_id, r), node)
+            assert err is None or err.name == "ArgumentsWaitNotPassed", err
         elif move == "disclose":
             result, nonce = self.net._secrets[(task_id, r)]
             self.send(fns.discloseTaskResult(task_id, r, result, nonce), node)
@@ -192,6 +202,21 @@ class Scenario:
         assert counters["total"] == self.num_created
         assert counters["succeeded"] == self.num_succeeded
         assert counters["aborted"] == self.num_aborted
+        self.check_selection_books(statuses)
+
+    def check_selection_books(self, statuses: dict[str, NodeStatus]) -> None:
+        for card in set(CARDS):
+            nodes = [n for n, c in zip(self.nodes, CARDS, strict=True) if c == card]
+            available = [n for n in nodes if statuses.get(n) == S.AVAILABLE]
+            joined = [n for n in nodes if statuses.get(n, S.QUIT) != S.QUIT]
+            weights = {n: self.net.view(self.net.qos, "weight", n) for n in available}
+            key = card_model_key(*card)
+            _vram, num_available, total_weight, num_joined = self.net.view(self.net.node, "cardModel", key)
+            expected = (len(available), sum(weights.values()), len(joined))
+            assert (num_available, total_weight, num_joined) == expected
+            members, member_weights, _ = self.net.view(self.net.node, "availableNodesOf", key)
+            members = [Web3.to_checksum_address(m) for m in members]
+            assert dict(zip(members, member_weights, strict=True)) == weights
 
 
 @pytest.mark.slow

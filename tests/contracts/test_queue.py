@@ -32,15 +32,16 @@ def test_estimates_are_fixed_point_milliseconds(net: Net):
 
 def test_highest_value_runs_first_when_nodes_become_available(net: Net):
     creator = net.accounts[1]
+    a, b, c = net.accounts[3:6]
+    net.join_paused([a, b, c])
     t_sd_1, _ = net.create_task(creator, SD, ETHER, cap=1)  # 1 CNX / 50 s
     t_sd_3, _ = net.create_task(creator, SD, ETHER, cap=3)  # 1 CNX / 110 s
     t_sd_hi, _ = net.create_task(creator, SD, 2 * ETHER, cap=1)  # 2 CNX / 50 s
     t_gpt, _ = net.create_task(creator, GPT, ETHER, cap=1000)  # 1 CNX / 60 s
     assert net.task_counters()["queued"] == 4
-    a, b, c = net.accounts[3:6]
-    net.join(a)
-    net.join(b)
-    order = started_ids(net, [net.join(c)])
+    net.resume(a)
+    net.resume(b)
+    order = started_ids(net, [net.resume(c)])
     for _ in range(3):
         order += started_ids(net, finish(net, order[-1]))
     assert order == [t_sd_hi, t_sd_1, t_gpt, t_sd_3]
@@ -49,12 +50,14 @@ def test_highest_value_runs_first_when_nodes_become_available(net: Net):
 
 def test_equal_values_run_first_come_first_served(net: Net):
     creator = net.accounts[1]
+    net.join_paused(net.accounts[3:6])
     older, _ = net.create_task(creator, GPT, ETHER, cap=1000)  # 1 CNX / 60 s
     newer, _ = net.create_task(creator, GPT, 2 * ETHER, cap=2200)  # 2 CNX / 120 s: the same value
     highest, _ = net.create_task(creator, GPT, ETHER, cap=0)  # 1 CNX / 10 s
     assert net.queue.functions.queuedTaskIds().call() == [highest, older, newer]
-    net.join_all(net.accounts[3:5])
-    order = started_ids(net, [net.join(net.accounts[5])])
+    net.resume(net.accounts[3])
+    net.resume(net.accounts[4])
+    order = started_ids(net, [net.resume(net.accounts[5])])
     for _ in range(2):
         order += started_ids(net, finish(net, order[-1]))
     assert order == [highest, older, newer]
@@ -63,14 +66,16 @@ def test_equal_values_run_first_come_first_served(net: Net):
 def test_a_group_the_nodes_cannot_take_waits_while_others_start(net: Net):
     creator = net.accounts[1]
     net.join_all(net.accounts[3:6], GPU_A)  # 24 GB
+    net.join_paused(net.accounts[6:9], GPU_C)  # 80 GB, paused: the task could run, not now
     big, _ = net.create_task(creator, SD, 10 * ETHER, vram_limit=48)
     assert net.task_status(big) == TaskStatus.QUEUED
     small, receipt = net.create_task(creator, SD, ETHER, vram_limit=16)  # starts at once, although big waits
     assert started_ids(net, [receipt]) == [small]
     receipts = finish(net, small)
     assert started_ids(net, receipts) == []  # 24 GB nodes free again: still not enough for big
-    net.join_all(net.accounts[6:8], GPU_C)
-    receipt = net.join(net.accounts[8], GPU_C)
+    net.resume(net.accounts[6])
+    net.resume(net.accounts[7])
+    receipt = net.resume(net.accounts[8])
     assert started_ids(net, [receipt]) == [big]
     assert set(net.selected(big)) == set(net.accounts[6:9])
 
@@ -90,6 +95,7 @@ def test_full_queue_evicts_the_lowest_value_task_and_refunds_it(net: Net):
     creator, rich = net.accounts[1], net.accounts[2]
     limit = net.queue.functions.sizeLimit().call()
     assert limit == 50
+    net.join_paused(net.accounts[3:6])
     ids = [net.create_task(creator, SD, ETHER, cap=1)[0] for _ in range(limit - 1)]
     cheap, _ = net.create_task(creator, SD, ETHER, cap=2)  # the lowest value: 1 CNX / 80 s
     new, receipt = net.create_task(rich, GPT, ETHER, cap=1)
@@ -115,6 +121,7 @@ def test_full_queue_evicts_the_lowest_value_task_and_refunds_it(net: Net):
 def test_full_queue_rejects_a_task_of_lower_or_equal_value(net: Net):
     creator = net.accounts[1]
     net.tx(net.queue.functions.setSizeLimit(2), net.owner)
+    net.join_paused(net.accounts[3:6])
     net.create_task(creator, SD, ETHER, cap=1)
     net.create_task(creator, SD, 2 * ETHER, cap=1)
     create = net.task.functions.createTask

@@ -61,6 +61,10 @@ def test_sd_tasks_mix_card_models_where_gpt_must_wait(net: Net):
     a, b, c = net.accounts[3:6]
     for node, card in ((a, GPU_A), (b, GPU_B), (c, GPU_C)):
         net.join(node, card)
+    create = net.task.functions.createTask(GPT, b"\1" * 32, b"\0" * 32, 0, 1)
+    err = net.reverts(create, net.accounts[1], ETHER)
+    assert err.name == "TaskCannotRun"  # no card model has three nodes: the task could never start
+    net.join_paused(net.accounts[6:8], GPU_A)  # now one could: the task waits
     gpt, _ = net.create_task(net.accounts[1], GPT, ETHER)
     assert net.task_status(gpt) == TaskStatus.QUEUED
     sd, receipt = net.create_task(net.accounts[1], SD, ETHER)
@@ -71,10 +75,11 @@ def test_gpt_waits_until_one_card_model_has_three_available_nodes(net: Net):
     a1, a2, b1, b2, a3 = net.accounts[3:8]
     for node, card in ((a1, GPU_A), (a2, GPU_A), (b1, GPU_B), (b2, GPU_B)):
         net.join(node, card)
+    net.join_paused([a3], GPU_A)
     task_id, receipt = net.create_task(net.accounts[1], GPT, ETHER)
     assert net.event_args(receipt, "TaskStarted") == []
     assert net.task_status(task_id) == TaskStatus.QUEUED
-    receipt = net.join(a3, GPU_A)
+    receipt = net.resume(a3)
     assert sorted(started(net, [receipt])[task_id]) == sorted([a1, a2, a3])
     assert net.task_status(task_id) == TaskStatus.STARTED
 
@@ -89,8 +94,9 @@ def test_vram_limit_excludes_smaller_cards(net: Net):
         task_id, receipt = net.create_task(creator, task_type, ETHER, vram_limit=16)
         assert sorted(started(net, [receipt])[task_id]) == sorted(big)
         finish(net, task_id)
-    task_id, receipt = net.create_task(creator, SD, ETHER, vram_limit=25)
-    assert net.task_status(task_id) == TaskStatus.QUEUED
+    create = net.task.functions.createTask
+    err = net.reverts(create(SD, b"\1" * 32, b"\0" * 32, 25, 1), creator, ETHER)
+    assert err.name == "TaskCannotRun" and err.error_args == {"taskType": SD, "vramLimit": 25}
     assert net.node.functions.canRun(SD, 24).call() and not net.node.functions.canRun(SD, 25).call()
 
 
@@ -118,13 +124,13 @@ def test_selection_weights_are_qos_scores(net: Net):
     assert sorted(members) == sorted(nodes) and weights == [20, 20, 20] and vram == 24
     task_id, _ = net.create_task(net.accounts[1], GPT, ETHER)
     assert net.node.functions.availableNodesOf(key).call()[0] == []
-    assert net.node.functions.activeCardModels().call() == []
+    assert net.node.functions.cardModel(key).call() == [24, 0, 0, 3]  # VRAM, available, weight, joined
     selected = net.selected(task_id)
     net.run(task_id, [b"r" * 32] * 3)
     net.upload(task_id, 0, selected[0])
     members, weights, _ = net.node.functions.availableNodesOf(key).call()
     assert dict(zip(members, weights, strict=True)) == dict(zip(selected, (20, 18, 12), strict=True))
-    assert [bytes(k) for k in net.node.functions.activeCardModels().call()] == [key]
+    assert net.node.functions.cardModel(key).call() == [24, 3, 50, 3]
 
 
 def test_only_task_may_select_finish_or_slash(net: Net):

@@ -237,6 +237,8 @@ def test_position_awards_follow_commit_and_disclosure_order(net: Net):
 def test_fee_must_be_positive_and_type_known(net: Net):
     creator = net.accounts[1]
     fns = net.task.functions
-    assert net.reverts(fns.createTask(0, b"\1" * 32, b"\0" * 32, 0, 1), creator, 0).name == "ZeroFee"
+    assert net.reverts(fns.createTask(0, b"\1" * 32, b"\0" * 32, 0, 1), creator, 0).name == "FeeBelowMinimum"
+    err = net.reverts(fns.createTask(0, b"\1" * 32, b"\0" * 32, 0, 1), creator, 10**15 - 1)
+    assert err.name == "FeeBelowMinimum" and err.error_args == {"fee": 10**15 - 1, "minTaskFee": 10**15}
     err = net.reverts(fns.createTask(2, b"\1" * 32, b"\0" * 32, 0, 1), creator, 1)
     assert err.name == "InvalidTaskType" and err.error_args == {"taskType": 2}

@@ -92,6 +92,7 @@ def test_cancel_after_an_error_decision_ends_the_open_round_without_a_second_abo
 
 def test_queued_task_is_cancelled_by_its_creator_at_any_time(net: Net):
     creator, other = net.accounts[1], net.accounts[2]
+    net.join_paused(net.accounts[3:6])
     task_id, receipt = net.create_task(creator, TaskType.SD, 3 * ETHER)
     assert net.task_status(task_id) == TaskStatus.QUEUED
     assert net.reverts(net.task.functions.cancelTask(task_id), other).name == "NotTaskCreator"

@@ -8,6 +8,10 @@ interface INode {
     /// @notice Whether three available nodes can take a task of this type and VRAM need right now.
     function canRun(TaskType taskType, uint256 vramLimit) external view returns (bool);
 
+    /// @notice Whether the joined nodes (whatever their status now) could ever take such a task: three
+    /// with VRAM >= vramLimit for SD, three of one card model for GPT. A task failing this is refused.
+    function canEverRun(TaskType taskType, uint256 vramLimit) external view returns (bool);
+
     /// @notice The largest vramLimit of an SD task / of a GPT task that three available nodes can take now.
     function capacity()
         external

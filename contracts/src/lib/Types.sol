@@ -36,7 +36,7 @@ struct NodeInfo {
     uint32 gpuVramGB;
     uint64 taskId; // the task the node holds, 0 when it holds none
     uint128 stake; // what the node paid to join: refunded on quit / kick-out, sent to the treasury on slash
-    uint24 memberIndex; // 1-based position among the available nodes of its card model, 0 unless Available
+    uint24 memberIndex; // 1 while Available (its places in the selection lists are in Node's seats), else 0
     bytes32 cardModelKey; // keccak256(abi.encode(gpuName, gpuVramGB, runtime))
     string gpuName;
     string runtime;

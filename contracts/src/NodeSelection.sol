@@ -1,0 +1,371 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity 0.8.28;
+
+/// @title NodeSelection: the available nodes, indexed so that every draw and every update is bounded.
+/// @notice The work of each function depends on constants only (20 weight classes, a 3-level tree of 16
+/// over VRAM in GB), never on the number of nodes or card models: a network of 10,000 nodes selects at
+/// the price of one of ten.
+///
+/// The weights are QoS weights, integers in 1..20. Every available node sits in two lists:
+/// - its card-model group's list for its weight class (the draws inside one group);
+/// - one pool's list for (its VRAM, its weight class): pool TRIO when its group has >= 3 available nodes
+///   (the nodes a GPT task can start on), pool SMALL otherwise. A group crossing 3 moves <= 3 nodes.
+/// A weight class of n nodes of weight w weighs n * w, so a weighted draw picks a class by its counts
+/// (packed, 2 slots) and a node uniformly inside it. Per pool, a 16-ary tree of three levels sums
+/// (count, weight) over VRAM 0..4095, so "the nodes with VRAM >= limit" is a walk of 3 levels.
+/// Drawing a node by weight among the eligible nodes of every group is the protocol's "a group by its
+/// summed weight, then a member by its weight" in one step (P = W_g / W * w / W_g = w / W).
+/// Pool JOINED counts the nodes that have joined (any status but Quit) and, in its weight field, the
+/// groups with >= 3 of them: whether a task could ever run, whatever the nodes are doing now.
+///
+/// Removing a node from a list moves the last one into its place; the vacated slot is left as it is
+/// (its count says it is free), so that the next node to enter writes a non-zero slot (2,900 gas)
+/// rather than a zero one (20,000).
+abstract contract NodeSelection {
+    /*//////////////////////////////////////////////////////////////
+                                CONSTANTS
+    //////////////////////////////////////////////////////////////*/
+
+    uint256 public constant MAX_VRAM_GB = 4095;
+    uint256 internal constant MAX_WEIGHT = 20;
+    uint256 internal constant POOL_SMALL = 0;
+    uint256 internal constant POOL_TRIO = 1;
+    uint256 internal constant POOL_JOINED = 2;
+    uint256 internal constant TRIO = 3;
+
+    /// @dev A tree entry: count << 40 | weight, 64 bits, four to a slot.
+    uint256 internal constant COUNT_SHIFT = 40;
+    uint256 internal constant WEIGHT_MASK = (1 << 40) - 1;
+    uint256 internal constant ENTRY_MASK = (1 << 64) - 1;
+    uint256 internal constant ONE_NODE = 1 << 40;
+    /// @dev A class count: 24 bits, ten to a slot.
+    uint256 internal constant CLASS_MASK = (1 << 24) - 1;
+
+    /*//////////////////////////////////////////////////////////////
+                                 ERRORS
+    //////////////////////////////////////////////////////////////*/
+
+    /// @dev More than 2**24 - 1 nodes of one weight class in one list.
+    error ListFull(uint256 weightClass);
+    /// @dev A draw found no node: callers check capacity first, so this guards against bugs.
+    error NothingToDraw();
+
+    /*//////////////////////////////////////////////////////////////
+                                 STORAGE
+    //////////////////////////////////////////////////////////////*/
+
+    /// @dev A card model. `size` counts its available nodes, `joined` the nodes not Quit.
+    struct CardGroup {
+        uint32 gpuVramGB;
+        uint32 size;
+        uint32 joined;
+        uint64 totalWeight;
+    }
+
+    /// @dev Where an available node sits: 1-based positions in its group's and its pool's class lists.
+    struct Seat {
+        uint32 groupPos;
+        uint32 poolPos;
+        uint8 weight;
+        uint8 pool;
+    }
+
+    mapping(bytes32 => CardGroup) internal _groups;
+    mapping(bytes32 => uint256[2]) internal _groupClassCounts;
+    /// @dev group key => weight << 32 | position => node.
+    mapping(bytes32 => mapping(uint256 => address)) internal _groupMembers;
+    /// @dev pool << 32 | vram => class counts.
+    mapping(uint256 => uint256[2]) internal _poolClassCounts;
+    /// @dev pool << 96 | vram << 64 | weight << 32 | position => node.
+    mapping(uint256 => address) internal _poolMembers;
+    /// @dev pool << 24 | level << 16 | slot => four tree entries.
+    mapping(uint256 => uint256) internal _tree;
+    mapping(address => Seat) internal _seats;
+
+    /*//////////////////////////////////////////////////////////////
+                          ENTERING AND LEAVING
+    //////////////////////////////////////////////////////////////*/
+
+    function _enterPools(address node, bytes32 key, uint256 vram, uint256 weight) internal {
+        CardGroup storage g = _groups[key];
+        uint256 size = g.size + 1;
+        g.size = uint32(size);
+        // weight <= 20 and a group has < 2**32 members: no overflow of 64 bits.
+        unchecked {
+            g.totalWeight += uint64(weight);
+        }
+        uint256 groupPos = _incClass(_groupClassCounts[key], weight);
+        _groupMembers[key][(weight << 32) | groupPos] = node;
+        Seat storage seat = _seats[node];
+        seat.groupPos = uint32(groupPos);
+        seat.weight = uint8(weight);
+        if (size == TRIO) _movePool(key, vram, POOL_SMALL, POOL_TRIO, node);
+        _poolInsert(size >= TRIO ? POOL_TRIO : POOL_SMALL, vram, weight, node, seat);
+    }
+
+    function _leavePools(address node, bytes32 key, uint256 vram) internal {
+        Seat storage seat = _seats[node];
+        uint256 weight = seat.weight;
+        _poolRemove(seat.pool, vram, weight, seat.poolPos);
+
+        uint256[2] storage counts = _groupClassCounts[key];
+        uint256 last = _classCount(counts, weight);
+        uint256 pos = seat.groupPos;
+        if (pos != last) {
+            address moved = _groupMembers[key][(weight << 32) | last];
+            _groupMembers[key][(weight << 32) | pos] = moved;
+            _seats[moved].groupPos = uint32(pos);
+        }
+        _decClass(counts, weight);
+        CardGroup storage g = _groups[key];
+        uint256 size = g.size - 1;
+        g.size = uint32(size);
+        unchecked {
+            g.totalWeight -= uint64(weight);
+        }
+        if (size == TRIO - 1) _movePool(key, vram, POOL_TRIO, POOL_SMALL, address(0));
+    }
+
+    /// @dev The group crossed 3 available nodes: its other members (at most 2) change pool.
+    function _movePool(bytes32 key, uint256 vram, uint256 from, uint256 to, address except) internal {
+        uint256[2] storage counts = _groupClassCounts[key];
+        for (uint256 w = 1; w <= MAX_WEIGHT; ++w) {
+            uint256 n = _classCount(counts, w);
+            for (uint256 pos = 1; pos <= n; ++pos) {
+                address member = _groupMembers[key][(w << 32) | pos];
+                if (member == except) continue;
+                Seat storage seat = _seats[member];
+                _poolRemove(from, vram, w, seat.poolPos);
+                _poolInsert(to, vram, w, member, seat);
+            }
+        }
+    }
+
+    function _poolInsert(uint256 pool, uint256 vram, uint256 weight, address node, Seat storage seat) internal {
+        uint256 pos = _incClass(_poolClassCounts[(pool << 32) | vram], weight);
+        _poolMembers[_poolKey(pool, vram, weight, pos)] = node;
+        seat.pool = uint8(pool);
+        seat.poolPos = uint32(pos);
+        _treeAdd(pool, vram, ONE_NODE | weight);
+    }
+
+    function _poolRemove(uint256 pool, uint256 vram, uint256 weight, uint256 pos) internal {
+        uint256[2] storage counts = _poolClassCounts[(pool << 32) | vram];
+        uint256 last = _classCount(counts, weight);
+        if (pos != last) {
+            address moved = _poolMembers[_poolKey(pool, vram, weight, last)];
+            _poolMembers[_poolKey(pool, vram, weight, pos)] = moved;
+            _seats[moved].poolPos = uint32(pos);
+        }
+        _decClass(counts, weight);
+        _treeSub(pool, vram, ONE_NODE | weight);
+    }
+
+    /// @dev A node joined (status leaves Quit): counted in JOINED, with its group once it makes 3.
+    function _countJoined(bytes32 key, uint256 vram) internal {
+        CardGroup storage g = _groups[key];
+        uint256 joined = g.joined + 1;
+        g.joined = uint32(joined);
+        _treeAdd(POOL_JOINED, vram, ONE_NODE | (joined == TRIO ? 1 : 0));
+    }
+
+    /// @dev A node left the network (status Quit).
+    function _uncountJoined(bytes32 key, uint256 vram) internal {
+        CardGroup storage g = _groups[key];
+        uint256 joined = g.joined;
+        g.joined = uint32(joined - 1);
+        _treeSub(POOL_JOINED, vram, ONE_NODE | (joined == TRIO ? 1 : 0));
+    }
+
+    /*//////////////////////////////////////////////////////////////
+                                  DRAWS
+    //////////////////////////////////////////////////////////////*/
+
+    /// @dev An available node with VRAM >= vramLimit, by weight, from both pools.
+    function _drawAny(uint256 vramLimit, uint256 random) internal view returns (address) {
+        uint256 small = _sumFrom(POOL_SMALL, vramLimit) & WEIGHT_MASK;
+        uint256 trio = _sumFrom(POOL_TRIO, vramLimit) & WEIGHT_MASK;
+        if (small + trio == 0) revert NothingToDraw();
+        uint256 r = random % (small + trio);
+        return r < small ? _drawFrom(POOL_SMALL, vramLimit, r) : _drawFrom(POOL_TRIO, vramLimit, r - small);
+    }
+
+    /// @dev An available node of a group of >= 3 with VRAM >= vramLimit, by weight: its group is then
+    /// drawn by the group's summed weight.
+    function _drawTrio(uint256 vramLimit, uint256 random) internal view returns (address) {
+        uint256 trio = _sumFrom(POOL_TRIO, vramLimit) & WEIGHT_MASK;
+        if (trio == 0) revert NothingToDraw();
+        return _drawFrom(POOL_TRIO, vramLimit, random % trio);
+    }
+
+    /// @dev An available node of one group, by weight.
+    function _drawInGroup(bytes32 key, uint256 random) internal view returns (address) {
+        uint256 total = _groups[key].totalWeight;
+        if (total == 0) revert NothingToDraw();
+        (uint256 weight, uint256 pos) = _pickClass(_groupClassCounts[key], random % total);
+        return _groupMembers[key][(weight << 32) | pos];
+    }
+
+    function _drawFrom(uint256 pool, uint256 vramLimit, uint256 r) internal view returns (address) {
+        (uint256 vram, uint256 rest) = _treeFind(pool, vramLimit, r);
+        (uint256 weight, uint256 pos) = _pickClass(_poolClassCounts[(pool << 32) | vram], rest);
+        return _poolMembers[_poolKey(pool, vram, weight, pos)];
+    }
+
+    /// @dev The weight class holding the r-th unit of weight, and the position in it (1-based).
+    function _pickClass(uint256[2] storage counts, uint256 r) internal view returns (uint256, uint256) {
+        uint256 low = counts[0];
+        uint256 high = counts[1];
+        for (uint256 w = 1; w <= MAX_WEIGHT; ++w) {
+            uint256 n = ((w <= 10 ? low : high) >> (((w - 1) % 10) * 24)) & CLASS_MASK;
+            uint256 classWeight = n * w;
+            if (r < classWeight) return (w, r / w + 1);
+            r -= classWeight;
+        }
+        revert NothingToDraw();
+    }
+
+    /*//////////////////////////////////////////////////////////////
+                            CAPACITY QUERIES
+    //////////////////////////////////////////////////////////////*/
+
+    /// @dev Available nodes with VRAM >= vramLimit, in both pools / in TRIO.
+    function _availableFrom(uint256 vramLimit) internal view returns (uint256 any, uint256 trio) {
+        if (vramLimit > MAX_VRAM_GB) return (0, 0);
+        trio = _sumFrom(POOL_TRIO, vramLimit) >> COUNT_SHIFT;
+        any = (_sumFrom(POOL_SMALL, vramLimit) >> COUNT_SHIFT) + trio;
+    }
+
+    /// @dev Joined nodes with VRAM >= vramLimit, and groups of >= 3 joined nodes among them.
+    function _joinedFrom(uint256 vramLimit) internal view returns (uint256 nodes, uint256 trios) {
+        if (vramLimit > MAX_VRAM_GB) return (0, 0);
+        uint256 sum = _sumFrom(POOL_JOINED, vramLimit);
+        return (sum >> COUNT_SHIFT, sum & WEIGHT_MASK);
+    }
+
+    /// @dev The largest VRAM v such that `need` nodes of the pools in `withSmall`/TRIO have VRAM >= v.
+    function _kthLargest(bool withSmall, uint256 need) internal view returns (bool found, uint256 vram) {
+        uint256 seen;
+        uint256 index;
+        for (uint256 level; level < 3; ++level) {
+            // Children of `index` at this level, from the largest VRAM down.
+            uint256 first = level == 0 ? 0 : index << 4;
+            bool descended;
+            for (uint256 i = first + 15;; --i) {
+                uint256 n = _entry(POOL_TRIO, level, i) >> COUNT_SHIFT;
+                if (withSmall) n += _entry(POOL_SMALL, level, i) >> COUNT_SHIFT;
+                if (seen + n >= need && n != 0) {
+                    index = i;
+                    descended = true;
+                    break;
+                }
+                seen += n;
+                if (i == first) break;
+            }
+            if (!descended) return (false, 0);
+        }
+        return (true, index);
+    }
+
+    /*//////////////////////////////////////////////////////////////
+                            THE VRAM TREE
+    //////////////////////////////////////////////////////////////*/
+
+    /// @dev Level 0: VRAM >> 8 (16 entries), level 1: VRAM >> 4 (256), level 2: VRAM (4,096).
+    function _entry(uint256 pool, uint256 level, uint256 index) internal view returns (uint256) {
+        uint256 word = _tree[(pool << 24) | (level << 16) | (index >> 2)];
+        return (word >> ((index & 3) << 6)) & ENTRY_MASK;
+    }
+
+    function _treeAdd(uint256 pool, uint256 vram, uint256 packed) internal {
+        for (uint256 level; level < 3; ++level) {
+            uint256 index = vram >> (8 - 4 * level);
+            _tree[(pool << 24) | (level << 16) | (index >> 2)] += packed << ((index & 3) << 6);
+        }
+    }
+
+    function _treeSub(uint256 pool, uint256 vram, uint256 packed) internal {
+        for (uint256 level; level < 3; ++level) {
+            uint256 index = vram >> (8 - 4 * level);
+            _tree[(pool << 24) | (level << 16) | (index >> 2)] -= packed << ((index & 3) << 6);
+        }
+    }
+
+    /// @dev The sum of the entries with VRAM >= from (from <= MAX_VRAM_GB): the leaves left in from's
+    /// block of 16, then the level-1 entries left in its block, then the level-0 entries after it.
+    function _sumFrom(uint256 pool, uint256 from) internal view returns (uint256 sum) {
+        for (uint256 i = from; i <= (from | 15); ++i) {
+            sum += _entry(pool, 2, i);
+        }
+        uint256 i1 = from >> 4;
+        for (uint256 i = i1 + 1; i <= (i1 | 15); ++i) {
+            sum += _entry(pool, 1, i);
+        }
+        for (uint256 i = (from >> 8) + 1; i < 16; ++i) {
+            sum += _entry(pool, 0, i);
+        }
+    }
+
+    /// @dev The VRAM holding the r-th unit of weight among VRAM >= from (r < the weight of _sumFrom),
+    /// and r's rest inside it. Walks the same entries as _sumFrom, descending where r falls.
+    function _treeFind(uint256 pool, uint256 from, uint256 r) internal view returns (uint256, uint256) {
+        for (uint256 i = from; i <= (from | 15); ++i) {
+            uint256 w = _entry(pool, 2, i) & WEIGHT_MASK;
+            if (r < w) return (i, r);
+            r -= w;
+        }
+        uint256 i1 = from >> 4;
+        for (uint256 i = i1 + 1; i <= (i1 | 15); ++i) {
+            uint256 w = _entry(pool, 1, i) & WEIGHT_MASK;
+            if (r < w) return _descend(pool, 1, i, r);
+            r -= w;
+        }
+        for (uint256 i = (from >> 8) + 1; i < 16; ++i) {
+            uint256 w = _entry(pool, 0, i) & WEIGHT_MASK;
+            if (r < w) return _descend(pool, 0, i, r);
+            r -= w;
+        }
+        revert NothingToDraw();
+    }
+
+    function _descend(uint256 pool, uint256 level, uint256 index, uint256 r) internal view returns (uint256, uint256) {
+        while (level < 2) {
+            ++level;
+            uint256 first = index << 4;
+            uint256 i = first;
+            for (; i < first + 16; ++i) {
+                uint256 w = _entry(pool, level, i) & WEIGHT_MASK;
+                if (r < w) break;
+                r -= w;
+            }
+            if (i == first + 16) revert NothingToDraw();
+            index = i;
+        }
+        return (index, r);
+    }
+
+    /*//////////////////////////////////////////////////////////////
+                             CLASS COUNTS
+    //////////////////////////////////////////////////////////////*/
+
+    function _classCount(uint256[2] storage counts, uint256 weight) internal view returns (uint256) {
+        return (counts[(weight - 1) / 10] >> (((weight - 1) % 10) * 24)) & CLASS_MASK;
+    }
+
+    /// @dev Adds one to the class and returns its new count: the newcomer's position.
+    function _incClass(uint256[2] storage counts, uint256 weight) internal returns (uint256 n) {
+        uint256 shift = ((weight - 1) % 10) * 24;
+        uint256 word = counts[(weight - 1) / 10];
+        n = ((word >> shift) & CLASS_MASK) + 1;
+        if (n > CLASS_MASK) revert ListFull(weight);
+        counts[(weight - 1) / 10] = word + (1 << shift);
+    }
+
+    function _decClass(uint256[2] storage counts, uint256 weight) internal {
+        counts[(weight - 1) / 10] -= 1 << (((weight - 1) % 10) * 24);
+    }
+
+    function _poolKey(uint256 pool, uint256 vram, uint256 weight, uint256 pos) internal pure returns (uint256) {
+        return (pool << 96) | (vram << 64) | (weight << 32) | pos;
+    }
+}
