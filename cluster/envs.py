@@ -89,6 +89,22 @@ REQUIRE_POSTGRES = EnvVar(
     "HELIUM_REQUIRE_POSTGRES", None, "1 (scripts/test.sh, where installed): PostgreSQL cases fail, not skip"
 )
 
+TEST_DEVICE = EnvVar(
+    "HELIUM_TEST_DEVICE", "cpu", "the engine tests' device (benchmarks/gpu_check.sh runs them with cuda)"
+)
+TEST_GPT_DTYPE = EnvVar(
+    "HELIUM_TEST_GPT_DTYPE", "auto", "the engine tests' GPT dtype (gpu_check.sh: float16, then bfloat16)"
+)
+VLLM_STANDIN_RECORD = EnvVar(
+    "VLLM_STANDIN_RECORD", None, "the vLLM stand-in (tests/standins) appends each batch it ran to this file"
+)
+VLLM_STANDIN_MIN_BATCH_FILE = EnvVar(
+    "VLLM_STANDIN_MIN_BATCH_FILE", None, "a file with N: the stand-in's next batch waits for N requests"
+)
+VLLM_STANDIN_FAIL_SEED = EnvVar(
+    "VLLM_STANDIN_FAIL_SEED", None, "the stand-in fails this seed's request inside its batch (a test fault)"
+)
+
 # -- other software's variables that the project reads or sets ---------------------------------------------
 RAY_ADDRESS = EnvVar(
     "RAY_ADDRESS", None, "the Ray cluster to join (set by `ray job submit`); unset: start a local one"
@@ -108,6 +124,9 @@ HF_HUB_DISABLE_PROGRESS_BARS = EnvVar(
 )
 TOKENIZERS_PARALLELISM = EnvVar(
     "TOKENIZERS_PARALLELISM", None, "false (set by the tests): tokenizers' threads off in forked workers"
+)
+PYTHONPATH = EnvVar(
+    "PYTHONPATH", None, "the batched-mode tests put the vLLM stand-in (tests/standins) on their workers' path"
 )
 HOME = EnvVar("HOME", None, "the default model cache lies under it (~/.cache/helium/models)")
 

@@ -12,6 +12,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from transformers.utils import logging as hf_logging
 
+from cluster import envs
 from cluster.workers.engines.determinism import enable_deterministic_mode
 from cluster.workers.engines.text_transformers import TransformersTextEngine
 from cluster.workers.models.builders import build_tiny_causal_lm
@@ -50,14 +51,14 @@ def offline_store(tmp_path_factory: pytest.TempPathFactory) -> ModelStore:
 @pytest.fixture(scope="session")
 def text_engine(offline_store: ModelStore) -> TransformersTextEngine:
     """One engine for the session, as a worker keeps one: tests also check it carries no state over."""
-    return TransformersTextEngine(offline_store, ModelCache(budget_bytes=2 * 1024**3), "cpu")
+    return TransformersTextEngine(offline_store, ModelCache(budget_bytes=2 * 1024**3), envs.TEST_DEVICE.get())
 
 
 @pytest.fixture(scope="session")
 def image_engine(offline_store: ModelStore):  # type: ignore[no-untyped-def]
     from cluster.workers.engines.image_diffusers import DiffusersImageEngine
 
-    return DiffusersImageEngine(offline_store, ModelCache(budget_bytes=2 * 1024**3), "cpu")
+    return DiffusersImageEngine(offline_store, ModelCache(budget_bytes=2 * 1024**3), envs.TEST_DEVICE.get())
 
 
 @pytest.fixture(scope="session")

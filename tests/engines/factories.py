@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from cluster import envs
 from cluster.protocol.gpt import GPTTaskArgs
 from cluster.protocol.sd import SDTaskArgs
 
@@ -19,6 +20,7 @@ def gpt_args(
             "messages": [{"role": "user", "content": content}],
             "seed": seed,
             "generation_config": config,
+            "dtype": envs.TEST_GPT_DTYPE.get(),  # "auto" (the model's own) unless gpu_check.sh sets one
         }
     )
 

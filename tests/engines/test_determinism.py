@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from cluster import envs
 from cluster.protocol.phash import phash_bytes
 from cluster.workers.engines.determinism import (
     CUBLAS_WORKSPACE_CONFIG,
@@ -39,6 +40,8 @@ def run_in_subprocess(task_type: str, args_json: str, tmp_path: Path, name: str)
             str(args_file),
             "--out",
             str(out),
+            "--device",
+            str(envs.TEST_DEVICE.get()),
             "--cache-dir",
             str(tmp_path / "cache"),
             "--offline",

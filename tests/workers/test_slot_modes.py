@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from cluster import envs
 from cluster.config import EngineConfig, RigConfig, VirtualSlots, WorkerLayout
 from cluster.protocol.cards import CardModel
 from cluster.protocol.errors import ExecutionError
@@ -119,7 +120,7 @@ def pools(
         "HF_HUB_OFFLINE": "1",
         "HF_HUB_DISABLE_PROGRESS_BARS": "1",
         "TOKENIZERS_PARALLELISM": "false",
-        "PYTHONPATH": os.pathsep.join(p for p in [str(STANDINS), os.environ.get("PYTHONPATH", "")] if p),
+        "PYTHONPATH": os.pathsep.join(p for p in [str(STANDINS), envs.PYTHONPATH.get()] if p),
         "VLLM_STANDIN_RECORD": str(record),
         "VLLM_STANDIN_MIN_BATCH_FILE": str(min_batch_file),
         "VLLM_STANDIN_FAIL_SEED": str(FAIL_SEED),

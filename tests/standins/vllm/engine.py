@@ -32,6 +32,8 @@ from typing import Any
 
 import torch
 
+from cluster import envs
+
 from .outputs import CompletionOutput, RequestOutput
 from .sampling_params import SamplingParams
 
@@ -83,9 +85,8 @@ class AsyncLLMEngine:
         self.max_model_len = AutoConfig.from_pretrained(args.model).max_position_embeddings
         self.batches: list[list[str]] = []  # each step's running request ids, in order
         self.min_batch = 1  # see VLLM_STANDIN_MIN_BATCH_FILE
-        self.fail_seed = (
-            int(os.environ["VLLM_STANDIN_FAIL_SEED"]) if "VLLM_STANDIN_FAIL_SEED" in os.environ else None
-        )
+        fail_seed = envs.VLLM_STANDIN_FAIL_SEED.get()
+        self.fail_seed = int(fail_seed) if fail_seed else None
         self._waiting: list[_Request] = []
         self._running: list[_Request] = []
         self._arrived = asyncio.Event()
@@ -153,7 +154,7 @@ class AsyncLLMEngine:
                     self._running = [r for r in self._running if r is not request]
 
     async def _hold_for_min_batch(self) -> None:
-        path = os.environ.get("VLLM_STANDIN_MIN_BATCH_FILE")
+        path = envs.VLLM_STANDIN_MIN_BATCH_FILE.get()
         min_batch = int(Path(path).read_text()) if path else self.min_batch
         while len(self._waiting) < min_batch:
             self._arrived.clear()
@@ -232,7 +233,7 @@ class AsyncLLMEngine:
         )
 
     def _record(self, entry: dict[str, Any]) -> None:
-        path = os.environ.get("VLLM_STANDIN_RECORD")
+        path = envs.VLLM_STANDIN_RECORD.get()
         if path:
             with open(path, "a") as f:  # one line per write: appends from several workers stay whole
                 f.write(json.dumps({"pid": os.getpid(), "engine": id(self), **entry}) + "\n")
