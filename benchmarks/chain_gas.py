@@ -12,14 +12,18 @@ from __future__ import annotations
 import argparse
 import json
 import secrets
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from eth_hash.auto import keccak
 from web3 import Web3
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks.* and tests.* (run as a script)
 from web3.logs import DISCARD
 
+from benchmarks.chain_scaling import ScalingTable, measure_scaling, scaling_markdown
 from cluster.chain.anvil import Anvil
 from cluster.chain.artifacts import NETWORK_CONTRACTS, load_artifact
 from cluster.chain.contracts import TaskType
@@ -139,14 +143,12 @@ class Bench:
     def task_calls(self) -> None:
         snap = self.snapshot()
         creator = self.accounts[1]
+        nodes = self.join_three(GPU_A)
+        self.send(self.node.functions.pause(), nodes[2], 0)  # a GPT task could run, not now: it queues
         queued = self.create(creator, TaskType.GPT, "Task.createTask (queued)")
         self.send(self.task.functions.cancelTask(queued), creator, 0, "Task.cancelTask (queued, refund)")
         self.create(creator, TaskType.GPT, None)
-        nodes = self.accounts[3:6]
-        stake = self.node.functions.nodeStake().call()
-        self.send(self.node.functions.join(*GPU_A), nodes[0], stake)
-        self.send(self.node.functions.join(*GPU_A), nodes[1], stake)
-        self.send(self.node.functions.join(*GPU_A), nodes[2], stake, "Node.join (starts a queued task)")
+        self.send(self.node.functions.resume(), nodes[2], 0, "Node.resume (starts a queued task)")
         self.revert(snap)
 
         snap = self.snapshot()
@@ -203,9 +205,11 @@ class Bench:
         return {name: load_artifact(name).deployed_size_bytes for name in NETWORK_CONTRACTS}
 
 
-def write_results(book: GasBook, sizes: dict[str, int], out_dir: Path) -> None:
+def write_results(book: GasBook, sizes: dict[str, int], out_dir: Path, scaling: ScalingTable | None) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
-    data = {"calls": book.calls, "lifecycles": book.lifecycles, "deployed_bytes": sizes}
+    data: dict[str, Any] = {"calls": book.calls, "lifecycles": book.lifecycles, "deployed_bytes": sizes}
+    if scaling is not None:
+        data["scaling"] = {"sizes": scaling.sizes, "gas": scaling.gas}
     (out_dir / "chain_gas.json").write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     lines = [
         "# Gas of the network's contracts",
@@ -235,12 +239,19 @@ def write_results(book: GasBook, sizes: dict[str, int], out_dir: Path) -> None:
         "|---|---:|",
     ]
     lines += [f"| {name} | {size:,} |" for name, size in sizes.items()]
+    if scaling is not None:
+        lines += ["", *scaling_markdown(scaling)]
     (out_dir / "chain_gas.md").write_text("\n".join(lines) + "\n")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
+    parser.add_argument(
+        "--scaling",
+        default="10,100,1000,10000",
+        help="network sizes of the scaling table, comma-separated ('' to skip it)",
+    )
     args = parser.parse_args()
     with Anvil(num_accounts=10) as anvil:
         bench = Bench(anvil.web3())
@@ -250,7 +261,9 @@ def main() -> None:
         )
         bench.node_calls()
         bench.task_calls()
-        write_results(bench.book, bench.code_sizes(), args.out)
+        sizes = [int(n) for n in args.scaling.split(",") if n]
+        scaling = measure_scaling(sizes) if sizes else None
+        write_results(bench.book, bench.code_sizes(), args.out, scaling)
     print((args.out / "chain_gas.md").read_text())
 
 

@@ -269,7 +269,12 @@ class Net:
 
     def known_nodes(self) -> list[str]:
         count = self.view(self.stats, "numKnownNodes")
-        return [to_checksum_address(n[0]) for n in self.view(self.stats, "getNodes", 0, count)]
+        page = 500  # one eth_call walks a page: a whole crowd would exceed the call's gas
+        return [
+            to_checksum_address(n[0])
+            for offset in range(0, count, page)
+            for n in self.view(self.stats, "getNodes", offset, page)
+        ]
 
     def live_tasks(self) -> dict[int, dict[str, Any]]:
         """Tasks whose storage still exists (an id never comes back once its task is deleted)."""
