@@ -246,3 +246,21 @@ def test_each_overlay_has_a_rig_that_loads(rig):
     assert config.rig.name == rig
     assert config.rig.virtual_slots == []
     assert config.rig.model_cache_dir == "/mnt/helium-models"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_rig_splits_every_gpu_pod_into_workers_that_the_pod_holds(overlay):
+    """What rig.slot_mode and rig.worker_layouts make of each pod's GPUs, by the pool's own planning."""
+    from cluster.coordinator.scheduling.placement import check_node_capacity, plan_workers
+
+    config = compose_entrypoint(overlay)
+    runtime = vllm_runtime_tag()
+    engine = config.engine.model_copy(update={"runtime_tag": runtime})  # vLLM is not installed here
+    for name, group in gpu_groups(overlay).items():
+        notes = group["template"]["metadata"]["annotations"]
+        gpu = CardModel(notes["helium.dev/gpu-name"], int(notes["helium.dev/gpu-vram-gb"]), runtime)
+        pod = [gpu] * int(group["rayStartParams"]["num-gpus"])
+        slots = plan_workers([pod], config.rig, engine)  # raises, naming the option, for a misfit
+        check_node_capacity(slots, [ray_start_resources(group["rayStartParams"])])
+        assert sum(slot.gpu_share for slot in slots) == len(pod), name  # every GPU used, none twice
+        assert all(slot.num_places == config.rig.slots_per_gpu for slot in slots), name
