@@ -64,3 +64,11 @@ _database_numbers = itertools.count()
 def postgres_database(postgres: LocalPostgres) -> str:
     """The URL of a fresh, empty database on the session's PostgreSQL server."""
     return postgres.create_database(f"test_{os.getpid()}_{next(_database_numbers)}")
+
+
+@pytest.fixture(scope="session")
+def chat_model_dir(tmp_path_factory: pytest.TempPathFactory):
+    """The devnet's chat model, trained once per session (about 15 s); the bridge and devnet tests use it."""
+    from network.devnet.text_model import ensure_text_model
+
+    return ensure_text_model(tmp_path_factory.mktemp("devnet-chat") / "tiny-chat")

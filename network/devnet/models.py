@@ -1,4 +1,5 @@
-"""The devnet's models: tiny random-weight ones built on the spot (no hub), cached between runs."""
+"""The devnet's models, made on the spot (no hub) and cached between runs: a chat model trained on the
+project's own short text (``text_model.py``), and a tiny random-weight Stable Diffusion."""
 
 from __future__ import annotations
 
@@ -7,13 +8,13 @@ from pathlib import Path
 
 
 def ensure_models(models_dir: Path) -> dict[str, Path]:
-    """Build the tiny text and image models once; later runs reuse them."""
-    from cluster.workers.models.builders import build_tiny_causal_lm
+    """Make the text and image models once; later runs reuse them (the text model is trained again when
+    its text or its recipe changed)."""
     from cluster.workers.models.sd_builders import build_tiny_sd
+    from network.devnet.text_model import ensure_text_model
 
-    paths = {"gpt": models_dir / "tiny-lm", "sd": models_dir / "tiny-sd"}
-    if not (paths["gpt"] / "config.json").exists():
-        build_tiny_causal_lm(paths["gpt"])
+    paths = {"gpt": models_dir / "tiny-chat", "sd": models_dir / "tiny-sd"}
+    ensure_text_model(paths["gpt"])
     if not (paths["sd"] / "model_index.json").exists():
         build_tiny_sd(paths["sd"])
     return paths
@@ -25,7 +26,7 @@ def gpt_task(model: Path, i: int) -> str:
         {"role": "system", "content": "You are a devnet model."},
         {"role": "user", "content": f"Task {i}"},
     ]
-    config = {"max_new_tokens": 12, "do_sample": True, "temperature": 0.9, "top_p": 0.95}
+    config = {"max_new_tokens": 24, "do_sample": True, "temperature": 0.9, "top_p": 0.95}
     return json.dumps({"model": str(model), "messages": messages, "seed": i, "generation_config": config})
 
 

@@ -63,12 +63,12 @@ class World:
 
 
 @pytest.fixture(scope="session")
-def bridge_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from cluster.workers.models.builders import build_tiny_causal_lm
+def bridge_models(tmp_path_factory: pytest.TempPathFactory, chat_model_dir: Path) -> dict[str, Path]:
+    """The devnet's models: its trained chat model (answers in words) and a tiny SD."""
     from cluster.workers.models.sd_builders import build_tiny_sd
 
     root = tmp_path_factory.mktemp("bridge-models")
-    return {"gpt": build_tiny_causal_lm(root / "tiny-lm"), "sd": build_tiny_sd(root / "tiny-sd")}
+    return {"gpt": chat_model_dir, "sd": build_tiny_sd(root / "tiny-sd")}
 
 
 @pytest.fixture(scope="module")

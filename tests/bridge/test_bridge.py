@@ -22,6 +22,7 @@ from cluster.protocol.task import TaskType, parse_task_args
 from network.bridge.config import ModelSpec
 from network.bridge.errors import BridgeError
 from network.bridge.openai_api import ChatCompletionRequest, gpt_task_args
+from network.devnet.text_model import CORPUS_PATH, corpus_words, share_of_corpus_words
 from tests.bridge.conftest import FUNDER, KEY, LIMITED_KEY, SECOND_WALLET, World
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -214,13 +215,17 @@ def test_the_chat_page_in_headless_chromium(bridge, tmp_path):
             page = browser.new_page(viewport={"width": 1200, "height": 800})
             page.goto(f"{bridge.url}/#key={KEY}")
             page.wait_for_selector("#model option[value='tiny-chat']", state="attached")
-            page.fill("#max-tokens", "8")
+            page.fill("#max-tokens", "24")
             page.fill("#message", "Hello from the browser")
             page.click("#send")
             answer = page.wait_for_selector("#conversation li.assistant", timeout=90_000)
             progress = page.inner_text("#progress")
             assert "validated" in progress and progress.count("node selected") == 3
             assert "fee paid" in answer.inner_text() and "task #" in answer.inner_text()
+            # the devnet's chat model answers in words of its training text (the screenshot in docs/)
+            said = answer.evaluate("li => li.firstChild.textContent")
+            words = corpus_words(CORPUS_PATH.read_text())
+            assert len(said.split()) >= 3 and share_of_corpus_words(said, words) >= 0.8, said
             shot = tmp_path / "chat-page.png"
             page.screenshot(path=str(shot), full_page=True)
         finally:

@@ -39,8 +39,8 @@ class TinyLMShape:
     max_position_embeddings: int = 2048
 
 
-def train_bpe_tokenizer(vocab_size: int) -> Any:
-    """A byte-level BPE ``PreTrainedTokenizerFast`` trained on a fixed corpus (deterministic)."""
+def train_bpe_tokenizer(vocab_size: int, corpus: str = _CORPUS) -> Any:
+    """A byte-level BPE ``PreTrainedTokenizerFast`` trained on ``corpus`` (deterministic)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -53,7 +53,7 @@ def train_bpe_tokenizer(vocab_size: int) -> Any:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    backend.train_from_iterator([_CORPUS] * 8, trainer)
+    backend.train_from_iterator([corpus] * 8, trainer)
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend, eos_token="<|im_end|>", pad_token="<|endoftext|>", unk_token=None
     )
