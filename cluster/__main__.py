@@ -2,7 +2,7 @@
 
     python -m cluster rig=cpu-devnet network.chain.rpc_url=... network.relay_url=... \\
         network.chain.deployment_file=deployment.json
-    python -m cluster status                   # the running farm at a glance
+    python -m cluster status [--json]          # the running farm at a glance
     python -m cluster resume-card <card key>    # lift the guard's pause of a card model, once it is fixed
 
 It connects to the Ray cluster in RAY_ADDRESS (so it works under ``ray job submit``) or starts a local
@@ -13,6 +13,7 @@ schemas, and says how to start the local network.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -47,7 +48,18 @@ def main(cfg: DictConfig) -> None:
 def parse_command(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m cluster", description="Commands for a running farm.")
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("status", help="the running farm at a glance (connects to the Ray cluster)")
+    status = commands.add_parser(
+        "status",
+        help="the running farm at a glance (connects to the Ray cluster)",
+        description="The running farm: per card model and GPU worker (busy or idle, warm models, jobs done, "
+        "VRAM used), per node account (status, QoS score, stake, earnings), alerts, and the chain and "
+        "relay it talks to.",
+    )
+    status.add_argument("--json", action="store_true", help="one JSON object, for scripts")
+    status.add_argument(
+        "--address", default=None,
+        help="the Ray cluster (default: $RAY_ADDRESS, else the cluster started last on this machine)",
+    )  # fmt: skip
     resume = commands.add_parser(
         "resume-card",
         help="lift the consensus guard's pause of a card model and resume its nodes",
@@ -68,18 +80,33 @@ def parse_command(argv: list[str]) -> argparse.Namespace:
 def run_command(options: argparse.Namespace) -> int:
     if options.command == "resume-card" and options.state_dir is not None:
         return _resume_card_offline(options.state_dir, options.card_key)
+    import logging
+
     import ray
 
-    from cluster.launch import find_coordinator, format_status
+    from cluster import envs
+    from cluster.launch import find_coordinator
 
-    ray.init(address="auto", namespace="helium", log_to_driver=False)
+    address = getattr(options, "address", None) or envs.RAY_ADDRESS.get() or "auto"
+    if envs.RAY_AUTH_MODE.get() is None and (Path.home() / ".ray/auth_token").exists():
+        # NOTE: Ray starts local clusters with token authentication and keeps the token there, but a
+        # driver that connects to an address only sends it in token mode.
+        os.environ[envs.RAY_AUTH_MODE.name] = "token"
+    try:
+        ray.init(address=address, namespace="helium", log_to_driver=False, logging_level=logging.WARNING)
+    except ConnectionError as exc:
+        print(f"no Ray cluster at {address!r}: {exc} (--address, or RAY_ADDRESS)", file=sys.stderr)
+        return 1
     try:
         actor = find_coordinator()
     except ValueError:
         print("no coordinator is running in this Ray cluster", file=sys.stderr)
         return 1
     if options.command == "status":
-        print(format_status(ray.get(actor.status.remote())))
+        from cluster.status.render import render_status
+
+        farm = ray.get(actor.farm_status.remote())
+        print(farm.model_dump_json(indent=2) if options.json else render_status(farm))
         return 0
     try:
         statuses = ray.get(actor.resume_card.remote(options.card_key))

@@ -109,6 +109,10 @@ VLLM_STANDIN_FAIL_SEED = EnvVar(
 RAY_ADDRESS = EnvVar(
     "RAY_ADDRESS", None, "the Ray cluster to join (set by `ray job submit`); unset: start a local one"
 )
+RAY_AUTH_MODE = EnvVar(
+    "RAY_AUTH_MODE", None,
+    "token: Ray's token authentication; `python -m cluster status` sets it when ~/.ray/auth_token exists",
+)  # fmt: skip
 HF_HUB_OFFLINE = EnvVar("HF_HUB_OFFLINE", "0", "1: the model store never reaches the hub")
 CUBLAS_WORKSPACE_CONFIG = EnvVar(
     "CUBLAS_WORKSPACE_CONFIG", None, "set by the workers' deterministic mode before CUDA starts"

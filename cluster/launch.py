@@ -22,21 +22,23 @@ from cluster.test_hooks import NO_HOOKS, TestHooks
 log = logging.getLogger(__name__)
 
 
-def connect_ray(config: ClusterConfig) -> bool:
+def connect_ray(config: ClusterConfig, *, log_to_driver: bool = True) -> bool:
     """Join the Ray cluster named by RAY_ADDRESS (``ray job submit`` sets it), or start a local one.
 
+    ``log_to_driver=False`` leaves the actors' output in Ray's log files (the devnet shows its own view).
     Returns True when this process started a local cluster.
     """
     if ray.is_initialized():
         return False
     address = envs.RAY_ADDRESS.get()
     if address:
-        ray.init(address=address, namespace=NAMESPACE, log_to_driver=True)
+        ray.init(address=address, namespace=NAMESPACE, log_to_driver=log_to_driver)
         return False
     resources = {} if config.rig.discover_gpus else rig_ray_resources(config.rig, config.engine)
     ray.init(
-        address="local", namespace=NAMESPACE, resources=resources, include_dashboard=False, log_to_driver=True
-    )
+        address="local", namespace=NAMESPACE, resources=resources, include_dashboard=False,
+        log_to_driver=log_to_driver,
+    )  # fmt: skip
     return True
 
 

@@ -23,6 +23,8 @@ from cluster.coordinator.metrics import FarmMetrics
 from cluster.coordinator.scheduling.guard import check_group, reference_tasks
 from cluster.coordinator.scheduling.pool import WorkerPool
 from cluster.protocol.cards import CardModel
+from cluster.status.collect import collect_status
+from cluster.status.model import FarmStatus
 from cluster.test_hooks import NO_HOOKS, TestHooks
 
 log = logging.getLogger(__name__)
@@ -90,9 +92,16 @@ class CoordinatorService:
         coordinator, pool = self.coordinator, self.pool
         if coordinator is None or pool is None:
             return
-        status = coordinator.status()
-        qos = {node: await coordinator.ops.qos_score(node) for node in status["nodes"]}
-        self.metrics.update(status, qos, await pool.workers_info())
+        farm = await collect_status(coordinator, pool, self.group_checks)
+        qos = {node.address: node.qos_score for node in farm.nodes}
+        self.metrics.update(coordinator.status(), qos, await pool.workers_info())
+        self.metrics.update_farm(farm)
+
+    async def farm_status(self) -> FarmStatus:
+        """The farm for ``python -m cluster status``: cards, workers, node accounts, alerts, endpoints."""
+        coordinator = await self.ensure_started()
+        assert self.pool is not None
+        return await collect_status(coordinator, self.pool, self.group_checks)
 
     async def _checked_cards(self) -> list[CardModel]:
         """One card model per node slot, for the card models whose workers agree."""
@@ -157,6 +166,9 @@ class CoordinatorActor:
 
     async def status(self) -> dict[str, Any]:
         return await self.service.status()
+
+    async def farm_status(self) -> FarmStatus:
+        return await self.service.farm_status()
 
     async def resume_card(self, key_text: str) -> dict[str, Any]:
         return await self.service.resume_card(key_text)

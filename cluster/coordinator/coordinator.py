@@ -217,6 +217,9 @@ class Coordinator:
         if task.failure is not None:
             return False
         failure = f"{task.step.value}: {type(exc).__name__}: {exc}"
+        last_error = getattr(exc, "last_error", None)  # a missed job deadline: what the workers last said
+        if last_error is not None:
+            failure += f" ({type(last_error).__name__})"  # counted by the metrics (ModelNotAvailable)
         self.store.patch(task.task_id, task.round, failure=failure)
         return True
 

@@ -11,6 +11,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
+from cluster.chain.contracts import NodeStatus
+from cluster.status.model import FarmStatus
 from cluster.workers.messages import WorkerInfo
 
 
@@ -51,6 +53,40 @@ class FarmMetrics:
             registry=r,
         )
         self.paused_cards = Gauge("helium_paused_card_models", "Card models paused by the guard", registry=r)
+        # What the farm status adds (cluster.status): node accounts, workers' health, the relay, downloads.
+        self.nodes = Gauge(
+            "helium_nodes", "The farm's node accounts, by status on chain", ["status"], registry=r
+        )
+        self.stake = Gauge(
+            "helium_node_stake_cnx", "Stake each node holds on chain, in CNX", ["node"], registry=r
+        )
+        self.worker_up = Gauge(
+            "helium_worker_up", "1 while a worker is alive, 0 while the pool brings it back",
+            ["worker", "card"], registry=r,
+        )  # fmt: skip
+        self.warm_models = Gauge(
+            "helium_worker_warm_models", "Models warm in a worker's cache", ["worker"], registry=r
+        )
+        self.vram_used = Gauge(
+            "helium_worker_vram_used_bytes", "A worker's GPU memory in use (its model cache on a CPU rig)",
+            ["worker"], registry=r,
+        )  # fmt: skip
+        self.card_paused = Gauge(
+            "helium_card_model_paused",
+            "1 while the guard keeps a card model's nodes paused",
+            ["card"],
+            registry=r,
+        )
+        self.last_task = Gauge(
+            "helium_last_task_timestamp_seconds",
+            "Chain time a farm node was last selected for a task",
+            registry=r,
+        )
+        self.download_failures = Gauge(
+            "helium_model_download_failures", "Task rounds lost because their model could not be downloaded",
+            registry=r,
+        )  # fmt: skip
+        self.relay_up = Gauge("helium_relay_up", "1 when the relay answered the last status", registry=r)
 
     def serve(self, port: int) -> None:
         start_http_server(port, registry=self.registry)
@@ -74,3 +110,22 @@ class FarmMetrics:
                 self.gpu_utilization.labels(worker.worker_id).set(worker.gpu_utilization)
             if worker.gpu_memory_used_bytes is not None:
                 self.gpu_memory.labels(worker.worker_id).set(worker.gpu_memory_used_bytes)
+
+    def update_farm(self, farm: FarmStatus) -> None:
+        by_status = {status.name.lower(): 0 for status in NodeStatus}
+        for node in farm.nodes:
+            by_status[node.status] = by_status.get(node.status, 0) + 1
+            self.stake.labels(node.address).set(node.stake_cnx)
+        for status, count in by_status.items():
+            self.nodes.labels(status).set(count)
+        for card in farm.cards:
+            self.card_paused.labels(card.short_id).set(1 if card.is_paused else 0)
+            for worker in card.workers:
+                self.worker_up.labels(worker.worker_id, card.gpu_name).set(1 if worker.is_alive else 0)
+                self.warm_models.labels(worker.worker_id).set(len(worker.warm_models))
+                if worker.vram_used_bytes is not None:
+                    self.vram_used.labels(worker.worker_id).set(worker.vram_used_bytes)
+        if farm.last_task_unix_s is not None:
+            self.last_task.set(farm.last_task_unix_s)
+        self.download_failures.set(farm.num_model_download_failures)
+        self.relay_up.set(1 if farm.endpoints.is_relay_reachable else 0)

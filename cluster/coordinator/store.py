@@ -214,9 +214,30 @@ class TaskStore:
         return {f"step:{s}": n for s, n in by_step} | {f"outcome:{o}": n for o, n in by_outcome}
 
     def earnings_wei(self) -> int:
+        return sum(self.earnings_by_node().values())
+
+    def earnings_by_node(self) -> dict[str, int]:
+        """Fees each node earned (wei; stored as text, since a fee may not fit SQLite's 64-bit integers)."""
         with self._lock:
-            rows = self._db.execute("SELECT fee_earned FROM node_tasks").fetchall()
-        return sum(int(r[0]) for r in rows)
+            rows = self._db.execute("SELECT node, fee_earned FROM node_tasks").fetchall()
+        earned: dict[str, int] = {}
+        for node, fee in rows:
+            earned[node] = earned.get(node, 0) + int(fee)
+        return earned
+
+    def latest_deadline_chain_s(self) -> float | None:
+        """The latest deadline of any round: its selection's block time plus the task timeout."""
+        with self._lock:
+            (latest,) = self._db.execute("SELECT MAX(deadline_chain_s) FROM node_tasks").fetchone()
+        return latest
+
+    def num_failures_mentioning(self, text: str) -> int:
+        """Rounds whose final failure names ``text`` (an error class, such as ModelNotAvailable)."""
+        with self._lock:
+            (count,) = self._db.execute(
+                "SELECT COUNT(*) FROM node_tasks WHERE failure LIKE ?", (f"%{text}%",)
+            ).fetchone()
+        return count
 
     # -- result files: written before the commitment, read back for the upload ---------------------------
 

@@ -1,0 +1,60 @@
+"""``python -m cluster status`` for people: the farm per card model and worker, per node account, alerts."""
+
+from __future__ import annotations
+
+from cluster.status.model import WEI_PER_CNX, FarmStatus, WorkerView
+
+GIB = 1024**3
+
+
+def _bytes(num_bytes: int | None) -> str:
+    return (
+        "-"
+        if num_bytes is None
+        else f"{num_bytes / GIB:.2f} GiB"
+        if num_bytes >= GIB / 10
+        else f"{num_bytes / 2**20:.1f} MiB"
+    )
+
+
+def _worker_line(worker: WorkerView) -> str:
+    state = "down" if not worker.is_alive else f"busy x{worker.num_running}" if worker.is_busy else "idle"
+    warm = ", ".join(worker.warm_models) or "none"
+    return (
+        f"    {worker.worker_id:<28} {state:<8} jobs {worker.num_jobs:<5} "
+        f"vram {_bytes(worker.vram_used_bytes):<10} warm: {warm}"
+    )
+
+
+def render_status(status: FarmStatus) -> str:
+    ep = status.endpoints
+    relay = "reachable" if ep.is_relay_reachable else "NOT reachable"
+    lines = [
+        f"chain  {ep.rpc_url} (chain id {ep.chain_id}, block {ep.block_number})",
+        f"relay  {ep.relay_url} ({relay})",
+        "",
+        "card models and GPU workers:",
+    ]
+    for card in status.cards:
+        paused = "  PAUSED by the guard" if card.is_paused else ""
+        lines.append(f"  {card.short_id} {card.gpu_name} ({card.vram_gb} GB, {card.runtime}){paused}")
+        if card.check:
+            lines.append(f"    check: {card.check}")
+        lines += [_worker_line(worker) for worker in card.workers]
+    lines += [
+        "",
+        "node accounts:",
+        f"  {'address':<42} {'card':<8} {'status':<13} {'QoS':>5} {'stake CNX':>10} {'earned CNX':>11}",
+    ]
+    for node in status.nodes:
+        lines.append(
+            f"  {node.address:<42} {node.card_short_id:<8} {node.status:<13} {node.qos_score:>5} "
+            f"{node.stake_wei / WEI_PER_CNX:>10.2f} {node.earned_wei / WEI_PER_CNX:>11.4f}"
+        )
+    steps = (
+        ", ".join(f"{k[5:]}={v}" for k, v in sorted(status.tasks.items()) if k.startswith("step:")) or "none"
+    )
+    outcomes = ", ".join(f"{k[8:]}={v}" for k, v in sorted(status.tasks.items()) if k.startswith("outcome:"))
+    lines += ["", f"task rounds: {steps}; outcomes: {outcomes or 'none'}; earned {status.earned_cnx:.4f} CNX"]
+    lines += ["alerts:"] + [f"  ! {alert}" for alert in status.alerts] if status.alerts else ["alerts: none"]
+    return "\n".join(lines)
