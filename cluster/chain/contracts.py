@@ -55,6 +55,7 @@ class AbortReason(StrEnum):
     ERROR_REPORTED = "Task error reported"
     CANCELLED = "Task Cancelled"
     FEE_TOO_LOW = "Task fee is too low"
+    NO_ARGUMENTS = "Task arguments not delivered"
 
 
 # Defaults of the owner-settable numbers (PROTOCOL.md).
