@@ -17,6 +17,7 @@ from cluster import envs
 from cluster.config import ChainEndpoints, ClusterConfig, ConfigError
 from cluster.coordinator.actor import ACTOR_NAME, NAMESPACE, CoordinatorActor
 from cluster.coordinator.scheduling.placement import rig_ray_resources
+from cluster.prefetch import prefetch_models
 from cluster.test_hooks import NO_HOOKS, TestHooks
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,9 @@ def serve(
     config: ClusterConfig, endpoints: ChainEndpoints, *, is_local: bool, status_every_s: float = 10.0
 ) -> int:
     """Run until SIGINT/SIGTERM, printing the farm's status; then stop gracefully."""
+    if config.rig.prefetch_models:  # here, where the operator sees each download and each failure
+        offline = (envs.HF_HUB_OFFLINE.get() or "").upper() in {"1", "ON", "YES", "TRUE"}
+        prefetch_models(config.rig, is_offline=offline, say=lambda line: print(line, flush=True))
     actor = start_coordinator(config, endpoints, pass_secret=is_local)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
