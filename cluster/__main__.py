@@ -82,16 +82,17 @@ def run_command(options: argparse.Namespace) -> int:
         return _resume_card_offline(options.state_dir, options.card_key)
     import logging
 
-    import ray
-
     from cluster import envs
-    from cluster.launch import find_coordinator
 
     address = getattr(options, "address", None) or envs.RAY_ADDRESS.get() or "auto"
     if envs.RAY_AUTH_MODE.get() is None and (Path.home() / ".ray/auth_token").exists():
         # NOTE: Ray starts local clusters with token authentication and keeps the token there, but a
-        # driver that connects to an address only sends it in token mode.
+        # driver that connects to an address only sends it in token mode, read when ray is imported.
         os.environ[envs.RAY_AUTH_MODE.name] = "token"
+    import ray
+
+    from cluster.launch import find_coordinator
+
     try:
         ray.init(address=address, namespace="helium", log_to_driver=False, logging_level=logging.WARNING)
     except ConnectionError as exc:
