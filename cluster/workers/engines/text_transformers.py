@@ -45,6 +45,11 @@ TORCH_DTYPES: dict[str, torch.dtype | str] = {
 }
 
 
+# The sampling knobs at the values that mean "off" to transformers (None would be filled from the model's).
+GREEDY_NEUTRAL = {"temperature": 1.0, "top_k": 50, "top_p": 1.0, "typical_p": 1.0, "min_p": None,
+                  "epsilon_cutoff": 0.0, "eta_cutoff": 0.0}  # fmt: skip
+
+
 @dataclass(frozen=True, slots=True)
 class LoadedTextModel:
     model: Any
@@ -178,7 +183,12 @@ class TransformersTextEngine(TextEngine):
     ) -> list[list[int]]:
         model = loaded.model
         config = copy.deepcopy(model.generation_config)
-        config.update(**params.to_hf())
+        values = params.to_hf()
+        if not values["do_sample"]:
+            # NOTE: greedy decoding ignores the sampling knobs; left at the model's values (most chat models
+            # ship top_k/top_p), transformers warns on every greedy task that they "are not valid".
+            values.update(GREEDY_NEUTRAL)
+        config.update(**values)
         if config.pad_token_id is None and loaded.eos_token_ids:
             config.pad_token_id = min(loaded.eos_token_ids)
         input_ids = torch.tensor([prompt_ids], dtype=torch.long, device=model.device)
