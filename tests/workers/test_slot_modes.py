@@ -27,7 +27,7 @@ from cluster.protocol.cards import CardModel
 from cluster.protocol.errors import ExecutionError
 from cluster.protocol.task import TaskType
 from cluster.workers.messages import JobReply, JobRequest
-from tests.coordinator.scheduling.factories import gpt_args_json
+from tests.coordinator.scheduling.factories import gpt_args_json, sd_args_json
 
 STANDINS = Path(__file__).resolve().parents[1] / "standins"
 NUM_TASKS = 3
@@ -229,3 +229,18 @@ def test_a_request_failing_inside_a_batch_fails_only_its_job(
     assert (ok.files, ok_too.files) == (alone[SEEDS[0]].files, alone[SEEDS[1]].files)
     first = batches(record)[num_steps]
     assert len(first) == 3  # the failing request shared its batch with the two that succeeded
+
+
+def test_a_batched_worker_runs_image_jobs_alone_beside_its_gpt_requests(
+    pools, tiny_lm, tmp, min_batch_file, run
+) -> None:  # type: ignore[no-untyped-def]
+    from cluster.workers.models.sd_builders import build_tiny_sd
+
+    pool = pools["batched"]
+    card = only_card(pool)
+    sd = JobRequest(TaskType.SD, sd_args_json(build_tiny_sd(tmp / "tiny-sd"), size=64, num_images=1))
+    min_batch_file.write_text("1")
+    (alone,) = run(one_by_one(pool, card, [sd]))
+    jobs = run(all_at_once(pool, card, [sd, request(tiny_lm, SEEDS[0]), sd]))
+    assert alone.error is None and all(job.error is None for job in jobs)
+    assert jobs[0].files == jobs[2].files == alone.files and jobs[0].result == alone.result
