@@ -222,8 +222,13 @@ def report(runs: list[Run], options: argparse.Namespace, bound: str) -> tuple[st
         + f", text engine `{options.text_engine}`.",
         f"GPT: {options.gpt_tasks} tasks, sampling, max_new_tokens={options.max_new_tokens}, model {model} "
         f"(random weights, {options.gpt_dtype}).",
-        f"SD: {options.sd_tasks} tasks x {options.num_images} images, {options.side}x{options.side}, "
-        f"{options.steps} steps, tiny SD 1.5 layout. Torch threads: {options.threads_used} "
+        (
+            "SD: not run (--skip-sd)."
+            if options.skip_sd
+            else f"SD: {options.sd_tasks} tasks x {options.num_images} images, "
+            f"{options.side}x{options.side}, {options.steps} steps, tiny SD 1.5 layout."
+        )
+        + f" Torch threads: {options.threads_used} "
         f"(load per task, warm), split evenly between replicas. Median of {options.repeat} run(s) each.",
         "",
         "| scenario | GPT tasks/hour | x baseline | GPT tokens/s | SD images/s | x baseline | bytes = warm |",

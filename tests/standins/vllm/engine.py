@@ -237,3 +237,24 @@ class AsyncLLMEngine:
         if path:
             with open(path, "a") as f:  # one line per write: appends from several workers stay whole
                 f.write(json.dumps({"pid": os.getpid(), "engine": id(self), **entry}) + "\n")
+
+
+class LLM:
+    """``vllm.LLM``, the offline engine: ``generate`` runs its prompts as concurrent requests of one async
+    engine, so they share batches as in vLLM."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.engine = AsyncLLMEngine(AsyncEngineArgs(**kwargs))
+
+    def generate(
+        self, prompts: list[dict[str, Any]], sampling_params: list[SamplingParams], use_tqdm: bool = True
+    ) -> list[RequestOutput]:
+        async def run_all() -> list[RequestOutput]:
+            async def final(prompt: dict[str, Any], params: SamplingParams, request_id: str) -> RequestOutput:
+                outputs = [output async for output in self.engine.generate(prompt, params, request_id)]
+                return outputs[-1]
+
+            requests = zip(prompts, sampling_params, strict=True)
+            return list(await asyncio.gather(*(final(p, s, str(i)) for i, (p, s) in enumerate(requests))))
+
+        return asyncio.run(run_all())
