@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import shutil
 import signal
 import sys
+import threading
 from pathlib import Path
 
-from cluster import envs
 from network.devnet.stack import Devnet
+from network.devnet.view import make_view
 
 
 def parse(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
@@ -35,28 +35,41 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
         "--stop-relay", type=float, default=0, metavar="S",
         help="a fault drill: stop the relay for S seconds halfway through the tasks",
     )  # fmt: skip
+    parser.add_argument("--plain", action="store_true", help="a line per change even on a terminal")
+    parser.add_argument(
+        "--hold", action="store_true",
+        help="after the tasks, keep the network up until stdin closes (for scripts that inspect it)",
+    )  # fmt: skip
     return parser.parse_known_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=envs.LOG_LEVEL.get(), format="%(levelname)s %(message)s")
     options, overrides = parse(argv)
     if options.fresh_models:
         shutil.rmtree(options.dir / "models", ignore_errors=True)
     devnet = Devnet(options.dir, overrides)
+    devnet.view = make_view(devnet.board, sys.stdout, plain=options.plain)
     stop = asyncio.Event()
 
     async def run() -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        return await devnet.stream(
+        code = await devnet.stream(
             options.tasks,
             options.in_flight,
             stop,
             kills=options.kill_coordinator,
             relay_outage_s=options.stop_relay,
         )
+        if options.hold and not stop.is_set():
+            devnet.say("holding the network up until stdin closes (--hold)")
+            # a daemon thread: Ctrl-C must not wait for a read that may never end
+            reader = threading.Thread(target=lambda: (sys.stdin.read(), loop.call_soon_threadsafe(stop.set)))
+            reader.daemon = True
+            reader.start()
+            await stop.wait()
+        return code
 
     try:
         devnet.start()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -20,10 +21,13 @@ from cluster.chain.anvil import DEV_MNEMONIC, Anvil, free_port
 from cluster.chain.deploy import Deployment, deploy_network
 from cluster.config import ClusterConfig, load_config
 from cluster.protocol.task import TaskType
+from network.devnet.logs import link_ray_logs, route_library_loggers, send_logs_to
 from network.devnet.models import ensure_models, gpt_task, sd_task
+from network.devnet.view import Board, LineView
 from network.relay.background import RunningRelay
 from network.relay.config import RelayConfig
 
+log = logging.getLogger(__name__)
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 OPERATOR_FUNDS_WEI = 5_000 * 10**18
 Account.enable_unaudited_hdwallet_features()
@@ -44,19 +48,26 @@ class Devnet:
         self.root = root.resolve()
         self.run_dir = self.root / "run"
         self.overrides = overrides
+        self.log_dir = self.run_dir / "logs"
         self._exit = ExitStack()
         self.actor: Any = None
         self.counts = {"succeeded": 0, "aborted": 0, "failed": 0}
+        self.board = Board(log_dir=str(self.log_dir))
+        self.view: LineView = LineView(self.board)  # __main__ picks the live view on a terminal
 
     def say(self, message: str) -> None:
-        print(f"[devnet] {time.strftime('%H:%M:%S')} {message}", flush=True)
+        log.info("[devnet] %s", message)
+        self.view.say(message)
 
     # -- start and stop -------------------------------------------------------------------------------
 
     def start(self) -> None:
         shutil.rmtree(self.run_dir, ignore_errors=True)  # the chain is new each run: so is all state
         self.run_dir.mkdir(parents=True)
-        self.say("building the tiny models (cached in %s)" % (self.root / "models"))
+        send_logs_to(self.log_dir, envs.LOG_LEVEL.get())
+        self.say(f"logs of every process: {self.log_dir} (devnet.log; ray/ for the coordinator and workers)")
+        self.say("making the models: a chat model trained on network/devnet/corpus.txt, a tiny SD "
+                 f"(cached in {self.root / 'models'})")  # fmt: skip
         self.models = ensure_models(self.root / "models")
         self.anvil = self._exit.enter_context(Anvil(num_accounts=10))
         w3 = self.anvil.web3()
@@ -106,16 +117,24 @@ class Devnet:
         from cluster.launch import connect_ray, start_coordinator
 
         os.environ.setdefault(envs.HF_HUB_OFFLINE.name, "1")
-        is_local = connect_ray(self.config)
+        # the workers' and the coordinator's output goes to Ray's log files, not to this terminal
+        is_local = connect_ray(self.config, log_to_driver=False)
         self._exit.callback(ray.shutdown)
+        route_library_loggers()  # ray.init installed its stderr handler again
+        link_ray_logs(self.log_dir)
         endpoints = ChainEndpoints.of(self.config.network)
         self.actor = start_coordinator(self.config, endpoints, pass_secret=is_local)
         self.say("cluster starting: workers, reference check per card model, node joins")
         status = ray.get(self.actor.status.remote())
         for message in status.get("group_checks", {}).values():
             self.say(f"check: {message}")
+        farm = ray.get(self.actor.farm_status.remote())
+        names = {card.short_id: card.gpu_name for card in farm.cards}
+        self.board.card_of = {node.address: names[node.card_short_id] for node in farm.nodes}
+        self.ray_address = ray.get_runtime_context().gcs_address
         self.say(
-            f"{len(status['nodes'])} nodes joined; metrics at http://127.0.0.1:{self.metrics_port}/metrics"
+            f"{len(status['nodes'])} nodes joined; metrics at http://127.0.0.1:{self.metrics_port}/metrics; "
+            f"the farm: RAY_ADDRESS={self.ray_address} python -m cluster status"
         )
 
     def _start_bridge(self) -> None:
@@ -162,6 +181,32 @@ class Devnet:
         kills: int = 0,
         relay_outage_s: float = 0,
     ) -> int:
+        watch = asyncio.create_task(self._watch_farm())
+        try:
+            return await self._stream(num_tasks, in_flight, stop, kills, relay_outage_s)
+        finally:
+            watch.cancel()
+
+    async def _watch_farm(self, every_s: float = 0.5) -> None:
+        """Keep the footer's farm numbers (earned, slashed) current and the live view's seconds ticking."""
+        import ray
+
+        n = 0
+        while True:
+            if n % 4 == 0:
+                try:  # a killed coordinator does not answer until Ray restarts it: keep the last numbers
+                    status = await asyncio.to_thread(ray.get, self.actor.status.remote(), timeout=5)
+                    self.board.earned_cnx = status.get("earned_wei", 0) / 1e18
+                    self.board.num_slashed = status.get("tasks", {}).get("outcome:slashed", 0)
+                except Exception as exc:
+                    log.info("[devnet] farm status not read: %r", exc)
+            self.view.refresh()
+            n += 1
+            await asyncio.sleep(every_s)
+
+    async def _stream(
+        self, num_tasks: int | None, in_flight: int, stop: asyncio.Event, kills: int, relay_outage_s: float
+    ) -> int:
         from network.app.client import ApplicationClient
 
         app_account = dev_account(2)
@@ -194,6 +239,7 @@ class Devnet:
             f"summary: {self.counts['succeeded']} succeeded, {self.counts['aborted']} aborted, "
             f"{self.counts['failed']} failed"
         )
+        self.view.close()
         return 0 if self.counts["aborted"] == self.counts["failed"] == 0 else 1
 
     def _kill_coordinator(self, n: int, of: int) -> None:
@@ -212,11 +258,6 @@ class Devnet:
         await asyncio.sleep(seconds)
         self.relay = await asyncio.to_thread(RunningRelay(self.relay_config).start)
         self.say("fault: relay back")
-
-    def _card_names(self, nodes: tuple[str, ...]) -> list[str]:
-        """The card model of each selected node, as the Node contract recorded it at join."""
-        node = self.deployment.bind(self.anvil.web3()).contract("Node")
-        return [node.functions.nodeInfo(n).call()[6] for n in nodes]
 
     def _show_farm_receipts(self) -> None:
         """The farm's transactions as the chain recorded them: how many, and how many failed."""
@@ -251,26 +292,29 @@ class Devnet:
     async def _one(self, app: Any, i: int, slots: asyncio.Semaphore) -> None:
         task_type = TaskType.GPT if i % 2 == 0 else TaskType.SD
         args = gpt_task(self.models["gpt"], i) if task_type is TaskType.GPT else sd_task(self.models["sd"], i)
+        row = self.board.add(i, task_type.name)
 
         def progress(event: Any) -> None:
-            self.say(f"task #{i} ({task_type.name}) {event.name}")
+            if self.board.on_event(i, event.name, event.task_id, getattr(event, "node", None)):
+                self.view.changed(row)
 
         try:
             task_id, files = await app.run(task_type, args, request_id=f"devnet-{i}", timeout_s=600,
                                            on_progress=progress)  # fmt: skip
-            shown = (
-                files[0][:80].decode(errors="replace") if task_type is TaskType.GPT else f"{len(files)} PNGs"
-            )
-            self.say(f"task #{i} -> chain task {task_id} validated: {shown}")
-            outcome = await app.wait(task_id, timeout_s=30)
-            cards = await asyncio.to_thread(self._card_names, outcome.selected_nodes)
-            self.say(
-                f"task #{i} ({task_type.name}) ran on {len(set(cards))} card model(s): {', '.join(cards)}"
-            )
+            row.chain_id = task_id
+            shown = answer_of(files[0]) if task_type is TaskType.GPT else f"{len(files)} PNGs"
+            self.view.changed(self.board.finish(i, "validated", shown))
             self.counts["succeeded"] += 1
         except Exception as exc:
             aborted = type(exc).__name__ == "TaskAbortedError"
             self.counts["aborted" if aborted else "failed"] += 1
-            self.say(f"task #{i} ({task_type.name}) {'aborted' if aborted else 'failed'}: {exc}")
+            self.view.changed(self.board.finish(i, "aborted" if aborted else "failed", str(exc)))
         finally:
             slots.release()
+
+
+def answer_of(result_json: bytes, num_chars: int = 100) -> str:
+    """A GPT result's first answer, quoted and cut short: what the chat model said."""
+    choices = json.loads(result_json)["choices"]
+    text = " ".join(str(choices[0]["message"]["content"]).split()) if choices else ""
+    return json.dumps(text[:num_chars] + ("..." if len(text) > num_chars else ""))
