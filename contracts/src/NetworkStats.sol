@@ -47,16 +47,25 @@ contract NetworkStats is Owned, INetworkStats {
     INode public node;
     address public task;
 
-    uint256 public totalNodes;
-    uint256 public availableNodes;
-    uint256 public busyNodes;
-    uint256 public pausedNodes;
+    /// @dev The counters are packed, nodes in one slot and tasks in another: a report is one storage
+    /// write, not two to four (every task changes six node statuses and two task phases).
+    struct NodeCounts {
+        uint64 total;
+        uint64 available;
+        uint64 busy;
+        uint64 paused;
+    }
 
-    uint256 public totalTasks;
-    uint256 public queuedTasks;
-    uint256 public runningTasks;
-    uint256 public succeededTasks;
-    uint256 public abortedTasks;
+    struct TaskCounts {
+        uint48 total;
+        uint48 queued;
+        uint48 running;
+        uint48 succeeded;
+        uint48 aborted;
+    }
+
+    NodeCounts internal _nodeCounts;
+    TaskCounts internal _taskCounts;
 
     address[] internal _knownNodes;
     mapping(address => bool) public isKnownNode;
@@ -82,24 +91,29 @@ contract NetworkStats is Owned, INetworkStats {
     /// @inheritdoc INetworkStats
     function nodeStatusChanged(address account, NodeStatus from, NodeStatus to) external {
         if (msg.sender != address(node)) revert NotNode(msg.sender);
-        if (!isKnownNode[account]) {
+        // Only a join (from Quit) can bring an address never seen.
+        if (from == NodeStatus.Quit && !isKnownNode[account]) {
             isKnownNode[account] = true;
             _knownNodes.push(account);
         }
-        _countNode(from, false);
-        _countNode(to, true);
+        NodeCounts memory c = _nodeCounts;
+        _countNode(c, from, false);
+        _countNode(c, to, true);
+        _nodeCounts = c;
     }
 
     /// @inheritdoc INetworkStats
     function taskPhaseChanged(TaskPhase from, TaskPhase to) external {
         if (msg.sender != task) revert NotTask(msg.sender);
-        if (from == TaskPhase.None) ++totalTasks;
-        else if (from == TaskPhase.Queued) --queuedTasks;
-        else if (from == TaskPhase.Running) --runningTasks;
-        if (to == TaskPhase.Queued) ++queuedTasks;
-        else if (to == TaskPhase.Running) ++runningTasks;
-        else if (to == TaskPhase.Succeeded) ++succeededTasks;
-        else if (to == TaskPhase.Aborted) ++abortedTasks;
+        TaskCounts memory c = _taskCounts;
+        if (from == TaskPhase.None) ++c.total;
+        else if (from == TaskPhase.Queued) --c.queued;
+        else if (from == TaskPhase.Running) --c.running;
+        if (to == TaskPhase.Queued) ++c.queued;
+        else if (to == TaskPhase.Running) ++c.running;
+        else if (to == TaskPhase.Succeeded) ++c.succeeded;
+        else if (to == TaskPhase.Aborted) ++c.aborted;
+        _taskCounts = c;
     }
 
     /*//////////////////////////////////////////////////////////////
@@ -107,7 +121,8 @@ contract NetworkStats is Owned, INetworkStats {
     //////////////////////////////////////////////////////////////*/
 
     function nodeCounters() external view returns (uint256 total, uint256 available, uint256 busy, uint256 paused) {
-        return (totalNodes, availableNodes, busyNodes, pausedNodes);
+        NodeCounts memory c = _nodeCounts;
+        return (c.total, c.available, c.busy, c.paused);
     }
 
     function taskCounters()
@@ -115,7 +130,8 @@ contract NetworkStats is Owned, INetworkStats {
         view
         returns (uint256 total, uint256 queued, uint256 running, uint256 succeeded, uint256 aborted)
     {
-        return (totalTasks, queuedTasks, runningTasks, succeededTasks, abortedTasks);
+        TaskCounts memory c = _taskCounts;
+        return (c.total, c.queued, c.running, c.succeeded, c.aborted);
     }
 
     function numKnownNodes() external view returns (uint256) {
@@ -139,19 +155,20 @@ contract NetworkStats is Owned, INetworkStats {
                                 INTERNALS
     //////////////////////////////////////////////////////////////*/
 
-    function _countNode(NodeStatus status, bool isEntering) internal {
+    /// @dev Counts below 2**64 (nodes) and 2**48 (tasks): checked arithmetic guards them anyway.
+    function _countNode(NodeCounts memory c, NodeStatus status, bool isEntering) internal pure {
         if (status == NodeStatus.Quit) return;
-        if (isEntering) ++totalNodes;
-        else --totalNodes;
+        if (isEntering) ++c.total;
+        else --c.total;
         if (status == NodeStatus.Available) {
-            if (isEntering) ++availableNodes;
-            else --availableNodes;
+            if (isEntering) ++c.available;
+            else --c.available;
         } else if (status == NodeStatus.Paused) {
-            if (isEntering) ++pausedNodes;
-            else --pausedNodes;
+            if (isEntering) ++c.paused;
+            else --c.paused;
         } else {
-            if (isEntering) ++busyNodes;
-            else --busyNodes;
+            if (isEntering) ++c.busy;
+            else --c.busy;
         }
     }
 }

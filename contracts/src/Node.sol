@@ -81,7 +81,6 @@ contract Node is Owned, Payouts, NodeSelection, INode {
 
     uint256 public nodeStake = 400 ether;
     uint256 public totalStaked;
-    uint256 public numAvailableNodes;
 
     address public task;
     IQoS public qos;
@@ -202,18 +201,34 @@ contract Node is Owned, Payouts, NodeSelection, INode {
         returns (address[3] memory selected)
     {
         uint256 seed = _random(taskHash);
-        bytes32 key;
+        if (taskType == TaskType.SD) {
+            for (uint256 i; i < NODES_PER_TASK; ++i) {
+                address chosen = _drawAny(vramLimit, uint256(keccak256(abi.encode(seed, i))));
+                NodeInfo storage n = _nodes[chosen];
+                n.taskId = uint64(taskId);
+                _setStatus(chosen, n, NodeStatus.Busy);
+                selected[i] = chosen;
+            }
+            return selected;
+        }
+        selected[0] = _drawTrio(vramLimit, uint256(keccak256(abi.encode(seed, 0))));
+        NodeInfo storage first = _nodes[selected[0]];
+        bytes32 key = first.cardModelKey;
+        uint256 vram = first.gpuVramGB;
+        uint256 sizeBefore = _groups[key].size;
+        _leaveGroup(selected[0], key, vram, false);
+        for (uint256 i = 1; i < NODES_PER_TASK; ++i) {
+            selected[i] = _drawInGroup(key, uint256(keccak256(abi.encode(seed, i))));
+            _leaveGroup(selected[i], key, vram, false);
+        }
+        _leaveAsTrio(key, vram, selected, sizeBefore);
         for (uint256 i; i < NODES_PER_TASK; ++i) {
-            uint256 r = uint256(keccak256(abi.encode(seed, i)));
-            address chosen;
-            if (taskType == TaskType.SD) chosen = _drawAny(vramLimit, r);
-            else if (i == 0) chosen = _drawTrio(vramLimit, r);
-            else chosen = _drawInGroup(key, r);
-            NodeInfo storage n = _nodes[chosen];
-            if (i == 0) key = n.cardModelKey;
+            NodeInfo storage n = _nodes[selected[i]];
             n.taskId = uint64(taskId);
-            _setStatus(chosen, n, NodeStatus.Busy);
-            selected[i] = chosen;
+            n.memberIndex = 0;
+            n.status = NodeStatus.Busy;
+            emit NodeStatusChanged(selected[i], NodeStatus.Available, NodeStatus.Busy);
+            stats.nodeStatusChanged(selected[i], NodeStatus.Available, NodeStatus.Busy);
         }
     }
 
@@ -280,6 +295,11 @@ contract Node is Owned, Payouts, NodeSelection, INode {
         (canRunGpt, maxGptVramLimit) = _kthLargest(false, 1);
     }
 
+    /// @notice The nodes that can be selected now (summed from the VRAM trees: no counter to keep).
+    function numAvailableNodes() external view returns (uint256 any) {
+        (any,) = _availableFrom(0);
+    }
+
     /// @inheritdoc INode
     function nodeInfo(address node) external view returns (NodeInfo memory) {
         return _nodes[node];
@@ -336,7 +356,6 @@ contract Node is Owned, Payouts, NodeSelection, INode {
         if (from == NodeStatus.Available) {
             _leavePools(node, n.cardModelKey, n.gpuVramGB);
             n.memberIndex = 0;
-            --numAvailableNodes;
         }
         if (from == NodeStatus.Quit) _countJoined(n.cardModelKey, n.gpuVramGB);
         else if (to == NodeStatus.Quit) _uncountJoined(n.cardModelKey, n.gpuVramGB);
@@ -344,7 +363,6 @@ contract Node is Owned, Payouts, NodeSelection, INode {
         if (to == NodeStatus.Available) {
             _enterPools(node, n.cardModelKey, n.gpuVramGB, qos.weight(node));
             n.memberIndex = 1;
-            ++numAvailableNodes;
         }
         emit NodeStatusChanged(node, from, to);
         stats.nodeStatusChanged(node, from, to);

@@ -104,10 +104,28 @@ abstract contract NodeSelection {
     }
 
     function _leavePools(address node, bytes32 key, uint256 vram) internal {
+        _leavePool(node, vram);
+        _leaveGroup(node, key, vram, true);
+    }
+
+    /// @dev The three members a GPT task drew left their group's lists one by one (each draw excludes
+    /// the ones before); now they leave their pool, and the group's other members change pool once if
+    /// the group fell below 3. Moving them as each member left would also move the members drawn next.
+    function _leaveAsTrio(bytes32 key, uint256 vram, address[3] memory members, uint256 sizeBefore) internal {
+        for (uint256 i; i < TRIO; ++i) {
+            _leavePool(members[i], vram);
+        }
+        if (sizeBefore - TRIO < TRIO && sizeBefore > TRIO) _movePool(key, vram, POOL_TRIO, POOL_SMALL, address(0));
+    }
+
+    function _leavePool(address node, uint256 vram) internal {
+        Seat storage seat = _seats[node];
+        _poolRemove(seat.pool, vram, seat.weight, seat.poolPos);
+    }
+
+    function _leaveGroup(address node, bytes32 key, uint256 vram, bool isMovingAtCrossing) internal {
         Seat storage seat = _seats[node];
         uint256 weight = seat.weight;
-        _poolRemove(seat.pool, vram, weight, seat.poolPos);
-
         uint256[2] storage counts = _groupClassCounts[key];
         uint256 last = _classCount(counts, weight);
         uint256 pos = seat.groupPos;
@@ -123,7 +141,7 @@ abstract contract NodeSelection {
         unchecked {
             g.totalWeight -= uint64(weight);
         }
-        if (size == TRIO - 1) _movePool(key, vram, POOL_TRIO, POOL_SMALL, address(0));
+        if (isMovingAtCrossing && size == TRIO - 1) _movePool(key, vram, POOL_TRIO, POOL_SMALL, address(0));
     }
 
     /// @dev The group crossed 3 available nodes: its other members (at most 2) change pool.
