@@ -29,8 +29,10 @@ def crowd_addresses(count: int, salt: str = "crowd") -> list[str]:
 
 
 def own_card_models(count: int, salt: str = "card") -> list[Card]:
-    """A card model per node, VRAM spread over 8..4,000 GB: every node is its own group and VRAM leaf."""
-    return [(f"{salt} GPU {i}", 8 + (i * 37) % 3993, "crowd-runtime") for i in range(count)]
+    """A card model per node, VRAM spread over 8..4,000 GB by the golden ratio: every node its own group,
+    and even a few nodes land far apart in the VRAM tree, as a large network's do."""
+    golden = 0.6180339887
+    return [(f"{salt} GPU {i}", 8 + int((i * golden) % 1 * 3992), "crowd-runtime") for i in range(count)]
 
 
 class Rpc:
