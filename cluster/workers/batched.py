@@ -27,11 +27,14 @@ from cluster.workers.worker import WorkerBase
 
 @ray.remote
 class BatchedGpuWorker(WorkerBase):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._request_ids = itertools.count()  # vLLM request ids: unique within this worker's engines
+        self._image_turn = asyncio.Lock()  # binds to the actor's loop at its first use
+
     def _engines(self, engine: EngineConfig, rig: RigConfig, store: ModelStore) -> tuple[Any, Any]:
         from cluster.workers.engines.image_diffusers import DiffusersImageEngine
 
-        self._request_ids = itertools.count()
-        self._image_turn = asyncio.Lock()  # binds to the actor's loop at its first use
         text = AsyncVllmTextEngine(
             store,
             self.cache,
