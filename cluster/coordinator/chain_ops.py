@@ -89,10 +89,18 @@ class ChainOps:
 
     async def task_deadline_chain_s(self, task_id: int) -> int | None:
         """The task's deadline (a block timestamp), or None once the task ended (its storage is deleted)."""
+        task = await self._task_info(task_id)
+        return int(task["deadline"]) or None
+
+    async def task_cap(self, task_id: int) -> int | None:
+        """The task's ``cap`` (what its fee was priced for), or None once the task ended."""
+        task = await self._task_info(task_id)
+        return int(task["cap"]) if task["status"] else None
+
+    async def _task_info(self, task_id: int) -> dict[str, Any]:
         info = await self.task.functions.getTask(task_id).call()
         names = [c["name"] for c in self.task.functions.getTask(task_id).abi["outputs"][0]["components"]]
-        task = dict(zip(names, info, strict=True))
-        return int(task["deadline"]) or None
+        return dict(zip(names, info, strict=True))
 
     async def latest_block_time_s(self) -> int:
         block = await self.sender.rpc.call("eth_getBlockByNumber", ["latest", False])

@@ -31,7 +31,7 @@ from cluster.coordinator.timeline import RoundTimeline
 from cluster.protocol.errors import TaskExecutionError
 from cluster.protocol.hashes import new_nonce, task_hash
 from cluster.protocol.results import results_match
-from cluster.protocol.task import parse_task_args, task_model
+from cluster.protocol.task import check_within_cap, parse_task_args, task_model
 from cluster.relay import RelayClient
 from cluster.test_hooks import NO_HOOKS, TestHooks, corrupt_result
 from cluster.workers.messages import JobRequest
@@ -87,6 +87,8 @@ class RoundDriver:
         args_json = task.args_json or await self._fetch_args(task, deadline_chain_s)
         try:
             args = parse_task_args(task.task_type, args_json)
+            # Asking for more than the fee paid for (the queue ranks by cap) is the creator's error.
+            check_within_cap(args, await self.ops.task_cap(task.task_id))
         except TaskExecutionError as exc:  # arguments the relay took but a node must refuse
             return self._found_error(task, exc)
         job = await self.pool.run_job(

@@ -24,7 +24,7 @@ from cluster.protocol.hashes import (
 from cluster.protocol.phash import gpt_results_match, phash_bytes, sd_result, sd_results_match
 from cluster.protocol.sd import SDTaskArgs
 from cluster.protocol.signing import SignatureInvalid, SignatureRefusal, sign_request, verify_request
-from cluster.protocol.task import TaskArgs, TaskType, parse_task_args, task_cap
+from cluster.protocol.task import TaskArgs, TaskType, check_within_cap, parse_task_args, task_cap
 
 __all__ = [
     "ArgumentsInvalid",
@@ -45,6 +45,7 @@ __all__ = [
     "TaskExecutionError",
     "TaskType",
     "card_model_key",
+    "check_within_cap",
     "commitment",
     "error_from_dict",
     "gpt_response_bytes",

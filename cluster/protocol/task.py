@@ -141,3 +141,17 @@ def task_cap(args: TaskArgs) -> int:
     if isinstance(args, SDTaskArgs):
         return args.task_config.num_images
     return args.max_new_tokens
+
+
+def check_within_cap(args: TaskArgs, cap: int | None) -> None:
+    """Arguments that ask for more than the task paid for are invalid: the chain ranks a task in the queue
+    by its ``cap`` (fee per estimated second), so a task declaring ``cap = 0`` and asking for 6 images
+    would jump the queue. ``ArgumentsInvalid`` (a task error on the node, a 400 at the relay); ``cap``
+    None (not known) checks nothing."""
+    if cap is None:
+        return
+    wanted = task_cap(args)
+    if wanted > cap:
+        what = "num_images" if isinstance(args, SDTaskArgs) else "max_new_tokens"
+        field = "task_config.num_images" if isinstance(args, SDTaskArgs) else f"generation_config.{what}"
+        raise ArgumentsInvalid(f"{what} is {wanted}, above the task's cap of {cap} on chain", (field,))

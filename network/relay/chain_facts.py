@@ -47,14 +47,16 @@ class ChainFacts:
         state = self.conn.scalar(select(TASKS.c.state).where(TASKS.c.task_id == task_id))
         return None if state is None else TaskState(state)
 
-    def saw_task(self, task_id: int, task_type: int, creator: str, task_hash: bytes) -> None:
-        """A task exists on chain. A replay of the same fact changes nothing."""
+    def saw_task(
+        self, task_id: int, task_type: int, creator: str, task_hash: bytes, cap: int | None = None
+    ) -> None:
+        """A task exists on chain (``cap``: from its TaskPending). Replaying the same fact changes nothing."""
         if self._state(task_id) is None:
             self.conn.execute(
                 insert(TASKS).values(
                     task_id=task_id, task_type=task_type, creator=creator, task_hash="0x" + task_hash.hex(),
                     state=TaskState.PENDING.value, selected_nodes="{}", args_uploaded=False,
-                    num_result_files=0,
+                    num_result_files=0, cap=cap,
                 )
             )  # fmt: skip
 

@@ -106,7 +106,8 @@ def apply_event(facts: ChainFacts, event: ChainEvent) -> None:
     at = event.block_time_s
     match task_event(event):
         case TaskPending() as pending:
-            facts.saw_task(pending.task_id, pending.task_type, pending.creator, pending.task_hash)
+            p = pending
+            facts.saw_task(p.task_id, p.task_type, p.creator, p.task_hash, p.cap)
             facts.task_phase_changed(TaskPhase.NONE, TaskPhase.QUEUED)
         case TaskStarted() as started:
             facts.saw_task(started.task_id, started.task_type, started.creator, started.task_hash)

@@ -30,6 +30,8 @@ tasks = Table(
     Column("args_uploaded", Boolean, nullable=False, default=False),
     Column("num_result_files", Integer, nullable=False, default=0),
     Column("ended_at", Float, nullable=True, index=True),
+    # TaskPending's cap (num_images / max_new_tokens the fee was priced for); NULL when first seen otherwise.
+    Column("cap", BigInteger, nullable=True),
 )
 
 cursors = Table(

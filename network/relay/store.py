@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, and_, create_engine, delete, event, func, insert, select, update
+from sqlalchemy import Engine, and_, create_engine, delete, event, func, insert, inspect, select, text, update
 
 from network.relay import schema
 from network.relay.chain_facts import ChainFacts
@@ -27,6 +27,16 @@ log = logging.getLogger(__name__)
 # Held (per transaction) while a replica creates the tables: two replicas starting at once on one
 # PostgreSQL database would otherwise both try to create them.
 SCHEMA_LOCK_KEY = 0x68656C69756D01  # "helium" + 1
+
+
+def _add_missing_columns(conn: Any) -> None:
+    """Columns added after a database was created (create_all makes tables, never columns): nullable,
+    so rows written before read as unknown."""
+    have = {c["name"] for c in inspect(conn).get_columns(schema.tasks.name)}
+    for column in schema.tasks.columns:
+        if column.name not in have:
+            kind = column.type.compile(dialect=conn.dialect)
+            conn.execute(text(f"ALTER TABLE {schema.tasks.name} ADD COLUMN {column.name} {kind}"))
 
 
 class CursorMoved(RuntimeError):
@@ -47,6 +57,7 @@ class TaskRecord:
     args_uploaded: bool
     num_result_files: int
     ended_at: float | None
+    cap: int | None = None
 
     @property
     def readers_of_args(self) -> set[str]:
@@ -67,6 +78,7 @@ def _record(row: Any) -> TaskRecord:
         args_uploaded=row.args_uploaded,
         num_result_files=row.num_result_files,
         ended_at=row.ended_at,
+        cap=row.cap,
     )
 
 
@@ -99,6 +111,7 @@ class RelayStore:
             if self.is_postgres:
                 conn.execute(select(func.pg_advisory_xact_lock(SCHEMA_LOCK_KEY)))
             schema.metadata.create_all(conn)
+            _add_missing_columns(conn)
             known = set(conn.scalars(select(schema.counters.c.name)))
             missing = [{"name": c.value, "value": 0} for c in Counter if c.value not in known]
             if missing:

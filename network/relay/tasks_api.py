@@ -20,7 +20,7 @@ from cluster.protocol.errors import ArgumentsInvalid
 from cluster.protocol.hashes import task_hash
 from cluster.protocol.results import ResultFilesInvalid, check_result_files
 from cluster.protocol.signing import bound_params
-from cluster.protocol.task import TaskType, parse_task_args
+from cluster.protocol.task import TaskType, check_within_cap, parse_task_args
 from network.relay.access import RelayDep
 from network.relay.config import RelayConfig
 from network.relay.errors import RelayError, envelope, not_yet
@@ -71,7 +71,8 @@ def upload_args(body: ArgsUpload, relay: RelayDep) -> dict[str, Any]:
         raise RelayError(400, f"task_args hash to {task_hash(body.task_args).hex()}, not the task's "
                               f"taskHash {task.task_hash.hex()} on chain")  # fmt: skip
     try:
-        parse_task_args(TaskType(task.task_type), body.task_args)
+        args = parse_task_args(TaskType(task.task_type), body.task_args)
+        check_within_cap(args, task.cap)
     except ArgumentsInvalid as exc:
         raise RelayError(400, f"task_args invalid: {exc.message}") from None
     if not task.args_uploaded:

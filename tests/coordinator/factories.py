@@ -25,6 +25,7 @@ from cluster.coordinator.scheduling.runner import JobRunner
 from cluster.coordinator.store import Outcome, Step
 from cluster.protocol.cards import CardModel
 from cluster.protocol.hashes import task_hash
+from cluster.protocol.task import parse_task_args, task_cap
 from cluster.relay import RelayClient
 
 CARD = CardModel("Devnet Virtual Card A", 8, "transformers-test")
@@ -77,7 +78,8 @@ def settings(
 
 def create_task(w3, deployment, args: str, fee: int = 10**18) -> int:
     task = deployment.bind(w3).contract("Task")
-    tx = task.functions.createTask(int(TaskType.GPT), task_hash(args), b"\0" * 32, 0, 6).transact(
+    cap = task_cap(parse_task_args(TaskType.GPT, args))  # what the arguments ask for, as an app declares
+    tx = task.functions.createTask(int(TaskType.GPT), task_hash(args), b"\0" * 32, 0, cap).transact(
         {"from": APP.address, "value": fee}
     )
     receipt = w3.eth.wait_for_transaction_receipt(tx)

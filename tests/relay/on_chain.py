@@ -15,6 +15,7 @@ from eth_utils import to_checksum_address
 from cluster.chain.anvil import DEV_MNEMONIC
 from cluster.chain.contracts import NodeStatus, TaskType
 from cluster.protocol.hashes import task_hash
+from cluster.protocol.task import parse_task_args, task_cap
 from cluster.relay import RelayClient
 from network.relay.config import RelayConfig
 
@@ -23,6 +24,7 @@ DEV = [Account.from_mnemonic(DEV_MNEMONIC, account_path=f"m/44'/60'/0'/0/{i}") f
 CREATOR, NODES, OUTSIDER = DEV[10], DEV[1:4], DEV[11]
 ARGS = '{"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "seed": 3}'
 RESPONSE = b'{"model": "tiny", "choices": [], "usage": {}}'
+ARGS_CAP = 256  # ARGS asks for the default max_new_tokens: the cap its task must declare
 
 
 def eventually(check: Callable[[], Any], timeout_s: float = 60.0) -> Any:
@@ -48,9 +50,12 @@ def client(relay_url: str, account) -> RelayClient:
     return RelayClient(relay_url, account, backoff_s=0.05, max_backoff_s=0.2)
 
 
-def create_gpt_task(net, args: str = ARGS) -> int:
+def create_gpt_task(net, args: str = ARGS, cap: int | None = None) -> int:
+    """Joins the three nodes and creates the task; its cap is what the arguments ask for unless given."""
     net.join_all([n.address for n in NODES])
-    task_id, _ = net.create_task(CREATOR.address, TaskType.GPT, task_hash=task_hash(args), cap=16)
+    cap = task_cap(parse_task_args(TaskType.GPT, args)) if cap is None else cap
+    assert args != ARGS or cap == ARGS_CAP
+    task_id, _ = net.create_task(CREATOR.address, TaskType.GPT, task_hash=task_hash(args), cap=cap)
     return task_id
 
 

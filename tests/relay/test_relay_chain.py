@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import httpx
 import pytest
@@ -14,6 +15,7 @@ from cluster.relay import RelayClient, RelayRefused
 from network.relay.background import RunningRelay
 from tests.relay.on_chain import (
     ARGS,
+    ARGS_CAP,
     CREATOR,
     NODES,
     OUTSIDER,
@@ -93,6 +95,25 @@ def test_refusals_against_the_chain_change_nothing(net, relay):
     assert store.get(task_id).num_result_files == 0
 
 
+def test_arguments_asking_for_more_than_the_cap_on_chain_are_refused(net, relay):
+    """A task priced for 16 tokens (cap, its place in the queue) cannot ask for 17."""
+    greedy = json.dumps({**json.loads(ARGS), "generation_config": {"max_new_tokens": 17}})
+    task_id = create_gpt_task(net, greedy, cap=16)
+    store = relay.service.store
+    eventually(lambda: store.get(task_id))
+    assert store.get(task_id).cap == 16
+
+    async def refused() -> RelayRefused:
+        async with client(relay, CREATOR) as c:
+            with pytest.raises(RelayRefused) as err:
+                await c.upload_args(task_id, greedy)
+            return err.value
+
+    err = asyncio.run(refused())
+    assert err.status == 400 and "max_new_tokens is 17, above the task's cap of 16" in err.message
+    assert not store.get(task_id).args_uploaded
+
+
 def test_upload_before_success_is_answered_not_yet(net, relay):
     task_id = create_gpt_task(net)
     eventually(lambda: relay.service.store.get(task_id))
@@ -118,7 +139,7 @@ def test_a_restart_loses_nothing_and_resumes_following_the_chain(
         asyncio.run(client(first, CREATOR).upload_args(task_id, ARGS))
     # while the relay is down, the task succeeds and another task is created
     result_node = succeed(net, task_id)
-    second_id, _ = net.create_task(CREATOR.address, TaskType.GPT, task_hash=task_hash(ARGS), cap=16)
+    second_id, _ = net.create_task(CREATOR.address, TaskType.GPT, task_hash=task_hash(ARGS), cap=ARGS_CAP)
     with RunningRelay(config) as second:
         store = second.service.store
         eventually(lambda: store.get(second_id) and store.get(task_id).result_node)
@@ -137,7 +158,7 @@ def test_a_restart_loses_nothing_and_resumes_following_the_chain(
 
 def test_network_statistics_come_from_the_chain(net, relay):
     task_id = create_gpt_task(net)
-    queued = [net.create_task(CREATOR.address, TaskType.GPT, task_hash=task_hash(ARGS), cap=16)[0]]
+    queued = [net.create_task(CREATOR.address, TaskType.GPT, task_hash=task_hash(ARGS), cap=ARGS_CAP)[0]]
     net.cancel(queued[0], CREATOR.address)
     net.join(OUTSIDER.address)
     expected = network_as_contract_sees_it(net)

@@ -17,6 +17,7 @@ from network.relay.process import RelayProcess
 from network.relay.store import RelayStore
 from tests.relay.on_chain import (
     ARGS,
+    ARGS_CAP,
     CREATOR,
     NODES,
     OUTSIDER,
@@ -57,7 +58,7 @@ def caught_up(replica: RelayProcess, head: int) -> bool:
 
 def create_tasks(net, count: int) -> list[int]:
     return [
-        net.create_task(CREATOR.address, TaskType.GPT, task_hash=task_hash(ARGS), cap=16)[0]
+        net.create_task(CREATOR.address, TaskType.GPT, task_hash=task_hash(ARGS), cap=ARGS_CAP)[0]
         for _ in range(count)
     ]
 
