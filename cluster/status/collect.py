@@ -82,11 +82,11 @@ async def _worker_view(worker_id: str, info: WorkerInfo | None, namespace: str) 
         warm = []
     used = info.gpu_memory_used_bytes
     if used is None:  # a CPU rig: the worker's model cache is what stands for its VRAM
-        used = getattr(info, "cache_used_bytes", None)
+        used = info.cache_used_bytes
     return WorkerView(
         worker_id=worker_id, is_alive=True, num_running=info.num_running, num_jobs=info.num_jobs,
         warm_models=sorted(warm), vram_used_bytes=None if used is None else int(used),
-        vram_budget_bytes=getattr(info, "cache_budget_bytes", None),
+        vram_budget_bytes=info.cache_budget_bytes,
     )  # fmt: skip
 
 

@@ -46,6 +46,8 @@ class WorkerInfo:
     node_id: str
     gpu_utilization: float | None = None  # 0..1, from NVML; None on a CPU rig
     gpu_memory_used_bytes: float | None = None
+    cache_used_bytes: int | None = None  # the worker's warm models (what stands for VRAM on a CPU rig)
+    cache_budget_bytes: int | None = None
 
     @property
     def is_busy(self) -> bool:

@@ -236,6 +236,8 @@ class WorkerBase:
             node_id=ray.get_runtime_context().get_node_id(),
             gpu_utilization=usage.get("gpu_utilization"),
             gpu_memory_used_bytes=usage.get("gpu_memory_used_bytes"),
+            cache_used_bytes=self.cache.num_bytes,
+            cache_budget_bytes=self.cache.budget_bytes,
         )
 
 
