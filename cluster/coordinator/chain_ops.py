@@ -14,6 +14,7 @@ is refunded.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from eth_account.signers.local import LocalAccount
@@ -28,14 +29,15 @@ from cluster.chain.tx_journal import TxJournal
 from cluster.protocol.cards import CardModel
 from cluster.protocol.hashes import commitment
 
-# Each task step: the key prefix of its transactions, and the gas of its dearest path on a small network
-# (benchmarks/results/chain_gas.md: a settlement that also starts a queued task among a few nodes).
-# A network whose selections cost more is learned from the receipts (StepGas).
+# Each task step: the key prefix of its transactions, and a gas limit above its dearest path
+# (benchmarks/results/chain_gas.md). A step that ends rounds may start up to two queued tasks
+# (Task.MAX_STARTS_PER_CALL), about 300-400k gas each; no path depends on the network's size. A step
+# seen to use more raises its limit (StepGas, from the receipts).
 STEP_GAS_FLOORS = {
-    "submitTaskResultCommitment": ("commit", 100_000),  # the third emits CommitmentsReady: 59k
-    "reportTaskError": ("error", 700_000),  # the second may abort the task and pay: 392k
-    "discloseTaskResult": ("disclose", 600_000),  # the second decides and pays: 346k
-    "reportResultsUploaded": ("uploaded", 700_000),  # pays, deletes the task, starts a queued one: 425k
+    "submitTaskResultCommitment": ("commit", 150_000),  # the third emits CommitmentsReady: 59k
+    "reportTaskError": ("error", 1_300_000),  # the second may abort the task and pay: 398k, + starts
+    "discloseTaskResult": ("disclose", 1_300_000),  # the second decides and pays: 345k, + starts
+    "reportResultsUploaded": ("uploaded", 1_300_000),  # pays, deletes the task: 347k, + starts
 }
 GAS_HEADROOM = 1.5  # over the most gas a step was seen to use
 
@@ -58,6 +60,17 @@ class StepGas:
         self.most_used[method] = max(self.most_used.get(method, 0), gas_used)
 
 
+@dataclass(frozen=True, slots=True)
+class TaskTerms:
+    cap: int  # what the fee paid for: num_images / max_new_tokens
+    started_chain_s: int  # the block time of TaskStarted
+    arguments_wait_s: int  # from then on a node may report the arguments missing
+
+    @property
+    def no_arguments_from_s(self) -> int:
+        return self.started_chain_s + self.arguments_wait_s
+
+
 class ChainOps:
     def __init__(self, w3: AsyncWeb3, sender: TxSender, addresses: dict[str, str]):
         self.w3 = w3
@@ -68,6 +81,7 @@ class ChainOps:
         self.step_gas = StepGas(sender.journal)
         self._steps = CallEncoder(self.task.address, load_artifact("Task").abi, STEP_GAS_FLOORS)
         self._views = CallEncoder(self.node.address, load_artifact("Node").abi, ["nodeStatus"])
+        self._arguments_wait_s: int | None = None
 
     # -- reads --------------------------------------------------------------------------------------------
 
@@ -92,10 +106,15 @@ class ChainOps:
         task = await self._task_info(task_id)
         return int(task["deadline"]) or None
 
-    async def task_cap(self, task_id: int) -> int | None:
-        """The task's ``cap`` (what its fee was priced for), or None once the task ended."""
+    async def task_terms(self, task_id: int) -> TaskTerms | None:
+        """What a node needs to know of a running task beyond its events, or None once it ended."""
         task = await self._task_info(task_id)
-        return int(task["cap"]) if task["status"] else None
+        if not task["status"]:
+            return None
+        if self._arguments_wait_s is None:  # owner-settable, read once per process
+            self._arguments_wait_s = int(await self.task.functions.argumentsWait().call())
+        return TaskTerms(cap=int(task["cap"]), started_chain_s=int(task["startedAt"]),
+                         arguments_wait_s=self._arguments_wait_s)  # fmt: skip
 
     async def _task_info(self, task_id: int) -> dict[str, Any]:
         info = await self.task.functions.getTask(task_id).call()
@@ -145,6 +164,12 @@ class ChainOps:
         return await self._step(
             account, "submitTaskResultCommitment", args, f"commit:task={task_id}:round={round_}"
         )
+
+    async def report_no_arguments(self, account: LocalAccount, task_id: int, round_: int) -> SentTx:
+        """Gas estimated (like the cancel): a report a block too early reverts at the estimate, unsent,
+        and is tried again; a fixed-gas step would be mined reverted under its once-only key."""
+        request = TxRequest.call(self.task, "reportNoArguments", task_id, round_)
+        return await self._send(account, request, f"noargs:task={task_id}:round={round_}")
 
     async def report_error(self, account: LocalAccount, task_id: int, round_: int) -> SentTx:
         return await self._step(

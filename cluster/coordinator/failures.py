@@ -23,8 +23,9 @@ from cluster.coordinator.scheduling.runner import JobDeadlineExceeded
 from cluster.protocol.errors import ErrorAction, TaskExecutionError
 from cluster.relay import RelayNotReady
 
-# Reverts that name a moment, not a refusal: the same call succeeds once the chain moves on.
-TRANSIENT_REVERTS = frozenset({"DeadlineNotPassed"})
+# Reverts that name a moment, not a refusal: the same call succeeds once the chain moves on (the deadline,
+# the end of the arguments wait).
+TRANSIENT_REVERTS = frozenset({"DeadlineNotPassed", "ArgumentsWaitNotPassed"})
 
 
 class Failure(Enum):

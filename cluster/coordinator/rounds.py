@@ -21,7 +21,7 @@ import httpx
 from eth_account.signers.local import LocalAccount
 
 from cluster.chain.revert import ContractRevert
-from cluster.coordinator.chain_ops import ChainOps
+from cluster.coordinator.chain_ops import ChainOps, TaskTerms
 from cluster.coordinator.clock import ChainClock
 from cluster.coordinator.failures import ArgumentsMismatch
 from cluster.coordinator.nodes import NodeSet, pause_all
@@ -32,7 +32,7 @@ from cluster.protocol.errors import TaskExecutionError
 from cluster.protocol.hashes import new_nonce, task_hash
 from cluster.protocol.results import results_match
 from cluster.protocol.task import check_within_cap, parse_task_args, task_model
-from cluster.relay import RelayClient
+from cluster.relay import RelayClient, RelayNotReady
 from cluster.test_hooks import NO_HOOKS, TestHooks, corrupt_result
 from cluster.workers.messages import JobRequest
 
@@ -84,11 +84,16 @@ class RoundDriver:
 
     async def _execute(self, task: NodeTask) -> bool:
         deadline_chain_s = task.deadline_chain_s  # the TaskStarted block's time + taskTimeout (ChainWatch)
-        args_json = task.args_json or await self._fetch_args(task, deadline_chain_s)
+        terms = await self.ops.task_terms(task.task_id)
+        if terms is None:
+            return False  # the task ended on chain: its events end the round
+        args_json = task.args_json or await self._fetch_args(task, deadline_chain_s, terms)
+        if args_json is None:
+            return True  # reported missing: the second report (or the deadline's cancel) ends the task
         try:
             args = parse_task_args(task.task_type, args_json)
             # Asking for more than the fee paid for (the queue ranks by cap) is the creator's error.
-            check_within_cap(args, await self.ops.task_cap(task.task_id))
+            check_within_cap(args, terms.cap)
         except TaskExecutionError as exc:  # arguments the relay took but a node must refuse
             return self._found_error(task, exc)
         job = await self.pool.run_job(
@@ -115,11 +120,22 @@ class RoundDriver:
         log.info("[coordinator] executed task=%d round=%d node=%s", task.task_id, task.round, task.node)
         return True
 
-    async def _fetch_args(self, task: NodeTask, deadline_chain_s: float) -> str:
+    async def _fetch_args(self, task: NodeTask, deadline_chain_s: float, terms: TaskTerms) -> str | None:
+        """The arguments from the relay, waited for until the chain lets a node report them missing
+        (Task.argumentsWait after the start); then reported, and None. A lone report changes nothing:
+        the task is aborted, and its reporters paid for the wait, once a second node reports."""
         relay = self._relay_for(task.node)
-        args_json = await relay.get_args(
-            task.task_id, wait_s=max(1.0, self.clock.seconds_left(deadline_chain_s))
-        )
+        report_at = min(deadline_chain_s, terms.no_arguments_from_s)
+        try:
+            wait_s = max(1.0, self.clock.seconds_left(report_at))
+            args_json = await relay.get_args(task.task_id, wait_s=wait_s)
+        except RelayNotReady:
+            if self.clock.is_past(deadline_chain_s) or not self.clock.is_past(terms.no_arguments_from_s):
+                raise
+            await self.ops.report_no_arguments(self._account(task), task.task_id, task.round)
+            log.warning("[coordinator] no arguments, reported task=%d round=%d", task.task_id, task.round)
+            self.store.patch(task.task_id, task.round, failure="selected: arguments never came (reported)")
+            return None
         if task_hash(args_json) != task.task_hash:  # the relay checks this too; never run unverified args
             raise ArgumentsMismatch(f"task {task.task_id}: the relay's arguments do not hash to the taskHash")
         self.store.patch(task.task_id, task.round, args_json=args_json)

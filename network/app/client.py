@@ -131,7 +131,12 @@ class ApplicationClient:
     async def quote(self, task_type: TaskType | int, task_args_json: str) -> int:
         """The default fee of a task, in wei (``PricePolicy.fee_for`` of the chain's estimate)."""
         args = parse_task_args(task_type, task_args_json)
-        return self.settings.price.fee_for(await self.estimated_ms(task_type, task_cap(args)))
+        return await self._default_fee(task_type, task_cap(args))
+
+    async def _default_fee(self, task_type: TaskType | int, cap: int) -> int:
+        """The price policy's fee for the chain's estimate, and never below the chain's minimum fee."""
+        minimum = await self.task.functions.minTaskFee().call()
+        return max(minimum, self.settings.price.fee_for(await self.estimated_ms(task_type, cap)))
 
     # -- submitting ----------------------------------------------------------------------------------------
 
@@ -185,7 +190,7 @@ class ApplicationClient:
             if record is None:
                 cap = task_cap(args)
                 if fee_wei is None:
-                    fee_wei = self.settings.price.fee_for(await self.estimated_ms(task_type, cap))
+                    fee_wei = await self._default_fee(task_type, cap)
                 record = self.requests.add(
                     RequestRecord(request_id, task_type, digest, task_args_json, fee_wei, vram_limit, cap)
                 )

@@ -18,7 +18,7 @@ DEFAULT_WEI_PER_SECOND = 10**16
 @dataclass(frozen=True, slots=True)
 class PricePolicy:
     wei_per_second: int = DEFAULT_WEI_PER_SECOND
-    min_fee_wei: int = 1  # the contract refuses a zero fee
+    min_fee_wei: int = 1  # the client also never quotes below the contract's minTaskFee
 
     def __post_init__(self) -> None:
         if self.wei_per_second < 0 or self.min_fee_wei < 1:

@@ -76,9 +76,10 @@ def settings(
     return coordinator_settings(anvil.rpc_url, deployment, relay.url, state_dir, **kwargs)
 
 
-def create_task(w3, deployment, args: str, fee: int = 10**18) -> int:
+def create_task(w3, deployment, args: str, fee: int = 10**18, cap: int | None = None) -> int:
     task = deployment.bind(w3).contract("Task")
-    cap = task_cap(parse_task_args(TaskType.GPT, args))  # what the arguments ask for, as an app declares
+    if cap is None:  # what the arguments ask for, as an application declares it
+        cap = task_cap(parse_task_args(TaskType.GPT, args))
     tx = task.functions.createTask(int(TaskType.GPT), task_hash(args), b"\0" * 32, 0, cap).transact(
         {"from": APP.address, "value": fee}
     )

@@ -117,6 +117,63 @@ def test_invalid_arguments_are_reported_as_a_task_error(w3, anvil, deployment, r
     assert {NodeStatus(node.functions.nodeStatus(r.node).call()) for r in rows} == {NodeStatus.AVAILABLE}
 
 
+def test_arguments_asking_for_more_than_the_cap_are_reported_as_a_task_error(
+    w3, anvil, deployment, relay, operator, tiny_lm_dir, tmp_path
+):
+    """The relay refuses such arguments; a relay that did not check (written to its storage here) must not
+    make the nodes run them: a task priced for 1 token asks for the default 256."""
+    args = gpt_args(tiny_lm_dir, seed=4)
+
+    async def scenario():
+        async with running_coordinator(
+            settings(anvil, deployment, relay, tmp_path), operator, LocalJobRunner(tmp_path)
+        ) as coordinator:
+            task_id = create_task(w3, deployment, args, cap=1)
+            while relay.service.store.get(task_id) is None:
+                await asyncio.sleep(0.05)
+            relay.service.files.write_args(task_id, args.encode())
+            relay.service.store.mark_args_uploaded(task_id)
+
+            await run_until(coordinator, rounds_end(coordinator, task_id))
+            return task_id, coordinator.store.of_task(task_id)
+
+    task_id, rows = asyncio.run(scenario())
+    assert all(r.error and "above the task's cap of 1" in r.error for r in rows), [r.error for r in rows]
+    task = deployment.bind(w3).contract("Task")
+    aborted = task.events.TaskAborted().get_logs(from_block=deployment.block_number)
+    assert [(e["args"]["taskId"], e["args"]["reason"]) for e in aborted] == [(task_id, "Task error reported")]
+
+
+def test_arguments_that_never_come_are_reported_and_the_reporters_paid(
+    w3, anvil, deployment, relay, operator, tiny_lm_dir, tmp_path
+):
+    task = deployment.bind(w3).contract("Task")
+    # 2 s, 10% of the fee per reporting node (reverted with the test's snapshot)
+    task.functions.setArgumentsWait(2, 1_000).transact({"from": deployment.owner})
+    args = gpt_args(tiny_lm_dir, seed=10)
+    fee = 10**18
+
+    async def scenario():
+        async with running_coordinator(
+            settings(anvil, deployment, relay, tmp_path), operator, LocalJobRunner(tmp_path)
+        ) as coordinator:
+            balances = {s.account.address: w3.eth.get_balance(s.account.address) for s in coordinator.slots}
+            task_id = create_task(w3, deployment, args, fee=fee)  # the application never uploads them
+            await run_until(coordinator, rounds_end(coordinator, task_id, Outcome.CANCELLED), timeout_s=60)
+            return task_id, balances
+
+    task_id, before = asyncio.run(scenario())
+    aborted = task.events.TaskAborted().get_logs(from_block=deployment.block_number)
+    assert [(e["args"]["taskId"], e["args"]["reason"]) for e in aborted] == [
+        (task_id, "Task arguments not delivered")
+    ]
+    paid = task.events.TaskNodeCompensated().get_logs(from_block=deployment.block_number)
+    assert len(paid) == 2 and {e["args"]["amount"] for e in paid} == {fee // 10}
+    assert all(e["args"]["node"] in before for e in paid)
+    node = deployment.bind(w3).contract("Node")
+    assert {NodeStatus(node.functions.nodeStatus(n).call()) for n in before} == {NodeStatus.AVAILABLE}
+
+
 def test_a_corrupt_slot_is_slashed_and_the_honest_slots_are_paid(
     w3, anvil, deployment, relay, operator, tiny_lm_dir, tmp_path
 ):
