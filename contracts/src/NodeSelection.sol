@@ -19,8 +19,9 @@ pragma solidity 0.8.28;
 /// groups with >= 3 of them: whether a task could ever run, whatever the nodes are doing now.
 ///
 /// Removing a node from a list moves the last one into its place; the vacated slot is left as it is
-/// (its count says it is free), so that the next node to enter writes a non-zero slot (2,900 gas)
-/// rather than a zero one (20,000).
+/// (its count says it is free), and count and tree slots keep a written-once mark, so that the next
+/// node to enter writes a non-zero slot (2,900 gas) rather than a zero one (20,000). Limits: fewer than
+/// 2**23 nodes under one tree entry, 2**24 - 1 in one list.
 abstract contract NodeSelection {
     /*//////////////////////////////////////////////////////////////
                                 CONSTANTS
@@ -36,10 +37,15 @@ abstract contract NodeSelection {
     /// @dev A tree entry: count << 40 | weight, 64 bits, four to a slot.
     uint256 internal constant COUNT_SHIFT = 40;
     uint256 internal constant WEIGHT_MASK = (1 << 40) - 1;
-    uint256 internal constant ENTRY_MASK = (1 << 64) - 1;
+    /// @dev 63 bits: the slot's top bit is the written-once mark (count < 2**23 per entry).
+    uint256 internal constant ENTRY_MASK = (1 << 63) - 1;
     uint256 internal constant ONE_NODE = 1 << 40;
     /// @dev A class count: 24 bits, ten to a slot.
     uint256 internal constant CLASS_MASK = (1 << 24) - 1;
+    /// @dev Set in every count and tree slot once written and never cleared: a slot that empties keeps
+    /// a non-zero value, so refilling it costs 2,900 gas, not 20,000. A sparse network would otherwise
+    /// pay the zero-slot price each time a node returns to a VRAM or class nobody else holds.
+    uint256 internal constant WRITTEN = 1 << 255;
 
     /*//////////////////////////////////////////////////////////////
                                  ERRORS
@@ -298,7 +304,8 @@ abstract contract NodeSelection {
     function _treeAdd(uint256 pool, uint256 vram, uint256 packed) internal {
         for (uint256 level; level < 3; ++level) {
             uint256 index = vram >> (8 - 4 * level);
-            _tree[(pool << 24) | (level << 16) | (index >> 2)] += packed << ((index & 3) << 6);
+            uint256 key = (pool << 24) | (level << 16) | (index >> 2);
+            _tree[key] = (_tree[key] + (packed << ((index & 3) << 6))) | WRITTEN;
         }
     }
 
@@ -376,7 +383,7 @@ abstract contract NodeSelection {
         uint256 word = counts[(weight - 1) / 10];
         n = ((word >> shift) & CLASS_MASK) + 1;
         if (n > CLASS_MASK) revert ListFull(weight);
-        counts[(weight - 1) / 10] = word + (1 << shift);
+        counts[(weight - 1) / 10] = (word + (1 << shift)) | WRITTEN;
     }
 
     function _decClass(uint256[2] storage counts, uint256 weight) internal {
