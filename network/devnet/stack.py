@@ -279,10 +279,12 @@ class Devnet:
 
         deadline = time.monotonic() + 30  # the farm settles a moment after the application sees the result
         while time.monotonic() < deadline:
-            steps = ray.get(self.actor.status.remote())["tasks"]
-            if all(k == "step:done" for k in steps if k.startswith("step:")):
+            status = ray.get(self.actor.status.remote())
+            if all(k == "step:done" for k in status["tasks"] if k.startswith("step:")):
                 break
             time.sleep(0.2)
+        self.board.earned_cnx = status.get("earned_wei", 0) / 1e18  # the footer's last numbers: settled
+        self.board.num_slashed = status["tasks"].get("outcome:slashed", 0)
         ray.get(self.actor.refresh_metrics.remote())
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as response:
             lines = response.read().decode().splitlines()

@@ -128,7 +128,7 @@ def check_tasks(output: str) -> None:
         r"task #1 SD \(chain task \d+\) validated in [\d.]+ s on \d card model\(s\): 2 PNGs", output
     )
     earned = float(re.search(r"the farm earned ([\d.]+) CNX", output).group(1))
-    assert earned > 0
+    assert earned > 0 and f"| earned {earned:.4f} CNX |" in output  # the footer's, once the farm settled
     # the coordinator's Prometheus endpoint counts the same: every task's 3 nodes paid
     assert f'helium_task_outcomes{{outcome="paid"}} {3.0 * NUM_TASKS}' in output
 
