@@ -91,6 +91,8 @@ class Events:
     TASK_NODE_SLASHED = "TaskNodeSlashed"
     TASK_NODE_CANCELLED = "TaskNodeCancelled"
     TASK_FEE_REFUNDED = "TaskFeeRefunded"
+    TASK_NO_ARGUMENTS_REPORTED = "TaskNoArgumentsReported"
+    TASK_NODE_COMPENSATED = "TaskNodeCompensated"
     # Node
     NODE_JOINED = "NodeJoined"
     NODE_STATUS_CHANGED = "NodeStatusChanged"

@@ -96,7 +96,8 @@ class TxSender:
                         )
                         if (sent := await self._settle(entry, account)) is not None:
                             return sent
-                gas = max(request.gas or await self.chain.estimate_gas(account.address, request), min_gas)
+                estimated = request.gas or await self.chain.estimate_gas(account.address, request)
+                gas = max(estimated, request.gas_floor, min_gas)
                 entry = await self._sign_and_broadcast(account, request, gas, key)
                 if (sent := await self._settle(entry, account, is_broadcast=True)) is not None:
                     return sent

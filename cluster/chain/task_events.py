@@ -144,6 +144,24 @@ class FeeRefunded(TaskEvent):
     amount_wei: int
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NoArgumentsReported(TaskEvent):
+    """A selected node said the task's arguments never reached it; the second report aborts the task."""
+
+    NAME: ClassVar[str] = Events.TASK_NO_ARGUMENTS_REPORTED
+    round: int
+    node: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeCompensated(TaskEvent):
+    """A node that reported the arguments missing was paid for the wait (before its round's end)."""
+
+    NAME: ClassVar[str] = Events.TASK_NODE_COMPENSATED
+    node: str
+    amount_wei: int
+
+
 _SETTLEMENT_NAMES = {
     NodeOutcome.PAID: Events.TASK_NODE_SUCCESS,
     NodeOutcome.SLASHED: Events.TASK_NODE_SLASHED,
@@ -183,6 +201,10 @@ _BUILDERS: dict[str, tuple[type[TaskEvent], _Builder]] = {
         "outcome": NodeOutcome.CANCELLED, "node": a["node"], "fee_wei": 0,
     }),
     Events.TASK_FEE_REFUNDED: (FeeRefunded, lambda a: {"creator": a["creator"], "amount_wei": a["amount"]}),
+    Events.TASK_NO_ARGUMENTS_REPORTED: (NoArgumentsReported, lambda a: {
+        "round": a["round"], "node": a["node"],
+    }),
+    Events.TASK_NODE_COMPENSATED: (NodeCompensated, lambda a: {"node": a["node"], "amount_wei": a["amount"]}),
 }  # fmt: skip
 
 

@@ -39,6 +39,12 @@ STEP_GAS_FLOORS = {
     "discloseTaskResult": ("disclose", 1_300_000),  # the second decides and pays: 345k, + starts
     "reportResultsUploaded": ("uploaded", 1_300_000),  # pays, deletes the task: 347k, + starts
 }
+# Life-cycle calls (join, resume, pause, quit, cancel) are estimated, so that a call that would revert is
+# refused before it is signed, and signed with at least this much: each may move a card model's other
+# nodes between selection pools (its third node arriving or leaving) and start up to two queued tasks,
+# which an estimate made a block earlier does not see. About 1.1M on the dearest path; unused gas is
+# refunded.
+LIFECYCLE_GAS_FLOOR = 1_500_000
 GAS_HEADROOM = 1.5  # over the most gas a step was seen to use
 
 
@@ -136,23 +142,22 @@ class ChainOps:
         )
 
     async def join(self, account: LocalAccount, card: CardModel, stake_wei: int, generation: int) -> SentTx:
-        request = TxRequest.call(self.node, "join", *card.join_args, value_wei=stake_wei)
+        request = TxRequest.call(
+            self.node, "join", *card.join_args, value_wei=stake_wei, gas_floor=LIFECYCLE_GAS_FLOOR
+        )
         return await self._send(account, request, f"join:{account.address}:{generation}")
 
     async def resume(self, account: LocalAccount, generation: int) -> SentTx:
-        return await self._send(
-            account, TxRequest.call(self.node, "resume"), f"resume:{account.address}:{generation}"
-        )
+        request = TxRequest.call(self.node, "resume", gas_floor=LIFECYCLE_GAS_FLOOR)
+        return await self._send(account, request, f"resume:{account.address}:{generation}")
 
     async def pause(self, account: LocalAccount, generation: int) -> SentTx:
-        return await self._send(
-            account, TxRequest.call(self.node, "pause"), f"pause:{account.address}:{generation}"
-        )
+        request = TxRequest.call(self.node, "pause", gas_floor=LIFECYCLE_GAS_FLOOR)
+        return await self._send(account, request, f"pause:{account.address}:{generation}")
 
     async def quit(self, account: LocalAccount, generation: int) -> SentTx:
-        return await self._send(
-            account, TxRequest.call(self.node, "quit"), f"quit:{account.address}:{generation}"
-        )
+        request = TxRequest.call(self.node, "quit", gas_floor=LIFECYCLE_GAS_FLOOR)
+        return await self._send(account, request, f"quit:{account.address}:{generation}")
 
     # -- task steps ---------------------------------------------------------------------------------------
 
@@ -168,7 +173,9 @@ class ChainOps:
     async def report_no_arguments(self, account: LocalAccount, task_id: int, round_: int) -> SentTx:
         """Gas estimated (like the cancel): a report a block too early reverts at the estimate, unsent,
         and is tried again; a fixed-gas step would be mined reverted under its once-only key."""
-        request = TxRequest.call(self.task, "reportNoArguments", task_id, round_)
+        request = TxRequest.call(
+            self.task, "reportNoArguments", task_id, round_, gas_floor=LIFECYCLE_GAS_FLOOR
+        )
         return await self._send(account, request, f"noargs:task={task_id}:round={round_}")
 
     async def report_error(self, account: LocalAccount, task_id: int, round_: int) -> SentTx:
@@ -189,7 +196,7 @@ class ChainOps:
         return await self._step(account, "reportResultsUploaded", (task_id, round_), key)
 
     async def cancel(self, account: LocalAccount, task_id: int) -> SentTx:
-        request = TxRequest.call(self.task, "cancelTask", task_id)
+        request = TxRequest.call(self.task, "cancelTask", task_id, gas_floor=LIFECYCLE_GAS_FLOOR)
         return await self._send(account, request, f"cancel:task={task_id}:by={account.address}")
 
     async def _send(self, account: LocalAccount, request: TxRequest, key: str) -> SentTx:

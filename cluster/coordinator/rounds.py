@@ -154,6 +154,8 @@ class RoundDriver:
 
     async def _commit(self, task: NodeTask) -> bool:
         assert task.result is not None and task.nonce is not None
+        if self.guard_own_results and await self._held_by_guard(task):
+            return False  # nothing of ours is committed; the task is cancelled at its deadline
         self.hooks.reached("before_commit", task.key)
         async with self._on_chain(task, "committed"):
             await self.ops.commit(self._account(task), task.task_id, task.round, task.result, task.nonce)
@@ -170,8 +172,6 @@ class RoundDriver:
     async def _disclose(self, task: NodeTask) -> bool:
         if not task.commitments_ready:
             return False
-        if self.guard_own_results and await self._own_results_disagree(task):
-            return False  # nothing of ours is disclosed; the task is cancelled at its deadline
         assert task.result is not None and task.nonce is not None
         async with self._on_chain(task, "disclosed"):
             await self.ops.disclose(self._account(task), task.task_id, task.round, task.result, task.nonce)
@@ -207,18 +207,24 @@ class RoundDriver:
 
     # -- the guard: the farm's own slots must agree before any of them discloses ------------------------
 
-    async def _own_results_disagree(self, task: NodeTask) -> bool:
+    async def _held_by_guard(self, task: NodeTask) -> bool:
+        """True (and the card model paused) when the farm's other rounds of this task got another result;
+        True too while one of them is still running: the farm's rounds of a task commit once all have
+        executed. A round that committed and then did not disclose would be slashed (Task.cancelTask),
+        so the guard must stop the rounds before their commitments; a round that never committed is
+        only cancelled."""
         assert task.result is not None
-        siblings = {
-            t.round: t.result for t in self.store.of_task(task.task_id) if t.round != task.round and t.result
-        }
+        others = [t for t in self.store.of_task(task.task_id) if t.round != task.round]
+        if any(t.step is Step.SELECTED and t.failure is None for t in others):
+            return True  # not a disagreement yet: wait for the sibling's result
+        siblings = {t.round: t.result for t in others if t.result}
         if all(results_match(task.task_type, task.result, other) for other in siblings.values()):
             return False
         card = self.nodes[task.node].card
         rounds = sorted([task.round, *siblings])
         reason = (
             f"the farm's own slots disagree on task {task.task_id} (rounds {rounds}); card model "
-            f"{card.describe()} paused, nothing disclosed; `python -m cluster resume-card {card.short_id}` "
+            f"{card.describe()} paused, nothing committed; `python -m cluster resume-card {card.short_id}` "
             "once the card is fixed"
         )
         if self.store.pause_card(card.key, reason):  # durable before the chain hears of it

@@ -207,7 +207,8 @@ def test_arguments_undelivered_by_the_deadline_cancel_the_task_for_its_refund(ne
 
 
 def test_a_full_queue_rejects_a_lower_fee_and_evicts_for_a_higher_one(net, nodes, make_client):
-    net.tx(net.queue.functions.setSizeLimit(1), net.owner)  # no nodes joined: every task is queued
+    net.tx(net.queue.functions.setSizeLimit(1), net.owner)
+    net.join_paused(net.accounts[25:28])  # nodes that could run every task, paused: each is queued
 
     async def main() -> None:
         async with make_client() as app:

@@ -159,14 +159,22 @@ def test_a_prompt_the_models_context_cannot_hold_is_a_400():
 
 
 def test_overdue_tasks_are_cancelled_and_refunded(world: World, tmp_path):
-    # A task no node can take (VRAM limit above every card) stays queued; past the bridge's deadline
-    # the sweep cancels it and the whole fee comes back.
+    # A task only three paused 80 GB nodes could take stays queued (one no joined card could ever take
+    # is refused at creation); past the bridge's deadline the sweep cancels it and the fee comes back.
+    w3 = world.anvil.web3()
+    node = world.deployment.bind(w3).contract("Node")
+    stake = node.functions.nodeStake().call()
+    for big in w3.eth.accounts[27:30]:
+        if node.functions.nodeStatus(big).call() == 0:  # Quit: not joined yet in this session
+            w3.eth.wait_for_transaction_receipt(
+                node.functions.join("Paused 80 GB card", 80, "test").transact({"from": big, "value": stake})
+            )
+            w3.eth.wait_for_transaction_receipt(node.functions.pause().transact({"from": big}))
     args = {
         "model": str(world.models["gpt"]),
         "messages": MESSAGES,
         "generation_config": {"max_new_tokens": 4},
     }
-    w3 = world.anvil.web3()
     with world.bridge(tmp_path / "b", account=SECOND_WALLET, task_timeout_s=1.0) as running:
         http = httpx.Client(base_url=running.url, headers={"Authorization": f"Bearer {KEY}"}, timeout=30)
         task = http.post("/v1/tasks", json={"task_type": "gpt", "task_args": args, "vram_limit": 64})

@@ -31,6 +31,8 @@ from tests.contracts.net import ETHER, Net
 NOT_ABOUT_A_TASK = {"Wired", "OwnershipTransferred", "TaskTimeoutSet", "DistanceThresholdSet"} | {
     "PaymentDeferred",
     "CreditWithdrawn",
+    "MinTaskFeeSet",
+    "ArgumentsWaitSet",
 }
 
 
@@ -84,7 +86,8 @@ def test_a_cancelled_task_decodes_its_abort_and_refund(w3, anvil, deployment):
     net = Net(w3, deployment)
     app = net.accounts[20]
     first = w3.eth.block_number + 1
-    task_id, _ = net.create_task(app, TaskType.SD, fee=ETHER)  # no node: it waits in the queue
+    net.join_paused(net.accounts[3:6])  # nodes that could run it, paused: it waits in the queue
+    task_id, _ = net.create_task(app, TaskType.SD, fee=ETHER)
     net.cancel(task_id, app)
     events = [e for e in read_task_events(anvil, deployment, first) if e.task_id == task_id]
     aborted = [e for e in events if isinstance(e, TaskAborted)]

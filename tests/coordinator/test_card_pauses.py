@@ -50,7 +50,7 @@ def test_a_paused_card_model_stays_paused_after_a_restart_until_resumed(
             await upload(relay, task_id, args)
             await run_until(coordinator, lambda: bool(coordinator.status()["alerts"]))
             alert = coordinator.status()["alerts"]
-            # paused, nothing disclosed: the task is cancelled at its deadline and the nodes are Paused
+            # paused, nothing committed: the task is cancelled at its deadline and the nodes are Paused
             pass_the_deadline(w3)
             await run_until(coordinator, rounds_end(coordinator, task_id, Outcome.CANCELLED))
         async with running_coordinator(fixed, operator, LocalJobRunner(tmp_path), join=False) as restarted:

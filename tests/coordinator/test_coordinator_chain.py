@@ -212,7 +212,7 @@ def test_a_corrupt_slot_is_slashed_and_the_honest_slots_are_paid(
     assert [e["args"]["node"] for e in slashed] == [corrupt_node]
 
 
-def test_own_slots_that_disagree_pause_the_card_model_before_any_disclosure(
+def test_own_slots_that_disagree_pause_the_card_model_before_any_commitment(
     w3, anvil, deployment, relay, operator, tiny_lm_dir, tmp_path
 ):
     args = gpt_args(tiny_lm_dir, seed=6)
@@ -223,13 +223,15 @@ def test_own_slots_that_disagree_pause_the_card_model_before_any_disclosure(
             task_id = create_task(w3, deployment, args)
             await upload(relay, task_id, args)
             await run_until(coordinator, lambda: bool(coordinator.status()["alerts"]))
-            await asyncio.sleep(1.0)  # give any (wrong) disclosure time to go out
+            await asyncio.sleep(1.0)  # give any (wrong) commitment time to go out
             return task_id, coordinator.status(), [s.account.address for s in coordinator.slots]
 
     task_id, status, nodes = asyncio.run(scenario())
     assert f"disagree on task {task_id}" in status["alerts"][0] and len(status["paused_cards"]) == 1
     task = deployment.bind(w3).contract("Task")
-    assert list(task.events.TaskResultDisclosed().get_logs(from_block=deployment.block_number)) == []
+    # a commitment withheld would be slashed at the cancel: none is sent (nor any disclosure)
+    commitments = task.events.TaskResultCommitmentSubmitted().get_logs(from_block=deployment.block_number)
+    assert list(commitments) == []
     node = deployment.bind(w3).contract("Node")
     # busy with the task: each pauses when it ends (PendingPause), so no new task reaches the group
     assert {NodeStatus(node.functions.nodeStatus(n).call()) for n in nodes} == {NodeStatus.PENDING_PAUSE}
