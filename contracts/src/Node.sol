@@ -225,10 +225,7 @@ contract Node is Owned, Payouts, NodeSelection, INode {
         for (uint256 i; i < NODES_PER_TASK; ++i) {
             NodeInfo storage n = _nodes[selected[i]];
             n.taskId = uint64(taskId);
-            n.memberIndex = 0;
-            n.status = NodeStatus.Busy;
-            emit NodeStatusChanged(selected[i], NodeStatus.Available, NodeStatus.Busy);
-            stats.nodeStatusChanged(selected[i], NodeStatus.Available, NodeStatus.Busy);
+            _recordStatus(selected[i], n, NodeStatus.Available, NodeStatus.Busy);
         }
     }
 
@@ -353,10 +350,14 @@ contract Node is Owned, Payouts, NodeSelection, INode {
 
     function _setStatus(address node, NodeInfo storage n, NodeStatus to) internal {
         NodeStatus from = n.status;
-        if (from == NodeStatus.Available) {
-            _leavePools(node, n.cardModelKey, n.gpuVramGB);
-            n.memberIndex = 0;
-        }
+        if (from == NodeStatus.Available) _leavePools(node, n.cardModelKey, n.gpuVramGB);
+        _recordStatus(node, n, from, to);
+    }
+
+    /// @dev The status change once the node left its pools (when it was Available): the joined counts,
+    /// the entry into the pools (when it becomes Available), the events and NetworkStats.
+    function _recordStatus(address node, NodeInfo storage n, NodeStatus from, NodeStatus to) internal {
+        if (from == NodeStatus.Available) n.memberIndex = 0;
         if (from == NodeStatus.Quit) _countJoined(n.cardModelKey, n.gpuVramGB);
         else if (to == NodeStatus.Quit) _uncountJoined(n.cardModelKey, n.gpuVramGB);
         n.status = to;

@@ -1,9 +1,10 @@
 """``GET /v1/network``: read-only network statistics, from the tables the follower keeps.
 
 The follower counts Node and Task events the way the NetworkStats contract counts its reports, so these
-answers equal the contract's views as of the block the relay has read up to (``as_of_block``), without a
-call to the chain per request. They are counted from the relay's start block: a relay started at the
-deployment's block (``--deployment`` does) counts the whole network.
+answers equal the contract's views as of the block the relay has read up to (``as_of_block``: the counts
+include every event up to it, and may include a few newer ones), without a call to the chain per
+request. They are counted from the relay's start block: a relay started at the deployment's block
+(``--deployment`` does) counts the whole network.
 
 These endpoints carry no signature: everything they show is public on chain.
 """
@@ -28,6 +29,10 @@ class NetworkStats:
         self.store = store
 
     def counters(self) -> dict[str, Any]:
+        # The cursor first: a page applied between the two reads then makes the counts newer than
+        # as_of_block, never older (read the other way round, a follower catching up after a takeover
+        # answered old counts with a new as_of_block).
+        as_of_block = self._as_of_block()
         values = self.store.counters()
         return {
             "nodes": {
@@ -43,10 +48,11 @@ class NetworkStats:
                 "succeeded": values[Counter.TASKS_SUCCEEDED],
                 "aborted": values[Counter.TASKS_ABORTED],
             },
-            "as_of_block": self._as_of_block(),
+            "as_of_block": as_of_block,
         }
 
     def nodes(self, offset: int, limit: int) -> dict[str, Any]:
+        as_of_block = self._as_of_block()  # before the page, as in counters()
         total, page = self.store.nodes_page(offset, limit)
         return {
             "total": total,
@@ -61,7 +67,7 @@ class NetworkStats:
                 }
                 for row in page
             ],
-            "as_of_block": self._as_of_block(),
+            "as_of_block": as_of_block,
         }
 
     def _as_of_block(self) -> int | None:

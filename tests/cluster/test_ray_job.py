@@ -109,9 +109,15 @@ def test_ray_job_submit_runs_the_cluster_and_serves_a_task(ray_head, w3, anvil, 
         assert submitted.returncode == 0, submitted.stderr[-2000:]
         job_id = re.search(r"raysubmit_[A-Za-z0-9]+", submitted.stdout + submitted.stderr).group(0)
 
+        # A task no joined card model could run is refused (TaskCannotRun): pay once the job's nodes joined.
+        node = deployment.bind(w3).contract("Node")
+        joined_by = time.monotonic() + 300
+        while not node.functions.canEverRun(int(TaskType.GPT), 0).call():
+            assert time.monotonic() < joined_by, "the job's nodes did not join"
+            time.sleep(0.5)
+
         async def pay_for_a_task() -> list[bytes]:
             async with ApplicationClient(anvil.rpc_url, deployment, relay.url, APP, tmp_path / "app") as app:
-                # the task waits in the chain's queue until the job's nodes have joined
                 _, files = await app.run(
                     TaskType.GPT, gpt_task(models["gpt"], 3), request_id="job", timeout_s=300
                 )
