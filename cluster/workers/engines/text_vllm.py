@@ -37,6 +37,37 @@ from cluster.workers.models.store import ModelStore
 logger = logging.getLogger(__name__)
 
 
+def engine_options(
+    path: Path, args: GPTTaskArgs, gpu_memory_utilization: float, tensor_parallel_size: int
+) -> dict[str, Any]:
+    """What both vLLM engines (the offline LLM, the async engine) load a model with."""
+    if args.quantize_bits == 8:
+        raise ModelInvalid("quantize_bits=8: the vLLM engine quantizes in flight to 4 bits only")
+    return {
+        "model": str(path),
+        "tokenizer": str(path),
+        "dtype": args.dtype,
+        "seed": 0,
+        "quantization": "bitsandbytes" if args.quantize_bits == 4 else None,
+        "gpu_memory_utilization": gpu_memory_utilization,
+        "tensor_parallel_size": tensor_parallel_size,
+    }
+
+
+def checkpoint_companions(path: Path) -> tuple[Any, frozenset[int], dict[str, Any]]:
+    """The checkpoint's tokenizer, end-of-sequence ids and generation defaults, beside the vLLM engine."""
+    from transformers import AutoTokenizer, GenerationConfig
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    try:
+        generation = GenerationConfig.from_pretrained(path).to_dict()
+    except OSError:  # a checkpoint without generation_config.json
+        generation = {}
+    eos = generation.get("eos_token_id", tokenizer.eos_token_id)
+    eos_ids = frozenset([eos] if isinstance(eos, int) else (eos or []))
+    return tokenizer, eos_ids, model_generation_defaults(generation)
+
+
 def import_vllm() -> Any:
     """The parts of vLLM this engine uses; batch invariance is switched on before the first import."""
     enable_vllm_batch_invariance()
@@ -136,30 +167,11 @@ class VllmTextEngine(TextEngine):
         return f"vllm-{self.api.version}-batch-invariant"
 
     def _load(self, path: Path, args: GPTTaskArgs) -> LoadedVllmModel:
-        from transformers import AutoTokenizer, GenerationConfig
-
         with loading(args.model):
-            if args.quantize_bits == 8:
-                raise ModelInvalid("quantize_bits=8: the vLLM engine quantizes in flight to 4 bits only")
-            llm = self.api.LLM(
-                model=str(path),
-                tokenizer=str(path),
-                dtype=args.dtype,
-                seed=0,
-                quantization="bitsandbytes" if args.quantize_bits == 4 else None,
-                gpu_memory_utilization=self.gpu_memory_utilization,
-                tensor_parallel_size=self.tensor_parallel_size,
-            )
-            tokenizer = AutoTokenizer.from_pretrained(path)
-            try:
-                generation = GenerationConfig.from_pretrained(path).to_dict()
-            except OSError:  # a checkpoint without generation_config.json
-                generation = {}
-            eos = generation.get("eos_token_id", tokenizer.eos_token_id)
-            eos_ids = frozenset([eos] if isinstance(eos, int) else (eos or []))
-            return LoadedVllmModel(
-                llm, tokenizer, eos_ids, model_generation_defaults(generation), checkpoint_nbytes(path)
-            )
+            options = engine_options(path, args, self.gpu_memory_utilization, self.tensor_parallel_size)
+            llm = self.api.LLM(**options)
+            tokenizer, eos_ids, defaults = checkpoint_companions(path)
+            return LoadedVllmModel(llm, tokenizer, eos_ids, defaults, checkpoint_nbytes(path))
 
     def _model(self, args: GPTTaskArgs) -> LoadedVllmModel:
         path = self.store.resolve(args.model)

@@ -17,7 +17,6 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from cluster.protocol.errors import ModelInvalid
 from cluster.protocol.gpt import GPTTaskArgs
 from cluster.workers.engines.base import TextResult
 from cluster.workers.engines.deadline import JobPastDeadline, past_deadline
@@ -27,11 +26,12 @@ from cluster.workers.engines.text_request import (
     build_prompt_ids,
     check_context,
     merge_generation_config,
-    model_generation_defaults,
 )
 from cluster.workers.engines.text_vllm import (
     LoadedVllmModel,
+    checkpoint_companions,
     checkpoint_nbytes,
+    engine_options,
     response_from_request_output,
     sampling_params_kwargs,
 )
@@ -87,33 +87,16 @@ class AsyncVllmTextEngine:
         return f"vllm-{self.api.version}-batch-invariant"
 
     def _load(self, path: Path, args: GPTTaskArgs) -> LoadedVllmModel:
-        from transformers import AutoConfig, AutoTokenizer, GenerationConfig
+        from transformers import AutoConfig
 
         with loading(args.model):
-            if args.quantize_bits == 8:
-                raise ModelInvalid("quantize_bits=8: the vLLM engine quantizes in flight to 4 bits only")
-            engine_args = self.api.AsyncEngineArgs(
-                model=str(path),
-                tokenizer=str(path),
-                dtype=args.dtype,
-                seed=0,
-                quantization="bitsandbytes" if args.quantize_bits == 4 else None,
-                gpu_memory_utilization=self.gpu_memory_utilization,
-                tensor_parallel_size=self.tensor_parallel_size,
-            )
-            llm = self.api.AsyncLLMEngine.from_engine_args(engine_args)
-            tokenizer = AutoTokenizer.from_pretrained(path)
-            try:
-                generation = GenerationConfig.from_pretrained(path).to_dict()
-            except OSError:  # a checkpoint without generation_config.json
-                generation = {}
-            eos = generation.get("eos_token_id", tokenizer.eos_token_id)
-            eos_ids = frozenset([eos] if isinstance(eos, int) else (eos or []))
+            options = engine_options(path, args, self.gpu_memory_utilization, self.tensor_parallel_size)
+            llm = self.api.AsyncLLMEngine.from_engine_args(self.api.AsyncEngineArgs(**options))
+            tokenizer, eos_ids, defaults = checkpoint_companions(path)
             max_context = getattr(AutoConfig.from_pretrained(path), "max_position_embeddings", None)
             return LoadedVllmModel(
-                llm, tokenizer, eos_ids, model_generation_defaults(generation), checkpoint_nbytes(path),
-                max_context=max_context,
-            )  # fmt: skip
+                llm, tokenizer, eos_ids, defaults, checkpoint_nbytes(path), max_context=max_context
+            )
 
     def _model(self, args: GPTTaskArgs) -> LoadedVllmModel:
         path = self.store.resolve(args.model)
