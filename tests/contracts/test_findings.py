@@ -90,16 +90,24 @@ def test_nodes_report_arguments_that_never_came_and_are_paid_for_the_wait(net: N
     assert net.reverts(settings(60, 3_001), net.owner).name == "InvalidArgumentsWait"
 
 
-def test_a_node_that_withholds_its_disclosure_is_slashed_at_the_cancel(net: Net):
-    creator = net.accounts[1]
+def cancelled_after_disclosures(
+    net: Net, results: tuple[bytes, ...], disclosing: int
+) -> tuple[int, list[str]]:
+    """A GPT task whose three rounds committed ``results`` and whose first ``disclosing`` rounds
+    disclosed; its deadline passed. Returns the task and its nodes by round."""
     net.join_all(net.accounts[3:6])
-    task_id, _ = net.create_task(creator, GPT, ETHER)
-    nodes = net.selected(task_id)
-    for r, result in enumerate((b"right", b"right", b"wrong")):
+    task_id, _ = net.create_task(net.accounts[1], GPT, ETHER)
+    for r, result in enumerate(results):
         net.commit(task_id, r, result)
-    net.disclose(task_id, 0)
-    net.disclose(task_id, 1)  # TaskSuccess: round 2 sees it would be slashed, and stays silent
+    for r in range(disclosing):
+        net.disclose(task_id, r)
     net.mine_after(TIMEOUT_S + 1)
+    return task_id, net.selected(task_id)
+
+
+def test_a_node_that_withholds_its_disclosure_is_slashed_at_the_cancel(net: Net):
+    # Rounds 0 and 1 agree (TaskSuccess): round 2 sees it would be slashed, and stays silent.
+    task_id, nodes = cancelled_after_disclosures(net, (b"right", b"right", b"wrong"), disclosing=2)
     stake = net.node_stake()
     receipt = net.tx(net.task.functions.cancelTask(task_id), nodes[2])
     assert net.event_args(receipt, "TaskNodeSlashed") == [{"taskId": task_id, "node": nodes[2]}]
@@ -111,13 +119,8 @@ def test_a_node_that_withholds_its_disclosure_is_slashed_at_the_cancel(net: Net)
 
 def test_two_withholders_cannot_abort_an_honest_task_and_outscore_its_node(net: Net):
     creator = net.accounts[1]
-    net.join_all(net.accounts[3:6])
-    task_id, _ = net.create_task(creator, GPT, ETHER)
-    nodes = net.selected(task_id)
-    for r, result in enumerate((b"honest", b"garbage 1", b"garbage 2")):
-        net.commit(task_id, r, result)
-    net.disclose(task_id, 0)  # the two lazy nodes never disclose
-    net.mine_after(TIMEOUT_S + 1)
+    # the two lazy nodes commit garbage and never disclose
+    task_id, nodes = cancelled_after_disclosures(net, (b"honest", b"garbage 1", b"garbage 2"), disclosing=1)
     receipt = net.tx(net.task.functions.cancelTask(task_id), nodes[1])
     assert {e["node"] for e in net.event_args(receipt, "TaskNodeSlashed")} == {nodes[1], nodes[2]}
     assert net.event_args(receipt, "TaskNodeCancelled") == [{"taskId": task_id, "node": nodes[0]}]

@@ -27,7 +27,7 @@ from cluster.protocol.cards import CardModel
 from cluster.protocol.errors import ExecutionError
 from cluster.protocol.task import TaskType
 from cluster.workers.messages import JobReply, JobRequest
-from tests.coordinator.scheduling.factories import gpt_args_json, sd_args_json
+from tests.coordinator.scheduling.factories import background_loop, gpt_args_json, sd_args_json
 
 STANDINS = Path(__file__).resolve().parents[1] / "standins"
 NUM_TASKS = 3
@@ -88,14 +88,8 @@ def min_batch_file(tmp: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def loop() -> Iterator[asyncio.AbstractEventLoop]:
-    import threading
-
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, name="pool-loop", daemon=True)
-    thread.start()
-    yield loop
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(timeout=10)
+    with background_loop() as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import threading
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -25,6 +24,7 @@ from cluster.config import EngineConfig, RigConfig, VirtualSlots
 from cluster.protocol.cards import CardModel
 from cluster.workers.models.builders import build_tiny_causal_lm
 from cluster.workers.models.sd_builders import build_tiny_sd
+from tests.coordinator.scheduling.factories import background_loop
 
 T = TypeVar("T")
 CARD_A = "Test Virtual Card A"
@@ -72,12 +72,8 @@ def engine() -> EngineConfig:
 
 @pytest.fixture(scope="package")
 def loop() -> Iterator[asyncio.AbstractEventLoop]:
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, name="pool-loop", daemon=True)
-    thread.start()
-    yield loop
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(timeout=10)
+    with background_loop() as running:
+        yield running
 
 
 @pytest.fixture(scope="package")
