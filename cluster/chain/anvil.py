@@ -56,6 +56,7 @@ class Anvil:
         block_time_s: float | None = None,
         port: int | None = None,
         state_path: Path | None = None,
+        extra_args: tuple[str, ...] = (),
     ):
         self.num_accounts = num_accounts
         self.balance_eth = balance_eth
@@ -64,6 +65,7 @@ class Anvil:
         self.block_time_s = block_time_s
         self.port = port or free_port()
         self.state_path = state_path
+        self.extra_args = extra_args  # e.g. ("--steps-tracing",) for opcode traces
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -90,6 +92,7 @@ class Anvil:
         if self.state_path is not None:
             # --state loads the file when it exists and dumps to it on exit: a devnet restart keeps the chain.
             cmd += ["--state", str(self.state_path)]
+        cmd += list(self.extra_args)
         self._proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + timeout_s
         w3 = self.web3()
