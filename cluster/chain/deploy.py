@@ -184,7 +184,7 @@ def deploy_network(w3: Web3, owner: str | LocalAccount, config: NetworkConfig | 
     node, task, queue, qos, stats = (deployment.contract(name) for name in NETWORK_CONTRACTS)
     a = addresses
     tx.send(node.functions.wire(a["Task"], a["QoS"], a["NetworkStats"]))
-    tx.send(task.functions.wire(a["Node"], a["QoS"], a["TaskQueue"], a["NetworkStats"]))
+    tx.send(task.functions.wire(a["Node"], a["QoS"], a["TaskQueue"]))
     tx.send(queue.functions.wire(a["Task"], a["Node"]))
     tx.send(qos.functions.wire(a["Task"]))
     tx.send(stats.functions.wire(a["Node"], a["Task"]))

@@ -81,6 +81,8 @@ contract Node is Owned, Payouts, NodeSelection, INode {
 
     uint256 public nodeStake = 400 ether;
     uint256 public totalStaked;
+    /// @notice Nodes whose status is Paused (the other counts follow from the selection's trees).
+    uint256 public numPaused;
 
     address public task;
     IQoS public qos;
@@ -195,23 +197,35 @@ contract Node is Owned, Payouts, NodeSelection, INode {
     /// a group with VRAM >= vramLimit and >= 3 available members, by weight (its group is thereby drawn by
     /// summed weight), then two more members of that group by weight. A drawn node leaves its group and
     /// pool, so draws are without replacement. One storage write of the draw counter per selection.
+    /// Three zero addresses when the available nodes cannot take the task: Task then queues it.
     function selectNodes(uint256 taskId, TaskType taskType, uint256 vramLimit, bytes32 taskHash)
         external
         onlyTask
         returns (address[3] memory selected)
     {
+        if (vramLimit > MAX_VRAM_GB) return selected;
+        return taskType == TaskType.SD ? _selectSd(taskId, vramLimit, taskHash) : _selectGpt(taskId, vramLimit, taskHash);
+    }
+
+    function _selectSd(uint256 taskId, uint256 vramLimit, bytes32 taskHash) internal returns (address[3] memory selected) {
+        (uint256 small, uint256 trio) = _poolSumsFrom(vramLimit);
+        if ((small >> COUNT_SHIFT) + (trio >> COUNT_SHIFT) < NODES_PER_TASK) return selected;
         uint256 seed = _random(taskHash);
-        if (taskType == TaskType.SD) {
-            for (uint256 i; i < NODES_PER_TASK; ++i) {
-                address chosen = _drawAny(vramLimit, uint256(keccak256(abi.encode(seed, i))));
-                NodeInfo storage n = _nodes[chosen];
-                n.taskId = uint64(taskId);
-                _setStatus(chosen, n, NodeStatus.Busy);
-                selected[i] = chosen;
-            }
-            return selected;
+        for (uint256 i; i < NODES_PER_TASK; ++i) {
+            if (i != 0) (small, trio) = _poolSumsFrom(vramLimit);
+            address chosen = _drawAny(vramLimit, small, trio, uint256(keccak256(abi.encode(seed, i))));
+            NodeInfo storage n = _nodes[chosen];
+            n.taskId = uint64(taskId);
+            _setStatus(chosen, n, NodeStatus.Busy);
+            selected[i] = chosen;
         }
-        selected[0] = _drawTrio(vramLimit, uint256(keccak256(abi.encode(seed, 0))));
+    }
+
+    function _selectGpt(uint256 taskId, uint256 vramLimit, bytes32 taskHash) internal returns (address[3] memory selected) {
+        uint256 trioWeight = _sumFrom(POOL_TRIO, vramLimit) & WEIGHT_MASK;
+        if (trioWeight == 0) return selected;
+        uint256 seed = _random(taskHash);
+        selected[0] = _drawFrom(POOL_TRIO, vramLimit, uint256(keccak256(abi.encode(seed, 0))) % trioWeight);
         NodeInfo storage first = _nodes[selected[0]];
         bytes32 key = first.cardModelKey;
         uint256 vram = first.gpuVramGB;
@@ -297,6 +311,16 @@ contract Node is Owned, Payouts, NodeSelection, INode {
         (any,) = _availableFrom(0);
     }
 
+    /// @notice The nodes in the network (status not Quit), available, holding a task (Busy, PendingPause,
+    /// PendingQuit) and paused. Read from the selection's trees and one counter: a task's status changes
+    /// write no counter.
+    function nodeCounts() external view returns (uint256 total, uint256 available, uint256 busy, uint256 paused) {
+        (total,) = _joinedFrom(0);
+        (available,) = _availableFrom(0);
+        paused = numPaused;
+        busy = total - available - paused;
+    }
+
     /// @inheritdoc INode
     function nodeInfo(address node) external view returns (NodeInfo memory) {
         return _nodes[node];
@@ -355,18 +379,21 @@ contract Node is Owned, Payouts, NodeSelection, INode {
     }
 
     /// @dev The status change once the node left its pools (when it was Available): the joined counts,
-    /// the entry into the pools (when it becomes Available), the events and NetworkStats.
+    /// the paused count, the entry into the pools (when it becomes Available), the events; a join is
+    /// also told to NetworkStats (its list of nodes).
     function _recordStatus(address node, NodeInfo storage n, NodeStatus from, NodeStatus to) internal {
         if (from == NodeStatus.Available) n.memberIndex = 0;
         if (from == NodeStatus.Quit) _countJoined(n.cardModelKey, n.gpuVramGB);
         else if (to == NodeStatus.Quit) _uncountJoined(n.cardModelKey, n.gpuVramGB);
+        if (from == NodeStatus.Paused) --numPaused;
+        else if (to == NodeStatus.Paused) ++numPaused;
         n.status = to;
         if (to == NodeStatus.Available) {
             _enterPools(node, n.cardModelKey, n.gpuVramGB, qos.weight(node));
             n.memberIndex = 1;
         }
         emit NodeStatusChanged(node, from, to);
-        stats.nodeStatusChanged(node, from, to);
+        if (from == NodeStatus.Quit) stats.nodeJoined(node);
     }
 
     function _refundStake(address node, NodeInfo storage n) internal {

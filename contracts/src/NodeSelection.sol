@@ -205,21 +205,19 @@ abstract contract NodeSelection {
                                   DRAWS
     //////////////////////////////////////////////////////////////*/
 
-    /// @dev An available node with VRAM >= vramLimit, by weight, from both pools.
-    function _drawAny(uint256 vramLimit, uint256 random) internal view returns (address) {
-        uint256 small = _sumFrom(POOL_SMALL, vramLimit) & WEIGHT_MASK;
-        uint256 trio = _sumFrom(POOL_TRIO, vramLimit) & WEIGHT_MASK;
+    /// @dev The (count, weight) sums of pools SMALL and TRIO over VRAM >= vramLimit.
+    function _poolSumsFrom(uint256 vramLimit) internal view returns (uint256 small, uint256 trio) {
+        return (_sumFrom(POOL_SMALL, vramLimit), _sumFrom(POOL_TRIO, vramLimit));
+    }
+
+    /// @dev An available node with VRAM >= vramLimit, by weight, from both pools (`small` and `trio`:
+    /// their sums from _poolSumsFrom).
+    function _drawAny(uint256 vramLimit, uint256 small, uint256 trio, uint256 random) internal view returns (address) {
+        small &= WEIGHT_MASK;
+        trio &= WEIGHT_MASK;
         if (small + trio == 0) revert NothingToDraw();
         uint256 r = random % (small + trio);
         return r < small ? _drawFrom(POOL_SMALL, vramLimit, r) : _drawFrom(POOL_TRIO, vramLimit, r - small);
-    }
-
-    /// @dev An available node of a group of >= 3 with VRAM >= vramLimit, by weight: its group is then
-    /// drawn by the group's summed weight.
-    function _drawTrio(uint256 vramLimit, uint256 random) internal view returns (address) {
-        uint256 trio = _sumFrom(POOL_TRIO, vramLimit) & WEIGHT_MASK;
-        if (trio == 0) revert NothingToDraw();
-        return _drawFrom(POOL_TRIO, vramLimit, random % trio);
     }
 
     /// @dev An available node of one group, by weight.
@@ -237,14 +235,19 @@ abstract contract NodeSelection {
     }
 
     /// @dev The weight class holding the r-th unit of weight, and the position in it (1-based).
+    /// A word of ten empty classes is skipped whole (most weights are high: 19 or 20).
     function _pickClass(uint256[2] storage counts, uint256 r) internal view returns (uint256, uint256) {
-        uint256 low = counts[0];
-        uint256 high = counts[1];
-        for (uint256 w = 1; w <= MAX_WEIGHT; ++w) {
-            uint256 n = ((w <= 10 ? low : high) >> (((w - 1) % 10) * 24)) & CLASS_MASK;
-            uint256 classWeight = n * w;
-            if (r < classWeight) return (w, r / w + 1);
-            r -= classWeight;
+        // Counts < 2**24 and weights <= 20: no product or difference can wrap.
+        unchecked {
+            for (uint256 half; half < 2; ++half) {
+                uint256 word = counts[half] & ~WRITTEN;
+                for (uint256 w = half * 10 + 1; word != 0; ++w) {
+                    uint256 classWeight = (word & CLASS_MASK) * w;
+                    if (r < classWeight) return (w, r / w + 1);
+                    r -= classWeight;
+                    word >>= 24;
+                }
+            }
         }
         revert NothingToDraw();
     }
@@ -316,57 +319,95 @@ abstract contract NodeSelection {
         }
     }
 
-    /// @dev The sum of the entries with VRAM >= from (from <= MAX_VRAM_GB): the leaves left in from's
-    /// block of 16, then the level-1 entries left in its block, then the level-0 entries after it.
+    /// @dev The sum of the entries with VRAM >= from (from <= MAX_VRAM_GB). Climbs the tree: at each
+    /// level, the entries left in the block of 16 that holds `from`'s position, then the parent level from
+    /// the next block on. A position at the start of its block takes the parent entry instead (from = 0
+    /// reads level 0 only, 4 words). Each word (4 entries) is read once.
     function _sumFrom(uint256 pool, uint256 from) internal view returns (uint256 sum) {
-        for (uint256 i = from; i <= (from | 15); ++i) {
-            sum += _entry(pool, 2, i);
+        uint256 lo = from;
+        for (uint256 level = 2; level != 0; --level) {
+            if (lo & 15 != 0) {
+                sum += _sumRange(pool, level, lo, lo | 15);
+                lo = (lo >> 4) + 1;
+            } else {
+                lo >>= 4;
+            }
         }
-        uint256 i1 = from >> 4;
-        for (uint256 i = i1 + 1; i <= (i1 | 15); ++i) {
-            sum += _entry(pool, 1, i);
-        }
-        for (uint256 i = (from >> 8) + 1; i < 16; ++i) {
-            sum += _entry(pool, 0, i);
-        }
+        if (lo < 16) sum += _sumRange(pool, 0, lo, 15);
     }
 
     /// @dev The VRAM holding the r-th unit of weight among VRAM >= from (r < the weight of _sumFrom),
     /// and r's rest inside it. Walks the same entries as _sumFrom, descending where r falls.
     function _treeFind(uint256 pool, uint256 from, uint256 r) internal view returns (uint256, uint256) {
-        for (uint256 i = from; i <= (from | 15); ++i) {
-            uint256 w = _entry(pool, 2, i) & WEIGHT_MASK;
-            if (r < w) return (i, r);
-            r -= w;
+        uint256 lo = from;
+        bool found;
+        uint256 index;
+        for (uint256 level = 2; level != 0; --level) {
+            if (lo & 15 != 0) {
+                (found, index, r) = _findInRange(pool, level, lo, lo | 15, r);
+                if (found) return _descend(pool, level, index, r);
+                lo = (lo >> 4) + 1;
+            } else {
+                lo >>= 4;
+            }
         }
-        uint256 i1 = from >> 4;
-        for (uint256 i = i1 + 1; i <= (i1 | 15); ++i) {
-            uint256 w = _entry(pool, 1, i) & WEIGHT_MASK;
-            if (r < w) return _descend(pool, 1, i, r);
-            r -= w;
-        }
-        for (uint256 i = (from >> 8) + 1; i < 16; ++i) {
-            uint256 w = _entry(pool, 0, i) & WEIGHT_MASK;
-            if (r < w) return _descend(pool, 0, i, r);
-            r -= w;
+        if (lo < 16) {
+            (found, index, r) = _findInRange(pool, 0, lo, 15, r);
+            if (found) return _descend(pool, 0, index, r);
         }
         revert NothingToDraw();
     }
 
+    /// @dev From an entry down to its leaf: at each level, the child where r falls.
     function _descend(uint256 pool, uint256 level, uint256 index, uint256 r) internal view returns (uint256, uint256) {
-        while (level < 2) {
-            ++level;
-            uint256 first = index << 4;
-            uint256 i = first;
-            for (; i < first + 16; ++i) {
-                uint256 w = _entry(pool, level, i) & WEIGHT_MASK;
-                if (r < w) break;
-                r -= w;
-            }
-            if (i == first + 16) revert NothingToDraw();
-            index = i;
+        bool found;
+        for (; level < 2; ++level) {
+            (found, index, r) = _findInRange(pool, level + 1, index << 4, (index << 4) | 15, r);
+            if (!found) revert NothingToDraw();
         }
         return (index, r);
+    }
+
+    /// @dev The sum of the entries [from, to] of one level, inside one block of 16.
+    function _sumRange(uint256 pool, uint256 level, uint256 from, uint256 to) internal view returns (uint256 sum) {
+        uint256 base = (pool << 24) | (level << 16);
+        // At most 16 entries of < 2**63 each.
+        unchecked {
+            for (uint256 w = from >> 2; w <= to >> 2; ++w) {
+                uint256 word = _tree[base | w];
+                if (word & ~WRITTEN == 0) continue;
+                uint256 first = w == from >> 2 ? from & 3 : 0;
+                uint256 last = w == to >> 2 ? to & 3 : 3;
+                for (uint256 lane = first; lane <= last; ++lane) {
+                    sum += (word >> (lane << 6)) & ENTRY_MASK;
+                }
+            }
+        }
+    }
+
+    /// @dev The entry of [from, to] (one level, inside one block of 16) where the r-th unit of weight
+    /// falls, and r's rest inside it; else r less the range's weight.
+    function _findInRange(uint256 pool, uint256 level, uint256 from, uint256 to, uint256 r)
+        internal
+        view
+        returns (bool, uint256, uint256)
+    {
+        uint256 base = (pool << 24) | (level << 16);
+        // r only decreases by weights it is not below.
+        unchecked {
+            for (uint256 w = from >> 2; w <= to >> 2; ++w) {
+                uint256 word = _tree[base | w];
+                if (word & ~WRITTEN == 0) continue;
+                uint256 first = w == from >> 2 ? from & 3 : 0;
+                uint256 last = w == to >> 2 ? to & 3 : 3;
+                for (uint256 lane = first; lane <= last; ++lane) {
+                    uint256 weight = (word >> (lane << 6)) & WEIGHT_MASK;
+                    if (r < weight) return (true, (w << 2) | lane, r);
+                    r -= weight;
+                }
+            }
+        }
+        return (false, 0, r);
     }
 
     /*//////////////////////////////////////////////////////////////

@@ -4,12 +4,11 @@ pragma solidity 0.8.28;
 import {Owned} from "./lib/Owned.sol";
 import {Payouts} from "./lib/Payouts.sol";
 import {ResultMatch} from "./lib/ResultMatch.sol";
-import {TaskPhase, TaskType} from "./lib/Types.sol";
+import {TaskType} from "./lib/Types.sol";
 import {INode} from "./interfaces/INode.sol";
 import {IQoS} from "./interfaces/IQoS.sol";
 import {ITask} from "./interfaces/ITask.sol";
 import {ITaskQueue} from "./interfaces/ITaskQueue.sol";
-import {INetworkStats} from "./interfaces/INetworkStats.sol";
 
 /// @title Task: the entry point of applications and of nodes at work; holds every task's fee.
 /// @notice createTask -> three nodes selected now, or queued until nodes can take the task -> each node
@@ -18,10 +17,13 @@ import {INetworkStats} from "./interfaces/INetworkStats.sol";
 /// paid. Each of the three rounds ends exactly once: Settled (paid fee * taskScore / 50, the last one
 /// the remainder), Slashed (its share back to the creator, its stake to the treasury) or Cancelled (not
 /// paid; the fee left over is refunded when the last round ends). The task's storage is deleted then.
+/// A node holds one task at a time, so its commitment, then its disclosed result's hash, live in a slot
+/// of its own that every task it runs reuses (`_seals`): a slot written once costs 2,900 gas to write
+/// again, a fresh task slot 20,000 (docs/contracts.md, "Gas").
 /// Invariants:
 /// - `address(this).balance >= totalEscrowed + totalCredits`; `totalEscrowed` = sum of live `balance`s;
 /// - a live task's `balance` = fee - what its ended rounds took; it is 0 once all three ended;
-/// - every task reports exactly one end to NetworkStats (Succeeded or Aborted) and emits TaskAborted at
+/// - every task is counted in exactly one end (numSucceeded or numAborted) and emits TaskAborted at
 ///   most once.
 contract Task is Owned, Payouts, ITask {
     using ResultMatch for bytes;
@@ -46,12 +48,14 @@ contract Task is Owned, Payouts, ITask {
     /// @notice At most this many queued tasks start in one call; `dispatchQueued` starts more.
     uint256 public constant MAX_STARTS_PER_CALL = 2;
     uint256 internal constant BPS = 10_000;
+    /// @dev keccak256 of the empty result: what an error report counts as (PROTOCOL.md, step 4).
+    bytes32 internal constant EMPTY_RESULT_HASH = keccak256("");
 
     /*//////////////////////////////////////////////////////////////
                                  EVENTS
     //////////////////////////////////////////////////////////////*/
 
-    event Wired(address node, address qos, address queue, address stats);
+    event Wired(address node, address qos, address queue);
     event TaskTimeoutSet(uint256 taskTimeout);
     event DistanceThresholdSet(uint256 distanceThreshold);
     event MinTaskFeeSet(uint256 minTaskFee);
@@ -112,7 +116,7 @@ contract Task is Owned, Payouts, ITask {
     error AlreadyReportedNoArguments(uint256 taskId, uint256 round);
     /// @dev The wait must be shorter than the task timeout and the compensation at most 30% per node.
     error InvalidArgumentsWait(uint256 argumentsWait, uint256 compensationBps);
-    /// @dev The fee, vramLimit or cap does not fit the task's storage (128, 64 and 64 bits).
+    /// @dev The fee, vramLimit or cap does not fit the task's storage (96, 64 and 64 bits).
     error ValueTooLarge(uint256 fee, uint256 vramLimit, uint256 cap);
     /// @dev No live task has this id (never created, or ended and deleted).
     error TaskNotFound(uint256 taskId);
@@ -189,6 +193,7 @@ contract Task is Owned, Payouts, ITask {
         bool isNoArgs; // reported the arguments missing
     }
 
+    /// @dev A task's storage and, through `getTask`, its view.
     struct TaskInfo {
         address creator;
         TaskType taskType;
@@ -205,17 +210,26 @@ contract Task is Owned, Payouts, ITask {
         uint64 cap;
         uint64 deadline;
         uint64 startedAt;
+        /// Kept only while the task waits in the queue (its start needs them); TaskPending and
+        /// TaskStarted carry them. A task that starts at once never stores them.
         bytes32 taskHash;
         bytes32 dataHash;
         Round[3] rounds;
-        bytes32[3] commitments;
-        bytes[3] results;
+    }
+
+    /// @dev The task counters and the escrow, one slot: a task's start and end write no slot of their own
+    /// for them. Queued, running and the total follow (NetworkStats.taskCounters).
+    struct Counters {
+        uint40 nextTaskId;
+        uint24 numQueued;
+        uint40 numSucceeded;
+        uint40 numAborted;
+        uint112 totalEscrowed;
     }
 
     INode public node;
     IQoS public qos;
     ITaskQueue public queue;
-    INetworkStats public stats;
 
     uint256 public taskTimeout = 15 minutes;
     uint256 public distanceThreshold = 5;
@@ -225,10 +239,20 @@ contract Task is Owned, Payouts, ITask {
     /// what each reporting node is paid then, in basis points of the fee.
     uint256 public argumentsWait = 2 minutes;
     uint256 public argumentsCompensationBps = 1_000;
-    uint256 public nextTaskId = 1;
-    uint256 public numQueued;
-    uint256 public totalEscrowed;
+    Counters internal _counters = Counters({
+        nextTaskId: 1, numQueued: 0, numSucceeded: 0, numAborted: 0, totalEscrowed: 0
+    });
     mapping(uint256 => TaskInfo) internal _tasks;
+    /// @dev A selected node's commitment until it discloses, then keccak256 of its result. A node holds
+    /// one task at a time: its seal always belongs to the task it holds (or held last).
+    mapping(address => bytes32) internal _seals;
+    /// @dev A node's last disclosed SD result (the perceptual hashes that SD matching compares).
+    mapping(address => bytes) internal _images;
+    /// @dev What a node that discloses after its task's decision must match: the decided result's hash
+    /// (GPT; an error decision: the empty result's) or its images (SD). Written for the one round left at
+    /// the decision; the winner's own seal is its node's, reused once the node is released.
+    mapping(address => bytes32) internal _expected;
+    mapping(address => bytes) internal _expectedImages;
 
     constructor(address initialOwner) Owned(initialOwner) {}
 
@@ -236,17 +260,15 @@ contract Task is Owned, Payouts, ITask {
                             WIRING AND SETTINGS
     //////////////////////////////////////////////////////////////*/
 
-    function wire(INode node_, IQoS qos_, ITaskQueue queue_, INetworkStats stats_) external onlyOwner {
+    function wire(INode node_, IQoS qos_, ITaskQueue queue_) external onlyOwner {
         if (address(node) != address(0)) revert AlreadyWired();
-        if (
-            address(node_) == address(0) || address(qos_) == address(0) || address(queue_) == address(0)
-                || address(stats_) == address(0)
-        ) revert ZeroAddress();
+        if (address(node_) == address(0) || address(qos_) == address(0) || address(queue_) == address(0)) {
+            revert ZeroAddress();
+        }
         node = node_;
         qos = qos_;
         queue = queue_;
-        stats = stats_;
-        emit Wired(address(node_), address(qos_), address(queue_), address(stats_));
+        emit Wired(address(node_), address(qos_), address(queue_));
     }
 
     /// @notice Applies to tasks started afterwards.
@@ -294,10 +316,12 @@ contract Task is Owned, Payouts, ITask {
     {
         if (taskType > uint8(TaskType.GPT)) revert InvalidTaskType(taskType);
         if (msg.value == 0 || msg.value < minTaskFee) revert FeeBelowMinimum(msg.value, minTaskFee);
-        if (msg.value > type(uint128).max || vramLimit > type(uint64).max || cap > type(uint64).max) {
+        if (msg.value > type(uint96).max || vramLimit > type(uint64).max || cap > type(uint64).max) {
             revert ValueTooLarge(msg.value, vramLimit, cap);
         }
-        taskId = nextTaskId++;
+        Counters memory c = _counters;
+        taskId = c.nextTaskId++;
+        c.totalEscrowed += uint112(msg.value);
         TaskInfo storage t = _tasks[taskId];
         t.creator = msg.sender;
         t.taskType = TaskType(taskType);
@@ -305,22 +329,20 @@ contract Task is Owned, Payouts, ITask {
         t.balance = uint128(msg.value);
         t.vramLimit = uint64(vramLimit);
         t.cap = uint64(cap);
-        t.taskHash = taskHash;
-        t.dataHash = dataHash;
-        totalEscrowed += msg.value;
         emit TaskPending(taskId, TaskType(taskType), msg.sender, taskHash, dataHash, vramLimit, cap, msg.value);
 
-        if (node.canRun(TaskType(taskType), vramLimit)) {
-            stats.taskPhaseChanged(TaskPhase.None, TaskPhase.Running);
-            _start(taskId, t);
-        } else {
-            if (!node.canEverRun(TaskType(taskType), vramLimit)) revert TaskCannotRun(TaskType(taskType), vramLimit);
-            t.status = TaskStatus.Queued;
-            ++numQueued;
-            stats.taskPhaseChanged(TaskPhase.None, TaskPhase.Queued);
-            uint256 evictedTaskId = queue.push(taskId, TaskType(taskType), vramLimit, cap, msg.value);
-            if (evictedTaskId != 0) _abortQueued(evictedTaskId, REASON_FEE_TOO_LOW);
+        if (_start(taskId, t, taskHash, dataHash)) {
+            _counters = c;
+            return taskId;
         }
+        if (!node.canEverRun(TaskType(taskType), vramLimit)) revert TaskCannotRun(TaskType(taskType), vramLimit);
+        t.taskHash = taskHash;
+        if (dataHash != 0) t.dataHash = dataHash; // reserved, zero today: no write
+        t.status = TaskStatus.Queued;
+        ++c.numQueued;
+        _counters = c;
+        uint256 evictedTaskId = queue.push(taskId, TaskType(taskType), vramLimit, cap, msg.value);
+        if (evictedTaskId != 0) _abortQueued(evictedTaskId, REASON_FEE_TOO_LOW);
     }
 
     /// @notice Queued task: its creator, at any time, full refund. Started task: its creator or one of its
@@ -337,7 +359,7 @@ contract Task is Owned, Payouts, ITask {
         }
         if (!_isParticipant(t, msg.sender)) revert NotAllowedToCancel(taskId, msg.sender);
         if (block.timestamp <= t.deadline) revert DeadlineNotPassed(taskId, t.deadline, block.timestamp);
-        if (!t.isEnded) _end(taskId, t, TaskPhase.Aborted, REASON_CANCELLED);
+        if (!t.isEnded) _end(taskId, t, false, REASON_CANCELLED);
 
         // Cancel compensation (QoS only, nobody is paid): when no round committed, each scores as if it
         // had finished in its round position; otherwise only the committed rounds score, in commit order.
@@ -377,7 +399,7 @@ contract Task is Owned, Payouts, ITask {
         if (rd.commitPos != 0) revert AlreadyCommitted(taskId, round);
         if (rd.isNoArgs) revert ReportedNoArguments(taskId, round);
         if (commitment == bytes32(0)) revert EmptyCommitment(taskId, round);
-        t.commitments[round] = commitment;
+        _seals[msg.sender] = commitment;
         rd.commitPos = ++t.numCommits;
         emit TaskResultCommitmentSubmitted(taskId, round, msg.sender, commitment);
         _afterCommit(taskId, t);
@@ -394,7 +416,7 @@ contract Task is Owned, Payouts, ITask {
         rd.disclosePos = ++t.numDisclosed;
         emit TaskErrorReported(taskId, round, msg.sender);
         _afterCommit(taskId, t);
-        _afterDisclosure(taskId, t, round);
+        _afterDisclosure(taskId, t, round, "");
         _dispatchQueued();
     }
 
@@ -418,7 +440,7 @@ contract Task is Owned, Payouts, ITask {
         if (numReports < 2) return;
 
         // Two rounds never committed, so nothing was disclosed or decided: every round is Pending.
-        _end(taskId, t, TaskPhase.Aborted, REASON_NO_ARGUMENTS);
+        _end(taskId, t, false, REASON_NO_ARGUMENTS);
         uint256 amount = (uint256(t.fee) * argumentsCompensationBps) / BPS;
         RoundState[3] memory outcomes;
         uint256[3] memory scores;
@@ -430,7 +452,7 @@ contract Task is Owned, Payouts, ITask {
             // At most 2 * 30% of the fee (setArgumentsWait): within the balance, nothing was paid yet.
             unchecked {
                 t.balance -= uint128(amount);
-                totalEscrowed -= amount;
+                _counters.totalEscrowed -= uint112(amount);
             }
             emit TaskNodeCompensated(taskId, open.node, amount);
             _pay(open.node, amount);
@@ -445,13 +467,14 @@ contract Task is Owned, Payouts, ITask {
         Round storage rd = _callerRound(t, taskId, round);
         if (rd.disclosePos != 0) revert AlreadyDisclosed(taskId, round);
         if (result.length > MAX_RESULT_BYTES) revert ResultTooLong(result.length, MAX_RESULT_BYTES);
-        if (keccak256(abi.encodePacked(result, nonce, msg.sender)) != t.commitments[round]) {
+        if (keccak256(abi.encodePacked(result, nonce, msg.sender)) != _seals[msg.sender]) {
             revert CommitmentMismatch(taskId, round);
         }
-        t.results[round] = result;
+        _seals[msg.sender] = keccak256(result);
+        if (t.taskType == TaskType.SD) _images[msg.sender] = result;
         rd.disclosePos = ++t.numDisclosed;
         emit TaskResultDisclosed(taskId, round, msg.sender, result);
-        _afterDisclosure(taskId, t, round);
+        _afterDisclosure(taskId, t, round, result);
         _dispatchQueued();
     }
 
@@ -463,7 +486,7 @@ contract Task is Owned, Payouts, ITask {
         if (round != t.resultRound) revert NotResultNode(taskId, round, t.resultRound);
         if (rd.state != RoundState.Pending) revert ResultAlreadyUploaded(taskId);
         emit TaskResultUploaded(taskId);
-        _end(taskId, t, TaskPhase.Succeeded, "");
+        _end(taskId, t, true, "");
         _endRound(taskId, t, round, RoundState.Settled, _positionScore(rd));
         _dispatchQueued();
     }
@@ -483,6 +506,43 @@ contract Task is Owned, Payouts, ITask {
         return _tasks[taskId];
     }
 
+    /// @notice The seal of a round of a live task: the node's commitment until it discloses, then
+    /// keccak256 of its result; zero when the round has not committed (or reported an error) or its node
+    /// has moved on to another task.
+    function roundSeal(uint256 taskId, uint256 round) external view returns (bytes32) {
+        if (round >= NUM_ROUNDS) revert InvalidRound(round);
+        TaskInfo storage t = _tasks[taskId];
+        Round storage rd = t.rounds[round];
+        if (rd.commitPos == 0 || rd.isError || rd.state != RoundState.Pending) return 0;
+        return _seals[rd.node];
+    }
+
+    function nextTaskId() external view returns (uint256) {
+        return _counters.nextTaskId;
+    }
+
+    function numQueued() external view returns (uint256) {
+        return _counters.numQueued;
+    }
+
+    function totalEscrowed() external view returns (uint256) {
+        return _counters.totalEscrowed;
+    }
+
+    /// @notice Tasks created, waiting in the queue, running, succeeded and aborted.
+    function taskCounts()
+        external
+        view
+        returns (uint256 total, uint256 queued, uint256 running, uint256 succeeded, uint256 aborted)
+    {
+        Counters memory c = _counters;
+        total = c.nextTaskId - 1;
+        queued = c.numQueued;
+        succeeded = c.numSucceeded;
+        aborted = c.numAborted;
+        running = total - queued - succeeded - aborted;
+    }
+
     /*//////////////////////////////////////////////////////////////
                           DECISION AND SETTLEMENT
     //////////////////////////////////////////////////////////////*/
@@ -497,28 +557,29 @@ contract Task is Owned, Payouts, ITask {
     /// @dev The decision rules, in disclosure order d1, d2, d3: d1 ~ d2 decides at once; otherwise d3
     /// decides with d1 (checked first: the earlier discloser wins a tie of the non-transitive SD rule) or
     /// d2, or nothing matches ("Task result illegal"). After a decision each later disclosure is
-    /// compared with the result node's: a match is settled, a mismatch slashed.
-    function _afterDisclosure(uint256 taskId, TaskInfo storage t, uint256 round) internal {
+    /// compared with the decided result: a match is settled, a mismatch slashed. `result`: the bytes just
+    /// disclosed (empty for an error report).
+    function _afterDisclosure(uint256 taskId, TaskInfo storage t, uint256 round, bytes memory result) internal {
         if (t.decision != Decision.None) {
-            bool isMatch = _isMatch(t, t.resultRound, round);
+            bool isMatch = _isDecidedMatch(t, t.rounds[round]);
             _endRound(taskId, t, round, isMatch ? RoundState.Settled : RoundState.Slashed, _positionScore(t.rounds[round]));
             return;
         }
         uint256 numDisclosed = t.numDisclosed;
         if (numDisclosed == 2) {
             uint256 first = _roundAt(t, 1);
-            if (_isMatch(t, first, round)) _decide(taskId, t, first, round);
+            if (_isMatch(t, first, round)) _decide(taskId, t, first, round, result);
         } else if (numDisclosed == 3) {
             uint256 first = _roundAt(t, 1);
             uint256 second = _roundAt(t, 2);
             if (_isMatch(t, first, round)) {
-                _decide(taskId, t, first, round);
+                _decide(taskId, t, first, round, result);
                 _endRound(taskId, t, second, RoundState.Slashed, _positionScore(t.rounds[second]));
             } else if (_isMatch(t, second, round)) {
-                _decide(taskId, t, second, round);
+                _decide(taskId, t, second, round, result);
                 _endRound(taskId, t, first, RoundState.Slashed, _positionScore(t.rounds[first]));
             } else {
-                _end(taskId, t, TaskPhase.Aborted, REASON_RESULT_ILLEGAL);
+                _end(taskId, t, false, REASON_RESULT_ILLEGAL);
                 // Nobody is slashed or paid: the rounds end Cancelled with their earned QoS scores and the
                 // last one refunds the whole fee.
                 for (uint256 r; r < NUM_ROUNDS; ++r) {
@@ -528,16 +589,32 @@ contract Task is Owned, Payouts, ITask {
         }
     }
 
-    /// @dev `winner` (the earlier discloser of the matching pair) and `partner` agree.
-    function _decide(uint256 taskId, TaskInfo storage t, uint256 winner, uint256 partner) internal {
+    /// @dev `winner` (the earlier discloser of the matching pair) and `partner` (the round that just
+    /// disclosed `result`) agree. The decided result is kept for a disclosure still to come: the
+    /// winner's seal and images are its node's, reused once the node is released.
+    function _decide(uint256 taskId, TaskInfo storage t, uint256 winner, uint256 partner, bytes memory result)
+        internal
+    {
         t.resultRound = uint8(winner);
-        if (t.rounds[winner].isError) {
+        Round storage w = t.rounds[winner];
+        // The round still to disclose, if any (exactly one is left when two have disclosed).
+        address later = t.numDisclosed < NUM_ROUNDS ? t.rounds[_roundAt(t, 0)].node : address(0);
+        if (later != address(0) && t.taskType == TaskType.GPT) _expected[later] = _resultHashOf(w);
+        if (w.isError) {
             t.decision = Decision.ErrorReported;
-            _end(taskId, t, TaskPhase.Aborted, REASON_ERROR_REPORTED);
-            _endRound(taskId, t, winner, RoundState.Settled, _positionScore(t.rounds[winner]));
+            _end(taskId, t, false, REASON_ERROR_REPORTED);
+            _endRound(taskId, t, winner, RoundState.Settled, _positionScore(w));
         } else {
             t.decision = Decision.Success;
-            emit TaskSuccess(taskId, t.results[winner], t.rounds[winner].node);
+            if (t.taskType == TaskType.SD) {
+                bytes memory images = _images[w.node];
+                if (later != address(0)) _expectedImages[later] = images;
+                emit TaskSuccess(taskId, images, w.node);
+            } else {
+                // GPT results match byte for byte: the partner disclosed the winner's bytes, or reported
+                // an error, which matches only an empty result.
+                emit TaskSuccess(taskId, result, w.node);
+            }
         }
         _endRound(taskId, t, partner, RoundState.Settled, _positionScore(t.rounds[partner]));
     }
@@ -573,7 +650,7 @@ contract Task is Owned, Payouts, ITask {
             uint256 leftover = t.balance;
             address creator = t.creator;
             delete _tasks[taskId];
-            totalEscrowed -= leftover;
+            _counters.totalEscrowed -= uint112(leftover);
             _refund(taskId, creator, leftover);
         }
     }
@@ -587,20 +664,33 @@ contract Task is Owned, Payouts, ITask {
         // share <= balance <= totalEscrowed.
         unchecked {
             t.balance = uint128(balance - share);
-            totalEscrowed -= share;
+            _counters.totalEscrowed -= uint112(share);
         }
     }
 
-    /// @dev An error report counts as an empty disclosed result (PROTOCOL.md, step 4): it matches another
-    /// error report and an empty GPT result; an empty SD result is never valid, so it matches no SD result.
+    /// @dev Two disclosed rounds of an undecided task (both nodes still hold it). An error report counts
+    /// as an empty disclosed result (PROTOCOL.md, step 4): it matches another error report and an empty
+    /// GPT result; an empty SD result is never valid, so it matches no SD result. GPT results are
+    /// compared by their hashes (equal bytes, equal keccak256).
     function _isMatch(TaskInfo storage t, uint256 a, uint256 b) internal view returns (bool) {
-        bool isErrorA = t.rounds[a].isError;
-        bool isErrorB = t.rounds[b].isError;
-        if (isErrorA && isErrorB) return true;
-        bytes memory resultA = isErrorA ? bytes("") : t.results[a];
-        bytes memory resultB = isErrorB ? bytes("") : t.results[b];
-        if (t.taskType == TaskType.GPT) return resultA.isSameBytes(resultB);
-        return resultA.isSimilarImageHashes(resultB, distanceThreshold);
+        Round storage ra = t.rounds[a];
+        Round storage rb = t.rounds[b];
+        if (ra.isError && rb.isError) return true;
+        if (t.taskType == TaskType.GPT) return _resultHashOf(ra) == _resultHashOf(rb);
+        if (ra.isError || rb.isError) return false;
+        return _images[ra.node].isSimilarImageHashes(_images[rb.node], distanceThreshold);
+    }
+
+    /// @dev A round disclosed after the decision, against the decided result.
+    function _isDecidedMatch(TaskInfo storage t, Round storage rd) internal view returns (bool) {
+        if (t.taskType == TaskType.GPT) return _resultHashOf(rd) == _expected[rd.node];
+        bool isErrorDecided = t.decision == Decision.ErrorReported;
+        if (isErrorDecided || rd.isError) return isErrorDecided && rd.isError;
+        return _images[rd.node].isSimilarImageHashes(_expectedImages[rd.node], distanceThreshold);
+    }
+
+    function _resultHashOf(Round storage rd) internal view returns (bytes32) {
+        return rd.isError ? EMPTY_RESULT_HASH : _seals[rd.node];
     }
 
     /// @dev Ends the rounds still Pending with the given outcomes and scores. The last _endRound deletes
@@ -624,26 +714,36 @@ contract Task is Owned, Payouts, ITask {
                             START AND QUEUE
     //////////////////////////////////////////////////////////////*/
 
-    function _start(uint256 taskId, TaskInfo storage t) internal {
+    /// @dev Selects the task's nodes if the available ones can take it now: false (nothing written) if not.
+    function _start(uint256 taskId, TaskInfo storage t, bytes32 taskHash, bytes32 dataHash) internal returns (bool) {
+        TaskType taskType = t.taskType;
+        address[3] memory selected = node.selectNodes(taskId, taskType, t.vramLimit, taskHash);
+        if (selected[0] == address(0)) return false;
         t.status = TaskStatus.Started;
         t.deadline = uint64(block.timestamp + taskTimeout);
         t.startedAt = uint64(block.timestamp);
-        address[3] memory selected = node.selectNodes(taskId, t.taskType, t.vramLimit, t.taskHash);
+        address creator = t.creator;
         for (uint256 r; r < NUM_ROUNDS; ++r) {
             t.rounds[r].node = selected[r];
-            emit TaskStarted(taskId, t.taskType, t.creator, selected[r], t.taskHash, t.dataHash, r);
+            emit TaskStarted(taskId, taskType, creator, selected[r], taskHash, dataHash, r);
         }
+        return true;
     }
 
     /// @dev Starts queued tasks, highest value first, while the available nodes can take one, at most
     /// MAX_STARTS_PER_CALL: a call's cost never grows with the number of nodes freed or tasks queued.
     function _dispatchQueued() internal {
-        for (uint256 i; i < MAX_STARTS_PER_CALL && numQueued != 0; ++i) {
+        for (uint256 i; i < MAX_STARTS_PER_CALL && _counters.numQueued != 0; ++i) {
             uint256 taskId = queue.popRunnable();
             if (taskId == 0) return;
-            --numQueued;
-            stats.taskPhaseChanged(TaskPhase.Queued, TaskPhase.Running);
-            _start(taskId, _tasks[taskId]);
+            --_counters.numQueued;
+            TaskInfo storage t = _tasks[taskId];
+            bytes32 taskHash = t.taskHash;
+            bytes32 dataHash = t.dataHash;
+            delete t.taskHash;
+            delete t.dataHash;
+            // popRunnable checked the capacity: the selection finds the nodes.
+            if (!_start(taskId, t, taskHash, dataHash)) revert TaskCannotRun(t.taskType, t.vramLimit);
         }
     }
 
@@ -652,10 +752,11 @@ contract Task is Owned, Payouts, ITask {
         uint256 amount = t.balance;
         address creator = t.creator;
         delete _tasks[taskId];
-        --numQueued;
-        totalEscrowed -= amount;
+        Counters storage c = _counters;
+        --c.numQueued;
+        ++c.numAborted;
+        c.totalEscrowed -= uint112(amount);
         emit TaskAborted(taskId, reason);
-        stats.taskPhaseChanged(TaskPhase.Queued, TaskPhase.Aborted);
         _refund(taskId, creator, amount);
     }
 
@@ -663,10 +764,15 @@ contract Task is Owned, Payouts, ITask {
                                 INTERNALS
     //////////////////////////////////////////////////////////////*/
 
-    function _end(uint256 taskId, TaskInfo storage t, TaskPhase phase, string memory reason) internal {
+    /// @dev The running task ended: succeeded, or aborted for `reason`.
+    function _end(uint256 taskId, TaskInfo storage t, bool isSuccess, string memory reason) internal {
         t.isEnded = true;
-        if (phase == TaskPhase.Aborted) emit TaskAborted(taskId, reason);
-        stats.taskPhaseChanged(TaskPhase.Running, phase);
+        if (isSuccess) {
+            ++_counters.numSucceeded;
+        } else {
+            ++_counters.numAborted;
+            emit TaskAborted(taskId, reason);
+        }
     }
 
     function _refund(uint256 taskId, address creator, uint256 amount) internal {

@@ -319,6 +319,9 @@ class Net:
         assert tasks_total == self.view(self.task, "nextTaskId") - 1
         assert tasks_total == queued + running + succeeded + aborted
         assert queued == self.view(self.queue, "size") == self.view(self.task, "numQueued")
+        live = self.live_tasks().values()
+        running_now = (TaskStatus.STARTED, TaskStatus.COMMITMENTS_READY)
+        assert running == sum(t["status"] in running_now and not t["isEnded"] for t in live)
 
     def task_counters(self) -> dict[str, int]:
         names = ("total", "queued", "running", "succeeded", "aborted")

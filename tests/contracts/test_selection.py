@@ -142,5 +142,4 @@ def test_only_task_may_select_finish_or_slash(net: Net):
         assert err.name == "NotTask" and err.error_args == {"caller": net.owner}
     assert net.reverts(net.task.functions.onNodesAvailable(), net.owner).name == "NotNode"
     assert net.reverts(net.qos.functions.recordTaskScore(node, 20), net.owner).name == "NotTask"
-    assert net.reverts(net.stats.functions.taskPhaseChanged(0, 1), net.owner).name == "NotTask"
-    assert net.reverts(net.stats.functions.nodeStatusChanged(node, 0, 1), net.owner).name == "NotNode"
+    assert net.reverts(net.stats.functions.nodeJoined(node), net.owner).name == "NotNode"

@@ -198,7 +198,7 @@ def test_commit_and_disclose_guards(net: Net):
     err = net.reverts(fns.discloseTaskResult(task_id, 0, R1, b"\0" * 32), n0)
     assert err.name == "CommitmentsNotReady" and err.error_args == {"taskId": task_id, "numCommits": 1}
     # n1 copies n0's commitment: it binds n0's address, so n1 can never disclose it.
-    copied = net.get_task(task_id)["commitments"][0]
+    copied = net.task.functions.roundSeal(task_id, 0).call()
     net.tx(fns.submitTaskResultCommitment(task_id, 1, copied), n1)
     net.commit(task_id, 2, R1)
     _, nonce0 = net._secrets[(task_id, 0)]

@@ -1,11 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 pragma solidity 0.8.28;
 
-import {NodeStatus, TaskPhase} from "../lib/Types.sol";
-
-/// @title What Node and Task report to NetworkStats.
+/// @title What Node reports to NetworkStats: the joins, for its list of nodes. The counters are read
+/// from Node and Task (their views `nodeCounts` and `taskCounts`), which keep them at no extra write.
 interface INetworkStats {
-    function nodeStatusChanged(address node, NodeStatus from, NodeStatus to) external;
-
-    function taskPhaseChanged(TaskPhase from, TaskPhase to) external;
+    function nodeJoined(address node) external;
 }

@@ -18,7 +18,8 @@ interface INode {
         view
         returns (bool canRunSd, uint256 maxSdVramLimit, bool canRunGpt, uint256 maxGptVramLimit);
 
-    /// @notice Selects three nodes for `taskId` (Task only) and makes them Busy.
+    /// @notice Selects three nodes for `taskId` (Task only) and makes them Busy; three zero addresses
+    /// (nothing changed) when the available nodes cannot take the task now.
     function selectNodes(uint256 taskId, TaskType taskType, uint256 vramLimit, bytes32 taskHash)
         external
         returns (address[3] memory selected);
@@ -30,4 +31,7 @@ interface INode {
     function slash(address node) external;
 
     function nodeInfo(address node) external view returns (NodeInfo memory);
+
+    /// @notice Nodes in the network (not Quit), available, holding a task, paused.
+    function nodeCounts() external view returns (uint256 total, uint256 available, uint256 busy, uint256 paused);
 }
