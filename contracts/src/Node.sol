@@ -72,7 +72,7 @@ contract Node is Owned, Payouts, NodeSelection, INode {
     error InvalidNodeName(uint256 gpuNameBytes, uint256 runtimeBytes);
     /// @dev gpuVramGB must be in 1..MAX_VRAM_GB (4,095: a 3-level tree of 16 indexes VRAM).
     error InvalidVram(uint256 gpuVramGB);
-    /// @dev The node stake must be positive and fit in 128 bits.
+    /// @dev The node stake must be positive and fit in 96 bits (79 billion CNX).
     error InvalidNodeStake(uint256 nodeStake);
 
     /*//////////////////////////////////////////////////////////////
@@ -88,7 +88,6 @@ contract Node is Owned, Payouts, NodeSelection, INode {
     IQoS public qos;
     INetworkStats public stats;
 
-    mapping(address => NodeInfo) internal _nodes;
     /// @dev Counter of the random draws: two draws in one block and for one task still differ.
     uint256 internal _drawCounter;
 
@@ -116,7 +115,7 @@ contract Node is Owned, Payouts, NodeSelection, INode {
 
     /// @notice Applies to nodes that join afterwards; a node always gets back exactly what it paid.
     function setNodeStake(uint256 nodeStake_) external onlyOwner {
-        if (nodeStake_ == 0 || nodeStake_ > type(uint128).max) revert InvalidNodeStake(nodeStake_);
+        if (nodeStake_ == 0 || nodeStake_ > type(uint96).max) revert InvalidNodeStake(nodeStake_);
         nodeStake = nodeStake_;
         emit NodeStakeSet(nodeStake_);
     }
@@ -126,7 +125,7 @@ contract Node is Owned, Payouts, NodeSelection, INode {
     //////////////////////////////////////////////////////////////*/
 
     function join(string calldata gpuName, uint256 gpuVramGB, string calldata runtime) external payable {
-        NodeInfo storage n = _nodes[msg.sender];
+        NodeRecord storage n = _nodes[msg.sender];
         if (n.status != NodeStatus.Quit) revert NodeAlreadyJoined(msg.sender, n.status);
         if (msg.value != nodeStake) revert IncorrectStake(msg.value, nodeStake);
         uint256 nameBytes = bytes(gpuName).length;
@@ -139,10 +138,10 @@ contract Node is Owned, Payouts, NodeSelection, INode {
         bytes32 key = keccak256(abi.encode(gpuName, gpuVramGB, runtime));
         n.gpuName = gpuName;
         n.runtime = runtime;
-        n.gpuVramGB = uint32(gpuVramGB);
+        n.gpuVramGB = uint16(gpuVramGB);
         n.cardModelKey = key;
-        // msg.value == nodeStake <= type(uint128).max (setNodeStake); the sum of all stakes is ETH supply.
-        n.stake = uint128(msg.value);
+        // msg.value == nodeStake <= type(uint96).max (setNodeStake); the sum of all stakes is ETH supply.
+        n.stake = uint96(msg.value);
         totalStaked += msg.value;
         CardGroup storage g = _groups[key];
         if (g.gpuVramGB == 0) g.gpuVramGB = uint32(gpuVramGB);
@@ -154,7 +153,7 @@ contract Node is Owned, Payouts, NodeSelection, INode {
 
     /// @notice Available -> Paused; Busy -> PendingPause (paused when its task ends).
     function pause() external {
-        NodeInfo storage n = _nodes[msg.sender];
+        NodeRecord storage n = _nodes[msg.sender];
         if (n.status == NodeStatus.Available) _setStatus(msg.sender, n, NodeStatus.Paused);
         else if (n.status == NodeStatus.Busy) _setStatus(msg.sender, n, NodeStatus.PendingPause);
         else revert InvalidNodeStatus(msg.sender, n.status);
@@ -163,7 +162,7 @@ contract Node is Owned, Payouts, NodeSelection, INode {
 
     /// @notice Paused -> Available.
     function resume() external {
-        NodeInfo storage n = _nodes[msg.sender];
+        NodeRecord storage n = _nodes[msg.sender];
         if (n.status != NodeStatus.Paused) revert InvalidNodeStatus(msg.sender, n.status);
         _setStatus(msg.sender, n, NodeStatus.Available);
         emit NodeResumed(msg.sender);
@@ -173,7 +172,7 @@ contract Node is Owned, Payouts, NodeSelection, INode {
     /// @notice Available / Paused -> Quit with the stake refunded; Busy / PendingPause -> PendingQuit
     /// (refunded when its task ends).
     function quit() external {
-        NodeInfo storage n = _nodes[msg.sender];
+        NodeRecord storage n = _nodes[msg.sender];
         NodeStatus status = n.status;
         if (status == NodeStatus.Available || status == NodeStatus.Paused) {
             _setStatus(msg.sender, n, NodeStatus.Quit);
@@ -214,7 +213,7 @@ contract Node is Owned, Payouts, NodeSelection, INode {
         for (uint256 i; i < NODES_PER_TASK; ++i) {
             if (i != 0) (small, trio) = _poolSumsFrom(vramLimit);
             address chosen = _drawAny(vramLimit, small, trio, uint256(keccak256(abi.encode(seed, i))));
-            NodeInfo storage n = _nodes[chosen];
+            NodeRecord storage n = _nodes[chosen];
             n.taskId = uint64(taskId);
             _setStatus(chosen, n, NodeStatus.Busy);
             selected[i] = chosen;
@@ -226,7 +225,7 @@ contract Node is Owned, Payouts, NodeSelection, INode {
         if (trioWeight == 0) return selected;
         uint256 seed = _random(taskHash);
         selected[0] = _drawFrom(POOL_TRIO, vramLimit, uint256(keccak256(abi.encode(seed, 0))) % trioWeight);
-        NodeInfo storage first = _nodes[selected[0]];
+        NodeRecord storage first = _nodes[selected[0]];
         bytes32 key = first.cardModelKey;
         uint256 vram = first.gpuVramGB;
         uint256 sizeBefore = _groups[key].size;
@@ -237,7 +236,7 @@ contract Node is Owned, Payouts, NodeSelection, INode {
         }
         _leaveAsTrio(key, vram, selected, sizeBefore);
         for (uint256 i; i < NODES_PER_TASK; ++i) {
-            NodeInfo storage n = _nodes[selected[i]];
+            NodeRecord storage n = _nodes[selected[i]];
             n.taskId = uint64(taskId);
             _recordStatus(selected[i], n, NodeStatus.Available, NodeStatus.Busy);
         }
@@ -245,7 +244,7 @@ contract Node is Owned, Payouts, NodeSelection, INode {
 
     /// @inheritdoc INode
     function finishTask(address node, bool isKickedOut) external onlyTask {
-        NodeInfo storage n = _nodes[node];
+        NodeRecord storage n = _nodes[node];
         NodeStatus status = _requireInTask(node, n);
         n.taskId = 0;
         if (isKickedOut) {
@@ -265,7 +264,7 @@ contract Node is Owned, Payouts, NodeSelection, INode {
     /// @inheritdoc INode
     /// @dev A PendingPause / PendingQuit request dies with the node: a slashed node gets nothing back.
     function slash(address node) external onlyTask {
-        NodeInfo storage n = _nodes[node];
+        NodeRecord storage n = _nodes[node];
         _requireInTask(node, n);
         n.taskId = 0;
         uint256 amount = n.stake;
@@ -323,7 +322,8 @@ contract Node is Owned, Payouts, NodeSelection, INode {
 
     /// @inheritdoc INode
     function nodeInfo(address node) external view returns (NodeInfo memory) {
-        return _nodes[node];
+        NodeRecord storage n = _nodes[node];
+        return NodeInfo(n.status, n.gpuVramGB, n.taskId, n.stake, n.cardModelKey, n.gpuName, n.runtime);
     }
 
     function nodeStatus(address node) external view returns (NodeStatus) {
@@ -365,14 +365,14 @@ contract Node is Owned, Payouts, NodeSelection, INode {
                                 INTERNALS
     //////////////////////////////////////////////////////////////*/
 
-    function _requireInTask(address node, NodeInfo storage n) internal view returns (NodeStatus status) {
+    function _requireInTask(address node, NodeRecord storage n) internal view returns (NodeStatus status) {
         status = n.status;
         if (status != NodeStatus.Busy && status != NodeStatus.PendingPause && status != NodeStatus.PendingQuit) {
             revert InvalidNodeStatus(node, status);
         }
     }
 
-    function _setStatus(address node, NodeInfo storage n, NodeStatus to) internal {
+    function _setStatus(address node, NodeRecord storage n, NodeStatus to) internal {
         NodeStatus from = n.status;
         if (from == NodeStatus.Available) _leavePools(node, n.cardModelKey, n.gpuVramGB);
         _recordStatus(node, n, from, to);
@@ -381,8 +381,7 @@ contract Node is Owned, Payouts, NodeSelection, INode {
     /// @dev The status change once the node left its pools (when it was Available): the joined counts,
     /// the paused count, the entry into the pools (when it becomes Available), the events; a join is
     /// also told to NetworkStats (its list of nodes).
-    function _recordStatus(address node, NodeInfo storage n, NodeStatus from, NodeStatus to) internal {
-        if (from == NodeStatus.Available) n.memberIndex = 0;
+    function _recordStatus(address node, NodeRecord storage n, NodeStatus from, NodeStatus to) internal {
         if (from == NodeStatus.Quit) _countJoined(n.cardModelKey, n.gpuVramGB);
         else if (to == NodeStatus.Quit) _uncountJoined(n.cardModelKey, n.gpuVramGB);
         if (from == NodeStatus.Paused) --numPaused;
@@ -390,13 +389,12 @@ contract Node is Owned, Payouts, NodeSelection, INode {
         n.status = to;
         if (to == NodeStatus.Available) {
             _enterPools(node, n.cardModelKey, n.gpuVramGB, qos.weight(node));
-            n.memberIndex = 1;
         }
         emit NodeStatusChanged(node, from, to);
         if (from == NodeStatus.Quit) stats.nodeJoined(node);
     }
 
-    function _refundStake(address node, NodeInfo storage n) internal {
+    function _refundStake(address node, NodeRecord storage n) internal {
         uint256 amount = n.stake;
         n.stake = 0;
         totalStaked -= amount;

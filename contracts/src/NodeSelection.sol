@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 pragma solidity 0.8.28;
 
+import {NodeStatus} from "./lib/Types.sol";
+
 /// @title NodeSelection: the available nodes, indexed so that every draw and every update is bounded.
 /// @notice The work of each function depends on constants only (20 weight classes, a 3-level tree of 16
 /// over VRAM in GB), never on the number of nodes or card models: a network of 10,000 nodes selects at
@@ -68,12 +70,22 @@ abstract contract NodeSelection {
         uint64 totalWeight;
     }
 
-    /// @dev Where an available node sits: 1-based positions in its group's and its pool's class lists.
-    struct Seat {
-        uint32 groupPos;
-        uint32 poolPos;
+    /// @dev A node as Node stores it. The first slot holds what a status change reads and writes: the
+    /// status, the task, and where an available node sits (1-based positions in its group's and its
+    /// pool's class lists, its weight class, its pool), so that entering or leaving the lists writes one
+    /// slot of the node, not two.
+    struct NodeRecord {
+        NodeStatus status;
+        uint16 gpuVramGB; // <= MAX_VRAM_GB
+        uint64 taskId; // the task the node holds, 0 when it holds none
+        uint96 stake; // what the node paid to join (Node.setNodeStake keeps it below 2**96)
+        uint24 groupPos;
+        uint24 poolPos;
         uint8 weight;
         uint8 pool;
+        bytes32 cardModelKey; // keccak256(abi.encode(gpuName, gpuVramGB, runtime))
+        string gpuName;
+        string runtime;
     }
 
     mapping(bytes32 => CardGroup) internal _groups;
@@ -86,7 +98,7 @@ abstract contract NodeSelection {
     mapping(uint256 => address) internal _poolMembers;
     /// @dev pool << 24 | level << 16 | slot => four tree entries.
     mapping(uint256 => uint256) internal _tree;
-    mapping(address => Seat) internal _seats;
+    mapping(address => NodeRecord) internal _nodes;
 
     /*//////////////////////////////////////////////////////////////
                           ENTERING AND LEAVING
@@ -102,8 +114,8 @@ abstract contract NodeSelection {
         }
         uint256 groupPos = _incClass(_groupClassCounts[key], weight);
         _groupMembers[key][(weight << 32) | groupPos] = node;
-        Seat storage seat = _seats[node];
-        seat.groupPos = uint32(groupPos);
+        NodeRecord storage seat = _nodes[node];
+        seat.groupPos = uint24(groupPos);
         seat.weight = uint8(weight);
         if (size == TRIO) _movePool(key, vram, POOL_SMALL, POOL_TRIO, node);
         _poolInsert(size >= TRIO ? POOL_TRIO : POOL_SMALL, vram, weight, node, seat);
@@ -125,12 +137,12 @@ abstract contract NodeSelection {
     }
 
     function _leavePool(address node, uint256 vram) internal {
-        Seat storage seat = _seats[node];
+        NodeRecord storage seat = _nodes[node];
         _poolRemove(seat.pool, vram, seat.weight, seat.poolPos);
     }
 
     function _leaveGroup(address node, bytes32 key, uint256 vram, bool isMovingAtCrossing) internal {
-        Seat storage seat = _seats[node];
+        NodeRecord storage seat = _nodes[node];
         uint256 weight = seat.weight;
         uint256[2] storage counts = _groupClassCounts[key];
         uint256 last = _classCount(counts, weight);
@@ -138,7 +150,7 @@ abstract contract NodeSelection {
         if (pos != last) {
             address moved = _groupMembers[key][(weight << 32) | last];
             _groupMembers[key][(weight << 32) | pos] = moved;
-            _seats[moved].groupPos = uint32(pos);
+            _nodes[moved].groupPos = uint24(pos);
         }
         _decClass(counts, weight);
         CardGroup storage g = _groups[key];
@@ -158,18 +170,18 @@ abstract contract NodeSelection {
             for (uint256 pos = 1; pos <= n; ++pos) {
                 address member = _groupMembers[key][(w << 32) | pos];
                 if (member == except) continue;
-                Seat storage seat = _seats[member];
+                NodeRecord storage seat = _nodes[member];
                 _poolRemove(from, vram, w, seat.poolPos);
                 _poolInsert(to, vram, w, member, seat);
             }
         }
     }
 
-    function _poolInsert(uint256 pool, uint256 vram, uint256 weight, address node, Seat storage seat) internal {
+    function _poolInsert(uint256 pool, uint256 vram, uint256 weight, address node, NodeRecord storage seat) internal {
         uint256 pos = _incClass(_poolClassCounts[(pool << 32) | vram], weight);
         _poolMembers[_poolKey(pool, vram, weight, pos)] = node;
         seat.pool = uint8(pool);
-        seat.poolPos = uint32(pos);
+        seat.poolPos = uint24(pos);
         _treeAdd(pool, vram, ONE_NODE | weight);
     }
 
@@ -179,7 +191,7 @@ abstract contract NodeSelection {
         if (pos != last) {
             address moved = _poolMembers[_poolKey(pool, vram, weight, last)];
             _poolMembers[_poolKey(pool, vram, weight, pos)] = moved;
-            _seats[moved].poolPos = uint32(pos);
+            _nodes[moved].poolPos = uint24(pos);
         }
         _decClass(counts, weight);
         _treeSub(pool, vram, ONE_NODE | weight);

@@ -70,7 +70,7 @@ class SimulatedNodes:
 
     def fetch_args(self, task_id: int) -> list[str]:
         """Each selected node downloads the arguments from the relay and checks them against taskHash."""
-        expected = self.net.get_task(task_id)["taskHash"]
+        expected = self.net.task_hash(task_id)
 
         async def fetch(address: str) -> str:
             async with self._relay(address) as relay:

@@ -219,6 +219,12 @@ class Net:
         task["rounds"] = [(to_checksum_address(r[0]), *r[1:]) for r in task["rounds"]]
         return task
 
+    def task_hash(self, task_id: int) -> bytes:
+        """The task's taskHash, from its TaskPending event (storage keeps it only while the task queues)."""
+        pending = self.task.events.TaskPending().get_logs(from_block=0, argument_filters={"taskId": task_id})
+        (log,) = pending
+        return bytes(log["args"]["taskHash"])
+
     def task_status(self, task_id: int) -> TaskStatus:
         return TaskStatus(self.get_task(task_id)["status"])
 

@@ -44,9 +44,15 @@ def test_nodes_join_with_their_card_model_and_stake(w3, anvil, deployment, relay
     statuses, again = asyncio.run(scenario())
     assert set(statuses.values()) == {NodeStatus.AVAILABLE} and statuses == again
     node = deployment.bind(w3).contract("Node")
+    (outputs,) = node.get_function_by_name("nodeInfo").abi["outputs"]
+    names = [c["name"] for c in outputs["components"]]
     for address in statuses:
-        info = node.functions.nodeInfo(address).call()
-        assert (info[5], info[6], info[1]) == (CARD.key, CARD.gpu_name, CARD.vram_gb)
+        info = dict(zip(names, node.functions.nodeInfo(address).call(), strict=True))
+        assert (info["cardModelKey"], info["gpuName"], info["gpuVramGB"]) == (
+            CARD.key,
+            CARD.gpu_name,
+            CARD.vram_gb,
+        )
 
 
 def test_gpt_tasks_run_end_to_end_and_are_paid(w3, anvil, deployment, relay, operator, tiny_lm_dir, tmp_path):

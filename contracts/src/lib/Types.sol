@@ -30,13 +30,12 @@ enum TaskPhase {
     Aborted
 }
 
-/// @dev A node as the Node contract stores it.
+/// @dev A node as Node.nodeInfo shows it (stored packed, with its places in the selection lists).
 struct NodeInfo {
     NodeStatus status;
     uint32 gpuVramGB;
     uint64 taskId; // the task the node holds, 0 when it holds none
     uint128 stake; // what the node paid to join: refunded on quit / kick-out, sent to the treasury on slash
-    uint24 memberIndex; // 1 while Available (its places in the selection lists are in Node's seats), else 0
     bytes32 cardModelKey; // keccak256(abi.encode(gpuName, gpuVramGB, runtime))
     string gpuName;
     string runtime;
