@@ -35,6 +35,10 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
         "--stop-relay", type=float, default=0, metavar="S",
         help="a fault drill: stop the relay for S seconds halfway through the tasks",
     )  # fmt: skip
+    parser.add_argument(
+        "--relay-wait", type=float, default=60.0, metavar="S",
+        help="the least the application waits for the relay before it gives up on a task (60 s)",
+    )  # fmt: skip
     parser.add_argument("--plain", action="store_true", help="a line per change even on a terminal")
     parser.add_argument(
         "--hold", action="store_true",
@@ -61,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             stop,
             kills=options.kill_coordinator,
             relay_outage_s=options.stop_relay,
+            relay_wait_s=options.relay_wait,
         )
         if options.hold and not stop.is_set():
             devnet.say("holding the network up until stdin closes (--hold)")

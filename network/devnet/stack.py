@@ -180,10 +180,11 @@ class Devnet:
         stop: asyncio.Event,
         kills: int = 0,
         relay_outage_s: float = 0,
+        relay_wait_s: float = 60.0,
     ) -> int:
         watch = asyncio.create_task(self._watch_farm())
         try:
-            return await self._stream(num_tasks, in_flight, stop, kills, relay_outage_s)
+            return await self._stream(num_tasks, in_flight, stop, kills, relay_outage_s, relay_wait_s)
         finally:
             watch.cancel()
 
@@ -205,13 +206,25 @@ class Devnet:
             await asyncio.sleep(every_s)
 
     async def _stream(
-        self, num_tasks: int | None, in_flight: int, stop: asyncio.Event, kills: int, relay_outage_s: float
+        self,
+        num_tasks: int | None,
+        in_flight: int,
+        stop: asyncio.Event,
+        kills: int,
+        relay_outage_s: float,
+        relay_wait_s: float,
     ) -> int:
-        from network.app.client import ApplicationClient
+        from network.app.client import ApplicationClient, ClientSettings
 
         app_account = dev_account(2)
+        settings = ClientSettings(relay_wait_s=relay_wait_s)
         async with ApplicationClient(
-            self.anvil.rpc_url, self.deployment, self.relay.url, app_account, self.run_dir / "app"
+            self.anvil.rpc_url,
+            self.deployment,
+            self.relay.url,
+            app_account,
+            self.run_dir / "app",
+            settings=settings,
         ) as app:
             slots = asyncio.Semaphore(in_flight)
             running: set[asyncio.Task[None]] = set()
