@@ -4,8 +4,9 @@ A farm has hundreds of transactions in flight. Polling each one's receipt every 
 node five calls per transaction; here one loop, running while anyone waits, asks for the head every
 interval and fetches each new block's receipts in one call (``eth_getBlockReceipts``), handing every
 waiter its receipt. A waiter asks for its own receipt once when it starts, since its transaction may
-have been mined before the loop looks. Nodes without ``eth_getBlockReceipts`` are asked per waiting
-transaction instead.
+have been mined before the loop looks; it asks only once the loop's first block is fixed, so that every
+block is either before its check or watched. Nodes without ``eth_getBlockReceipts`` are asked per
+waiting transaction instead.
 """
 
 from __future__ import annotations
@@ -45,6 +46,12 @@ class ReceiptWatcher:
             self._waiting[tx_hash] = found
         try:
             self._ensure_watching()
+            if self._next_block is None:
+                # Fix where the loop starts *before* the direct check: a block mined between the check and
+                # a later head read would otherwise be neither checked nor watched (missed: a 60 s wait).
+                head = hex_int(await self.rpc.call("eth_blockNumber", []))
+                if self._next_block is None:
+                    self._next_block = head
             receipt = await self.receipt_of(tx_hashes)  # mined before the loop looks: one direct check
             if receipt is not None:
                 return receipt

@@ -67,3 +67,43 @@ def test_a_transaction_that_is_never_mined_times_out(w3: Web3, anvil) -> None:
             await rpc.w3.provider.disconnect()
 
     assert asyncio.run(scenario()) is None
+
+
+class _MinesAtFirstHeadRead:
+    """An RPC client that, when the head is first asked for, lets two blocks be mined first: the
+    waiter's transaction and one more, as a busy chain does between two requests."""
+
+    def __init__(self, rpc: RpcClient, mine):
+        self.rpc = rpc
+        self.mine = mine
+        self.has_mined = False
+
+    async def call(self, method: str, params: list):
+        if method == "eth_blockNumber" and not self.has_mined:
+            self.has_mined = True
+            await asyncio.to_thread(self.mine)
+        return await self.rpc.call(method, params)
+
+
+def test_a_transaction_mined_between_the_direct_check_and_the_first_head_read_is_not_missed(
+    w3: Web3, anvil
+) -> None:
+    def mine_two() -> None:
+        w3.provider.make_request("evm_mine", [])  # the waiter's transaction
+        w3.provider.make_request("evm_mine", [])  # and a block after it
+
+    async def scenario():
+        rpc = RpcClient(connect(anvil.rpc_url))
+        try:
+            watcher = ReceiptWatcher(_MinesAtFirstHeadRead(rpc, mine_two), poll_interval_s=0.02)
+            return await watcher.wait(hashes, timeout_s=5)
+        finally:
+            await rpc.w3.provider.disconnect()
+
+    w3.provider.make_request("evm_setAutomine", [False])
+    try:
+        hashes = send_unmined(w3, 1)
+        receipt = asyncio.run(scenario())
+    finally:
+        w3.provider.make_request("evm_setAutomine", [True])
+    assert receipt is not None and receipt["transactionHash"] == hashes[0]
