@@ -85,7 +85,8 @@ class Counter(StrEnum):
 
 
 class TaskPhase(IntEnum):
-    """The contract's TaskPhase (lib/Types.sol), as NetworkStats counts it."""
+    """A task's phase as Task.taskCounts (read by NetworkStats) counts it: every task moves None ->
+    (Queued ->) Running -> one end."""
 
     NONE = 0
     QUEUED = 1

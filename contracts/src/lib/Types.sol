@@ -21,15 +21,6 @@ enum TaskType {
     GPT // 1: text generation, results compared byte for byte
 }
 
-/// @dev A task's phase as NetworkStats counts it: every task moves None -> (Queued ->) Running -> one end.
-enum TaskPhase {
-    None,
-    Queued,
-    Running,
-    Succeeded,
-    Aborted
-}
-
 /// @dev A node as Node.nodeInfo shows it (stored packed, with its places in the selection lists).
 struct NodeInfo {
     NodeStatus status;
