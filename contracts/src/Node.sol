@@ -280,7 +280,8 @@ contract Node is Owned, Payouts, NodeSelection, INode {
                                   VIEWS
     //////////////////////////////////////////////////////////////*/
 
-    /// @inheritdoc INode
+    /// @notice Whether three available nodes can take a task of this type and VRAM need right now (a view
+    /// for tools: `selectNodes` makes the same check itself).
     function canRun(TaskType taskType, uint256 vramLimit) external view returns (bool) {
         (uint256 any, uint256 trio) = _availableFrom(vramLimit);
         return taskType == TaskType.GPT ? trio != 0 : any >= NODES_PER_TASK;

@@ -5,9 +5,6 @@ import {NodeInfo, TaskType} from "../lib/Types.sol";
 
 /// @title What the other contracts call on Node.
 interface INode {
-    /// @notice Whether three available nodes can take a task of this type and VRAM need right now.
-    function canRun(TaskType taskType, uint256 vramLimit) external view returns (bool);
-
     /// @notice Whether the joined nodes (whatever their status now) could ever take such a task: three
     /// with VRAM >= vramLimit for SD, three of one card model for GPT. A task failing this is refused.
     function canEverRun(TaskType taskType, uint256 vramLimit) external view returns (bool);
