@@ -24,10 +24,19 @@ if compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null || [ -n "${HELIUM_
   export HELIUM_REQUIRE_POSTGRES=1
 fi
 
-echo "[test] pytest"
+# Two workers by default (HELIUM_TEST_WORKERS=1 runs in one process): the chain, relay and model tests
+# spend much of their time waiting, so two share the machine's two cores well. The tests that start a Ray
+# cluster stay together on one worker (tests/conftest.py, RAY_TESTS).
+workers="${HELIUM_TEST_WORKERS:-2}"
+parallel=()
+if [ "$workers" -gt 1 ]; then
+  parallel=(-n "$workers" --dist loadgroup)
+fi
+
+echo "[test] pytest (${workers} worker(s))"
 # Exit code 5 means pytest collected no tests: that is a broken suite, never a pass.
 set +e
-python -m pytest "$@"
+python -m pytest ${parallel[@]+"${parallel[@]}"} "$@"
 code=$?
 set -e
 if [ "$code" -eq 5 ]; then

@@ -18,6 +18,22 @@ from cluster.chain.anvil import Anvil
 from cluster.chain.deploy import Deployment, deploy_network
 from network.relay.local_postgres import LocalPostgres, PostgresUnavailable
 
+# The tests that start a Ray cluster run on one xdist worker, one after another (`--dist loadgroup`,
+# scripts/test.sh): `ray stop --force` in test_ray_job stops every Ray on the machine, and two Ray
+# clusters on two cores starve each other's actors. Every other test spreads over the workers.
+RAY_TESTS = (
+    "tests/cluster/test_ray_job.py",
+    "tests/coordinator/scheduling/",
+    "tests/devnet/test_devnet.py",
+    "tests/workers/test_slot_modes.py",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.nodeid.startswith(RAY_TESTS):
+            item.add_marker(pytest.mark.xdist_group("ray"))
+
 
 @pytest.fixture(scope="session")
 def anvil() -> Iterator[Anvil]:

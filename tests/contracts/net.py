@@ -59,12 +59,17 @@ class Ledger:
     def record_gas(self, sender: str, receipt: Any) -> None:
         self.gas_paid[sender] += receipt["gasUsed"] * receipt["effectiveGasPrice"]
 
-    def received(self, address: str) -> int:
+    def received(self, address: str, balance: int | None = None) -> int:
         """Net value that reached ``address`` since the start (payments in - value sent), gas excluded."""
-        return self.w3.eth.get_balance(address) - self.start[address] + self.gas_paid[address]
+        balance = self.w3.eth.get_balance(address) if balance is None else balance
+        return balance - self.start[address] + self.gas_paid[address]
 
     def assert_conserved(self) -> None:
-        moved = {a: self.received(a) for a in self.addresses}
+        with self.w3.batch_requests() as batch:  # one request for every balance: checked after every step
+            for address in self.addresses:
+                batch.add(self.w3.eth.get_balance(address))
+            balances = batch.execute()
+        moved = {a: self.received(a, b) for a, b in zip(self.addresses, balances, strict=True)}
         assert sum(moved.values()) == 0, f"native currency not conserved: {moved}"
 
 
@@ -108,6 +113,11 @@ class Net:
 
         Returns the single output, or a tuple of the outputs.
         """
+        (value,) = self.views(contract, name, [args])
+        return value
+
+    def views(self, contract: Any, name: str, arg_lists: Sequence[Sequence[Any]]) -> list[Any]:
+        """``view`` for each argument list, in one JSON-RPC batch (the books are checked after every step)."""
         key = (contract.address, name)
         if key not in self._views:
             (item,) = [i for i in contract.abi if i.get("type") == "function" and i["name"] == name]
@@ -115,12 +125,18 @@ class Net:
             selector = keccak(f"{name}({','.join(in_types)})".encode())[:4]
             self._views[key] = (selector, in_types, [abi_type(p) for p in item["outputs"]])
         selector, in_types, out_types = self._views[key]
-        data = "0x" + (selector + abi_encode(in_types, list(args))).hex()
-        response = self.w3.provider.make_request(
-            "eth_call", [{"to": contract.address, "data": data}, "latest"]
-        )
-        values = abi_decode(out_types, bytes.fromhex(response["result"][2:]))
-        return values[0] if len(values) == 1 else values
+        if not arg_lists:
+            return []
+        data = ["0x" + (selector + abi_encode(in_types, list(a))).hex() for a in arg_lists]
+        calls = [("eth_call", [{"to": contract.address, "data": d}, "latest"]) for d in data]
+        responses = self.w3.provider.make_batch_request(calls)
+        assert isinstance(responses, list), responses  # a single response is an error of the whole batch
+        out = []
+        for response in sorted(responses, key=lambda r: r["id"]):
+            assert "result" in response, response
+            values = abi_decode(out_types, bytes.fromhex(response["result"][2:]))
+            out.append(values[0] if len(values) == 1 else values)
+        return out
 
     # -- transactions -----------------------------------------------------------------------------------
 
@@ -214,7 +230,10 @@ class Net:
         return pending["taskId"], receipt
 
     def get_task(self, task_id: int) -> dict[str, Any]:
-        task = dict(zip(self._task_fields, self.view(self.task, "getTask", task_id), strict=True))
+        return self._task_dict(self.view(self.task, "getTask", task_id))
+
+    def _task_dict(self, values: Sequence[Any]) -> dict[str, Any]:
+        task = dict(zip(self._task_fields, values, strict=True))
         task["creator"] = to_checksum_address(task["creator"])
         task["rounds"] = [(to_checksum_address(r[0]), *r[1:]) for r in task["rounds"]]
         return task
@@ -285,10 +304,9 @@ class Net:
     def live_tasks(self) -> dict[int, dict[str, Any]]:
         """Tasks whose storage still exists (an id never comes back once its task is deleted)."""
         live = {}
-        for task_id in range(1, self.view(self.task, "nextTaskId")):
-            if task_id in self._ended_ids:
-                continue
-            task = self.get_task(task_id)
+        ids = [i for i in range(1, self.view(self.task, "nextTaskId")) if i not in self._ended_ids]
+        for task_id, values in zip(ids, self.views(self.task, "getTask", [[i] for i in ids]), strict=True):
+            task = self._task_dict(values)
             if task["status"] == TaskStatus.NONE:
                 self._ended_ids.add(task_id)
             else:
@@ -301,20 +319,25 @@ class Net:
         Returns the status of every node that ever joined, read from Node.
         """
         self.ledger.assert_conserved()
-        infos = {n: self.node_info(n) for n in self.known_nodes()}
+        known = self.known_nodes()
+        infos = {
+            n: dict(zip(self._node_fields, info, strict=True))
+            for n, info in zip(known, self.views(self.node, "nodeInfo", [[n] for n in known]), strict=True)
+        }
         statuses = {n: NodeStatus(info["status"]) for n, info in infos.items()}
         node_staked = self.view(self.node, "totalStaked")
         assert node_staked == sum(info["stake"] for info in infos.values())
         node_balance = self.w3.eth.get_balance(self.node.address)
         assert node_balance == node_staked + self.view(self.node, "totalCredits")
-        escrow = sum(task["balance"] for task in self.live_tasks().values())
+        live = self.live_tasks()
+        escrow = sum(task["balance"] for task in live.values())
         assert self.view(self.task, "totalEscrowed") == escrow
         task_balance = self.w3.eth.get_balance(self.task.address)
         assert task_balance == escrow + self.view(self.task, "totalCredits")
-        self._assert_stats(list(statuses.values()))
+        self._assert_stats(list(statuses.values()), list(live.values()))
         return statuses
 
-    def _assert_stats(self, statuses: list[NodeStatus]) -> None:
+    def _assert_stats(self, statuses: list[NodeStatus], live: list[dict[str, Any]]) -> None:
         total, available, busy, paused = self.view(self.stats, "nodeCounters")
         assert total == sum(s != NodeStatus.QUIT for s in statuses)
         assert available == statuses.count(NodeStatus.AVAILABLE)
@@ -325,7 +348,6 @@ class Net:
         assert tasks_total == self.view(self.task, "nextTaskId") - 1
         assert tasks_total == queued + running + succeeded + aborted
         assert queued == self.view(self.queue, "size") == self.view(self.task, "numQueued")
-        live = self.live_tasks().values()
         running_now = (TaskStatus.STARTED, TaskStatus.COMMITMENTS_READY)
         assert running == sum(t["status"] in running_now and not t["isEnded"] for t in live)
 
