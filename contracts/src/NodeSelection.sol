@@ -48,6 +48,8 @@ abstract contract NodeSelection {
     /// a non-zero value, so refilling it costs 2,900 gas, not 20,000. A sparse network would otherwise
     /// pay the zero-slot price each time a node returns to a VRAM or class nobody else holds.
     uint256 internal constant WRITTEN = 1 << 255;
+    /// @dev A draw position past every weight: a walk with it only sums.
+    uint256 internal constant NO_DRAW = type(uint256).max;
 
     /*//////////////////////////////////////////////////////////////
                                  ERRORS
@@ -331,81 +333,67 @@ abstract contract NodeSelection {
         }
     }
 
-    /// @dev The sum of the entries with VRAM >= from (from <= MAX_VRAM_GB). Climbs the tree: at each
-    /// level, the entries left in the block of 16 that holds `from`'s position, then the parent level from
-    /// the next block on. A position at the start of its block takes the parent entry instead (from = 0
-    /// reads level 0 only, 4 words). Each word (4 entries) is read once.
+    /// @dev The sum of the entries with VRAM >= from (from <= MAX_VRAM_GB).
     function _sumFrom(uint256 pool, uint256 from) internal view returns (uint256 sum) {
-        uint256 lo = from;
-        for (uint256 level = 2; level != 0; --level) {
-            if (lo & 15 != 0) {
-                sum += _sumRange(pool, level, lo, lo | 15);
-                lo = (lo >> 4) + 1;
-            } else {
-                lo >>= 4;
-            }
-        }
-        if (lo < 16) sum += _sumRange(pool, 0, lo, 15);
+        (,,,, sum) = _climb(pool, from, NO_DRAW);
     }
 
     /// @dev The VRAM holding the r-th unit of weight among VRAM >= from (r < the weight of _sumFrom),
-    /// and r's rest inside it. Walks the same entries as _sumFrom, descending where r falls.
+    /// and r's rest inside it.
     function _treeFind(uint256 pool, uint256 from, uint256 r) internal view returns (uint256, uint256) {
+        (bool found, uint256 level, uint256 index, uint256 rest,) = _climb(pool, from, r);
+        if (!found) revert NothingToDraw();
+        return _descend(pool, level, index, rest);
+    }
+
+    /// @dev Walks the entries with VRAM >= from, climbing the tree: at each level, the entries left in the
+    /// block of 16 that holds `from`'s position, then the parent level from the next block on; a position
+    /// at the start of its block takes the parent entry instead (from = 0 reads level 0 only, 4 words). It
+    /// stops at the entry where the r-th unit of weight falls (found: its level and index, and r's rest
+    /// inside it); `sum` adds up the entries walked before (all of them for r = NO_DRAW).
+    function _climb(uint256 pool, uint256 from, uint256 r)
+        internal
+        view
+        returns (bool found, uint256 level, uint256 index, uint256 rest, uint256 sum)
+    {
         uint256 lo = from;
-        bool found;
-        uint256 index;
-        for (uint256 level = 2; level != 0; --level) {
-            if (lo & 15 != 0) {
-                (found, index, r) = _findInRange(pool, level, lo, lo | 15, r);
-                if (found) return _descend(pool, level, index, r);
+        level = 2;
+        while (true) {
+            bool isTop = level == 0;
+            if (isTop ? lo < 16 : lo & 15 != 0) {
+                uint256 part;
+                (found, index, r, part) = _scanRange(pool, level, lo, isTop ? 15 : lo | 15, r);
+                sum += part;
+                if (found) return (true, level, index, r, sum);
                 lo = (lo >> 4) + 1;
             } else {
                 lo >>= 4;
             }
+            if (isTop) return (false, 0, 0, r, sum);
+            --level;
         }
-        if (lo < 16) {
-            (found, index, r) = _findInRange(pool, 0, lo, 15, r);
-            if (found) return _descend(pool, 0, index, r);
-        }
-        revert NothingToDraw();
     }
 
     /// @dev From an entry down to its leaf: at each level, the child where r falls.
     function _descend(uint256 pool, uint256 level, uint256 index, uint256 r) internal view returns (uint256, uint256) {
         bool found;
         for (; level < 2; ++level) {
-            (found, index, r) = _findInRange(pool, level + 1, index << 4, (index << 4) | 15, r);
+            (found, index, r,) = _scanRange(pool, level + 1, index << 4, (index << 4) | 15, r);
             if (!found) revert NothingToDraw();
         }
         return (index, r);
     }
 
-    /// @dev The sum of the entries [from, to] of one level, inside one block of 16.
-    function _sumRange(uint256 pool, uint256 level, uint256 from, uint256 to) internal view returns (uint256 sum) {
-        uint256 base = (pool << 24) | (level << 16);
-        // At most 16 entries of < 2**63 each.
-        unchecked {
-            for (uint256 w = from >> 2; w <= to >> 2; ++w) {
-                uint256 word = _tree[base | w];
-                if (word & ~WRITTEN == 0) continue;
-                uint256 first = w == from >> 2 ? from & 3 : 0;
-                uint256 last = w == to >> 2 ? to & 3 : 3;
-                for (uint256 lane = first; lane <= last; ++lane) {
-                    sum += (word >> (lane << 6)) & ENTRY_MASK;
-                }
-            }
-        }
-    }
-
-    /// @dev The entry of [from, to] (one level, inside one block of 16) where the r-th unit of weight
-    /// falls, and r's rest inside it; else r less the range's weight.
-    function _findInRange(uint256 pool, uint256 level, uint256 from, uint256 to, uint256 r)
+    /// @dev The entries [from, to] of one level, inside one block of 16, each word read once and skipped
+    /// when empty: the entry where the r-th unit of weight falls (and r's rest inside it), else r less
+    /// the range's weight; `sum` adds up the entries before it (count and weight).
+    function _scanRange(uint256 pool, uint256 level, uint256 from, uint256 to, uint256 r)
         internal
         view
-        returns (bool, uint256, uint256)
+        returns (bool, uint256, uint256, uint256 sum)
     {
         uint256 base = (pool << 24) | (level << 16);
-        // r only decreases by weights it is not below.
+        // At most 16 entries of < 2**63 each; r only decreases by weights it is not below.
         unchecked {
             for (uint256 w = from >> 2; w <= to >> 2; ++w) {
                 uint256 word = _tree[base | w];
@@ -413,13 +401,15 @@ abstract contract NodeSelection {
                 uint256 first = w == from >> 2 ? from & 3 : 0;
                 uint256 last = w == to >> 2 ? to & 3 : 3;
                 for (uint256 lane = first; lane <= last; ++lane) {
-                    uint256 weight = (word >> (lane << 6)) & WEIGHT_MASK;
-                    if (r < weight) return (true, (w << 2) | lane, r);
+                    uint256 entry = (word >> (lane << 6)) & ENTRY_MASK;
+                    uint256 weight = entry & WEIGHT_MASK;
+                    if (r < weight) return (true, (w << 2) | lane, r, sum);
                     r -= weight;
+                    sum += entry;
                 }
             }
         }
-        return (false, 0, r);
+        return (false, 0, r, sum);
     }
 
     /*//////////////////////////////////////////////////////////////
