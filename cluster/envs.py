@@ -85,6 +85,9 @@ BENCH_CODE = EnvVar(
 POSTGRES_BIN = EnvVar(
     "HELIUM_POSTGRES_BIN", None, "PostgreSQL's bin folder for the tests' server (default: Debian's)"
 )
+TEST_WORKERS = EnvVar(
+    "HELIUM_TEST_WORKERS", "1", "scripts/test.sh: pytest-xdist workers (2 halves an idle machine's time)"
+)
 REQUIRE_POSTGRES = EnvVar(
     "HELIUM_REQUIRE_POSTGRES", None, "1 (scripts/test.sh, where installed): PostgreSQL cases fail, not skip"
 )

@@ -24,10 +24,10 @@ if compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null || [ -n "${HELIUM_
   export HELIUM_REQUIRE_POSTGRES=1
 fi
 
-# Two workers by default (HELIUM_TEST_WORKERS=1 runs in one process): the chain, relay and model tests
-# spend much of their time waiting, so two share the machine's two cores well. The tests that start a Ray
-# cluster stay together on one worker (tests/conftest.py, RAY_TESTS).
-workers="${HELIUM_TEST_WORKERS:-2}"
+# One process by default. HELIUM_TEST_WORKERS=2 runs two pytest-xdist workers (7 min instead of 10.5 on
+# two idle cores; the tests that start a Ray cluster stay together on one worker, tests/conftest.py), but
+# on a loaded machine two workers starve the Ray tests' worker pools past their timeouts.
+workers="${HELIUM_TEST_WORKERS:-1}"
 parallel=()
 if [ "$workers" -gt 1 ]; then
   parallel=(-n "$workers" --dist loadgroup)

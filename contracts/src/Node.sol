@@ -148,7 +148,7 @@ contract Node is Owned, Payouts, NodeSelection, INode {
         emit NodeJoined(msg.sender, key, gpuName, gpuVramGB, runtime, msg.value);
 
         _setStatus(msg.sender, n, NodeStatus.Available);
-        ITask(task).onNodesAvailable();
+        ITask(task).onNodeJoined(msg.sender);
     }
 
     /// @notice Available -> Paused; Busy -> PendingPause (paused when its task ends).

@@ -6,6 +6,9 @@ interface ITask {
     /// @notice Nodes became available (a node joined or resumed): start the queued tasks they can take.
     function onNodesAvailable() external;
 
+    /// @notice A node joined (and is available): writes its seal slots once, then as onNodesAvailable.
+    function onNodeJoined(address node) external;
+
     /// @notice Tasks created, waiting in the queue, running, succeeded and aborted.
     function taskCounts()
         external
