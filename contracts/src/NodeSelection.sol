@@ -396,11 +396,17 @@ abstract contract NodeSelection {
         // At most 16 entries of < 2**63 each; r only decreases by weights it is not below.
         unchecked {
             for (uint256 w = from >> 2; w <= to >> 2; ++w) {
-                uint256 word = _tree[base | w];
-                if (word & ~WRITTEN == 0) continue;
-                uint256 first = w == from >> 2 ? from & 3 : 0;
-                uint256 last = w == to >> 2 ? to & 3 : 3;
-                for (uint256 lane = first; lane <= last; ++lane) {
+                uint256 word = _tree[base | w] & ~WRITTEN;
+                if (word == 0) continue;
+                word = _keepLanes(word, w == from >> 2 ? from & 3 : 0, w == to >> 2 ? to & 3 : 3);
+                // The word's entries summed at once; entry by entry only in the word where r falls.
+                uint256 wordSum = _sumLanes(word);
+                if (r >= wordSum & WEIGHT_MASK) {
+                    r -= wordSum & WEIGHT_MASK;
+                    sum += wordSum;
+                    continue;
+                }
+                for (uint256 lane; lane < 4; ++lane) {
                     uint256 entry = (word >> (lane << 6)) & ENTRY_MASK;
                     uint256 weight = entry & WEIGHT_MASK;
                     if (r < weight) return (true, (w << 2) | lane, r, sum);
@@ -410,6 +416,20 @@ abstract contract NodeSelection {
             }
         }
         return (false, 0, r, sum);
+    }
+
+    /// @dev The word's entries first..last, the others zeroed.
+    function _keepLanes(uint256 word, uint256 first, uint256 last) internal pure returns (uint256 kept) {
+        kept = (word >> (first << 6)) << (first << 6);
+        if (last != 3) kept &= (1 << ((last + 1) << 6)) - 1;
+    }
+
+    /// @dev The four entries of a word summed (a weight is < 2**28 per entry: no entry's weight carries
+    /// into its count). `word` has no written-once mark.
+    function _sumLanes(uint256 word) internal pure returns (uint256) {
+        unchecked {
+            return (word & ENTRY_MASK) + ((word >> 64) & ENTRY_MASK) + ((word >> 128) & ENTRY_MASK) + (word >> 192);
+        }
     }
 
     /*//////////////////////////////////////////////////////////////
