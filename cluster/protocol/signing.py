@@ -50,14 +50,28 @@ class SignatureInvalid(ValueError):
 
 
 def bound_params(
-    method: str, path: str, params: dict[str, Any], files: Sequence[bytes] | None = None
+    method: str,
+    path: str,
+    params: dict[str, Any],
+    files: Sequence[bytes] | None = None,
+    *,
+    files_sha256: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """The parameters a request signs: its own, its method, its path as the protocol names it
-    (``/v1/inference_tasks/7/results``, whatever prefix a proxy adds) and its files' sha256 in order."""
+    (``/v1/inference_tasks/7/results``, whatever prefix a proxy adds) and its files' sha256 in order:
+    computed from ``files``, or as declared (``files_sha256``) by a verifier that checks the signature
+    before the files arrive, and each file against its hash after."""
     bound = {**params, "method": method.upper(), "path": path}
     if files is not None:
-        bound["files"] = [hashlib.sha256(data).hexdigest() for data in files]
+        bound["files"] = file_digests(files)
+    elif files_sha256 is not None:
+        bound["files"] = list(files_sha256)
     return bound
+
+
+def file_digests(files: Sequence[bytes]) -> list[str]:
+    """The lowercase hex sha256 of each file, in order."""
+    return [hashlib.sha256(data).hexdigest() for data in files]
 
 
 def signing_payload(params: dict[str, Any], timestamp: int) -> bytes:

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 from eth_account.signers.local import LocalAccount
 
-from cluster.protocol.signing import bound_params, sign_request
+from cluster.protocol.signing import bound_params, file_digests, sign_request
 
 log = logging.getLogger(__name__)
 NOT_YET_STATUSES = frozenset({404, 409, 425, 429})
@@ -80,16 +80,17 @@ class RelayClient:
         return response.json()["data"]["task_args"]
 
     async def upload_results(self, task_id: int, files: list[bytes], *, wait_s: float = 60.0) -> None:
+        digests = file_digests(files)
+
         def request() -> httpx.Request:
             path = f"/v1/inference_tasks/{task_id}/results"
-            timestamp, signature = self._sign(bound_params("POST", path, {"task_id": task_id}, files))
+            params = bound_params("POST", path, {"task_id": task_id}, files_sha256=digests)
+            timestamp, signature = self._sign(params)
             parts = [("files", (f"{i}", data, "application/octet-stream")) for i, data in enumerate(files)]
-            return self._http.build_request(
-                "POST",
-                f"{self.base_url}{path}",
-                data={"timestamp": str(timestamp), "signature": signature},
-                files=parts,
-            )
+            # httpx writes the fields before the files: the relay checks the signature over the declared
+            # sha256s before it reads a file (docs/relay.md, "Uploading results")
+            fields = {"timestamp": str(timestamp), "signature": signature, "files_sha256": ",".join(digests)}
+            return self._http.build_request("POST", f"{self.base_url}{path}", data=fields, files=parts)
 
         await self._until_ready(request, wait_s, f"upload results of task {task_id}")
 

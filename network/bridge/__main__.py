@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from cluster import envs
 from network.bridge.app import create_bridge
 from network.bridge.config import BridgeConfig
+from network.connection_limits import uvicorn_options
 
 
 def load_config(argv: list[str] | None) -> BridgeConfig:
@@ -52,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     app = create_bridge(config, account=Account.from_key(key))
     print(f"bridge: chat page at http://{config.host}:{config.port}/", flush=True)
-    uvicorn.run(app, host=config.host, port=config.port, log_level="info")
+    options = uvicorn_options(config.connection_limits)
+    uvicorn.run(app, host=config.host, port=config.port, log_level="info", **options)
     return 0
 
 

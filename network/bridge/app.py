@@ -27,7 +27,7 @@ from network.bridge.keys import KeyRing
 from network.bridge.manager import TaskManager
 from network.bridge.service import Bridge
 from network.bridge.tasks import TaskStore
-from network.guard import RequestGuard, RouteLimit
+from network.request_limits import RequestLimits, RouteLimit
 
 STATIC = Path(__file__).parent / "static"
 log = logging.getLogger(__name__)
@@ -78,13 +78,14 @@ def create_bridge(
     app = FastAPI(title="Helium bridge", lifespan=lifespan)
     upload_bytes = 2 * MAX_TASK_ARGS_BYTES + 64 * 1024  # task arguments as a JSON string, and the fields
     app.add_middleware(
-        RequestGuard,
+        RequestLimits,
         routes=[
-            RouteLimit("POST", re.compile(r"/v1/chat/completions"), upload_bytes),
-            RouteLimit("POST", re.compile(r"/v1/tasks"), upload_bytes),
+            RouteLimit("POST", re.compile(path), upload_bytes)
+            for path in (r"/v1/chat/completions", r"/v1/chat/tasks", r"/v1/tasks")
         ],
         refusal=lambda status, message: json.dumps(BridgeError(status, message).body()).encode(),
-    )  # every other route takes a small body at most
+    )  # every other route takes a small JSON body at most
+    app.state.connection_limits = config.connection_limits  # RunningBridge serves with them
     app.state.keys = KeyRing(config.api_keys)
     app.add_exception_handler(BridgeError, on_bridge_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)

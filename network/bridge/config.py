@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cluster.protocol.task import TaskType
+from network.connection_limits import ConnectionLimits
 
 
 class ModelSpec(BaseModel):
@@ -59,6 +60,8 @@ class BridgeConfig(BaseModel):
     # the most one task may cost, whoever asks (a native task's caller-chosen fee, a chat's max_tokens)
     max_fee_wei: int = Field(default=10 * 10**18, gt=0)
     poll_interval_s: float = Field(default=1.0, gt=0)
+    # slow requests are closed and each client address holds a bounded number of connections
+    connection_limits: ConnectionLimits = Field(default_factory=ConnectionLimits)
 
     @model_validator(mode="after")
     def _unique(self) -> BridgeConfig:

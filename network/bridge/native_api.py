@@ -15,8 +15,9 @@ from network.bridge.config import ModelSpec
 from network.bridge.errors import BridgeError, not_found
 from network.bridge.service import Bridge, BridgeDep, KeyDep
 from network.bridge.tasks import TaskRecord
+from network.json_body import ParsedJsonRoute
 
-router = APIRouter(prefix="/v1/tasks")
+router = APIRouter(prefix="/v1/tasks", route_class=ParsedJsonRoute)
 
 
 class NativeTaskRequest(BaseModel):

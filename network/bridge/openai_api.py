@@ -17,8 +17,9 @@ from network.bridge.config import ApiKey, ModelSpec
 from network.bridge.errors import BridgeError, bad_request, not_found
 from network.bridge.service import Bridge, BridgeDep, KeyDep
 from network.bridge.tasks import TaskRecord
+from network.json_body import ParsedJsonRoute
 
-router = APIRouter(prefix="/v1")
+router = APIRouter(prefix="/v1", route_class=ParsedJsonRoute)
 NO_RETRY = {"x-should-retry": "false"}  # a retry would pay for a second task: the openai client honours it
 
 
@@ -188,11 +189,12 @@ async def run_chat(bridge: Bridge, request: ChatCompletionRequest, key: ApiKey) 
 
 @router.get("/models")
 async def list_models(bridge: BridgeDep, key: KeyDep) -> dict:
+    """Model names and what they cost; never where the operator keeps them (``ModelSpec.path``)."""
     return {
         "object": "list",
         "data": [
-            {"id": m.id, "object": "model", "created": 0, "owned_by": "helium", "path": m.path,
-             "task_type": m.task_type, "fee_wei": m.fee_wei, "vram_limit": m.vram_limit}
+            {"id": m.id, "object": "model", "created": 0, "owned_by": "helium", "task_type": m.task_type,
+             "fee_wei": m.fee_wei, "vram_limit": m.vram_limit}
             for m in bridge.config.models
         ],
     }  # fmt: skip

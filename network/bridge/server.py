@@ -9,12 +9,17 @@ import time
 import uvicorn
 from fastapi import FastAPI
 
+from network.connection_limits import ConnectionLimits, uvicorn_options
+
 
 class RunningBridge:
-    """``with RunningBridge(app, port=0) as bridge: bridge.url``: uvicorn on loopback, its own loop."""
+    """``with RunningBridge(app, port=0) as bridge: bridge.url``: uvicorn on loopback, its own loop, with the
+    app's connection limits (``create_bridge`` sets them from the config)."""
 
     def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 0):
-        self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+        limits = getattr(app.state, "connection_limits", None) or ConnectionLimits()
+        config = uvicorn.Config(app, host=host, port=port, log_level="warning", **uvicorn_options(limits))
+        self.server = uvicorn.Server(config)
         self.host = host
         self._thread = threading.Thread(target=lambda: asyncio.run(self.server.serve()), daemon=True)
 

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, Request
 from pydantic import BaseModel
 
 from cluster.protocol.errors import ArgumentsInvalid
+from cluster.protocol.gpt import GPTTaskArgs
+from cluster.protocol.task import TaskType, parse_task_args
 from network.bridge.config import ApiKey, BridgeConfig, ModelSpec
 from network.bridge.errors import BridgeError, bad_request
 from network.bridge.keys import require_key
 from network.bridge.manager import TaskManager
+from network.bridge.prompt_size import PromptSizer
 from network.bridge.tasks import SpendRefused, Status, TaskEvent, TaskRecord
 
 
@@ -37,14 +41,20 @@ class Bridge:
     def __init__(self, config: BridgeConfig, manager: TaskManager):
         self.config = config
         self.manager = manager
+        self.prompts = PromptSizer()
 
     async def submit(
         self, kind: str, model: ModelSpec, task_args: str, key: ApiKey, vram_limit: int = 0
     ) -> TaskRecord:
         """Check the arguments, the fee, the wallet and the key's spending limits, then record and start the
         task (paid in the background). 400 for arguments or a fee over the cap, 402 for the wallet, 429
-        for a key's limit: a request that cannot be paid ends here, never left retrying."""
+        for a key's limit: a request that cannot be paid ends here, never left retrying. A chat's prompt
+        is counted as the nodes will count it: one their model cannot hold is a 400 here, not a fee lost."""
         try:
+            if kind == "chat":
+                args = parse_task_args(TaskType.GPT, task_args)
+                assert isinstance(args, GPTTaskArgs)
+                await asyncio.to_thread(self.prompts.check, model, args)
             fee = await self.manager.fee_for(model, task_args)
         except ArgumentsInvalid as exc:
             raise bad_request(f"invalid task arguments: {exc}", ",".join(exc.fields) or None) from None

@@ -12,7 +12,6 @@ from typing import Any
 from fastapi import FastAPI
 
 from cluster.chain.crypto_backend import signing_backend
-from network.guard import RequestGuard, RouteLimit
 from network.relay import tasks_api
 from network.relay.access import RelayAccess
 from network.relay.config import RelayConfig
@@ -20,6 +19,7 @@ from network.relay.errors import envelope, install_error_handlers
 from network.relay.files import FileStore
 from network.relay.follower import CURSOR_NAME, ChainFollower
 from network.relay.store import RelayStore
+from network.request_limits import RequestLimits, RouteLimit
 
 
 def create_app(
@@ -35,15 +35,17 @@ def create_app(
     app.state.relay = RelayAccess(config, store, files, clock)
     install_error_handlers(app)
     app.add_middleware(
-        RequestGuard,
+        RequestLimits,
         routes=[
             RouteLimit("POST", re.compile(r"/v1/inference_tasks"), config.max_args_request_bytes),
             RouteLimit(
-                "POST", re.compile(r"/v1/inference_tasks/[^/]+/results"), config.max_results_request_bytes
+                "POST",
+                re.compile(r"/v1/inference_tasks/[^/]+/results"),
+                max_multipart_bytes=config.max_results_request_bytes,
             ),
         ],
         refusal=lambda status, message: json.dumps(envelope(message)).encode(),
-    )  # every other route takes no upload: a small body at most
+    )  # every other route takes no upload: a small JSON body at most
     app.include_router(tasks_api.router)
     if stats is not None:
         stats.install(app)

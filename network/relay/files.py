@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import os
 import shutil
+import tempfile
 from pathlib import Path
+from typing import BinaryIO
 
-from cluster.atomic_files import write_file, write_indexed_files
+from cluster.atomic_files import fsync_dir, write_file, write_indexed_files
 
 # Read in the event loop up to this size (a page-cache copy of microseconds); larger files go to a thread
 # so that one 10 MB download does not stall every other request.
@@ -48,6 +51,10 @@ class FileStore:
             raise
         return True
 
+    def stage_results(self, task_id: int) -> StagedResults:
+        """A staging folder for result files that arrive one by one (``StagedResults``)."""
+        return StagedResults(self.task_dir(task_id) / "results")
+
     def read_result(self, task_id: int, index: int) -> bytes:
         return self.result_path(task_id, index).read_bytes()
 
@@ -59,6 +66,46 @@ class FileStore:
 
     def delete_task(self, task_id: int) -> None:
         shutil.rmtree(self.task_dir(task_id), ignore_errors=True)
+
+
+class StagedResults:
+    """Result files written as they arrive into a staging folder beside ``folder``, then renamed into
+    place whole (``commit``) or removed (``discard``): a reader never sees part of a set."""
+
+    def __init__(self, folder: Path):
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        self.folder = folder
+        self.staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+        self.num_files = 0
+
+    def open_next(self) -> BinaryIO:
+        """The next file, ``0``, ``1``, ... in upload order."""
+        path = self.staging / str(self.num_files)
+        self.num_files += 1
+        return path.open("xb")
+
+    def read_all(self) -> list[bytes]:
+        return [(self.staging / str(i)).read_bytes() for i in range(self.num_files)]
+
+    def commit(self) -> bool:
+        """Fsync the files and rename the set into place. False when a whole set was there already (an
+        upload racing through another replica won): it is kept."""
+        for index in range(self.num_files):
+            with (self.staging / str(index)).open("rb") as written:
+                os.fsync(written.fileno())
+        fsync_dir(self.staging)
+        try:
+            os.replace(self.staging, self.folder)
+        except OSError as exc:
+            if exc.errno in (errno.ENOTEMPTY, errno.EEXIST) and self.folder.is_dir():
+                return False
+            raise
+        fsync_dir(self.folder.parent)
+        return True
+
+    def discard(self) -> None:
+        """Remove what is left of the staging folder (nothing after a commit)."""
+        shutil.rmtree(self.staging, ignore_errors=True)
 
 
 async def _read(path: Path) -> bytes:

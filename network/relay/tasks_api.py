@@ -4,33 +4,37 @@ the relay has seen on chain; every refusal is a 4xx with its reason and stores n
 The downloads, most of the relay's traffic, run in the event loop: their work is one read by primary key
 and one signature recovery (about 0.1 ms each), while FastAPI's hop to its thread pool for a plain ``def``
 cost about 0.9 ms of CPU per request (benchmarks/relay_throughput.py). A database far away would stall
-the loop for its round trip: keep PostgreSQL near the replicas. The uploads write and fsync files, so
-they stay plain functions in the thread pool.
+the loop for its round trip: keep PostgreSQL near the replicas. The argument upload writes and fsyncs a
+file, so it stays a plain function in the thread pool; the results upload reads its body as it arrives
+(``results_upload``) and fsyncs in a thread.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, Path, Query, UploadFile
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from cluster.protocol.errors import ArgumentsInvalid
 from cluster.protocol.hashes import task_hash
 from cluster.protocol.results import ResultFilesInvalid, check_result_files
 from cluster.protocol.signing import bound_params
 from cluster.protocol.task import TaskType, check_within_cap, parse_task_args
-from network.relay.access import RelayDep
-from network.relay.config import RelayConfig
+from network.json_body import ParsedJsonRoute
+from network.relay.access import RelayAccess, RelayDep
 from network.relay.errors import RelayError, envelope, not_yet
+from network.relay.files import StagedResults
+from network.relay.ids import FileIndex, TaskId, Timestamp
+from network.relay.results_upload import RESULTS_FORM_SCHEMA, receive_results
 from network.relay.schema import TaskState
+from network.relay.store import TaskRecord
 
-TaskId = Annotated[int, Path(ge=0, lt=2**63)]
-Timestamp = Annotated[int, Query(ge=0, lt=2**40)]
 Signature = Annotated[str, Query(min_length=1, max_length=200)]
 
-router = APIRouter(prefix="/v1/inference_tasks")
+router = APIRouter(prefix="/v1/inference_tasks", route_class=ParsedJsonRoute)
 
 
 class ArgsUpload(BaseModel):
@@ -40,17 +44,8 @@ class ArgsUpload(BaseModel):
     task_args: str
     timestamp: int = Field(ge=0, lt=2**40)
     signature: str = Field(min_length=1, max_length=200)
-
-    @field_validator("task_args")
-    @classmethod
-    def _utf8(cls, value: str) -> str:
-        """JSON may escape a lone surrogate ("\\ud800"), which no UTF-8 text holds: the taskHash is over
-        the arguments' UTF-8 bytes, so there would be nothing to hash."""
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise ValueError(f"not UTF-8 text: {exc.reason} at character {exc.start}") from None
-        return value
+    # task_args holding a lone surrogate, which no UTF-8 text holds, never get here:
+    # the body's parse refuses them (network.json_body)
 
 
 class Envelope(BaseModel):
@@ -100,37 +95,38 @@ async def download_args(
     return envelope("ok", {"task_id": task_id, "task_args": task_args})
 
 
-@router.post("/{task_id}/results", response_model=Envelope)
-def upload_results(
-    task_id: TaskId,
-    files_in: Annotated[list[UploadFile], File(alias="files")],
-    timestamp: Annotated[int, Form(ge=0, lt=2**40)],
-    signature: Annotated[str, Form(min_length=1, max_length=200)],
-    relay: RelayDep,
-) -> dict[str, Any]:
+@router.post("/{task_id}/results", response_model=Envelope, openapi_extra=RESULTS_FORM_SCHEMA)
+async def upload_results(task_id: TaskId, request: Request, relay: RelayDep) -> dict[str, Any]:
     task = relay.seen(task_id)
     if task.state is not TaskState.SUCCEEDED or task.result_node is None or task.result is None:
         raise RelayError(409, f"task {task_id} has no validated result on chain yet")
-    blobs = _read_files(files_in, relay.config)  # bounded by the request guard; the signature covers them
-    params = bound_params("POST", f"/v1/inference_tasks/{task_id}/results", {"task_id": task_id}, blobs)
-    relay.signer_of(params, timestamp, signature, {task.result_node},
-                    "only the task's result node uploads results")  # fmt: skip
+    staged = await receive_results(request, task, relay)  # signed, declared and hashed as they came
     try:
-        check_result_files(task.task_type, task.result, blobs)
+        num_files = await asyncio.to_thread(_keep_results, relay, task, staged)
+    finally:
+        await asyncio.to_thread(staged.discard)
+    return envelope("results stored", {"num_files": num_files})
+
+
+def _keep_results(relay: RelayAccess, task: TaskRecord, staged: StagedResults) -> int:
+    """Check the staged files against the result on chain, then keep them (unless a set is there)."""
+    assert task.result is not None
+    try:
+        check_result_files(task.task_type, task.result, staged.read_all())
     except ResultFilesInvalid as exc:
         raise RelayError(400, f"the uploaded files do not match the result on chain: {exc}") from None
     if task.num_result_files == 0:
         # Racing uploads (a retry, or two replicas): the first whole set renamed into place is the one
         # kept; every racer answers 200, since each upload matched the result on chain.
-        relay.files.write_results(task_id, blobs)
-        relay.store.mark_results_uploaded(task_id, len(blobs))
-    return envelope("results stored", {"num_files": len(blobs)})
+        staged.commit()
+        relay.store.mark_results_uploaded(task.task_id, staged.num_files)
+    return staged.num_files
 
 
 @router.get("/{task_id}/results/{index}")
 async def download_result(
     task_id: TaskId,
-    index: Annotated[int, Path(ge=0, lt=1024)],
+    index: FileIndex,
     timestamp: Timestamp,
     signature: Signature,
     relay: RelayDep,
@@ -146,19 +142,3 @@ async def download_result(
         raise RelayError(400, f"task {task_id} has {task.num_result_files} result files; no index {index}")
     media = "application/json" if task.task_type == TaskType.GPT else "image/png"
     return Response(await relay.files.read_result_async(task_id, index), media_type=media)
-
-
-def _read_files(uploads: list[UploadFile], config: RelayConfig) -> list[bytes]:
-    if not uploads:
-        raise RelayError(400, "no result files were uploaded")
-    if len(uploads) > config.max_files:
-        raise RelayError(413, f"{len(uploads)} files uploaded; the limit is {config.max_files}")
-    blobs = []
-    for index, upload in enumerate(uploads):
-        data = upload.file.read(config.max_file_bytes + 1)
-        if len(data) > config.max_file_bytes:
-            raise RelayError(
-                413, f"result file {index} is larger than the limit of {config.max_file_bytes} bytes"
-            )
-        blobs.append(data)
-    return blobs

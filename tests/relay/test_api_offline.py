@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from PIL import Image
 
 from cluster.protocol.phash import sd_result
-from cluster.protocol.signing import bound_params, sign_request
+from cluster.protocol.signing import bound_params, file_digests, sign_request
 from network.relay.app import create_app
 from network.relay.config import RelayConfig
 from network.relay.files import FileStore
@@ -160,7 +160,12 @@ def test_argument_download_is_refused_to_anyone_else_and_waits_for_the_upload(ap
 
 
 def results_form(account, task_id, blobs, **fields):
-    data = {**{k: str(v) for k, v in signed(account, {"task_id": task_id}, files=blobs).items()}, **fields}
+    """A results upload's form: the fields first (the declared sha256s among them), then the files."""
+    data = {
+        **{k: str(v) for k, v in signed(account, {"task_id": task_id}, files=blobs).items()},
+        "files_sha256": ",".join(file_digests(blobs)),
+        **fields,
+    }
     return {
         "data": data,
         "files": [("files", (str(i), b, "application/octet-stream")) for i, b in enumerate(blobs)],
@@ -200,10 +205,11 @@ def test_a_signature_is_good_for_its_own_request_only(api):
     store.saw_success(1, hashlib.sha256(RESPONSE).digest(), NODE.address)
     path = "/v1/inference_tasks/1/results"
     files = [("files", ("0", RESPONSE, "application/octet-stream"))]
+    declared = {"files_sha256": file_digests([RESPONSE])[0]}
     for_the_get = {k: str(v) for k, v in signed(NODE, {"task_id": 1}).items()}
-    assert client.post(path, data=for_the_get, files=files).status_code == 403
+    assert client.post(path, data={**for_the_get, **declared}, files=files).status_code == 403
     for_other_files = {k: str(v) for k, v in signed(NODE, {"task_id": 1}, files=[b"other"]).items()}
-    assert client.post(path, data=for_other_files, files=files).status_code == 403
+    assert client.post(path, data={**for_other_files, **declared}, files=files).status_code == 403
     assert store.get(1).num_result_files == 0
     for_the_post = signed(NODE, {"task_id": 1}, files=[RESPONSE])
     assert client.get("/v1/inference_tasks/1", params=for_the_post).status_code == 403
@@ -211,7 +217,7 @@ def test_a_signature_is_good_for_its_own_request_only(api):
     assert client.get("/v1/inference_tasks/1", params=for_a_result).status_code == 403
     # the right signatures for the same requests pass
     right = {k: str(v) for k, v in signed(NODE, {"task_id": 1}, files=[RESPONSE]).items()}
-    assert client.post(path, data=right, files=files).status_code == 200
+    assert client.post(path, data={**right, **declared}, files=files).status_code == 200
     assert (
         client.get("/v1/inference_tasks/1", params=signed(NODE, {"task_id": 1})).status_code == 404
     )  # no args yet

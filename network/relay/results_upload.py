@@ -1,0 +1,237 @@
+"""A results upload read as it arrives (PROTOCOL.md, Relay API; the form's order is in docs/relay.md).
+
+The form's fields come first: ``timestamp``, ``signature`` and ``files_sha256`` (the hex sha256 of each
+file in order, comma-separated: what the signature binds). At the first file part, before a byte of any
+file is read, the request is checked as far as it can be without them: the number of files declared and
+the signature's form, age and signer. Each file then streams to a staging folder on disk, bounded as it
+arrives, and must hash to its declared sha256. A refusal answers at once; the server drops the rest of
+the body unread, so an unauthenticated upload costs neither memory nor disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+
+from fastapi import Request
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.requests import ClientDisconnect
+
+from cluster.protocol.results import ResultFilesInvalid, expected_num_files
+from cluster.protocol.signing import bound_params
+from network.relay.access import RelayAccess
+from network.relay.errors import RelayError
+from network.relay.files import StagedResults
+from network.relay.ids import parse_canonical_int
+from network.relay.store import TaskRecord
+
+FIELD_NAMES = ("timestamp", "signature", "files_sha256")
+MAX_FIELD_BYTES = 2048  # the longest field: 16 hashes of 64 hex digits and their commas
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+# What the OpenAPI schema says of the form (the endpoint reads the body itself, so FastAPI cannot).
+RESULTS_FORM_SCHEMA: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["timestamp", "signature", "files_sha256", "files"],
+                    "properties": {
+                        "timestamp": {"type": "integer", "minimum": 0},
+                        "signature": {"type": "string", "maxLength": 200},
+                        "files_sha256": {"type": "string", "description": "hex sha256s"},
+                        "files": {"type": "array", "items": {"type": "string", "format": "binary"}},
+                    },
+                },
+                "encoding": {"files": {"contentType": "application/octet-stream"}},
+            }
+        },
+    }
+}
+
+
+@dataclass
+class _FilePart:
+    out: BinaryIO
+    index: int
+    num_bytes: int = 0
+    sha256: Any = field(default_factory=hashlib.sha256)
+
+
+async def receive_results(request: Request, task: TaskRecord, relay: RelayAccess) -> StagedResults:
+    """The upload's files staged on disk, each matching its declared sha256; a ``RelayError`` otherwise
+    (nothing is left staged then)."""
+    content_type, options = parse_options_header(request.headers.get("content-type", ""))
+    boundary = options.get(b"boundary")
+    if content_type != b"multipart/form-data" or not boundary:
+        raise RelayError(400, "results come as multipart/form-data with a boundary")
+    receiver = _ResultsReceiver(task, relay)
+    parser = MultipartParser(boundary, receiver.callbacks(), max_header_count=4, max_header_size=1024)
+    try:
+        async for chunk in request.stream():
+            parser.write(chunk)
+            receiver.apply()
+        parser.finalize()
+        receiver.apply()
+        return receiver.finish()
+    except MultipartParseError as exc:
+        receiver.discard()
+        raise RelayError(400, f"the multipart body is malformed: {exc}") from None
+    except ClientDisconnect:
+        receiver.discard()
+        raise RelayError(400, "the client went away before the upload ended") from None
+    except BaseException:
+        receiver.discard()
+        raise
+
+
+class _ResultsReceiver:
+    """python-multipart's callbacks gathered per chunk, then applied in order: fields kept (small),
+    the request checked at the first file, files streamed to the staging folder."""
+
+    def __init__(self, task: TaskRecord, relay: RelayAccess):
+        self.task, self.relay = task, relay
+        self.fields: dict[str, str] = {}
+        self.declared: list[str] | None = None  # the files' sha256, once the signature passed
+        self.staged: StagedResults | None = None
+        self._events: list[tuple[str, Any]] = []
+        self._headers: dict[bytes, bytes] = {}
+        self._header = [b"", b""]
+        self._part: _FilePart | tuple[str, bytearray] | None = None
+
+    # -- python-multipart's callbacks: record only --------------------------------------------------------
+
+    def callbacks(self) -> dict[str, Any]:
+        def header_end() -> None:
+            self._headers[self._header[0].lower()] = self._header[1]
+            self._header = [b"", b""]
+
+        return {
+            "on_part_begin": lambda: self._headers.clear(),
+            "on_header_field": lambda data, start, end: self._grow_header(0, data[start:end]),
+            "on_header_value": lambda data, start, end: self._grow_header(1, data[start:end]),
+            "on_header_end": header_end,
+            "on_headers_finished": lambda: self._events.append(("part", dict(self._headers))),
+            "on_part_data": lambda data, start, end: self._events.append(("data", bytes(data[start:end]))),
+            "on_part_end": lambda: self._events.append(("end", None)),
+        }
+
+    def _grow_header(self, which: int, data: bytes) -> None:
+        self._header[which] += data
+
+    # -- applying them ------------------------------------------------------------------------------------
+
+    def apply(self) -> None:
+        events, self._events = self._events, []
+        for kind, payload in events:
+            if kind == "part":
+                self._begin(payload)
+            elif kind == "data":
+                self._data(payload)
+            else:
+                self._end()
+
+    def _begin(self, headers: dict[bytes, bytes]) -> None:
+        _, options = parse_options_header(headers.get(b"content-disposition", b""))
+        name = options.get(b"name", b"").decode("latin-1")
+        if name == "files":
+            self._begin_file()
+        elif name in FIELD_NAMES and self.declared is None and name not in self.fields:
+            self._part = (name, bytearray())
+        elif name in FIELD_NAMES:
+            raise RelayError(400, f"the form field {name!r} comes twice, or after the files")
+        else:
+            raise RelayError(400, f"unknown form field {name!r}: expected {', '.join(FIELD_NAMES)}, files")
+
+    def _begin_file(self) -> None:
+        if self.declared is None:
+            self.declared = self._authorize()
+            self.staged = self.relay.files.stage_results(self.task.task_id)
+        assert self.staged is not None
+        if self.staged.num_files >= len(self.declared):
+            raise RelayError(400, f"more files than the {len(self.declared)} that files_sha256 declares")
+        self._part = _FilePart(self.staged.open_next(), self.staged.num_files - 1)
+
+    def _data(self, data: bytes) -> None:
+        part = self._part
+        if isinstance(part, _FilePart):
+            part.num_bytes += len(data)
+            if part.num_bytes > self.relay.config.max_file_bytes:
+                limit = self.relay.config.max_file_bytes
+                raise RelayError(413, f"result file {part.index} is larger than the limit of {limit} bytes")
+            part.sha256.update(data)
+            part.out.write(data)
+        elif part is not None:
+            part[1].extend(data)
+            if len(part[1]) > MAX_FIELD_BYTES:
+                raise RelayError(400, f"the form field {part[0]!r} is longer than {MAX_FIELD_BYTES} bytes")
+
+    def _end(self) -> None:
+        part, self._part = self._part, None
+        if isinstance(part, _FilePart):
+            part.out.close()
+            assert self.declared is not None
+            if part.sha256.hexdigest() != self.declared[part.index]:
+                raise RelayError(
+                    400, f"result file {part.index} hashes to {part.sha256.hexdigest()}, not the sha256 "
+                         f"files_sha256 declares for it ({self.declared[part.index]})",
+                )  # fmt: skip
+        elif part is not None:
+            try:
+                self.fields[part[0]] = part[1].decode("utf-8")
+            except UnicodeDecodeError:
+                raise RelayError(400, f"the form field {part[0]!r} is not UTF-8 text") from None
+
+    def _authorize(self) -> list[str]:
+        """Everything that can be checked before the files: the fields, the file count, the signature."""
+        missing = [name for name in FIELD_NAMES if name not in self.fields]
+        if missing:
+            raise RelayError(
+                400, f"the form fields {', '.join(missing)} must come before the files (fields first)"
+            )
+        timestamp = parse_canonical_int(self.fields["timestamp"], "timestamp", below=2**40)
+        signature = self.fields["signature"]
+        if not 0 < len(signature) <= 200:
+            raise RelayError(400, "signature: must be 1 to 200 characters")
+        declared = self.fields["files_sha256"].split(",")
+        if not all(SHA256_HEX.fullmatch(digest) for digest in declared):
+            raise RelayError(400, "files_sha256: expected each file's lowercase hex sha256, comma-separated")
+        max_files = self.relay.config.max_files
+        if len(declared) > max_files:
+            raise RelayError(413, f"{len(declared)} files declared; the limit is {max_files}")
+        assert self.task.result is not None and self.task.result_node is not None  # a validated task
+        try:
+            expected = expected_num_files(self.task.task_type, self.task.result)
+        except ResultFilesInvalid as exc:
+            raise RelayError(400, f"the result on chain names no files: {exc}") from None
+        if len(declared) != expected:
+            raise RelayError(
+                400, f"the result on chain covers {expected} file(s); files_sha256 declares {len(declared)}"
+            )
+        task_id = self.task.task_id
+        params = bound_params(
+            "POST", f"/v1/inference_tasks/{task_id}/results", {"task_id": task_id}, files_sha256=declared
+        )
+        self.relay.signer_of(params, timestamp, signature, {self.task.result_node},
+                             "only the task's result node uploads results")  # fmt: skip
+        return declared
+
+    def finish(self) -> StagedResults:
+        if self.declared is None or self.staged is None:
+            raise RelayError(400, "no result files were uploaded")
+        if self.staged.num_files != len(self.declared):
+            raise RelayError(
+                400, f"files_sha256 declares {len(self.declared)} files; {self.staged.num_files} came"
+            )
+        return self.staged
+
+    def discard(self) -> None:
+        if isinstance(self._part, _FilePart):
+            self._part.out.close()
+        if self.staged is not None:
+            self.staged.discard()
