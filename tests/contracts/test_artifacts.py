@@ -72,8 +72,8 @@ def _upper_snake(name: str) -> str:
 
 @pytest.mark.parametrize(
     ("source", "enum"),
-    [("lib/Types.sol", NodeStatus), ("lib/Types.sol", TaskType), ("Task.sol", TaskStatus),
-     ("Task.sol", Decision), ("Task.sol", RoundState)],
+    [("lib/Types.sol", NodeStatus), ("lib/Types.sol", TaskType), ("interfaces/ITask.sol", TaskStatus),
+     ("interfaces/ITask.sol", Decision), ("interfaces/ITask.sol", RoundState)],
 )  # fmt: skip
 def test_python_enums_mirror_the_solidity_enums(source: str, enum: type[IntEnum]):
     names = _solidity_enum((CONTRACTS_DIR / "src" / source).read_text(), enum.__name__)
