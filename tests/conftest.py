@@ -15,6 +15,7 @@ from web3 import Web3
 
 from cluster import envs
 from cluster.chain.anvil import Anvil
+from cluster.chain.anvil_states import stale_states, state_root
 from cluster.chain.deploy import Deployment, deploy_network
 from network.relay.local_postgres import LocalPostgres, PostgresUnavailable
 
@@ -37,8 +38,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session")
 def anvil() -> Iterator[Anvil]:
+    before = set(state_root().glob("anvil-state-*"))
     with Anvil(num_accounts=30) as node:
         yield node
+    # Once the session's anvil stopped, no state folder made since is left behind, unless a running anvil
+    # may still use it: each used to leave hundreds of MB (cluster/chain/anvil_states.py).
+    left = [folder for folder in stale_states() if folder not in before]
+    assert left == [], f"anvil state folders left behind: {left}"
 
 
 @pytest.fixture(scope="session")

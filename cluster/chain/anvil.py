@@ -11,6 +11,7 @@ from pathlib import Path
 from web3 import HTTPProvider, Web3
 
 from cluster import envs
+from cluster.chain.anvil_states import remove_stale_states
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # anvil's well-known development mnemonic: its accounts are public, never use them on a real chain.
@@ -19,8 +20,15 @@ DEV_CHAIN_ID = 31337
 
 
 def find_anvil_binary() -> str:
-    """anvil from $ANVIL_BIN, the contracts' npm tools, or PATH, in that order."""
-    candidates = [envs.ANVIL_BIN.get(), str(REPO_ROOT / "contracts/node_modules/.bin/anvil")]
+    """anvil from $ANVIL_BIN, the contracts' npm tools, or PATH, in that order. Of the npm tools, the
+    platform's binary itself: ``.bin/anvil`` is a node script that runs it as a child, so a SIGKILL left
+    that child running (and writing state folders) with no parent to stop it."""
+    npm_binaries = sorted((REPO_ROOT / "contracts/node_modules/@foundry-rs").glob("anvil-*/bin/anvil"))
+    candidates = [
+        envs.ANVIL_BIN.get(),
+        *(str(path) for path in npm_binaries),
+        str(REPO_ROOT / "contracts/node_modules/.bin/anvil"),
+    ]
     for path in candidates:
         if path and Path(path).is_file():
             return path
@@ -85,6 +93,9 @@ class Anvil:
             "--mnemonic", self.mnemonic,
             "--chain-id", str(self.chain_id),
             "--silent",
+            # block states stay in memory (the last 500 blocks', anvil's window), none on disk: a killed
+            # anvil would leave them under ~/.foundry/anvil/tmp (anvil_states)
+            "--max-persisted-states", "0",
         ]  # fmt: skip
         if self.block_time_s is not None:
             cmd += ["--block-time", str(self.block_time_s)]
@@ -93,6 +104,7 @@ class Anvil:
             # --state loads the file when it exists and dumps to it on exit: a devnet restart keeps the chain.
             cmd += ["--state", str(self.state_path)]
         cmd += list(self.extra_args)
+        remove_stale_states()  # what anvils killed before left on disk
         self._proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + timeout_s
         w3 = self.web3()
@@ -122,6 +134,7 @@ class Anvil:
         if self._proc.stderr:
             self._proc.stderr.close()
         self._proc = None
+        remove_stale_states()
 
     def __enter__(self) -> Anvil:
         return self.start()
