@@ -188,7 +188,8 @@ class _ResultsReceiver:
                 raise RelayError(400, f"the form field {part[0]!r} is not UTF-8 text") from None
 
     def _authorize(self) -> list[str]:
-        """Everything that can be checked before the files: the fields, the file count, the signature."""
+        """Everything that can be checked before the files: the fields and the signature over the declared
+        sha256s (who asks comes first), then the number of files declared."""
         missing = [name for name in FIELD_NAMES if name not in self.fields]
         if missing:
             raise RelayError(
@@ -201,10 +202,16 @@ class _ResultsReceiver:
         declared = self.fields["files_sha256"].split(",")
         if not all(SHA256_HEX.fullmatch(digest) for digest in declared):
             raise RelayError(400, "files_sha256: expected each file's lowercase hex sha256, comma-separated")
+        task_id = self.task.task_id
+        params = bound_params(
+            "POST", f"/v1/inference_tasks/{task_id}/results", {"task_id": task_id}, files_sha256=declared
+        )
+        assert self.task.result is not None and self.task.result_node is not None  # a validated task
+        self.relay.signer_of(params, timestamp, signature, {self.task.result_node},
+                             "only the task's result node uploads results")  # fmt: skip
         max_files = self.relay.config.max_files
         if len(declared) > max_files:
             raise RelayError(413, f"{len(declared)} files declared; the limit is {max_files}")
-        assert self.task.result is not None and self.task.result_node is not None  # a validated task
         try:
             expected = expected_num_files(self.task.task_type, self.task.result)
         except ResultFilesInvalid as exc:
@@ -213,12 +220,6 @@ class _ResultsReceiver:
             raise RelayError(
                 400, f"the result on chain covers {expected} file(s); files_sha256 declares {len(declared)}"
             )
-        task_id = self.task.task_id
-        params = bound_params(
-            "POST", f"/v1/inference_tasks/{task_id}/results", {"task_id": task_id}, files_sha256=declared
-        )
-        self.relay.signer_of(params, timestamp, signature, {self.task.result_node},
-                             "only the task's result node uploads results")  # fmt: skip
         return declared
 
     def finish(self) -> StagedResults:

@@ -22,6 +22,7 @@ from cluster.protocol.cards import CardModel
 from network.bridge import ApiKey, BridgeConfig, ModelSpec, RunningBridge, create_bridge
 from network.relay.background import RunningRelay
 from network.relay.config import RelayConfig
+from tests.bridge.bridge_process import BridgeProcess
 from tests.coordinator.factories import CoordinatorThread, coordinator_settings
 from tests.coordinator.local_runner import LocalJobRunner
 
@@ -101,4 +102,11 @@ def world(anvil, deployment, bridge_models, tmp_path_factory) -> Iterator[World]
 @pytest.fixture(scope="module")
 def bridge(world: World, tmp_path_factory) -> Iterator[RunningBridge]:
     with world.bridge(tmp_path_factory.mktemp("bridge")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def bridge_process(anvil, deployment, tmp_path_factory) -> Iterator[BridgeProcess]:
+    """``python -m network.bridge`` in its own process, for requests that might kill it."""
+    with BridgeProcess(anvil.rpc_url, deployment, tmp_path_factory.mktemp("bridge-process")) as running:
         yield running

@@ -21,7 +21,7 @@ from cluster.protocol.gpt import TextBlock
 from cluster.protocol.task import TaskType, parse_task_args
 from network.bridge.config import ModelSpec
 from network.bridge.errors import BridgeError
-from network.bridge.openai_api import ChatCompletionRequest, gpt_task_args
+from network.bridge.openai_api import MAX_BYTES_PER_TOKEN, ChatCompletionRequest, gpt_task_args
 from network.devnet.text_model import CORPUS_PATH, corpus_words, share_of_corpus_words
 from tests.bridge.conftest import FUNDER, KEY, LIMITED_KEY, SECOND_WALLET, World
 
@@ -156,6 +156,29 @@ def test_a_prompt_the_models_context_cannot_hold_is_a_400():
     assert err.value.status == 400 and err.value.code == "context_length_exceeded"
     fits = ChatCompletionRequest(model="tiny-chat", messages=[{"role": "user", "content": "x" * 60_000}])
     assert json.loads(gpt_task_args(fits, spec))["messages"][0]["content"] == "x" * 60_000
+
+
+def test_a_prompt_that_fits_only_without_its_chat_template_is_refused_before_paying(world: World, tmp_path):
+    """3,000 short messages passed the old estimate (their bytes; what the chat template adds to each
+    message not counted): the nodes reported a task error and the fee was gone. The bridge counts the
+    prompt as the engine does now, and refuses it before anything is paid or recorded."""
+    wallet, funds = Account.create(), 10 * 10**18
+    w3 = world.anvil.web3()
+    w3.eth.wait_for_transaction_receipt(
+        w3.eth.send_transaction({"from": FUNDER.address, "to": wallet.address, "value": funds})
+    )
+    chat = ModelSpec(id="tiny-chat", path=str(world.models["gpt"]), task_type="gpt", context_tokens=512,
+                     defaults={"max_new_tokens": 8})  # fmt: skip
+    messages = [{"role": ("user", "assistant")[i % 2], "content": "hi"} for i in range(2_999)]
+    assert sum(len(m["content"]) for m in messages) // MAX_BYTES_PER_TOKEN < 512  # the old estimate passed
+    with world.bridge(tmp_path, account=wallet, models=[chat]) as running:
+        with pytest.raises(openai.BadRequestError) as refused:
+            client(running).chat.completions.create(model="tiny-chat", messages=messages)
+        assert refused.value.code == "context_length_exceeded" and "chat template" in refused.value.message
+        fits = client(running).chat.completions.create(model="tiny-chat", messages=messages[:3], max_tokens=4)
+        assert fits.choices[0].finish_reason in ("stop", "length")
+        assert [r.id for r in running.server.config.app.state.bridge.manager.store.unfinished()] == []
+    assert w3.eth.get_transaction_count(wallet.address) == 1  # the task that fit, and nothing else
 
 
 def test_overdue_tasks_are_cancelled_and_refunded(world: World, tmp_path):

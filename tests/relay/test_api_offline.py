@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import time
+from urllib.parse import quote
 
 import httpx
 import numpy as np
@@ -321,3 +322,71 @@ def test_a_node_asking_for_a_queued_task_is_told_not_yet_not_refused(api):
     store.saw_selection(5, 2, CREATOR.address)
     late = client.get("/v1/inference_tasks/5", params=signed(NODE, {"task_id": 5}))
     assert late.status_code == 403  # started without it: now a refusal
+
+
+@pytest.mark.parametrize("spelling", ["0101", "+101", "101.0", " 101", "101 ", "1_01", "\u0661\u0660\u0661"])
+def test_a_task_id_in_a_path_has_one_spelling(api, spelling):
+    """A signature for /v1/inference_tasks/101 was accepted at 0101, +101, 101.0, ' 101', '101 ' and 1_01:
+    they all parsed to 101. Only the canonical decimal form reaches the signature check now."""
+    client, store = api
+    from cluster.protocol.hashes import task_hash
+
+    store.saw_task(101, 1, CREATOR.address, task_hash(GPT_ARGS))
+    store.saw_selection(101, 0, NODE.address)
+    store.saw_success(101, hashlib.sha256(RESPONSE).digest(), NODE.address)
+    assert upload(client, CREATOR, task_id=101).status_code == 200
+    assert (
+        client.post("/v1/inference_tasks/101/results", **results_form(NODE, 101, [RESPONSE])).status_code
+        == 200
+    )
+    canonical = client.get("/v1/inference_tasks/101", params=signed(NODE, {"task_id": 101}))
+    assert canonical.status_code == 200
+
+    segment = quote(spelling, safe="")
+    refused = client.get(f"/v1/inference_tasks/{segment}", params=signed(NODE, {"task_id": 101}))
+    assert refused.status_code == 400 and "task_id" in refused.json()["message"], refused.text
+    result = signed(CREATOR, {"task_id": 101, "index": 0})
+    assert client.get(f"/v1/inference_tasks/{segment}/results/0", params=result).status_code == 400
+    assert client.get("/v1/inference_tasks/101/results/00", params=result).status_code == 400
+    stamp = signed(NODE, {"task_id": 101})
+    padded = {**stamp, "timestamp": "0" + str(stamp["timestamp"])}
+    assert client.get("/v1/inference_tasks/101", params=padded).status_code == 400
+
+
+def test_a_results_form_must_send_its_fields_before_its_files(api):
+    """The relay checks the signature, over the declared sha256s, at the first file part: fields that come
+    after the files, files that differ from what was declared, or a count that differs are refused."""
+    client, store = api
+    store.saw_success(1, hashlib.sha256(RESPONSE).digest(), NODE.address)
+    path = "/v1/inference_tasks/1/results"
+    form = results_form(NODE, 1, [RESPONSE])
+    boundary = "b0undary"
+    fields = "".join(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
+        for name, value in form["data"].items()
+    ).encode()
+    file_part = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="0"\r\n\r\n'.encode()
+        + RESPONSE
+        + b"\r\n"
+    )
+    end = f"--{boundary}--\r\n".encode()
+    headers = {"content-type": f"multipart/form-data; boundary={boundary}"}
+    files_first = client.post(path, content=file_part + fields + end, headers=headers)
+    assert files_first.status_code == 400 and "before the files" in files_first.json()["message"]
+
+    lying = results_form(NODE, 1, [RESPONSE], files_sha256=hashlib.sha256(b"other").hexdigest())
+    refused = client.post(path, **lying)  # signed over the declared hash, which the file does not have
+    assert refused.status_code == 403  # the signature was made for the real file's hash
+    declared_other = results_form(NODE, 1, [b"other"])
+    declared_other["files"] = [("files", ("0", RESPONSE, "application/octet-stream"))]
+    differs = client.post(path, **declared_other)
+    assert differs.status_code == 400 and "hashes to" in differs.json()["message"]
+    unknown = client.post(path, **results_form(NODE, 1, [RESPONSE], note="hi"))
+    assert unknown.status_code == 400 and "unknown form field" in unknown.json()["message"]
+    assert store.get(1).num_result_files == 0
+    leftovers = [p for p in (client.app.state.relay.files.root).rglob("*") if p.is_file()]
+    assert leftovers == []
+
+    assert client.post(path, content=fields + file_part + end, headers=headers).status_code == 200
+    assert store.get(1).num_result_files == 1

@@ -12,6 +12,8 @@ import httpx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.relay.json_fuzz import no_json_request_breaks
+
 ROUTES = [
     ("POST", "/v1/inference_tasks"),
     ("GET", "/v1/inference_tasks/{a}"),
@@ -109,3 +111,17 @@ def test_no_request_makes_the_relay_answer_5xx_die_or_grow(relay_process):
     files = relay_process.data_dir / "files"
     assert not files.exists() or not any(files.rglob("*")), "a refused request stored something"
     assert len(answered) >= 100 and min(answered) >= 200
+
+
+ARGS_FIELDS = st.fixed_dictionaries(
+    {"task_id": st.integers(0, 3), "task_args": TEXT, "timestamp": st.integers(0, 2**40), "signature": TEXT}
+)
+
+
+def test_no_json_body_of_any_type_encoding_or_depth_breaks_the_relay(relay_process):
+    """Every route that reads JSON, sent bodies in every dress a client may choose (json_fuzz): each one
+    answered below 500, a body nested past the limit never accepted, and the process alive after."""
+    paths = ["/v1/inference_tasks", "/v1/inference_tasks/1/results"]
+    answered = no_json_request_breaks(relay_process.url, paths, ARGS_FIELDS, examples=80)
+    assert relay_process.proc.poll() is None and relay_process.status()["next_block"] is not None
+    assert len(answered) >= 80 and {400, 415} <= set(answered)

@@ -135,38 +135,38 @@ def test_a_large_json_body_gets_the_json_limit_on_the_results_route(quiet_relay)
     assert peak_rss_bytes(quiet_relay.pid) - peak_before < 32 * MiB
 
 
-def _multipart(fields: dict[str, str], file_bytes: int) -> tuple[dict[str, str], object]:
-    """Headers and a streamed body: the fields, then one file of ``file_bytes`` zeros made as it is sent."""
+def _multipart(fields: dict[str, str], num_files: int, file_bytes: int) -> tuple[dict[str, str], object]:
+    """Headers and a streamed body: the fields, then ``num_files`` files of zeros made as they are sent."""
     boundary = "helium-results-boundary"
-    head = (
-        b"".join(
-            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
-            for name, value in fields.items()
-        )
-        + f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="0"\r\n\r\n'.encode()
+    head = b"".join(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+        for name, value in fields.items()
     )
-    tail = f"\r\n--{boundary}--\r\n".encode()
+    part = f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="f"\r\n\r\n'.encode()
+    tail = f"--{boundary}--\r\n".encode()
     chunk = b"\0" * MiB
 
     def body():
         yield head
-        yield from (chunk for _ in range(file_bytes // MiB))
+        for _ in range(num_files):
+            yield part
+            yield from (chunk for _ in range(file_bytes // MiB))
+            yield b"\r\n"
         yield tail
 
-    length = len(head) + file_bytes // MiB * MiB + len(tail)
-    return {
-        "content-type": f"multipart/form-data; boundary={boundary}",
-        "content-length": str(length),
-    }, body()
+    length = len(head) + num_files * (len(part) + file_bytes + 2) + len(tail)
+    headers = {"content-type": f"multipart/form-data; boundary={boundary}", "content-length": str(length)}
+    return headers, body()
 
 
 def test_a_results_upload_with_a_bad_signature_is_refused_before_its_files_are_read(quiet_relay):
-    """Three concurrent 450 MiB uploads whose signatures are no good used to raise the relay's memory by
+    """Three concurrent 448 MiB uploads whose signatures are no good used to raise the relay's memory by
     1.2 GiB and its temporary disk by 2.1 GB, then get their 401 after 17 s: the body was read whole
     before the signature was looked at. The fields come first now, and are checked at the first file."""
-    declared = hashlib.sha256(b"whatever the file is").hexdigest()
+    num_files, file_bytes = 14, 32 * MiB  # 448 MiB, each file at the relay's limit per file
+    declared = [hashlib.sha256(b"\0" * file_bytes).hexdigest()] * num_files
     path = "/v1/inference_tasks/7/results"
-    params = bound_params("POST", path, {"task_id": 7}, files_sha256=[declared])
+    params = bound_params("POST", path, {"task_id": 7}, files_sha256=declared)
     now = int(time.time())
     signatures = {
         "garbage": (now, "0x" + "ab" * 65),
@@ -174,7 +174,11 @@ def test_a_results_upload_with_a_bad_signature_is_refused_before_its_files_are_r
         "stale": sign_request(params, NODE.key, now - 3600),
     }
     uploads = [
-        _multipart({"timestamp": str(ts), "signature": sig, "files_sha256": declared}, 450 * MiB)
+        _multipart(
+            {"timestamp": str(ts), "signature": sig, "files_sha256": ",".join(declared)},
+            num_files,
+            file_bytes,
+        )
         for ts, sig in signatures.values()
     ]
     pid = quiet_relay.pid
