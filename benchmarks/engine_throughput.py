@@ -4,9 +4,9 @@
                  Crynux-style node that starts a container per task runs
   warm           one engine, models kept in memory, one task at a time (one replica)
   replicas N     N processes sharing the device, each its own engine and warm model, each task alone
-                 (rig.slot_mode=replicas with rig.slots_per_gpu=N)
+                 (rig.gpu_sharing=replicas with rig.places_per_gpu=N)
   batched        one vLLM async engine, all GPT tasks submitted at once, each its own request
-                 (rig.slot_mode=batched); only where vLLM is installed (``--text-engine vllm``)
+                 (rig.gpu_sharing=batched); only where vLLM is installed (``--text-engine vllm``)
 
 Every task's result bytes are checked against the warm run: throughput that changed a task's bytes would
 break consensus, so the benchmark fails instead of reporting it. Each row gives its ratio to the

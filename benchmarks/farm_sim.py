@@ -15,17 +15,22 @@ earlier version of ``cluster`` with it (``HELIUM_BENCH_CODE``). The application 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from web3 import Web3
 
 from cluster.chain.accounts import OperatorKeys
 from cluster.chain.deploy import Deployment
-from cluster.coordinator.scheduling.runner import JobResult
 from cluster.protocol.cards import CardModel
 from cluster.protocol.gpt import GPTTaskArgs, GPTTaskResponse, ResponseChoice, ResponseMessage, Usage
 from cluster.protocol.task import parse_task_args
 from cluster.workers.engines.base import TextEngine, TextResult
-from cluster.workers.messages import JobRequest
+from cluster.workers.messages import JobReply, JobRequest
+
+try:  # versions before the one job shape: the request carried JSON, the pool returned a JobResult
+    from cluster.coordinator.scheduling.runner import JobResult  # type: ignore[attr-defined]
+except ImportError:
+    JobResult = None
 
 BENCH_CARD = CardModel("Benchmark Virtual Card", 80, "instant-benchmark")
 
@@ -57,14 +62,17 @@ class SimulatedPool:
         self.engine = InstantTextEngine()
         self.num_jobs = 0
 
-    async def run_job(
-        self, card: CardModel, request: JobRequest, *, deadline_unix_s: float, model_hint: str | None = None
-    ) -> JobResult:
+    async def run_job(self, card: CardModel, request: JobRequest, **_earlier_keywords: Any) -> JobReply:
         self.num_jobs += 1
-        args = parse_task_args(request.task_type, request.args_json)
+        if JobResult is not None:  # an earlier version's request: parsed here
+            args = parse_task_args(request.task_type, request.args_json)  # type: ignore[attr-defined]
+        else:
+            args = request.args
         assert isinstance(args, GPTTaskArgs)
         outcome = self.engine.run(args)
-        return JobResult(tuple(outcome.files), outcome.result, None, f"sim-{card.short_id}", 1)
+        if JobResult is not None:
+            return JobResult(tuple(outcome.files), outcome.result, None, f"sim-{card.short_id}", 1)
+        return JobReply(f"sim-{card.short_id}", tuple(outcome.files), outcome.result)
 
 
 def join_directly(w3: Web3, deployment: Deployment, keys: OperatorKeys, cards: Sequence[CardModel]) -> None:

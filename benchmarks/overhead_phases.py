@@ -27,7 +27,11 @@ from cluster.chain.deploy import Deployment, deploy_network
 from cluster.chain.sender import SenderConfig
 from cluster.config import ChainEndpoints
 from cluster.coordinator.coordinator import Coordinator, CoordinatorSettings
-from cluster.coordinator.store import Outcome
+
+try:
+    from cluster.coordinator.round_state import Outcome
+except ImportError:  # an earlier version under measurement (HELIUM_BENCH_CODE) kept it in the store
+    from cluster.coordinator.store import Outcome  # type: ignore[no-redef,attr-defined]
 
 REPO = Path(__file__).resolve().parents[1]
 # The relay and the application run this checkout's code with libsecp256k1 whatever the coordinator
@@ -88,7 +92,10 @@ def settings(anvil: Anvil, deployment: Deployment, relay_url: str, state_dir: Pa
 
 
 def num_paid(coordinator: Coordinator) -> int:
-    return coordinator.store.counts().get(f"outcome:{Outcome.PAID.value}", 0)
+    counts = coordinator.store.counts()
+    if isinstance(counts, dict):  # an earlier version under measurement: "outcome:<name>" keys
+        return counts.get(f"outcome:{Outcome.PAID.value}", 0)
+    return counts.ended(Outcome.PAID)
 
 
 def rpc_calls(coordinator: Coordinator) -> Counter[str]:
@@ -232,15 +239,15 @@ async def stage_scenario(tmp: Path, anvil: Anvil, deployment: Deployment, relay_
     import ray
 
     from benchmarks.load_app import Application
-    from cluster.config import EngineConfig, RigConfig, VirtualSlots
+    from cluster.config import EngineConfig, RigConfig, VirtualGpus
     from cluster.coordinator.scheduling.placement import rig_ray_resources
     from cluster.coordinator.scheduling.pool import WorkerPool
     from network.devnet.models import ensure_models, gpt_task
 
     models = ensure_models(tmp / "models")
     rig = RigConfig(
-        name="bench", device="cpu", discover_gpus=False, slots_per_gpu=1, model_cache_dir=str(tmp / "hub"),
-        vram_budget_fraction=0.5, virtual_slots=[VirtualSlots(card_name="Bench Card", vram_gb=8, count=3)],
+        name="bench", device="cpu", discover_gpus=False, places_per_gpu=1, model_cache_dir=str(tmp / "hub"),
+        vram_budget_fraction=0.5, virtual_gpus=[VirtualGpus(card_name="Bench Card", vram_gb=8, count=3)],
     )  # fmt: skip
     engine = EngineConfig(text="transformers", image="diffusers", deterministic=True, runtime_tag=None)
     ray.init(address="local", num_cpus=2, resources=rig_ray_resources(rig, engine), include_dashboard=False,

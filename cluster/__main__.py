@@ -3,7 +3,7 @@
     python -m cluster rig=cpu-devnet network.chain.rpc_url=... network.relay_url=... \\
         network.chain.deployment_file=deployment.json
     python -m cluster status [--json]          # the running farm at a glance
-    python -m cluster resume-card <card key>    # lift the guard's pause of a card model, once it is fixed
+    python -m cluster resume-card <card key>    # lift the card guard's pause of a card model, once fixed
 
 It connects to the Ray cluster in RAY_ADDRESS (so it works under ``ray job submit``) or starts a local
 one. Without a chain and relay configured it prints the configuration, the card model keys and the task
@@ -62,8 +62,8 @@ def parse_command(argv: list[str]) -> argparse.Namespace:
     )  # fmt: skip
     resume = commands.add_parser(
         "resume-card",
-        help="lift the consensus guard's pause of a card model and resume its nodes",
-        description="Lift the pause the consensus guard put on a card model (its nodes disagreed on a "
+        help="lift the card guard's pause of a card model and resume its nodes",
+        description="Lift the pause the card guard put on a card model (its nodes disagreed on a "
         "task) once the card is fixed. With a running farm its nodes resume at once; with --state-dir "
         "(the farm stopped) the pause is lifted in the state directory and the nodes resume at its next "
         "start.",
@@ -114,15 +114,15 @@ def run_command(options: argparse.Namespace) -> int:
     except ray.exceptions.RayTaskError as exc:
         print(f"not resumed: {exc.cause}", file=sys.stderr)
         return 1
-    print("\n".join(f"{node}: {status}" for node, status in statuses.items()))
+    print("\n".join(f"{node}: {status.name.lower()}" for node, status in statuses.items()))
     return 0
 
 
 def _resume_card_offline(state_dir: Path, key_text: str) -> int:
-    from cluster.coordinator.store import TaskStore
+    from cluster.coordinator.store import RoundStore
     from cluster.protocol.cards import key_matches
 
-    store = TaskStore(state_dir.expanduser().resolve() / "coordinator")
+    store = RoundStore(state_dir.expanduser().resolve() / "coordinator")
     try:
         matching = [key for key in store.paused_cards() if key_matches(key, key_text)]
         if len(matching) != 1:

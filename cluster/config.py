@@ -5,8 +5,6 @@ A mistake in a rig file or an override fails here with the option's full name, n
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any, Literal
 
 from omegaconf import DictConfig, OmegaConf
@@ -18,7 +16,7 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class VirtualSlots(_Section):
+class VirtualGpus(_Section):
     card_name: str = Field(min_length=1)
     vram_gb: int = Field(ge=1)
     count: int = Field(ge=1)
@@ -40,28 +38,45 @@ class WorkerLayout(_Section):
         return self
 
 
+# Options renamed in this release: a rig file that still uses the old name is told the new one.
+RENAMED_RIG_OPTIONS = {
+    "slots_per_gpu": "places_per_gpu",
+    "slot_mode": "gpu_sharing",
+    "virtual_slots": "virtual_gpus",
+}
+
+
 class RigConfig(_Section):
     name: str
     device: Literal["cpu", "cuda", "mps"]
     discover_gpus: bool
     # Concurrent task places per GPU; each place is one node account on chain (a node holds one task).
-    slots_per_gpu: int = Field(ge=1, le=64)
-    # How the places of one GPU run: "replicas" are slots_per_gpu worker actors sharing the GPU, each with
-    # its own engine and 1/slots_per_gpu of the VRAM budget; "batched" is one async worker per GPU whose
+    places_per_gpu: int = Field(ge=1, le=64)
+    # How the places of one GPU run: "replicas" are places_per_gpu worker actors sharing the GPU, each with
+    # its own engine and 1/places_per_gpu of the VRAM budget; "batched" is one async worker per GPU whose
     # vLLM engine batches the concurrent GPT requests (engine.text=vllm).
-    slot_mode: Literal["replicas", "batched"] = "replicas"
+    gpu_sharing: Literal["replicas", "batched"] = "replicas"
     # Per card model, GPUs per worker (models larger than one GPU); a card model not listed: one per GPU.
     worker_layouts: list[WorkerLayout] = []
-    virtual_slots: list[VirtualSlots] = []
+    virtual_gpus: list[VirtualGpus] = []
     model_cache_dir: str
     vram_budget_fraction: float = Field(gt=0.0, le=1.0)
     prefetch_models: list[str] = []
 
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        old = sorted(set(data) & set(RENAMED_RIG_OPTIONS)) if isinstance(data, dict) else []
+        if old:
+            renames = ", ".join(f"rig.{name} is now rig.{RENAMED_RIG_OPTIONS[name]}" for name in old)
+            raise ValueError(f"renamed options in the rig: {renames}")
+        return data
+
     @model_validator(mode="after")
-    def _slots_source(self) -> RigConfig:
-        if not self.discover_gpus and not self.virtual_slots:
+    def _gpus_source(self) -> RigConfig:
+        if not self.discover_gpus and not self.virtual_gpus:
             raise ValueError(
-                "rig.discover_gpus is false, so rig.virtual_slots must list at least one slot group"
+                "rig.discover_gpus is false, so rig.virtual_gpus must list at least one group of virtual GPUs"
             )
         names = [layout.card_name for layout in self.worker_layouts]
         if len(names) != len(set(names)):
@@ -105,7 +120,7 @@ class ClusterConfig(_Section):
     engine: EngineConfig
     state_dir: str
     quit_on_stop: bool = False  # on a graceful stop, quit the nodes too (stakes come back)
-    guard_own_results: bool = True  # pause a card model whose own slots disagree on one task
+    guard_own_results: bool = True  # pause a card model whose own rounds disagree on one task
     metrics_port: int = Field(default=9400, ge=0, le=65535)
     # Ray resources the coordinator actor needs, e.g. {"helium-coordinator": 1} to keep it on a CPU pod
     # that declares that resource (off the head pod on KubeRay). Empty: anywhere.
@@ -132,8 +147,15 @@ class ChainEndpoints(_Section):
             )
         start_block = 0
         if chain.deployment_file is not None:
-            deployment = json.loads(Path(chain.deployment_file).read_text())
-            addresses, start_block = deployment["addresses"], int(deployment["block_number"])
+            from cluster.chain.deploy import Deployment  # web3: only where a deployment is read
+
+            try:
+                deployment = Deployment.load(chain.deployment_file)
+            except (OSError, ValueError, KeyError) as exc:
+                raise ConfigError(
+                    f"network.chain.deployment_file={chain.deployment_file!r} cannot be read: {exc}"
+                ) from None
+            addresses, start_block = dict(deployment.addresses), deployment.block_number
         elif chain.contracts is not None:
             addresses = dict(chain.contracts)
         else:

@@ -8,7 +8,6 @@ import logging
 import os
 import signal
 import threading
-import time
 from typing import Any
 
 import ray
@@ -18,7 +17,7 @@ from cluster.config import ChainEndpoints, ClusterConfig, ConfigError
 from cluster.coordinator.actor import ACTOR_NAME, NAMESPACE, CoordinatorActor
 from cluster.coordinator.scheduling.placement import rig_ray_resources
 from cluster.prefetch import prefetch_models
-from cluster.test_hooks import NO_HOOKS, TestHooks
+from cluster.status.render import render_summary
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +46,6 @@ def start_coordinator(
     config: ClusterConfig,
     endpoints: ChainEndpoints,
     *,
-    hooks: TestHooks = NO_HOOKS,
     pass_secret: bool = False,
 ) -> Any:
     """The coordinator actor: found by name if it runs, else created (detached: it outlives this driver).
@@ -69,7 +67,7 @@ def start_coordinator(
         get_if_exists=True,
         resources=dict(config.coordinator_resources),
         runtime_env={"env_vars": env_vars},
-    ).remote(config, endpoints, hooks)
+    ).remote(config, endpoints)
 
 
 def find_coordinator() -> Any:
@@ -91,27 +89,12 @@ def serve(
         f"[cluster] coordinator {ACTOR_NAME!r} starting (workers, reference check, node joins)...", flush=True
     )
     while not stop.is_set():
-        print(format_status(ray.get(actor.status.remote())), flush=True)
+        print(render_summary(ray.get(actor.status.remote())), flush=True)
         stop.wait(status_every_s)
     print("[cluster] stopping: pausing nodes, finishing running tasks...", flush=True)
     final = ray.get(actor.stop.remote(quit=config.quit_on_stop))
     ray.get(actor.shutdown_workers.remote())
     ray.kill(actor)
-    print(format_status(final), flush=True)
+    if final is not None:
+        print(render_summary(final), flush=True)
     return 0
-
-
-def format_status(status: dict[str, Any]) -> str:
-    tasks = status.get("tasks", {})
-    steps = ", ".join(f"{k[5:]}={v}" for k, v in sorted(tasks.items()) if k.startswith("step:")) or "none"
-    outcomes = (
-        ", ".join(f"{k[8:]}={v}" for k, v in sorted(tasks.items()) if k.startswith("outcome:")) or "none"
-    )
-    lines = [
-        f"[cluster] {time.strftime('%H:%M:%S')} nodes={len(status.get('nodes', []))} "
-        f"earned={status.get('earned_wei', 0) / 1e18:.4f} CNX",
-        f"          task steps: {steps}; outcomes: {outcomes}",
-    ]
-    lines += [f"          check: {m}" for m in status.get("group_checks", {}).values()]
-    lines += [f"          {a}" for a in status.get("alerts", [])]
-    return "\n".join(lines)

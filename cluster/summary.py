@@ -51,7 +51,7 @@ def print_summary(config: ClusterConfig) -> None:
 
 
 def _print_cards(config: ClusterConfig) -> None:
-    """The node slots and the card model keys they join with: the very keys the workers compute."""
+    """The node accounts and the card model keys they join with: the very keys the workers compute."""
     from cluster.workers.engines import runtime_tag_of
 
     rig = config.rig
@@ -64,8 +64,8 @@ def _print_cards(config: ClusterConfig) -> None:
         print(f"card models: the {config.engine.text} engine is not installed here ({exc.name}); "
               "set engine.runtime_tag to see the keys")  # fmt: skip
         return
-    print(f"card model slots (runtime tag {runtime}):")
-    for group in rig.virtual_slots:
+    print(f"node accounts by card model (runtime tag {runtime}):")
+    for group in rig.virtual_gpus:
         card = CardModel(group.card_name, group.vram_gb, runtime)
-        num_slots = group.count * rig.slots_per_gpu
+        num_slots = group.count * rig.places_per_gpu
         print(f"  {num_slots} x {group.card_name} ({group.vram_gb} GB)  card model key 0x{card.key.hex()}")

@@ -26,7 +26,7 @@ RAY_TESTS = (
     "tests/cluster/test_ray_job.py",
     "tests/coordinator/scheduling/",
     "tests/devnet/test_devnet.py",
-    "tests/workers/test_slot_modes.py",
+    "tests/workers/test_gpu_sharings.py",
 )
 
 

@@ -78,6 +78,7 @@ class Events:
 
     # Task
     TASK_TIMEOUT_SET = "TaskTimeoutSet"
+    ARGUMENTS_WAIT_SET = "ArgumentsWaitSet"
     TASK_PENDING = "TaskPending"
     TASK_STARTED = "TaskStarted"
     TASK_RESULT_COMMITMENT_SUBMITTED = "TaskResultCommitmentSubmitted"

@@ -39,7 +39,7 @@ DEPLOYMENT_FORMAT_VERSION = 1
 
 
 @dataclass(frozen=True, slots=True)
-class NetworkConfig:
+class ContractParameters:
     """The owner-settable numbers of the contracts; the defaults are PROTOCOL.md's."""
 
     node_stake_wei: int = DEFAULT_NODE_STAKE_WEI
@@ -165,13 +165,15 @@ class _OwnerTransactor:
         return receipt
 
 
-def deploy_network(w3: Web3, owner: str | LocalAccount, config: NetworkConfig | None = None) -> Deployment:
+def deploy_network(
+    w3: Web3, owner: str | LocalAccount, config: ContractParameters | None = None
+) -> Deployment:
     """Deploys Node, Task, TaskQueue, QoS and NetworkStats owned by ``owner``, wires them, applies ``config``.
 
     ``owner`` is an address the node signs for (anvil's dev accounts) or a local account. The owner is
     also the treasury that receives slashed stakes.
     """
-    config = config or NetworkConfig()
+    config = config or ContractParameters()
     tx = _OwnerTransactor(w3, owner)
     addresses: dict[str, str] = {}
     for name in NETWORK_CONTRACTS:
@@ -188,13 +190,13 @@ def deploy_network(w3: Web3, owner: str | LocalAccount, config: NetworkConfig | 
     tx.send(queue.functions.wire(a["Task"], a["Node"]))
     tx.send(qos.functions.wire(a["Task"]))
     tx.send(stats.functions.wire(a["Node"], a["Task"]))
-    _apply_config(tx, deployment, config)
+    _apply_parameters(tx, deployment, config)
     return replace(deployment, block_number=tx.last_block)
 
 
-def _apply_config(tx: _OwnerTransactor, deployment: Deployment, config: NetworkConfig) -> None:
+def _apply_parameters(tx: _OwnerTransactor, deployment: Deployment, config: ContractParameters) -> None:
     """Sends a setter only for the numbers that differ from the contracts' defaults."""
-    defaults = NetworkConfig()
+    defaults = ContractParameters()
     node, task, queue, qos = (deployment.contract(n) for n in ("Node", "Task", "TaskQueue", "QoS"))
     if config.node_stake_wei != defaults.node_stake_wei:
         tx.send(node.functions.setNodeStake(config.node_stake_wei))

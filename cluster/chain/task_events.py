@@ -6,6 +6,9 @@ the ABI's names) into one of the frozen classes below, or None for an event no c
 owner's settings, the wiring). The three per-node settlement events become one class,
 ``TaskNodeSettled``, whose ``outcome`` says which it was. Every typed event keeps its source as ``raw``:
 the bridge shows chain events to its users under their ABI names.
+
+``timing_event`` types the two owner settings a node's rounds depend on (``TaskTimeoutSet``,
+``ArgumentsWaitSet``): the coordinator follows them instead of reading the contract per round.
 """
 
 from __future__ import annotations
@@ -226,3 +229,31 @@ def task_event(event: ChainEvent) -> TaskEvent | None:
 def task_events(events: list[ChainEvent]) -> list[TaskEvent]:
     """The typed Task events of a page, in its (chain) order."""
     return [typed for event in events if (typed := task_event(event)) is not None]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskTimeoutSet:
+    """The owner changed the task timeout: it applies to tasks started afterwards."""
+
+    task_timeout_s: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ArgumentsWaitSet:
+    """The owner changed how long nodes wait for arguments before they may report them missing."""
+
+    arguments_wait_s: int
+    compensation_bps: int
+
+
+def timing_event(event: ChainEvent) -> TaskTimeoutSet | ArgumentsWaitSet | None:
+    """The typed form of a Task contract's timing setting; None for any other event."""
+    if event.contract != "Task":
+        return None
+    if event.name == Events.TASK_TIMEOUT_SET:
+        return TaskTimeoutSet(task_timeout_s=event.args["taskTimeout"])
+    if event.name == Events.ARGUMENTS_WAIT_SET:
+        return ArgumentsWaitSet(
+            arguments_wait_s=event.args["argumentsWait"], compensation_bps=event.args["compensationBps"]
+        )
+    return None

@@ -11,21 +11,20 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
-from typing import Any
 
 import ray
 
 from cluster import envs
 from cluster.chain.accounts import OperatorKeys
+from cluster.chain.contracts import NodeStatus
 from cluster.config import ChainEndpoints, ClusterConfig
 from cluster.coordinator.coordinator import Coordinator, CoordinatorSettings
 from cluster.coordinator.metrics import FarmMetrics
-from cluster.coordinator.scheduling.guard import check_group, reference_tasks
 from cluster.coordinator.scheduling.pool import WorkerPool
+from cluster.coordinator.scheduling.reference_check import check_card_model, reference_tasks
 from cluster.protocol.cards import CardModel
 from cluster.status.collect import collect_status
-from cluster.status.model import FarmStatus
-from cluster.test_hooks import NO_HOOKS, TestHooks
+from cluster.status.model import CoordinatorStatus, FarmStatus
 
 log = logging.getLogger(__name__)
 ACTOR_NAME = "helium-coordinator"
@@ -35,10 +34,9 @@ NAMESPACE = "helium"
 class CoordinatorService:
     """What the actor does, in plain Python (the actor below only wraps it)."""
 
-    def __init__(self, config: ClusterConfig, endpoints: ChainEndpoints, hooks: TestHooks = NO_HOOKS):
+    def __init__(self, config: ClusterConfig, endpoints: ChainEndpoints):
         self.config = config
         self.endpoints = endpoints
-        self.hooks = hooks
         self.coordinator: Coordinator | None = None
         self.pool: WorkerPool | None = None
         self.group_checks: dict[str, str] = {}
@@ -53,14 +51,11 @@ class CoordinatorService:
             if self.coordinator is not None and self._loop_task is not None and not self._loop_task.done():
                 return self.coordinator
             if self.pool is None:
-                self.pool = await WorkerPool.create(
-                    self.config.rig, self.config.engine, namespace=NAMESPACE,
-                    corrupt_workers=self.hooks.corrupt_workers,
-                )  # fmt: skip
+                self.pool = await WorkerPool.create(self.config.rig, self.config.engine, namespace=NAMESPACE)
             cards = await self._checked_cards()
             settings = CoordinatorSettings(
                 endpoints=self.endpoints, state_dir=state_dir_of(self.config), cards=cards,
-                guard_own_results=self.config.guard_own_results, hooks=self.hooks,
+                guard_own_results=self.config.guard_own_results,
             )  # fmt: skip
             keys = OperatorKeys.from_mnemonic_source(env=self.config.network.operator.mnemonic_env)
             self.coordinator = Coordinator(settings, keys, self.pool)
@@ -104,14 +99,14 @@ class CoordinatorService:
         return await collect_status(coordinator, self.pool, self.group_checks)
 
     async def _checked_cards(self) -> list[CardModel]:
-        """One card model per node slot, for the card models whose workers agree."""
+        """One card model per node account (a task place), for the card models whose workers agree."""
         assert self.pool is not None
         cards: list[CardModel] = []
         model = self.config.engine.reference_model
         reference = reference_tasks(model) if model else None
         for card in self.pool.card_models():
             if reference is not None:
-                check = await check_group(self.pool, card, reference)
+                check = await check_card_model(self.pool, card, reference)
                 self.group_checks[card.short_id] = check.message
                 if not check.ok:
                     log.error("[coordinator] card model kept out: %s", check.message)
@@ -119,25 +114,27 @@ class CoordinatorService:
             cards += [card] * self.pool.num_places(card)  # one node account per concurrent task place
         return cards
 
-    async def status(self) -> dict[str, Any]:
+    async def status(self) -> CoordinatorStatus:
         coordinator = await self.ensure_started()
-        return {**coordinator.status(), "group_checks": dict(self.group_checks)}
+        return coordinator.status().model_copy(update={"reference_checks": dict(self.group_checks)})
 
-    async def resume_card(self, key_text: str) -> dict[str, Any]:
+    async def resume_card(self, key_text: str) -> dict[str, NodeStatus]:
         coordinator = await self.ensure_started()
-        statuses = await coordinator.resume_card(key_text)
-        return {node: status.name.lower() for node, status in statuses.items()}
+        return await coordinator.resume_card(key_text)
 
-    async def stop(self, *, quit: bool = False, timeout_s: float = 120.0) -> dict[str, Any]:
+    async def stop(self, *, quit: bool = False, timeout_s: float = 120.0) -> CoordinatorStatus | None:
+        """Stop gracefully (the nodes paused, running tasks finished, quit if asked); the farm as it was
+        left, or None when it was not running."""
         if self.coordinator is None:
-            return {"stopped": False}
+            return None
         self._stop.set()
         if self._loop_task is not None:
             await self._loop_task
+        await self.coordinator.stop(drain=True, quit=quit, timeout_s=timeout_s, close=False)
         final = self.coordinator.status()
-        await self.coordinator.stop(drain=True, quit=quit, timeout_s=timeout_s)
+        await self.coordinator.close()
         self.coordinator = None
-        return {"stopped": True, **final}
+        return final
 
 
 def state_dir_of(config: ClusterConfig) -> Path:
@@ -147,9 +144,9 @@ def state_dir_of(config: ClusterConfig) -> Path:
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
 class CoordinatorActor:
-    def __init__(self, config: ClusterConfig, endpoints: ChainEndpoints, hooks: TestHooks = NO_HOOKS):
+    def __init__(self, config: ClusterConfig, endpoints: ChainEndpoints):
         logging.basicConfig(level=envs.LOG_LEVEL.get())
-        self.service = CoordinatorService(config, endpoints, hooks)
+        self.service = CoordinatorService(config, endpoints)
         # An async actor's constructor runs with the actor's event loop current: the start goes on there.
         self._boot = asyncio.get_event_loop().create_task(self._start_on_its_own())
 
@@ -164,16 +161,16 @@ class CoordinatorActor:
                 log.exception("[coordinator] start failed; trying again in %.0f s", retry_s)
                 await asyncio.sleep(retry_s)
 
-    async def status(self) -> dict[str, Any]:
+    async def status(self) -> CoordinatorStatus:
         return await self.service.status()
 
     async def farm_status(self) -> FarmStatus:
         return await self.service.farm_status()
 
-    async def resume_card(self, key_text: str) -> dict[str, Any]:
+    async def resume_card(self, key_text: str) -> dict[str, NodeStatus]:
         return await self.service.resume_card(key_text)
 
-    async def stop(self, quit: bool = False) -> dict[str, Any]:
+    async def stop(self, quit: bool = False) -> CoordinatorStatus | None:
         self._boot.cancel()
         return await self.service.stop(quit=quit)
 

@@ -14,6 +14,7 @@ is refunded.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,15 +67,13 @@ class StepGas:
         self.most_used[method] = max(self.most_used.get(method, 0), gas_used)
 
 
-@dataclass(frozen=True, slots=True)
-class TaskTerms:
-    cap: int  # what the fee paid for: num_images / max_new_tokens
-    started_chain_s: int  # the block time of TaskStarted
-    arguments_wait_s: int  # from then on a node may report the arguments missing
+@dataclass(slots=True)
+class TaskTimers:
+    """The Task contract's owner-settable times that rounds depend on: read once at start, then followed
+    through their events (``ChainWatch``), never read per round."""
 
-    @property
-    def no_arguments_from_s(self) -> int:
-        return self.started_chain_s + self.arguments_wait_s
+    task_timeout_s: int  # a task started at block time t has its deadline at t + task_timeout_s
+    arguments_wait_s: int  # from a task's start on, a node may report its arguments missing
 
 
 class ChainOps:
@@ -87,7 +86,6 @@ class ChainOps:
         self.step_gas = StepGas(sender.journal)
         self._steps = CallEncoder(self.task.address, load_artifact("Task").abi, STEP_GAS_FLOORS)
         self._views = CallEncoder(self.node.address, load_artifact("Node").abi, ["nodeStatus"])
-        self._arguments_wait_s: int | None = None
 
     # -- reads --------------------------------------------------------------------------------------------
 
@@ -107,25 +105,11 @@ class ChainOps:
     async def node_stake_wei(self) -> int:
         return await self.node.functions.nodeStake().call()
 
-    async def task_deadline_chain_s(self, task_id: int) -> int | None:
-        """The task's deadline (a block timestamp), or None once the task ended (its storage is deleted)."""
-        task = await self._task_info(task_id)
-        return int(task["deadline"]) or None
-
-    async def task_terms(self, task_id: int) -> TaskTerms | None:
-        """What a node needs to know of a running task beyond its events, or None once it ended."""
-        task = await self._task_info(task_id)
-        if not task["status"]:
-            return None
-        if self._arguments_wait_s is None:  # owner-settable, read once per process
-            self._arguments_wait_s = int(await self.task.functions.argumentsWait().call())
-        return TaskTerms(cap=int(task["cap"]), started_chain_s=int(task["startedAt"]),
-                         arguments_wait_s=self._arguments_wait_s)  # fmt: skip
-
-    async def _task_info(self, task_id: int) -> dict[str, Any]:
-        info = await self.task.functions.getTask(task_id).call()
-        names = [c["name"] for c in self.task.functions.getTask(task_id).abi["outputs"][0]["components"]]
-        return dict(zip(names, info, strict=True))
+    async def task_timers(self) -> TaskTimers:
+        timeout_s, wait_s = await asyncio.gather(
+            self.task.functions.taskTimeout().call(), self.task.functions.argumentsWait().call()
+        )
+        return TaskTimers(task_timeout_s=int(timeout_s), arguments_wait_s=int(wait_s))
 
     async def latest_block_time_s(self) -> int:
         block = await self.sender.rpc.call("eth_getBlockByNumber", ["latest", False])

@@ -4,6 +4,11 @@ Each event is applied idempotently (a replayed page changes nothing), in chain o
 cursor is stored beside the rows (cluster.chain.events.CursorStore in the same state directory). Only
 events at least ``confirmations`` blocks deep arrive here (the EventReader holds back the rest), so a
 reorg above that depth never reaches a row.
+
+A round's deadline is decided here, once: the TaskStarted block's time plus the task timeout then in
+force, as the contract computes it; the timeout (and the arguments wait) are followed through their
+events (``TaskTimers``), and every part of the coordinator reads the deadline from the row. The cap a task
+paid for comes from its TaskPending, kept until the task starts.
 """
 
 from __future__ import annotations
@@ -11,19 +16,25 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Collection
 
-from cluster.chain.contracts import Events
+from cluster.chain.contracts import NODES_PER_TASK
 from cluster.chain.events import ChainEvent
 from cluster.chain.task_events import (
+    ArgumentsWaitSet,
     CommitmentsReady,
     NodeOutcome,
     TaskAborted,
     TaskEvent,
     TaskNodeSettled,
+    TaskPending,
     TaskStarted,
     TaskSuccess,
+    TaskTimeoutSet,
     task_event,
+    timing_event,
 )
-from cluster.coordinator.store import NodeTask, Outcome, Step, TaskStore
+from cluster.coordinator.chain_ops import TaskTimers
+from cluster.coordinator.round_state import NodeTask, Outcome, Step
+from cluster.coordinator.store import RoundStore
 from cluster.coordinator.timeline import RoundTimeline
 
 log = logging.getLogger(__name__)
@@ -40,25 +51,25 @@ STAGE_OF_EVENT: dict[type, str] = {
 class ChainWatch:
     def __init__(
         self,
-        store: TaskStore,
+        store: RoundStore,
         is_ours: Callable[[str], bool],
-        task_timeout_s: int,
+        timers: TaskTimers,
         timeline: RoundTimeline | None = None,
     ):
         self.store = store
         self.timeline = timeline or RoundTimeline()
         self.is_ours = is_ours
-        # The contract's deadline is the starting block's timestamp + taskTimeout: the watch knows both, so
-        # a round's deadline costs no call. taskTimeout is read at start, then followed by its event.
-        self.task_timeout_s = task_timeout_s
+        self.timers = timers  # read at start, then followed by their events (shared with the rounds)
 
     def apply(self, events: list[ChainEvent]) -> list[NodeTask]:
         """Apply a page of events; returns the rows that changed and may have a step to take."""
         changed: dict[tuple[int, int], NodeTask] = {}
         for event in events:
-            if event.name == Events.TASK_TIMEOUT_SET and event.contract == "Task":
-                self.task_timeout_s = event.args["taskTimeout"]
-                continue
+            match timing_event(event):
+                case TaskTimeoutSet(task_timeout_s=timeout_s):
+                    self.timers.task_timeout_s = timeout_s
+                case ArgumentsWaitSet(arguments_wait_s=wait_s):
+                    self.timers.arguments_wait_s = wait_s
             typed = task_event(event)
             for task in self._apply_one(typed) if typed is not None else ():
                 changed[(task.task_id, task.round)] = task
@@ -69,8 +80,13 @@ class ChainWatch:
         return list(changed.values())
 
     def _apply_one(self, event: TaskEvent) -> Collection[NodeTask]:
+        if isinstance(event, TaskPending):
+            self.store.note_pending(event.task_id, event.cap)
+            return []
         if isinstance(event, TaskStarted):
             return self._started(event)
+        if isinstance(event, TaskAborted):  # a queued task cancelled or evicted never starts
+            self.store.forget_pending(event.task_id)
         rows = self.store.of_task(event.task_id)
         if not rows:
             return []
@@ -87,13 +103,18 @@ class ChainWatch:
         return []
 
     def _started(self, event: TaskStarted) -> list[NodeTask]:
+        cap = self.store.pending_cap(event.task_id)
+        if event.round == NODES_PER_TASK - 1:  # its rounds start together: the last one's event ends the wait
+            self.store.forget_pending(event.task_id)
         if not self.is_ours(event.node):
             return []
         assert event.block_time_s is not None  # the EventReader's pager fills it in
-        deadline_chain_s = event.block_time_s + self.task_timeout_s
+        if cap is None:  # pending before this farm's first block: the relay still checks the cap
+            log.warning("[coordinator] cap not known task=%d (pending before the first block)", event.task_id)
         task = NodeTask(
             task_id=event.task_id, round=event.round, node=event.node, task_type=event.task_type,
-            task_hash=event.task_hash, step=Step.SELECTED, deadline_chain_s=deadline_chain_s,
+            task_hash=event.task_hash, step=Step.SELECTED, cap=cap, started_chain_s=event.block_time_s,
+            deadline_chain_s=event.block_time_s + self.timers.task_timeout_s,
         )  # fmt: skip
         return [task] if self.store.add(task) else []
 

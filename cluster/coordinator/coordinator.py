@@ -1,10 +1,11 @@
 """The coordinator's loop: follow the chain for the farm's nodes and drive every round to its end.
 
 One asyncio task per unfinished (task, round) asks the ``RoundDriver`` for its next step and sleeps until
-the chain watch wakes it. A failure is classified once (``failures.classify``): a transient one is
-retried with backoff, a final one is recorded on the round and ends its driving. Nothing stops the loop.
-Everything the loop knows is in the state directory, so a new process (or a restarted Ray actor) picks up
-where the last one stopped.
+the chain watch wakes it. A failure is classified once (``cluster.failures.classify``): a transient one is
+retried with backoff (a full disk also raises an alert until the round writes again), a final one, or the
+task's fault raised where no report was possible, is recorded on the round with its code and ends its
+driving. Nothing stops the loop. Everything the loop knows is in the state directory, so a new process
+(or a restarted Ray actor) picks up where the last one stopped.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import httpx
 from web3 import AsyncWeb3
@@ -34,14 +34,16 @@ from cluster.config import ChainEndpoints
 from cluster.coordinator.chain_ops import ChainOps, abis
 from cluster.coordinator.chain_watch import ChainWatch
 from cluster.coordinator.clock import ChainClock
-from cluster.coordinator.failures import Failure, classify
-from cluster.coordinator.nodes import NodeSet, Slot, bring_up, pause_all, quit_all
+from cluster.coordinator.nodes import NodeAccount, NodeSet, bring_up, pause_all, quit_all
+from cluster.coordinator.round_state import NodeTask, Step
 from cluster.coordinator.rounds import RoundDriver
 from cluster.coordinator.scheduling.runner import JobRunner
-from cluster.coordinator.store import NodeTask, Step, TaskStore
+from cluster.coordinator.store import RoundStore
 from cluster.coordinator.timeline import RoundTimeline
+from cluster.failpoints import NO_FAILPOINTS, Failpoints
+from cluster.failures import Failure, classify, failure_code, is_disk_full
 from cluster.protocol.cards import CardModel
-from cluster.test_hooks import NO_HOOKS, TestHooks
+from cluster.status.model import CoordinatorStatus
 
 log = logging.getLogger(__name__)
 RETRY_BACKOFF_S = (0.5, 10.0)
@@ -52,11 +54,11 @@ RELAY_CONNECTIONS = 32  # a transient failure's first and longest wait before th
 class CoordinatorSettings:
     endpoints: ChainEndpoints
     state_dir: Path
-    cards: Sequence[CardModel]  # one per node slot, in slot order
+    cards: Sequence[CardModel]  # one per node account, in derivation order
     poll_interval_s: float = 0.5
     guard_own_results: bool = True
     sender: SenderConfig = field(default_factory=SenderConfig)
-    hooks: TestHooks = NO_HOOKS
+    failpoints: Failpoints = NO_FAILPOINTS
 
 
 class Coordinator:
@@ -69,11 +71,13 @@ class Coordinator:
         self.timeline = RoundTimeline()
         self._wakeups: dict[tuple[int, int], asyncio.Event] = {}
         self._runners: dict[tuple[int, int], asyncio.Task[None]] = {}
+        self._waiting_for_disk: set[tuple[int, int]] = set()  # rounds whose last step hit a full disk
+        self._poll_failure: str | None = None  # why following the chain failed last, until it works again
         self._started = False
 
     @property
-    def slots(self) -> list[Slot]:
-        return self.nodes.slots
+    def accounts(self) -> list[NodeAccount]:
+        return self.nodes.accounts
 
     # -- life cycle ---------------------------------------------------------------------------------------
 
@@ -87,31 +91,33 @@ class Coordinator:
         sender_config = dataclasses.replace(self.settings.sender, confirmations=endpoints.confirmations)
         self.sender = TxSender(self.w3, TxJournal(state / "transactions.db"), abis(), sender_config)
         self.ops = ChainOps(self.w3, self.sender, endpoints.addresses)
-        self.store = TaskStore(state)
+        self.store = RoundStore(state)
         self.cursors = CursorStore(state / "cursor.db")
         decoder = EventDecoder({"Task": (endpoints.addresses["Task"], load_artifact("Task").abi)})
         self.reader = EventReader(
             self.w3, decoder, self.cursors, name="coordinator", start_block=endpoints.start_block,
             confirmations=endpoints.confirmations,
         )  # fmt: skip
-        timeout_s = await self.ops.task.functions.taskTimeout().call()
-        self.watch = ChainWatch(self.store, self.nodes.__contains__, timeout_s, self.timeline)
+        self.timers = await self.ops.task_timers()  # then followed through their events by the watch
+        self.watch = ChainWatch(self.store, self.nodes.__contains__, self.timers, self.timeline)
         # Every round talks to the relay: connections are kept (a new one costs more than the request).
         limits = httpx.Limits(max_connections=RELAY_CONNECTIONS, max_keepalive_connections=RELAY_CONNECTIONS)
         self._http = httpx.AsyncClient(timeout=30.0, limits=limits)
         self.driver = RoundDriver(
-            self.store, self.ops, self.pool, self.nodes, self.clock, relay_url=endpoints.relay_url,
-            http=self._http, guard_own_results=self.settings.guard_own_results, hooks=self.settings.hooks,
-            timeline=self.timeline,
+            self.store, self.ops, self.pool, self.nodes, self.clock, self.timers,
+            relay_url=endpoints.relay_url, http=self._http, guard_own_results=self.settings.guard_own_results,
+            failpoints=self.settings.failpoints, timeline=self.timeline,
         )  # fmt: skip
         self.clock.observe_block(await self.ops.latest_block_time_s())
         self._started = True
 
-    async def join_nodes(self, slots: Sequence[Slot] | None = None) -> dict[str, NodeStatus]:
-        """Bring the slots up (all by default): joined or resumed, or kept paused if their card is."""
-        chosen = self.nodes.slots if slots is None else slots
+    async def join_nodes(self, accounts: Sequence[NodeAccount] | None = None) -> dict[str, NodeStatus]:
+        """Bring the accounts up (all by default): joined or resumed, or kept paused if their card is."""
+        chosen = self.nodes.accounts if accounts is None else accounts
         paused = self.store.paused_cards()
-        return await bring_up(self.ops, self.keys.operator, chosen, paused, hooks=self.settings.hooks)
+        return await bring_up(
+            self.ops, self.keys.operator, chosen, paused, failpoints=self.settings.failpoints
+        )
 
     async def resume_card(self, key_text: str) -> dict[str, NodeStatus]:
         """Lift the guard's pause of a card model (its key or a prefix) and resume its nodes."""
@@ -126,15 +132,30 @@ class Coordinator:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Follow the chain and drive rounds until ``stop`` is set."""
-        for task in self.store.unfinished():  # what the last process left
-            self._ensure_runner(task)
+        is_first_poll = True
         while not stop.is_set():
             try:
                 await self.poll_once()
-            except Exception:
-                log.exception("[coordinator] poll failed; retrying")
+                self._poll_failure = None
+            except Exception as exc:
+                self._poll_failed(exc)
+            if is_first_poll:  # what the last process left, once the events since have ended what they end
+                for task in self.store.unfinished():
+                    self._ensure_runner(task)
+                is_first_poll = False
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=self.settings.poll_interval_s)
+
+    def _poll_failed(self, exc: Exception) -> None:
+        """The chain is followed again at the next poll whatever failed: the moment's failures are a warning;
+        anything else (a bug, an event that does not decode) is logged with its traceback once and shown as
+        an alert until a poll works again."""
+        reason = f"{type(exc).__name__}: {exc}"
+        if classify(exc) is Failure.TRANSIENT:
+            log.warning("[coordinator] poll failed, retrying: %s", reason)
+        elif reason != self._poll_failure:
+            log.error("[coordinator] poll failed; retrying at every poll", exc_info=exc)
+        self._poll_failure = reason
 
     async def poll_once(self) -> None:
         self.clock.observe_block(await self.ops.latest_block_time_s())
@@ -151,17 +172,21 @@ class Coordinator:
             if key in self._runners:
                 event.set()
 
-    async def stop(self, *, drain: bool = True, quit: bool = False, timeout_s: float = 60.0) -> None:
-        """Graceful stop: pause the nodes, let running tasks finish, optionally quit for the stakes."""
-        await pause_all(self.ops, self.nodes.slots)
+    async def stop(
+        self, *, drain: bool = True, quit: bool = False, timeout_s: float = 60.0, close: bool = True
+    ) -> None:
+        """Graceful stop: pause the nodes, let running tasks finish, optionally quit for the stakes; then
+        ``close`` (unless the caller reads the final status first)."""
+        await pause_all(self.ops, self.nodes.accounts)
         if drain:
             deadline = time.monotonic() + timeout_s
             while self.store.unfinished() and time.monotonic() < deadline:
                 await self.poll_once()
                 await asyncio.sleep(self.settings.poll_interval_s)
         if quit:
-            await quit_all(self.ops, self.nodes.slots)
-        await self.close()
+            await quit_all(self.ops, self.nodes.accounts)
+        if close:
+            await self.close()
 
     async def close(self) -> None:
         for runner in self._runners.values():
@@ -193,11 +218,14 @@ class Coordinator:
             try:
                 moved = await self.driver.advance(task)
                 backoff_s = RETRY_BACKOFF_S[0]
+                self._waiting_for_disk.discard(key)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 moved = False
                 if classify(exc) is Failure.TRANSIENT:
+                    if is_disk_full(exc):  # the operator's to fix: the round keeps its place and waits
+                        self._waiting_for_disk.add(key)
                     log.warning("[coordinator] step failed, retrying task=%d round=%d step=%s error=%r",
                                 *key, task.step, exc)  # fmt: skip
                     await asyncio.sleep(backoff_s)
@@ -208,30 +236,38 @@ class Coordinator:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wakeup.wait(), timeout=max(self.settings.poll_interval_s, 1.0))
         self._wakeups.pop(key, None)
+        self._waiting_for_disk.discard(key)
 
     def _record_failure(self, task: NodeTask, exc: Exception) -> bool:
-        """Record a final failure on its round; False when the round had failed already (the failure
-        came from the deadline's cancel)."""
+        """Record a final failure (or the task's fault, raised where no report was possible) on its round,
+        with its code; False when the round had failed already (the failure came from the deadline's
+        cancel)."""
         log.error("[coordinator] round failed task=%d round=%d step=%s", task.task_id, task.round, task.step,
                   exc_info=exc)  # fmt: skip
         if task.failure is not None:
             return False
         failure = f"{task.step.value}: {type(exc).__name__}: {exc}"
-        last_error = getattr(exc, "last_error", None)  # a missed job deadline: what the workers last said
-        if last_error is not None:
-            failure += f" ({type(last_error).__name__})"  # counted by the metrics (ModelNotAvailable)
-        self.store.patch(task.task_id, task.round, failure=failure)
+        self.store.patch(task.task_id, task.round, failure=failure, failure_code=failure_code(exc))
         return True
 
     # -- at a glance ----------------------------------------------------------------------------------------
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> CoordinatorStatus:
         paused = self.store.paused_cards()
-        return {
-            "nodes": self.nodes.addresses,
-            "tasks": self.store.counts(),
-            "earned_wei": self.store.earnings_wei(),
-            "running_steps": len([r for r in self._runners.values() if not r.done()]),
-            "paused_cards": [key.hex() for key in paused],
-            "alerts": list(paused.values()),
-        }
+        alerts = list(paused.values())
+        if self._waiting_for_disk:
+            alerts.append(
+                f"the state disk is full ({self.settings.state_dir}): {len(self._waiting_for_disk)} round(s) "
+                "wait to write their results; free space and they go on by themselves"
+            )
+        if self._poll_failure is not None:
+            alerts.append(f"following the chain fails: {self._poll_failure}")
+        return CoordinatorStatus(
+            nodes=self.nodes.addresses,
+            tasks=self.store.counts(),
+            earned_wei=self.store.earnings_wei(),
+            num_running_rounds=len([r for r in self._runners.values() if not r.done()]),
+            num_rounds_waiting_for_disk=len(self._waiting_for_disk),
+            paused_cards=[key.hex() for key in paused],
+            alerts=alerts,
+        )

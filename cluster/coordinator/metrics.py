@@ -7,12 +7,13 @@ workers), so a restarted coordinator reports the same numbers instead of startin
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
 from cluster.chain.contracts import NodeStatus
-from cluster.status.model import FarmStatus
+from cluster.coordinator.round_state import Outcome, Step
+from cluster.failures import FailureCode
+from cluster.status.model import CoordinatorStatus, FarmStatus
 from cluster.workers.messages import WorkerInfo
 
 
@@ -86,20 +87,34 @@ class FarmMetrics:
             "helium_model_download_failures", "Task rounds lost because their model could not be downloaded",
             registry=r,
         )  # fmt: skip
+        self.failures = Gauge(
+            "helium_round_failures", "Task rounds that stopped being driven, by failure code", ["code"],
+            registry=r,
+        )  # fmt: skip
+        self.waiting_for_disk = Gauge(
+            "helium_rounds_waiting_for_disk", "Task rounds that cannot write their results: the disk is full",
+            registry=r,
+        )  # fmt: skip
         self.relay_up = Gauge("helium_relay_up", "1 when the relay answered the last status", registry=r)
 
     def serve(self, port: int) -> None:
         start_http_server(port, registry=self.registry)
 
-    def update(self, status: dict[str, Any], qos: dict[str, int], workers: Iterable[WorkerInfo]) -> None:
-        counts = status.get("tasks", {})
-        for key, value in counts.items():
-            kind, _, name = key.partition(":")
-            (self.tasks if kind == "step" else self.outcomes).labels(name).set(value)
-        self.queue_depth.set(counts.get("step:selected", 0))
-        self.earned.set(status.get("earned_wei", 0) / 1e18)
-        self.slashed.set(counts.get("outcome:slashed", 0))
-        self.paused_cards.set(len(status.get("paused_cards", [])))
+    def update(self, status: CoordinatorStatus, qos: dict[str, int], workers: Iterable[WorkerInfo]) -> None:
+        counts = status.tasks
+        for step in Step:
+            self.tasks.labels(step.value).set(counts.at(step))
+        for outcome in Outcome:
+            if outcome is not Outcome.PENDING:
+                self.outcomes.labels(outcome.value).set(counts.ended(outcome))
+        for code in FailureCode:
+            self.failures.labels(code.value).set(counts.failed(code))
+        self.download_failures.set(counts.failed(FailureCode.MODEL_NOT_AVAILABLE))
+        self.queue_depth.set(counts.at(Step.SELECTED))
+        self.earned.set(status.earned_cnx)
+        self.slashed.set(counts.ended(Outcome.SLASHED))
+        self.paused_cards.set(len(status.paused_cards))
+        self.waiting_for_disk.set(status.num_rounds_waiting_for_disk)
         for node, score in qos.items():
             self.qos.labels(node).set(score)
         for worker in workers:
@@ -125,7 +140,6 @@ class FarmMetrics:
                 self.warm_models.labels(worker.worker_id).set(len(worker.warm_models))
                 if worker.vram_used_bytes is not None:
                     self.vram_used.labels(worker.worker_id).set(worker.vram_used_bytes)
-        if farm.last_task_unix_s is not None:
-            self.last_task.set(farm.last_task_unix_s)
-        self.download_failures.set(farm.num_model_download_failures)
+        if farm.last_selected_chain_s is not None:
+            self.last_task.set(farm.last_selected_chain_s)
         self.relay_up.set(1 if farm.endpoints.is_relay_reachable else 0)

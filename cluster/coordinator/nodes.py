@@ -1,8 +1,8 @@
 """The farm's node accounts on chain: one per task place, derived from the operator's key by index.
 
-On start each slot is brought to Available: funded by the operator if it cannot pay its stake and gas,
-joined with its card model (or resumed if paused). A slot of a card model the guard paused is brought to
-Paused instead, and stays so across restarts until the operator lifts the pause. Keys of these
+On start each account is brought to Available: funded by the operator if it cannot pay its stake and gas,
+joined with its card model (or resumed if paused). An account of a card model the card guard paused is
+brought to Paused instead, and stays so across restarts until the operator lifts the pause. Keys of these
 transactions carry the node's own transaction count, so a restart before a transaction is mined re-sends
 the same signed bytes, and a restart after it is mined finds the new status and sends nothing.
 """
@@ -20,8 +20,8 @@ from eth_account.signers.local import LocalAccount
 from cluster.chain.accounts import OperatorKeys
 from cluster.chain.contracts import NodeStatus
 from cluster.coordinator.chain_ops import ChainOps
+from cluster.failpoints import NO_FAILPOINTS, Failpoints
 from cluster.protocol.cards import CardModel
-from cluster.test_hooks import NO_HOOKS, TestHooks
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -29,9 +29,11 @@ GAS_RESERVE_WEI = 10**17  # what a node keeps for the gas of its task transactio
 
 
 @dataclass(frozen=True, slots=True)
-class Slot:
-    index: int  # the node account's derivation index
-    account: LocalAccount
+class NodeAccount:
+    """One node on chain: a task place of the farm, with its own key, stake and card model."""
+
+    index: int  # the derivation index of its key
+    account: LocalAccount  # its signer
     card: CardModel
 
     @property
@@ -40,31 +42,31 @@ class Slot:
 
 
 class NodeSet:
-    """The farm's slots, found by address or by card model."""
+    """The farm's accounts, found by address or by card model."""
 
     def __init__(self, keys: OperatorKeys, cards: Sequence[CardModel]):
-        self.slots = [Slot(i, keys.node(i), card) for i, card in enumerate(cards)]
-        self._by_address = {slot.address: slot for slot in self.slots}
+        self.accounts = [NodeAccount(i, keys.node(i), card) for i, card in enumerate(cards)]
+        self._by_address = {node.address: node for node in self.accounts}
 
     def __contains__(self, address: object) -> bool:
         return address in self._by_address
 
-    def __getitem__(self, address: str) -> Slot:
+    def __getitem__(self, address: str) -> NodeAccount:
         return self._by_address[address]
 
     @property
     def addresses(self) -> list[str]:
-        return [slot.address for slot in self.slots]
+        return [node.address for node in self.accounts]
 
     @property
     def cards(self) -> list[CardModel]:
-        return sorted({slot.card for slot in self.slots}, key=lambda card: card.key)
+        return sorted({node.card for node in self.accounts}, key=lambda card: card.key)
 
-    def of_card(self, card: CardModel) -> list[Slot]:
-        return [slot for slot in self.slots if slot.card == card]
+    def of_card(self, card: CardModel) -> list[NodeAccount]:
+        return [node for node in self.accounts if node.card == card]
 
 
-# Node accounts brought up at once: a farm of a thousand slots joins in a minute, not one after another.
+# Node accounts brought up at once: a farm of a thousand accounts joins in a minute, not one after another.
 # The sender gives concurrent sends of one account consecutive nonces (the operator funds them all).
 BRING_UP_CONCURRENCY = 64
 
@@ -72,80 +74,87 @@ BRING_UP_CONCURRENCY = 64
 async def bring_up(
     ops: ChainOps,
     operator: LocalAccount,
-    slots: Iterable[Slot],
+    accounts: Iterable[NodeAccount],
     paused_cards: Collection[bytes] = (),
     *,
-    hooks: TestHooks = NO_HOOKS,
+    failpoints: Failpoints = NO_FAILPOINTS,
 ) -> dict[str, NodeStatus]:
-    """Fund, join or resume every slot, or pause those of a paused card model; each node's status after.
+    """Fund, join or resume every account, or pause those of a paused card model; each node's status after.
 
     Safe to run again at any point: what a crash left half done is finished, nothing is done twice (the
     transactions' keys carry the node's own transaction count; a node that joined is no longer Quit).
     """
     stake_wei = await ops.node_stake_wei()
 
-    async def one(slot: Slot) -> tuple[str, NodeStatus]:
-        is_paused = slot.card.key in paused_cards
-        return slot.address, await _bring_up_one(ops, operator, slot, stake_wei, is_paused, hooks)
+    async def one(node: NodeAccount) -> tuple[str, NodeStatus]:
+        is_paused = node.card.key in paused_cards
+        return node.address, await _bring_up_one(ops, operator, node, stake_wei, is_paused, failpoints)
 
-    return dict(await _for_each(slots, one))
+    return dict(await _for_each(accounts, one))
 
 
 async def _bring_up_one(
-    ops: ChainOps, operator: LocalAccount, slot: Slot, stake_wei: int, is_paused: bool, hooks: TestHooks
+    ops: ChainOps,
+    operator: LocalAccount,
+    node: NodeAccount,
+    stake_wei: int,
+    is_paused: bool,
+    failpoints: Failpoints,
 ) -> NodeStatus:
-    address = slot.address
+    address = node.address
     status = await ops.node_status(address)
     generation = await ops.transaction_count(address)
     if is_paused:
         if status in (NodeStatus.AVAILABLE, NodeStatus.BUSY):
-            await ops.pause(slot.account, generation)
-            log.warning("[coordinator] node kept paused node=%s card=%s", address, slot.card.short_id)
+            await ops.pause(node.account, generation)
+            log.warning("[coordinator] node kept paused node=%s card=%s", address, node.card.short_id)
     elif status is NodeStatus.QUIT:
         needed = stake_wei + GAS_RESERVE_WEI
         balance = await ops.balance(address)
         if balance < needed:
             await ops.fund(operator, address, needed - balance, generation)
-            hooks.reached("funded", f"node={slot.index}")
-        await ops.join(slot.account, slot.card, stake_wei, generation)
-        hooks.reached("joined", f"node={slot.index}")
-        log.info("[coordinator] node joined node=%s card=%s", address, slot.card.short_id)
+            failpoints.reached("funded", f"node={node.index}")
+        await ops.join(node.account, node.card, stake_wei, generation)
+        failpoints.reached("joined", f"node={node.index}")
+        log.info("[coordinator] node joined node=%s card=%s", address, node.card.short_id)
     elif status is NodeStatus.PAUSED:
-        await ops.resume(slot.account, generation)
+        await ops.resume(node.account, generation)
         log.info("[coordinator] node resumed node=%s", address)
     else:
         return status  # nothing sent: the status read is current
     return await ops.node_status(address)
 
 
-async def pause_all(ops: ChainOps, slots: Iterable[Slot]) -> None:
+async def pause_all(ops: ChainOps, accounts: Iterable[NodeAccount]) -> None:
     """Pause every node: available ones at once, busy ones when their task ends (PendingPause)."""
 
-    async def pause(slot: Slot) -> None:
-        if await ops.node_status(slot.address) in (NodeStatus.AVAILABLE, NodeStatus.BUSY):
-            await ops.pause(slot.account, await ops.transaction_count(slot.address))
+    async def pause(node: NodeAccount) -> None:
+        if await ops.node_status(node.address) in (NodeStatus.AVAILABLE, NodeStatus.BUSY):
+            await ops.pause(node.account, await ops.transaction_count(node.address))
 
-    await _for_each(slots, pause)
+    await _for_each(accounts, pause)
 
 
-async def quit_all(ops: ChainOps, slots: Iterable[Slot]) -> None:
+async def quit_all(ops: ChainOps, accounts: Iterable[NodeAccount]) -> None:
     """Quit every node: the stake comes back now (idle or paused) or when the node's task ends."""
 
-    async def quit(slot: Slot) -> None:
-        if await ops.node_status(slot.address) in (NodeStatus.AVAILABLE, NodeStatus.BUSY, NodeStatus.PAUSED):
-            await ops.quit(slot.account, await ops.transaction_count(slot.address))
+    async def quit(node: NodeAccount) -> None:
+        if await ops.node_status(node.address) in (NodeStatus.AVAILABLE, NodeStatus.BUSY, NodeStatus.PAUSED):
+            await ops.quit(node.account, await ops.transaction_count(node.address))
 
-    await _for_each(slots, quit)
+    await _for_each(accounts, quit)
 
 
-async def _for_each(slots: Iterable[Slot], action: Callable[[Slot], Awaitable[T]]) -> list[T]:
-    """``action`` on every slot, ``BRING_UP_CONCURRENCY`` at a time; the first failure cancels the rest."""
+async def _for_each(
+    accounts: Iterable[NodeAccount], action: Callable[[NodeAccount], Awaitable[T]]
+) -> list[T]:
+    """``action`` on every account, ``BRING_UP_CONCURRENCY`` at a time; the first failure cancels the rest."""
     limit = asyncio.Semaphore(BRING_UP_CONCURRENCY)
 
-    async def limited(slot: Slot) -> T:
+    async def limited(node: NodeAccount) -> T:
         async with limit:
-            return await action(slot)
+            return await action(node)
 
     async with asyncio.TaskGroup() as group:
-        tasks = [group.create_task(limited(slot)) for slot in slots]
+        tasks = [group.create_task(limited(node)) for node in accounts]
     return [task.result() for task in tasks]

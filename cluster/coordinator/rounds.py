@@ -21,19 +21,20 @@ import httpx
 from eth_account.signers.local import LocalAccount
 
 from cluster.chain.revert import ContractRevert
-from cluster.coordinator.chain_ops import ChainOps, TaskTerms
+from cluster.coordinator.chain_ops import ChainOps, TaskTimers
 from cluster.coordinator.clock import ChainClock
-from cluster.coordinator.failures import ArgumentsMismatch
 from cluster.coordinator.nodes import NodeSet, pause_all
+from cluster.coordinator.round_state import NodeTask, Step
 from cluster.coordinator.scheduling.runner import JobRunner
-from cluster.coordinator.store import NodeTask, Step, TaskStore
+from cluster.coordinator.store import RoundStore
 from cluster.coordinator.timeline import RoundTimeline
+from cluster.failpoints import NO_FAILPOINTS, Failpoints
+from cluster.failures import ArgumentsMismatch, FailureCode
 from cluster.protocol.errors import TaskExecutionError
 from cluster.protocol.hashes import new_nonce, task_hash
 from cluster.protocol.results import results_match
-from cluster.protocol.task import check_within_cap, parse_task_args, task_model
+from cluster.protocol.task import check_within_cap, parse_task_args
 from cluster.relay import RelayClient, RelayNotReady
-from cluster.test_hooks import NO_HOOKS, TestHooks, corrupt_result
 from cluster.workers.messages import JobRequest
 
 log = logging.getLogger(__name__)
@@ -44,8 +45,9 @@ class RoundDriver:
     ``advance`` whenever a round may move (a chain event, a poll, a retry)."""
 
     def __init__(
-        self, store: TaskStore, ops: ChainOps, pool: JobRunner, nodes: NodeSet, clock: ChainClock, *,
-        relay_url: str, http: httpx.AsyncClient, guard_own_results: bool = True, hooks: TestHooks = NO_HOOKS,
+        self, store: RoundStore, ops: ChainOps, pool: JobRunner, nodes: NodeSet, clock: ChainClock,
+        timers: TaskTimers, *, relay_url: str, http: httpx.AsyncClient, guard_own_results: bool = True,
+        failpoints: Failpoints = NO_FAILPOINTS,
         timeline: RoundTimeline | None = None,
     ):  # fmt: skip
         self.store = store
@@ -53,8 +55,9 @@ class RoundDriver:
         self.pool = pool
         self.nodes = nodes
         self.clock = clock
+        self.timers = timers  # the chain watch follows them
         self.guard_own_results = guard_own_results
-        self.hooks = hooks
+        self.failpoints = failpoints
         self.timeline = timeline or RoundTimeline()
         self._relay_url = relay_url
         self._http = http
@@ -83,29 +86,23 @@ class RoundDriver:
     # -- the steps ------------------------------------------------------------------------------------------
 
     async def _execute(self, task: NodeTask) -> bool:
-        deadline_chain_s = task.deadline_chain_s  # the TaskStarted block's time + taskTimeout (ChainWatch)
-        terms = await self.ops.task_terms(task.task_id)
-        if terms is None:
-            return False  # the task ended on chain: its events end the round
-        args_json = task.args_json or await self._fetch_args(task, deadline_chain_s, terms)
+        args_json = task.args_json or await self._fetch_args(task)
         if args_json is None:
             return True  # reported missing: the second report (or the deadline's cancel) ends the task
         try:
-            args = parse_task_args(task.task_type, args_json)
+            args = parse_task_args(task.task_type, args_json)  # the job's one parse: workers take it parsed
             # Asking for more than the fee paid for (the queue ranks by cap) is the creator's error.
-            check_within_cap(args, terms.cap)
+            check_within_cap(args, task.cap)
         except TaskExecutionError as exc:  # arguments the relay took but a node must refuse
             return self._found_error(task, exc)
-        job = await self.pool.run_job(
-            self.nodes[task.node].card, JobRequest(task.task_type, args_json),
-            deadline_unix_s=self.clock.to_unix_s(deadline_chain_s), model_hint=task_model(args),
-        )  # fmt: skip
-        self.timeline.spent(task.key, "engine_s", job.engine_s)
-        if job.error is not None:  # the pool returns only task errors; transient ones it retried
-            return self._found_error(task, job.error)
-        files, result = list(job.files), job.result
-        if self.nodes[task.node].index in self.hooks.corrupt_slots:
-            files, result = corrupt_result(task.task_type, files)
+        request = JobRequest(
+            args, self.clock.to_unix_s(task.deadline_chain_s), task_id=task.task_id, round=task.round
+        )
+        reply = await self.pool.run_job(self.nodes[task.node].card, request)
+        self.timeline.spent(task.key, "engine_s", reply.engine_s)
+        if reply.error is not None:  # the pool returns only task errors; transient ones it retried
+            return self._found_error(task, reply.error)
+        files, result = list(reply.files), reply.result
         self.store.write_files(task.task_id, task.round, files)
         # result, nonce and files on disk before the commitment can be sent
         self.store.patch(
@@ -120,21 +117,28 @@ class RoundDriver:
         log.info("[coordinator] executed task=%d round=%d node=%s", task.task_id, task.round, task.node)
         return True
 
-    async def _fetch_args(self, task: NodeTask, deadline_chain_s: float, terms: TaskTerms) -> str | None:
+    async def _fetch_args(self, task: NodeTask) -> str | None:
         """The arguments from the relay, waited for until the chain lets a node report them missing
         (Task.argumentsWait after the start); then reported, and None. A lone report changes nothing:
         the task is aborted, and its reporters paid for the wait, once a second node reports."""
         relay = self._relay_for(task.node)
-        report_at = min(deadline_chain_s, terms.no_arguments_from_s)
+        deadline_s = task.deadline_chain_s
+        if task.started_chain_s is None:  # a row of an older version: wait until the deadline
+            report_from_s = deadline_s
+        else:
+            report_from_s = task.started_chain_s + self.timers.arguments_wait_s
         try:
-            wait_s = max(1.0, self.clock.seconds_left(report_at))
+            wait_s = max(1.0, self.clock.seconds_left(min(deadline_s, report_from_s)))
             args_json = await relay.get_args(task.task_id, wait_s=wait_s)
         except RelayNotReady:
-            if self.clock.is_past(deadline_chain_s) or not self.clock.is_past(terms.no_arguments_from_s):
+            if self.clock.is_past(deadline_s) or not self.clock.is_past(report_from_s):
                 raise
             await self.ops.report_no_arguments(self._account(task), task.task_id, task.round)
             log.warning("[coordinator] no arguments, reported task=%d round=%d", task.task_id, task.round)
-            self.store.patch(task.task_id, task.round, failure="selected: arguments never came (reported)")
+            self.store.patch(
+                task.task_id, task.round, failure="selected: arguments never came (reported)",
+                failure_code=FailureCode.ARGUMENTS_NEVER_CAME,
+            )  # fmt: skip
             return None
         if task_hash(args_json) != task.task_hash:  # the relay checks this too; never run unverified args
             raise ArgumentsMismatch(f"task {task.task_id}: the relay's arguments do not hash to the taskHash")
@@ -156,10 +160,10 @@ class RoundDriver:
         assert task.result is not None and task.nonce is not None
         if self.guard_own_results and await self._held_by_guard(task):
             return False  # nothing of ours is committed; the task is cancelled at its deadline
-        self.hooks.reached("before_commit", task.key)
+        self.failpoints.reached("before_commit", task.key)
         async with self._on_chain(task, "committed"):
             await self.ops.commit(self._account(task), task.task_id, task.round, task.result, task.nonce)
-        self.hooks.reached("after_commit", task.key)
+        self.failpoints.reached("after_commit", task.key)
         self.store.patch(task.task_id, task.round, step=Step.COMMITTED)
         return True
 
@@ -175,7 +179,7 @@ class RoundDriver:
         assert task.result is not None and task.nonce is not None
         async with self._on_chain(task, "disclosed"):
             await self.ops.disclose(self._account(task), task.task_id, task.round, task.result, task.nonce)
-        self.hooks.reached("after_disclose", task.key)
+        self.failpoints.reached("after_disclose", task.key)
         self.store.patch(task.task_id, task.round, step=Step.DISCLOSED)
         return True
 
@@ -187,10 +191,10 @@ class RoundDriver:
 
     async def _upload(self, task: NodeTask) -> bool:
         files = self.store.read_files(task.task_id, task.round)
-        self.hooks.reached("before_upload", task.key)
+        self.failpoints.reached("before_upload", task.key)
         wait_s = max(1.0, self.clock.seconds_left(task.deadline_chain_s))
         await self._relay_for(task.node).upload_results(task.task_id, files, wait_s=wait_s)
-        self.hooks.reached("after_upload", task.key)
+        self.failpoints.reached("after_upload", task.key)
         async with self._on_chain(task, "uploaded"):
             await self.ops.report_uploaded(self._account(task), task.task_id, task.round)
         log.info("[coordinator] results uploaded task=%d node=%s", task.task_id, task.node)
@@ -200,18 +204,18 @@ class RoundDriver:
         try:
             await self.ops.cancel(self._account(task), task.task_id)
         except ContractRevert as exc:
-            if await self.ops.task_deadline_chain_s(task.task_id) is not None:
+            if exc.name != "TaskNotFound":
                 raise  # still running: a real refusal (e.g. the deadline by chain time not yet passed)
-            log.info("[coordinator] task already ended task=%d (%s)", task.task_id, exc.name)
+            log.info("[coordinator] task already ended task=%d", task.task_id)  # and its storage deleted
         return False  # TaskAborted / TaskNodeCancelled mark it done
 
-    # -- the guard: the farm's own slots must agree before any of them discloses ------------------------
+    # -- the card guard: the farm's own rounds of a task must agree before any of them commits -----------
 
     async def _held_by_guard(self, task: NodeTask) -> bool:
         """True (and the card model paused) when the farm's other rounds of this task got another result;
         True too while one of them is still running: the farm's rounds of a task commit once all have
         executed. A round that committed and then did not disclose would be slashed (Task.cancelTask),
-        so the guard must stop the rounds before their commitments; a round that never committed is
+        so the card guard holds the commitments, not the disclosures; a round that never committed is
         only cancelled."""
         assert task.result is not None
         others = [t for t in self.store.of_task(task.task_id) if t.round != task.round]
@@ -223,7 +227,7 @@ class RoundDriver:
         card = self.nodes[task.node].card
         rounds = sorted([task.round, *siblings])
         reason = (
-            f"the farm's own slots disagree on task {task.task_id} (rounds {rounds}); card model "
+            f"the farm's own rounds disagree on task {task.task_id} (rounds {rounds}); card model "
             f"{card.describe()} paused, nothing committed; `python -m cluster resume-card {card.short_id}` "
             "once the card is fixed"
         )

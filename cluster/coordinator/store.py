@@ -1,5 +1,5 @@
 """The coordinator's durable state: one row per (task, round) that one of the farm's nodes was selected
-for, and the card models the guard paused.
+for (``round_state.NodeTask``), the caps of tasks seen pending, and the card models the card guard paused.
 
 The rule that makes restarts safe: a step's inputs are written here *before* the transaction that depends
 on them is sent (the result bytes, the nonce and the files before the commitment), and every transaction
@@ -13,32 +13,15 @@ import shutil
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass, fields, replace
+from dataclasses import fields, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from cluster.atomic_files import read_indexed_files, write_indexed_files
+from cluster.coordinator.round_state import NodeTask, Outcome, Step, TaskCounts
 from cluster.durable_sqlite import open_durable
-
-
-class Step(StrEnum):
-    SELECTED = "selected"  # TaskStarted named one of our nodes
-    EXECUTED = "executed"  # result, nonce and files are on disk; the commitment may or may not be sent
-    ERROR_FOUND = "error_found"  # the task is invalid; the error report may or may not be sent
-    COMMITTED = "committed"  # commitment (or error report) mined
-    DISCLOSED = "disclosed"  # our result is disclosed on chain; waiting for the task's outcome
-    UPLOADING = "uploading"  # we are the result node: files to the relay, then reportResultsUploaded
-    DONE = "done"  # nothing left to do for this round
-
-
-class Outcome(StrEnum):
-    PENDING = ""
-    PAID = "paid"
-    SLASHED = "slashed"
-    ABORTED = "aborted"
-    CANCELLED = "cancelled"
-
+from cluster.failures import FailureCode
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS node_tasks (
@@ -48,7 +31,9 @@ CREATE TABLE IF NOT EXISTS node_tasks (
     task_type INTEGER NOT NULL,
     task_hash TEXT NOT NULL,
     step TEXT NOT NULL,
+    started_chain_s REAL,
     deadline_chain_s REAL NOT NULL,
+    cap TEXT,
     args_json TEXT,
     result TEXT,
     nonce TEXT,
@@ -59,10 +44,15 @@ CREATE TABLE IF NOT EXISTS node_tasks (
     outcome TEXT NOT NULL DEFAULT '',
     fee_earned TEXT NOT NULL DEFAULT '0',
     failure TEXT,
+    failure_code TEXT,
     updated_at REAL NOT NULL,
     PRIMARY KEY (task_id, round)
 );
 CREATE INDEX IF NOT EXISTS node_tasks_step ON node_tasks (step);
+CREATE TABLE IF NOT EXISTS pending_caps (
+    task_id INTEGER PRIMARY KEY,
+    cap TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS paused_cards (
     card_key TEXT PRIMARY KEY,
     reason TEXT NOT NULL,
@@ -71,40 +61,14 @@ CREATE TABLE IF NOT EXISTS paused_cards (
 """
 # Columns renamed or added since a state directory may have been written (oldest first).
 RENAMED_COLUMNS = {"deadline": "deadline_chain_s"}
-ADDED_COLUMNS = {"failure": "TEXT"}
-
-
-@dataclass(frozen=True, slots=True)
-class NodeTask:
-    task_id: int
-    round: int
-    node: str
-    task_type: int
-    task_hash: bytes
-    step: Step
-    deadline_chain_s: float  # the task's deadline as a block timestamp (chain time, seconds)
-    args_json: str | None = None
-    result: bytes | None = None
-    nonce: bytes | None = None
-    num_files: int = 0
-    error: str | None = None  # the task error's code and message, when we report one
-    commitments_ready: bool = False
-    result_node: str | None = None
-    outcome: Outcome = Outcome.PENDING
-    fee_earned: int = 0
-    failure: str | None = None  # a final failure of this round's driving (cluster.coordinator.failures)
-
-    @property
-    def key(self) -> str:
-        return f"task={self.task_id}:round={self.round}"
-
-    @property
-    def is_result_node(self) -> bool:
-        return self.result_node is not None and self.result_node == self.node
+ADDED_COLUMNS = {"failure": "TEXT", "started_chain_s": "REAL", "cap": "TEXT", "failure_code": "TEXT"}
 
 
 _HEX_FIELDS = {"task_hash", "result", "nonce"}
 _COLUMNS = [f.name for f in fields(NodeTask)]
+
+
+_BIG_INT_FIELDS = {"fee_earned", "cap"}  # may not fit SQLite's 64-bit integers: stored as text
 
 
 def _to_row(task: NodeTask) -> dict[str, Any]:
@@ -115,7 +79,7 @@ def _to_row(task: NodeTask) -> dict[str, Any]:
             value = value.hex()
         elif name in ("commitments_ready",):
             value = int(value)
-        elif name == "fee_earned":
+        elif name in _BIG_INT_FIELDS and value is not None:
             value = str(value)
         elif isinstance(value, StrEnum):
             value = value.value
@@ -137,10 +101,14 @@ def _from_row(row: sqlite3.Row) -> NodeTask:
     values["outcome"] = Outcome(values["outcome"])
     values["commitments_ready"] = bool(values["commitments_ready"])
     values["fee_earned"] = int(values["fee_earned"])
+    if values["cap"] is not None:
+        values["cap"] = int(values["cap"])
+    if values["failure_code"] is not None:
+        values["failure_code"] = FailureCode(values["failure_code"])
     return NodeTask(**values)
 
 
-class TaskStore:
+class RoundStore:
     """SQLite (WAL, synchronous=FULL): a write has reached the disk when the call returns."""
 
     def __init__(self, state_dir: str | Path):
@@ -204,14 +172,22 @@ class TaskStore:
             )
             return [_from_row(r) for r in rows.fetchall()]
 
-    def counts(self) -> dict[str, int]:
-        """Rows by step, and finished rows by outcome: the farm at a glance."""
+    def counts(self) -> TaskCounts:
+        """Rows by step, finished rows by outcome, failed rows by failure code: the farm at a glance."""
         with self._lock:
             by_step = self._db.execute("SELECT step, COUNT(*) FROM node_tasks GROUP BY step").fetchall()
             by_outcome = self._db.execute(
                 "SELECT outcome, COUNT(*) FROM node_tasks WHERE outcome != '' GROUP BY outcome"
             ).fetchall()
-        return {f"step:{s}": n for s, n in by_step} | {f"outcome:{o}": n for o, n in by_outcome}
+            by_failure = self._db.execute(
+                "SELECT failure_code, COUNT(*) FROM node_tasks WHERE failure_code IS NOT NULL "
+                "GROUP BY failure_code"
+            ).fetchall()
+        return TaskCounts(
+            by_step={Step(s): n for s, n in by_step},
+            by_outcome={Outcome(o): n for o, n in by_outcome},
+            by_failure={FailureCode(c): n for c, n in by_failure},
+        )
 
     def earnings_wei(self) -> int:
         return sum(self.earnings_by_node().values())
@@ -225,19 +201,28 @@ class TaskStore:
             earned[node] = earned.get(node, 0) + int(fee)
         return earned
 
-    def latest_deadline_chain_s(self) -> float | None:
-        """The latest deadline of any round: its selection's block time plus the task timeout."""
+    def last_selected_chain_s(self) -> float | None:
+        """When a farm node was last selected for a task: the latest TaskStarted block time (chain time)."""
         with self._lock:
-            (latest,) = self._db.execute("SELECT MAX(deadline_chain_s) FROM node_tasks").fetchone()
+            (latest,) = self._db.execute("SELECT MAX(started_chain_s) FROM node_tasks").fetchone()
         return latest
 
-    def num_failures_mentioning(self, text: str) -> int:
-        """Rounds whose final failure names ``text`` (an error class, such as ModelNotAvailable)."""
+    # -- caps of tasks seen pending: what their fee paid for, until they start ----------------------------
+
+    def note_pending(self, task_id: int, cap: int) -> None:
         with self._lock:
-            (count,) = self._db.execute(
-                "SELECT COUNT(*) FROM node_tasks WHERE failure LIKE ?", (f"%{text}%",)
-            ).fetchone()
-        return count
+            self._db.execute(
+                "INSERT OR IGNORE INTO pending_caps (task_id, cap) VALUES (?, ?)", (task_id, str(cap))
+            )
+
+    def pending_cap(self, task_id: int) -> int | None:
+        with self._lock:
+            row = self._db.execute("SELECT cap FROM pending_caps WHERE task_id = ?", (task_id,)).fetchone()
+        return None if row is None else int(row[0])
+
+    def forget_pending(self, task_id: int) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM pending_caps WHERE task_id = ?", (task_id,))
 
     # -- result files: written before the commitment, read back for the upload ---------------------------
 

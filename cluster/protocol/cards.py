@@ -1,7 +1,7 @@
 """The card model (PROTOCOL.md, Nodes): the full GPU product name, the VRAM in GB and the runtime tag.
 
 Only nodes of one card model share a GPT task, so every part that handles one (the chain's join, the
-coordinator's node slots, the worker pool's groups, the Ray resources that place workers) uses this one
+coordinator's node accounts, the worker pool's groups, the Ray resources that place workers) uses this one
 type, never a tuple or raw key bytes.
 """
 

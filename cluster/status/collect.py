@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import httpx
 import ray
 
 from cluster.chain.contracts import NodeStatus
+from cluster.coordinator.round_state import Outcome
 from cluster.protocol.cards import CardModel
-from cluster.status.model import CardView, Endpoints, FarmStatus, NodeView, WorkerView
+from cluster.status.model import CardView, CoordinatorStatus, Endpoints, FarmStatus, NodeView, WorkerView
 from cluster.workers.messages import WorkerInfo
 
 if TYPE_CHECKING:
@@ -39,25 +40,20 @@ async def collect_status(
     earned = store.earnings_by_node()
     nodes = await asyncio.gather(
         *(
-            _node_view(coordinator, slot.address, slot.card, earned.get(slot.address, 0))
-            for slot in coordinator.slots
+            _node_view(coordinator, node.address, node.card, earned.get(node.address, 0))
+            for node in coordinator.accounts
         )
     )
-    counts = store.counts()
-    latest_deadline_s = store.latest_deadline_chain_s()
-    last_task_s = None if latest_deadline_s is None else latest_deadline_s - coordinator.watch.task_timeout_s
-    joined = {slot.card for slot in coordinator.slots}
+    own = coordinator.status()  # the counts and the coordinator's own alerts (guard pauses, disk, chain)
+    joined = {node.card for node in coordinator.accounts}
     return FarmStatus(
         endpoints=await _endpoints(coordinator),
         cards=cards,
         nodes=sorted(nodes, key=lambda node: (node.card_short_id, node.address)),
-        tasks=counts,
+        tasks=own.tasks,
         earned_wei=sum(earned.values()),
-        alerts=_alerts(
-            cards, nodes, counts, paused.values(), [c for c in pool.card_models() if c not in joined]
-        ),
-        last_task_unix_s=last_task_s,
-        num_model_download_failures=store.num_failures_mentioning("ModelNotAvailable"),
+        alerts=_alerts(cards, nodes, own, [c for c in pool.card_models() if c not in joined]),
+        last_selected_chain_s=store.last_selected_chain_s(),
     )
 
 
@@ -118,16 +114,13 @@ async def _endpoints(coordinator: Coordinator) -> Endpoints:
 
 
 def _alerts(
-    cards: list[CardView],
-    nodes: list[NodeView],
-    counts: dict[str, int],
-    pauses: Any,
-    kept_out: list[CardModel],
+    cards: list[CardView], nodes: list[NodeView], own: CoordinatorStatus, kept_out: list[CardModel]
 ) -> list[str]:
     """What needs the operator: the same conditions as the Prometheus rules (k8s/monitoring)."""
-    alerts = list(pauses)
-    if counts.get("outcome:slashed", 0):
-        alerts.append(f"{counts['outcome:slashed']} task round(s) of the farm's nodes were slashed")
+    alerts = list(own.alerts)
+    num_slashed = own.tasks.ended(Outcome.SLASHED)
+    if num_slashed:
+        alerts.append(f"{num_slashed} task round(s) of the farm's nodes were slashed")
     alerts += [f"card model {card.short_id} kept out by the reference check" for card in kept_out]
     alerts += [f"worker {w.worker_id} is down" for card in cards for w in card.workers if not w.is_alive]
     quit_nodes = [node.address for node in nodes if node.status == NodeStatus.QUIT.name.lower()]

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from cluster.coordinator.round_state import TaskCounts
+
 WEI_PER_CNX = 10**18
 
 
@@ -62,15 +64,31 @@ class Endpoints(_View):
     contracts: dict[str, str]
 
 
+class CoordinatorStatus(_View):
+    """What the coordinator knows from its own state, cheaply: the periodic line and the metrics."""
+
+    nodes: list[str]  # the node accounts' addresses
+    tasks: TaskCounts
+    earned_wei: int
+    num_running_rounds: int  # rounds being driven now
+    num_rounds_waiting_for_disk: int = 0  # rounds whose results could not be written: the disk is full
+    paused_cards: list[str]  # card model keys (hex) the card guard paused
+    alerts: list[str]
+    reference_checks: dict[str, str] = {}  # card short id -> the reference check's message
+
+    @property
+    def earned_cnx(self) -> float:
+        return self.earned_wei / WEI_PER_CNX
+
+
 class FarmStatus(_View):
     endpoints: Endpoints
     cards: list[CardView]
     nodes: list[NodeView]
-    tasks: dict[str, int]  # task rounds by "step:<step>" and finished ones by "outcome:<outcome>"
+    tasks: TaskCounts
     earned_wei: int
     alerts: list[str]
-    last_task_unix_s: float | None = None  # when a farm node was last selected for a task (chain time)
-    num_model_download_failures: int = 0  # rounds lost because their model could not be downloaded
+    last_selected_chain_s: float | None = None  # the block time a farm node was last selected for a task
 
     @property
     def earned_cnx(self) -> float:

@@ -1,8 +1,12 @@
-"""``python -m cluster status`` for people: the farm per card model and worker, per node account, alerts."""
+"""The farm for people: ``python -m cluster status`` (per card model and worker, per node account, alerts)
+and the line the running farm prints every few seconds. Both count task rounds the same way."""
 
 from __future__ import annotations
 
-from cluster.status.model import WEI_PER_CNX, FarmStatus, WorkerView
+import time
+
+from cluster.coordinator.round_state import TaskCounts
+from cluster.status.model import WEI_PER_CNX, CoordinatorStatus, FarmStatus, WorkerView
 
 GIB = 1024**3
 
@@ -51,10 +55,26 @@ def render_status(status: FarmStatus) -> str:
             f"  {node.address:<42} {node.card_short_id:<8} {node.status:<13} {node.qos_score:>5} "
             f"{node.stake_wei / WEI_PER_CNX:>10.2f} {node.earned_wei / WEI_PER_CNX:>11.4f}"
         )
-    steps = (
-        ", ".join(f"{k[5:]}={v}" for k, v in sorted(status.tasks.items()) if k.startswith("step:")) or "none"
-    )
-    outcomes = ", ".join(f"{k[8:]}={v}" for k, v in sorted(status.tasks.items()) if k.startswith("outcome:"))
-    lines += ["", f"task rounds: {steps}; outcomes: {outcomes or 'none'}; earned {status.earned_cnx:.4f} CNX"]
+    lines += ["", f"{render_task_counts(status.tasks)}; earned {status.earned_cnx:.4f} CNX"]
     lines += ["alerts:"] + [f"  ! {alert}" for alert in status.alerts] if status.alerts else ["alerts: none"]
+    return "\n".join(lines)
+
+
+def render_task_counts(counts: TaskCounts) -> str:
+    steps = ", ".join(f"{step}={n}" for step, n in sorted(counts.by_step.items())) or "none"
+    outcomes = ", ".join(f"{outcome}={n}" for outcome, n in sorted(counts.by_outcome.items())) or "none"
+    line = f"task rounds: {steps}; outcomes: {outcomes}"
+    if counts.by_failure:
+        line += "; failed: " + ", ".join(f"{code}={n}" for code, n in sorted(counts.by_failure.items()))
+    return line
+
+
+def render_summary(status: CoordinatorStatus) -> str:
+    """The running farm in a few lines: what ``python -m cluster`` prints while it serves."""
+    lines = [
+        f"[cluster] {time.strftime('%H:%M:%S')} nodes={len(status.nodes)} earned={status.earned_cnx:.4f} CNX",
+        f"          {render_task_counts(status.tasks)}",
+    ]
+    lines += [f"          check: {message}" for message in status.reference_checks.values()]
+    lines += [f"          {alert}" for alert in status.alerts]
     return "\n".join(lines)

@@ -45,7 +45,7 @@ def _import_nvml() -> Any:
     except ImportError as exc:
         raise GpuDiscoveryError(
             "rig.discover_gpus is true but pynvml is missing: install helium-cluster[gpu] (nvidia-ml-py), "
-            "or set rig.discover_gpus=false and list rig.virtual_slots"
+            "or set rig.discover_gpus=false and list rig.virtual_gpus"
         ) from exc
 
 
@@ -57,7 +57,7 @@ def discover_nvml_gpus() -> list[GpuSpec]:
     except Exception as exc:  # pynvml.NVMLError: no driver, no device node, driver/library mismatch
         raise GpuDiscoveryError(
             f"NVML did not start on this node ({exc}); is the NVIDIA driver loaded? "
-            "Set rig.discover_gpus=false to use rig.virtual_slots instead"
+            "Set rig.discover_gpus=false to use rig.virtual_gpus instead"
         ) from exc
     try:
         specs = []
@@ -74,9 +74,9 @@ def discover_nvml_gpus() -> list[GpuSpec]:
 
 
 def virtual_gpus(rig: RigConfig) -> list[GpuSpec]:
-    """The CPU rig's stand-ins: one virtual GPU per ``count`` of each ``rig.virtual_slots`` group."""
+    """The CPU rig's stand-ins: one virtual GPU per ``count`` of each ``rig.virtual_gpus`` group."""
     specs: list[GpuSpec] = []
-    for group in rig.virtual_slots:
+    for group in rig.virtual_gpus:
         specs.extend(GpuSpec(len(specs), group.card_name, group.vram_gb) for _ in range(group.count))
     return specs
 

@@ -1,8 +1,10 @@
 """What crosses the Ray boundary between the coordinator's pool and a GPU worker: frozen, typed values.
 
-A job goes in as ``JobRequest`` and comes back as ``JobReply``; a task's failure travels inside the
-reply as the taxonomy's exception (``cluster.protocol.errors``), never as a raised error. ``WorkerInfo``
-is what a worker says of itself for the status and the metrics.
+A job goes in as ``JobRequest``, carrying the task's arguments already parsed (whoever takes arguments in
+parses them, once: the round driver, the reference check) and the time past which nobody waits for it. It
+comes back as ``JobReply``; a task's failure travels inside the reply as the taxonomy's exception
+(``cluster.protocol.errors``), never as a raised error. ``WorkerInfo`` is what a worker says of itself for
+the status and the metrics.
 """
 
 from __future__ import annotations
@@ -11,23 +13,40 @@ from dataclasses import dataclass
 
 from cluster.protocol.cards import CardModel
 from cluster.protocol.errors import TaskExecutionError
-from cluster.protocol.task import TaskType
+from cluster.protocol.task import TaskArgs, TaskType, task_model, task_type_of
 
 
 @dataclass(frozen=True, slots=True)
 class JobRequest:
-    task_type: TaskType
-    args_json: str  # the task arguments exactly as uploaded
-    deadline_unix_s: float | None = None  # past it the engine stops (the pool no longer waits)
+    args: TaskArgs  # validated task arguments (``parse_task_args``): never parsed again
+    deadline_unix_s: float  # ``time.time()`` seconds: the pool stops waiting there, the engine stops too
+    task_id: int | None = None  # the chain task whose round this job runs; None: a reference job
+    round: int | None = None
+
+    @property
+    def task_type(self) -> TaskType:
+        return task_type_of(self.args)
+
+    @property
+    def model(self) -> str:
+        """The model the job runs: what a worker that holds it warm serves sooner."""
+        return task_model(self.args)
+
+    @property
+    def name(self) -> str:
+        """For logs: ``task=12:round=1``, or ``reference`` for a job that runs no chain task."""
+        return "reference" if self.task_id is None else f"task={self.task_id}:round={self.round}"
 
 
 @dataclass(frozen=True, slots=True)
 class JobReply:
+    worker_id: str  # the worker that answered
     files: tuple[bytes, ...] = ()  # the result files in index order; empty with an error
     result: bytes = b""  # the bytes to commit on chain; empty with an error
     error: TaskExecutionError | None = None  # REPORT: the task's fault; RETRY: the pool tries again
     loaded_models: frozenset[str] = frozenset()  # warm in the worker's cache after this job
     engine_s: float = 0.0  # the engine's time on this job (loading and inference), measured in the worker
+    attempts: int = 1  # the pool's tries until this reply (a lost worker or a transient error retried)
 
     @property
     def ok(self) -> bool:

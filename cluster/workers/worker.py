@@ -1,9 +1,12 @@
 """The GPU worker: a Ray actor that keeps models warm and runs tasks through the engines, on one GPU (or
 virtual GPU on the CPU rig), several GPUs of one node (a ``kx`` card model), or a replica's share of one.
 
-``WorkerBase`` holds what every worker does (start-up checks, engines, replies); ``GpuWorker`` runs one
-task at a time (the replicas mode: several such actors share a GPU), ``BatchedGpuWorker``
-(cluster.workers.batched) runs concurrent GPT tasks through vLLM's async engine.
+``WorkerBase`` holds what every worker does (start-up checks, engines, and one ``run_job``: the deadline,
+the counters, the reply); a worker kind says only how it executes parsed arguments (``_execute``).
+``GpuWorker`` runs one task at a time on its engines (the replicas mode: several such actors share a GPU);
+``BatchedGpuWorker`` (cluster.workers.batched) runs concurrent GPT tasks through vLLM's async engine.
+The classes are plain Python (tests run them in-process); ``GpuWorkerActor`` is the Ray actor the pool
+starts.
 
 Jobs come in as ``JobRequest`` and go back as ``JobReply`` (cluster.workers.messages). Nothing the engines
 raise crosses the actor boundary as an exception: a task's failure comes back inside the reply as the
@@ -14,6 +17,7 @@ taxonomy's error, and anything unexpected is logged with its traceback and sent 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import threading
@@ -29,8 +33,8 @@ from cluster.config import EngineConfig, RigConfig
 from cluster.protocol.cards import CardModel
 from cluster.protocol.errors import ExecutionError, OutOfMemory, TaskExecutionError
 from cluster.protocol.gpt import GPTTaskArgs
-from cluster.protocol.task import parse_task_args, task_model
-from cluster.test_hooks import corrupt_result
+from cluster.protocol.task import TaskArgs
+from cluster.workers.engines.base import ImageResult, TextResult
 from cluster.workers.engines.deadline import job_deadline
 from cluster.workers.engines.determinism import enable_deterministic_mode, enable_vllm_batch_invariance
 from cluster.workers.gpu import GpuDiscoveryError, assigned_gpu_specs, nvml_usage
@@ -82,7 +86,6 @@ class WorkerBase:
         rig: RigConfig,
         engine: EngineConfig,
         *,
-        corrupt_results: bool = False,  # a test fault (TestHooks.corrupt_workers): wrong results
         num_gpus: int = 1,  # GPUs this worker owns (its card model is "<num_gpus>x <name>")
         num_replicas: int = 1,  # workers sharing its one GPU: each gets that share of the memory
         gpu: CardModel | None = None,  # the card model of each of its GPUs; None: ``card``
@@ -104,7 +107,6 @@ class WorkerBase:
         self.index = index
         self._gpu_indices: list[int] = []  # the NVML indices of this worker's GPUs (none on a CPU rig)
         self.worker_id = worker_id
-        self.corrupt_results = corrupt_results
         if rig.device == "cuda" and rig.discover_gpus:
             self._check_assigned_gpu()
         store = ModelStore(rig.model_cache_dir, is_offline=is_hub_offline())
@@ -118,13 +120,9 @@ class WorkerBase:
         self._num_jobs = 0
         self._cache_keys_by_model: dict[str, set[Hashable]] = {}
         logger.info(
-            "[worker] ready worker=%s card=%s device=%s budget_bytes=%d corrupt_results=%s",
-            worker_id,
-            card.short_id,
-            rig.device,
-            self.cache.budget_bytes,
-            corrupt_results,
-        )
+            "[worker] ready worker=%s card=%s device=%s budget_bytes=%d",
+            worker_id, card.short_id, rig.device, self.cache.budget_bytes,
+        )  # fmt: skip
 
     def _engines(self, engine: EngineConfig, rig: RigConfig, store: ModelStore) -> tuple[Any, Any]:
         from cluster.workers.engines import make_text_engine
@@ -157,57 +155,49 @@ class WorkerBase:
                 f"install the same engine versions on every node, or set engine.runtime_tag"
             )
 
-    # --- jobs: the parts both workers share ---
+    # --- jobs ---
 
-    def _begin(self) -> float:
+    async def run_job(self, request: JobRequest) -> JobReply:
+        """The job's files and result, or its error; with the models warm in this worker afterwards."""
         with self._lock:
             self._num_running += 1
-        return time.perf_counter()
-
-    def _end(
-        self, started: float, outcome: tuple[tuple[bytes, ...], bytes, TaskExecutionError | None]
-    ) -> JobReply:
+        started = time.perf_counter()
+        try:
+            keys_before = set(self.cache.keys())
+            with job_deadline(request.deadline_unix_s):  # asyncio.to_thread carries it into the engine
+                outcome = await self._execute(request.args)
+            self._note_loaded(request.model, keys_before)
+            logger.info("[worker] job done worker=%s job=%s", self.worker_id, request.name)
+            files, result, error = tuple(outcome.files), outcome.result, None
+        except Exception as exc:
+            files, result, error = (), b"", self._failed(request, exc)
         with self._lock:
             self._num_running -= 1
             self._num_jobs += 1
-        files, result, error = outcome
         engine_s = time.perf_counter() - started
-        return JobReply(files, result, error, frozenset(self.loaded_models()), engine_s)
+        return JobReply(self.worker_id, files, result, error, frozenset(self.loaded_models()), engine_s)
 
-    def _done(
-        self, request: JobRequest, files: list[bytes], result: bytes
-    ) -> tuple[tuple[bytes, ...], bytes, None]:
-        if self.corrupt_results:
-            files, result = corrupt_result(request.task_type, files)
-        logger.info("[worker] job done worker=%s task_type=%d", self.worker_id, request.task_type)
-        return tuple(files), result, None
+    async def _execute(self, args: TaskArgs) -> TextResult | ImageResult:
+        """Run the task on this worker's engines: each kind of worker says how."""
+        raise NotImplementedError
 
-    def _failed(
-        self, request: JobRequest, exc: Exception
-    ) -> tuple[tuple[bytes, ...], bytes, TaskExecutionError]:
+    def _engine_for(self, args: TaskArgs) -> Any:
+        return self.text if isinstance(args, GPTTaskArgs) else self.image
+
+    def _failed(self, request: JobRequest, exc: Exception) -> TaskExecutionError:
         if isinstance(exc, TaskExecutionError):
-            logger.warning("[worker] job failed worker=%s code=%s: %s", self.worker_id, exc.code.value, exc)
+            logger.warning(
+                "[worker] job failed worker=%s job=%s code=%s: %s",
+                self.worker_id, request.name, exc.code.value, exc,
+            )  # fmt: skip
             if isinstance(exc, OutOfMemory):
                 self.cache.clear()  # the retry, here or on a sibling, starts from free memory
-            return (), b"", exc
-        logger.exception("[worker] job crashed worker=%s task_type=%d", self.worker_id, request.task_type)
-        return (), b"", ExecutionError(f"worker {self.worker_id}: {type(exc).__name__}: {exc}")
-
-    def _run_sync(self, request: JobRequest) -> tuple[tuple[bytes, ...], bytes, TaskExecutionError | None]:
-        """One task alone on this worker's engines (both engines of ``GpuWorker``; SD on the batched one)."""
-        try:
-            args = parse_task_args(request.task_type, request.args_json)
-            engine = self.text if isinstance(args, GPTTaskArgs) else self.image
-            keys_before = set(self.cache.keys())
-            with job_deadline(request.deadline_unix_s):
-                outcome = engine.run(args)
-            self._note_loaded(task_model(args), keys_before)
-            return self._done(request, outcome.files, outcome.result)
-        except Exception as exc:
-            return self._failed(request, exc)
+            return exc
+        logger.exception("[worker] job crashed worker=%s job=%s", self.worker_id, request.name)
+        return ExecutionError(f"worker {self.worker_id}: {type(exc).__name__}: {exc}")
 
     def _note_loaded(self, model_id: str, keys_before: set[Hashable]) -> None:
-        # NOTE: with several slots per GPU a load by a concurrent job may be credited to this model too;
+        # NOTE: with several places per GPU a load by a concurrent job may be credited to this model too;
         # loaded_models is a scheduling hint, so a rare wrong credit costs one cold load, nothing more.
         new_keys = set(self.cache.keys()) - keys_before
         if new_keys:
@@ -241,11 +231,12 @@ class WorkerBase:
         )
 
 
-@ray.remote
 class GpuWorker(WorkerBase):
-    """Runs one task at a time: the replicas mode puts ``rig.slots_per_gpu`` of these on one GPU."""
+    """Runs one task at a time: the replicas mode puts ``rig.places_per_gpu`` of these on one GPU."""
 
-    def run_job(self, request: JobRequest) -> JobReply:
-        """The job's files and result, or its error; with the models warm in this worker afterwards."""
-        started = self._begin()
-        return self._end(started, self._run_sync(request))
+    async def _execute(self, args: TaskArgs) -> TextResult | ImageResult:
+        # In a thread: the actor's loop keeps answering ``info`` and ``loaded_models`` meanwhile.
+        return await asyncio.to_thread(self._engine_for(args).run, args)
+
+
+GpuWorkerActor = ray.remote(GpuWorker)

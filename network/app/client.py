@@ -124,16 +124,16 @@ class ApplicationClient:
 
     # -- pricing --------------------------------------------------------------------------------------------
 
-    async def estimated_ms(self, task_type: TaskType | int, cap: int) -> int:
+    async def estimated_ms(self, task_type: TaskType, cap: int) -> int:
         """The run time the TaskQueue contract estimates for a task: base[type] + perUnit[type] * cap."""
         return await self.queue.functions.estimatedMs(int(task_type), cap).call()
 
-    async def quote(self, task_type: TaskType | int, task_args_json: str) -> int:
+    async def quote(self, task_type: TaskType, task_args_json: str) -> int:
         """The default fee of a task, in wei (``PricePolicy.fee_for`` of the chain's estimate)."""
         args = parse_task_args(task_type, task_args_json)
         return await self._default_fee(task_type, task_cap(args))
 
-    async def _default_fee(self, task_type: TaskType | int, cap: int) -> int:
+    async def _default_fee(self, task_type: TaskType, cap: int) -> int:
         """The price policy's fee for the chain's estimate, and never below the chain's minimum fee."""
         minimum = await self.task.functions.minTaskFee().call()
         return max(minimum, self.settings.price.fee_for(await self.estimated_ms(task_type, cap)))
@@ -142,7 +142,7 @@ class ApplicationClient:
 
     async def submit(
         self,
-        task_type: TaskType | int,
+        task_type: TaskType,
         task_args_json: str,
         *,
         fee_wei: int | None = None,
@@ -160,7 +160,7 @@ class ApplicationClient:
 
     async def submit_request(
         self,
-        task_type: TaskType | int,
+        task_type: TaskType,
         task_args_json: str,
         *,
         fee_wei: int | None = None,
@@ -178,8 +178,8 @@ class ApplicationClient:
         with ``suggested_fee_wei``), ``RequestConflict``, ``RelayNotReady`` (the task exists: call again
         with the same request id to retry the upload), ``TxTimeout`` (call again to keep waiting).
         """
+        task_type = TaskType(task_type)  # the door: a plain 0 or 1 is taken too, anything else refused
         args = parse_task_args(task_type, task_args_json)  # before anything costs money
-        task_type = TaskType(task_type)
         if vram_limit < 0 or (fee_wei is not None and fee_wei <= 0):
             raise ValueError(f"{vram_limit=} must be >= 0 and {fee_wei=} > 0")
         await self._check_chain()
@@ -223,7 +223,7 @@ class ApplicationClient:
         return Submission(
             request_id=record.request_id,
             task_id=record.task_id,
-            task_type=TaskType(record.task_type),
+            task_type=record.task_type,
             task_hash=record.task_hash,
             fee_wei=record.fee_wei,
             vram_limit=record.vram_limit,
@@ -256,7 +256,7 @@ class ApplicationClient:
             except ContractRejected as exc:
                 if exc.name != "DeadlineNotPassed":
                     raise
-                deadline_s = (await self.task.functions.getTask(task_id).call())[13]
+                deadline_s = int(exc.revert.error_args["deadline"])  # DeadlineNotPassed says when
                 await asyncio.sleep(max(1.0, deadline_s + 1 - time.time()))
         return await self.cancel(task_id)
 
@@ -344,7 +344,7 @@ class ApplicationClient:
 
     async def run(
         self,
-        task_type: TaskType | int,
+        task_type: TaskType,
         task_args_json: str,
         *,
         fee_wei: int | None = None,

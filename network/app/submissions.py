@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from cluster.durable_sqlite import open_durable
+from cluster.protocol.task import TaskType
 from network.app.errors import RequestConflict
 
 RequestState = Literal["sending", "created", "uploaded", "rejected", "cancelled"]
@@ -42,7 +43,7 @@ CREATE TABLE IF NOT EXISTS requests (
 @dataclass(frozen=True, slots=True)
 class RequestRecord:
     request_id: str
-    task_type: int
+    task_type: TaskType
     task_hash: bytes
     task_args: str
     fee_wei: int
@@ -58,7 +59,9 @@ class RequestRecord:
         """The TxSender key of this request's createTask: one state change per (arguments, request id)."""
         return f"create:{self.task_hash.hex()}:{self.request_id}"
 
-    def check_same_request(self, task_type: int, digest: bytes, fee_wei: int | None, vram_limit: int) -> None:
+    def check_same_request(
+        self, task_type: TaskType, digest: bytes, fee_wei: int | None, vram_limit: int
+    ) -> None:
         """A request id names one request: the same arguments, fee (when given) and VRAM limit."""
         differs = [
             name
@@ -160,7 +163,7 @@ def _record(row: tuple[Any, ...]) -> RequestRecord:
     request_id, task_type, task_hash, task_args, fee, vram, cap, state, task_id, block, tx_hash, _ = row
     return RequestRecord(
         request_id=request_id,
-        task_type=task_type,
+        task_type=TaskType(task_type),
         task_hash=bytes.fromhex(task_hash),
         task_args=task_args,
         fee_wei=int(fee),

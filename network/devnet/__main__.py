@@ -1,10 +1,10 @@
 """``python -m network.devnet [--tasks N] [overrides...]``: a whole network on this machine.
 
 Starts anvil, deploys and wires the contracts, funds an operator, starts the relay and the node cluster
-(Ray, virtual GPU slots of two card models, tiny models built on the spot), then sends a stream of GPT
+(Ray, virtual GPUs of two card models, tiny models built on the spot), then sends a stream of GPT
 and SD tasks as an application would and shows their progress. With ``--tasks N`` it runs N tasks and
 exits with a summary (exit code 1 when any task failed); otherwise it runs until Ctrl-C. Hydra overrides
-of the cluster's config follow the options (e.g. ``rig.slots_per_gpu=2``).
+of the cluster's config follow the options (e.g. ``rig.places_per_gpu=2``).
 """
 
 from __future__ import annotations

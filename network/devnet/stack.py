@@ -20,7 +20,9 @@ from cluster import envs
 from cluster.chain.anvil import DEV_MNEMONIC, Anvil, free_port
 from cluster.chain.deploy import Deployment, deploy_network
 from cluster.config import ClusterConfig, load_config
+from cluster.coordinator.round_state import Outcome
 from cluster.protocol.task import TaskType
+from network.app import TaskAbortedError
 from network.devnet.logs import link_ray_logs, route_library_loggers, send_logs_to
 from network.devnet.models import ensure_models, gpt_task, sd_task
 from network.devnet.view import Board, LineView
@@ -126,14 +128,14 @@ class Devnet:
         self.actor = start_coordinator(self.config, endpoints, pass_secret=is_local)
         self.say("cluster starting: workers, reference check per card model, node joins")
         status = ray.get(self.actor.status.remote())
-        for message in status.get("group_checks", {}).values():
+        for message in status.reference_checks.values():
             self.say(f"check: {message}")
         farm = ray.get(self.actor.farm_status.remote())
         names = {card.short_id: card.gpu_name for card in farm.cards}
         self.board.card_of = {node.address: names[node.card_short_id] for node in farm.nodes}
         self.ray_address = ray.get_runtime_context().gcs_address
         self.say(
-            f"{len(status['nodes'])} nodes joined; metrics at http://127.0.0.1:{self.metrics_port}/metrics; "
+            f"{len(status.nodes)} nodes joined; metrics at http://127.0.0.1:{self.metrics_port}/metrics; "
             f"the farm: RAY_ADDRESS={self.ray_address} python -m cluster status"
         )
 
@@ -166,7 +168,10 @@ class Devnet:
                 final = ray.get(self.actor.stop.remote(quit=True), timeout=180)
                 ray.get(self.actor.shutdown_workers.remote(), timeout=60)
                 ray.kill(self.actor)
-                self.say(f"cluster stopped; the farm earned {final.get('earned_wei', 0) / 1e18:.4f} CNX")
+                earned = (
+                    f"{final.earned_cnx:.4f} CNX" if final is not None else "nothing (it was not running)"
+                )
+                self.say(f"cluster stopped; the farm earned {earned}")
             except Exception as exc:  # stopping must go on to the relay and the chain
                 self.say(f"cluster stop failed: {exc!r}")
         self._exit.close()
@@ -197,8 +202,8 @@ class Devnet:
             if n % 4 == 0:
                 try:  # a killed coordinator does not answer until Ray restarts it: keep the last numbers
                     status = await asyncio.to_thread(ray.get, self.actor.status.remote(), timeout=5)
-                    self.board.earned_cnx = status.get("earned_wei", 0) / 1e18
-                    self.board.num_slashed = status.get("tasks", {}).get("outcome:slashed", 0)
+                    self.board.earned_cnx = status.earned_cnx
+                    self.board.num_slashed = status.tasks.ended(Outcome.SLASHED)
                 except Exception as exc:
                     log.info("[devnet] farm status not read: %r", exc)
             self.view.refresh()
@@ -226,14 +231,14 @@ class Devnet:
             self.run_dir / "app",
             settings=settings,
         ) as app:
-            slots = asyncio.Semaphore(in_flight)
+            room = asyncio.Semaphore(in_flight)
             running: set[asyncio.Task[None]] = set()
             # the fault drill: a kill after every (num_tasks // (kills + 1)) tasks sent
             kill_every = max(1, (num_tasks or 20) // (kills + 1)) if kills else 0
             killed = 0
             i = 0
             while not stop.is_set() and (num_tasks is None or i < num_tasks):
-                await slots.acquire()
+                await room.acquire()
                 if kill_every and killed < kills and i and i % kill_every == 0:
                     killed += 1
                     await asyncio.to_thread(self._kill_coordinator, killed, kills)
@@ -241,7 +246,7 @@ class Devnet:
                     outage = asyncio.create_task(self._relay_outage(relay_outage_s))
                     running.add(outage)
                     outage.add_done_callback(running.discard)
-                task = asyncio.create_task(self._one(app, i, slots))
+                task = asyncio.create_task(self._one(app, i, room))
                 running.add(task)
                 task.add_done_callback(running.discard)
                 i += 1
@@ -277,7 +282,7 @@ class Devnet:
         import ray
 
         w3 = self.anvil.web3()
-        farm = {*ray.get(self.actor.status.remote())["nodes"], self._operator}
+        farm = {*ray.get(self.actor.status.remote()).nodes, self._operator}
         statuses: list[int] = []
         for number in range(self.deployment.block_number, w3.eth.block_number + 1):
             receipts = w3.provider.make_request("eth_getBlockReceipts", [hex(number)])["result"] or []
@@ -293,18 +298,18 @@ class Devnet:
         deadline = time.monotonic() + 30  # the farm settles a moment after the application sees the result
         while time.monotonic() < deadline:
             status = ray.get(self.actor.status.remote())
-            if all(k == "step:done" for k in status["tasks"] if k.startswith("step:")):
+            if status.tasks.num_unfinished == 0:
                 break
             time.sleep(0.2)
-        self.board.earned_cnx = status.get("earned_wei", 0) / 1e18  # the footer's last numbers: settled
-        self.board.num_slashed = status["tasks"].get("outcome:slashed", 0)
+        self.board.earned_cnx = status.earned_cnx  # the footer's last numbers: settled
+        self.board.num_slashed = status.tasks.ended(Outcome.SLASHED)
         ray.get(self.actor.refresh_metrics.remote())
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as response:
             lines = response.read().decode().splitlines()
         shown = [line for line in lines if line.startswith(("helium_task_outcomes", "helium_earned_cnx"))]
         self.say("metrics: " + "; ".join(shown))
 
-    async def _one(self, app: Any, i: int, slots: asyncio.Semaphore) -> None:
+    async def _one(self, app: Any, i: int, room: asyncio.Semaphore) -> None:
         task_type = TaskType.GPT if i % 2 == 0 else TaskType.SD
         args = gpt_task(self.models["gpt"], i) if task_type is TaskType.GPT else sd_task(self.models["sd"], i)
         row = self.board.add(i, task_type.name)
@@ -320,12 +325,12 @@ class Devnet:
             shown = answer_of(files[0]) if task_type is TaskType.GPT else f"{len(files)} PNGs"
             self.view.changed(self.board.finish(i, "validated", shown))
             self.counts["succeeded"] += 1
-        except Exception as exc:
-            aborted = type(exc).__name__ == "TaskAbortedError"
+        except Exception as exc:  # a task's failure is shown on its row; the stream goes on
+            aborted = isinstance(exc, TaskAbortedError)
             self.counts["aborted" if aborted else "failed"] += 1
             self.view.changed(self.board.finish(i, "aborted" if aborted else "failed", str(exc)))
         finally:
-            slots.release()
+            room.release()
 
 
 def answer_of(result_json: bytes, num_chars: int = 100) -> str:

@@ -25,7 +25,8 @@ def wait_all(url: str, hashes: list[str], mine) -> tuple[list[dict | None], RpcC
         watcher = ReceiptWatcher(rpc, poll_interval_s=0.02)
         try:
             waits = [asyncio.create_task(watcher.wait([h], timeout_s=30)) for h in hashes]
-            await asyncio.sleep(0.2)  # every waiter is past its first, direct check
+            while rpc.num_calls["eth_getTransactionReceipt"] < len(hashes):  # each waiter's direct check
+                await asyncio.sleep(0.01)
             await asyncio.to_thread(mine)
             return await asyncio.gather(*waits), rpc
         finally:

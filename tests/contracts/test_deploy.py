@@ -19,7 +19,7 @@ from cluster.chain.contracts import (
     AbortReason,
     TaskType,
 )
-from cluster.chain.deploy import Deployment, NetworkConfig, deploy_network
+from cluster.chain.deploy import ContractParameters, Deployment, deploy_network
 from tests.contracts.net import ETHER, Net
 
 
@@ -57,7 +57,7 @@ def test_wiring_is_set_once_by_the_owner(net: Net):
 def test_deploy_with_a_local_account_and_a_config(w3: Web3, tmp_path: Path):
     owner = Account.create()
     w3.eth.send_transaction({"from": w3.eth.accounts[0], "to": owner.address, "value": 10 * ETHER})
-    config = NetworkConfig(
+    config = ContractParameters(
         node_stake_wei=ETHER, task_timeout_s=60, distance_threshold=3, kickout_threshold=10,
         queue_size_limit=7, gpt_base_ms=1_000, gpt_per_token_ms=2,
     )  # fmt: skip
@@ -96,4 +96,4 @@ def test_deploy_with_a_local_account_and_a_config(w3: Web3, tmp_path: Path):
 )  # fmt: skip
 def test_network_config_rejects_values_the_contracts_would_refuse(kwargs):
     with pytest.raises(ValueError):
-        NetworkConfig(**kwargs)
+        ContractParameters(**kwargs)

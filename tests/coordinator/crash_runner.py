@@ -1,7 +1,7 @@
 """A coordinator process for the restart tests: ``python -m tests.coordinator.crash_runner CONFIG.json``.
 
 Runs the coordinator (its nodes brought up, as every start does) until every row of the listed tasks is
-done, or, when ``crash_at`` names a checkpoint (``TestHooks.checkpoint``: of a round in
+done, or, when ``crash_at`` names a checkpoint (``Failpoints.checkpoint``: of a round in
 cluster.coordinator.rounds, or of a node's bring-up in cluster.coordinator.nodes), dies the
 ``crash_after``-th time it is reached with ``os._exit(137)``: no finally blocks, no flush, no goodbye,
 as a killed process dies.
@@ -20,9 +20,9 @@ from pathlib import Path
 from cluster.chain.accounts import OperatorKeys
 from cluster.config import ChainEndpoints
 from cluster.coordinator.coordinator import Coordinator, CoordinatorSettings
-from cluster.coordinator.store import Step
+from cluster.coordinator.round_state import Step
+from cluster.failpoints import Failpoints
 from cluster.protocol.cards import CardModel
-from cluster.test_hooks import TestHooks
 from tests.coordinator.factories import FAST
 from tests.coordinator.local_runner import LocalJobRunner
 
@@ -42,7 +42,7 @@ def main(config_path: str) -> int:
     settings = CoordinatorSettings(
         endpoints=ChainEndpoints.model_validate(config["endpoints"]), state_dir=Path(config["state_dir"]),
         cards=[CardModel(*c) for c in config["cards"]], poll_interval_s=0.05, sender=FAST,
-        hooks=TestHooks(checkpoint=checkpoint),
+        failpoints=Failpoints(checkpoint=checkpoint),
     )  # fmt: skip
     keys = OperatorKeys.from_mnemonic(config["mnemonic"])
     return asyncio.run(_run(settings, keys, config["task_ids"], config["timeout_s"]))
@@ -61,10 +61,10 @@ async def _run(
         while time.monotonic() < deadline:
             rows = [r for t in task_ids for r in coordinator.store.of_task(t)]
             if len(rows) == 3 * len(task_ids) and all(r.step is Step.DONE for r in rows):
-                print(json.dumps(coordinator.status()))
+                print(coordinator.status().model_dump_json())
                 return 0
             await asyncio.sleep(0.1)
-        print(json.dumps(coordinator.status()), file=sys.stderr)
+        print(coordinator.status().model_dump_json(), file=sys.stderr)
         return 1
     finally:
         stop.set()

@@ -21,8 +21,8 @@ from cluster.chain.deploy import Deployment
 from cluster.chain.sender import SenderConfig
 from cluster.config import ChainEndpoints
 from cluster.coordinator.coordinator import Coordinator, CoordinatorSettings
+from cluster.coordinator.round_state import Outcome, Step
 from cluster.coordinator.scheduling.runner import JobRunner
-from cluster.coordinator.store import Outcome, Step
 from cluster.protocol.cards import CardModel
 from cluster.protocol.hashes import task_hash
 from cluster.protocol.task import parse_task_args, task_cap

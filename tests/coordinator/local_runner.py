@@ -13,11 +13,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cluster.coordinator.scheduling.runner import JobResult
 from cluster.protocol.cards import CardModel
 from cluster.protocol.errors import TaskExecutionError
-from cluster.protocol.task import TaskType, parse_task_args
-from cluster.workers.messages import JobRequest
+from cluster.protocol.task import TaskType
+from cluster.workers.messages import JobReply, JobRequest
 from cluster.workers.models.cache import ModelCache
 from cluster.workers.models.store import ModelStore
 
@@ -45,12 +44,9 @@ class LocalJobRunner:
     def _run(self, request: JobRequest) -> Any:
         self.gate.wait()
         with self._lock:
-            args = parse_task_args(request.task_type, request.args_json)
-            return self._engine(TaskType(request.task_type)).run(args)
+            return self._engine(request.task_type).run(request.args)
 
-    async def run_job(
-        self, card: CardModel, request: JobRequest, *, deadline_unix_s: float, model_hint: str | None = None
-    ) -> JobResult:
+    async def run_job(self, card: CardModel, request: JobRequest) -> JobReply:
         self.num_jobs += 1
         started = time.perf_counter()
         try:
@@ -58,7 +54,6 @@ class LocalJobRunner:
         except TaskExecutionError as exc:
             if not exc.is_task_error:
                 raise  # transient: the round driver retries it
-            return JobResult((), b"", exc, WORKER_ID, 1)
-        return JobResult(
-            tuple(outcome.files), outcome.result, None, WORKER_ID, 1, time.perf_counter() - started
-        )
+            return JobReply(WORKER_ID, error=exc)
+        engine_s = time.perf_counter() - started
+        return JobReply(WORKER_ID, tuple(outcome.files), outcome.result, engine_s=engine_s)

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from cluster.chain.contracts import NodeStatus
-from cluster.coordinator.store import Outcome, TaskStore
-from cluster.test_hooks import TestHooks
+from cluster.coordinator.round_state import Outcome
+from cluster.coordinator.store import RoundStore
 from tests.coordinator.factories import (
     CARD,
     create_task,
@@ -30,6 +30,7 @@ from tests.coordinator.factories import (
     upload,
 )
 from tests.coordinator.local_runner import LocalJobRunner
+from tests.faults import CorruptingRunner
 
 REPO = Path(__file__).resolve().parents[2]
 # A prefix that names no card model of the farm: the card's own short id with its first digit changed.
@@ -41,19 +42,19 @@ def test_a_paused_card_model_stays_paused_after_a_restart_until_resumed(
 ):
     state_dir = tmp_path / "farm" / "coordinator"
     args = gpt_args(tiny_lm_dir, seed=11)
-    broken = settings(anvil, deployment, relay, state_dir, hooks=TestHooks(corrupt_slots=frozenset({1})))
-    fixed = settings(anvil, deployment, relay, state_dir)
+    farm = settings(anvil, deployment, relay, state_dir)
+    broken = CorruptingRunner(LocalJobRunner(tmp_path), rounds={1})  # one GPU returns wrong bytes
 
     async def scenario() -> tuple[list[NodeStatus], dict, dict, dict]:
-        async with running_coordinator(broken, operator, LocalJobRunner(tmp_path)) as coordinator:
+        async with running_coordinator(farm, operator, broken) as coordinator:
             task_id = create_task(w3, deployment, args)
             await upload(relay, task_id, args)
-            await run_until(coordinator, lambda: bool(coordinator.status()["alerts"]))
-            alert = coordinator.status()["alerts"]
+            await run_until(coordinator, lambda: bool(coordinator.status().alerts))
+            alert = coordinator.status().alerts
             # paused, nothing committed: the task is cancelled at its deadline and the nodes are Paused
             pass_the_deadline(w3)
             await run_until(coordinator, rounds_end(coordinator, task_id, Outcome.CANCELLED))
-        async with running_coordinator(fixed, operator, LocalJobRunner(tmp_path), join=False) as restarted:
+        async with running_coordinator(farm, operator, LocalJobRunner(tmp_path), join=False) as restarted:
             after_restart = await restarted.join_nodes()  # what every start does
             status = restarted.status()
             with pytest.raises(KeyError, match="names 0 of this farm's card models"):
@@ -66,9 +67,9 @@ def test_a_paused_card_model_stays_paused_after_a_restart_until_resumed(
     alert, after_restart, status, resumed = asyncio.run(scenario())
     assert "disagree on task" in alert[0] and f"resume-card {CARD.short_id}" in alert[0]
     assert set(after_restart.values()) == {NodeStatus.PAUSED}  # the first release resumed them here
-    assert status["paused_cards"] == [CARD.key.hex()] and status["alerts"] == alert
+    assert status.paused_cards == [CARD.key.hex()] and status.alerts == alert
     assert set(resumed.values()) == {NodeStatus.AVAILABLE}
-    store = TaskStore(state_dir)
+    store = RoundStore(state_dir)
     assert store.paused_cards() == {}
     store.close()
 
@@ -81,7 +82,7 @@ def resume_card_cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_an_operator_lifts_a_pause_of_a_stopped_farm_from_its_state_directory(tmp_path):
-    store = TaskStore(tmp_path / "coordinator")
+    store = RoundStore(tmp_path / "coordinator")
     store.pause_card(CARD.key, "slots disagree on task 3")
     store.close()
 
@@ -90,6 +91,6 @@ def test_an_operator_lifts_a_pause_of_a_stopped_farm_from_its_state_directory(tm
     lifted = resume_card_cli(CARD.short_id, "--state-dir", str(tmp_path))
     assert lifted.returncode == 0 and CARD.key.hex() in lifted.stdout, lifted.stderr
 
-    store = TaskStore(tmp_path / "coordinator")
+    store = RoundStore(tmp_path / "coordinator")
     assert store.paused_cards() == {}
     store.close()

@@ -12,9 +12,8 @@ import json
 import time
 
 from cluster.chain.contracts import NodeStatus
-from cluster.coordinator.store import Outcome, Step
+from cluster.coordinator.round_state import Outcome, Step
 from cluster.relay import RelayClient
-from cluster.test_hooks import TestHooks
 from network.relay.background import RunningRelay
 from network.relay.config import RelayConfig
 from tests.coordinator.factories import (
@@ -30,6 +29,7 @@ from tests.coordinator.factories import (
     upload,
 )
 from tests.coordinator.local_runner import LocalJobRunner
+from tests.faults import CorruptingRunner
 
 
 def test_nodes_join_with_their_card_model_and_stake(w3, anvil, deployment, relay, operator, tmp_path):
@@ -77,7 +77,8 @@ def test_gpt_tasks_run_end_to_end_and_are_paid(w3, anvil, deployment, relay, ope
             return task_ids, files, coordinator.status(), coordinator.timeline.all()
 
     task_ids, files, status, timeline = asyncio.run(scenario())
-    assert status["tasks"]["outcome:paid"] == 6 and status["earned_wei"] == 2 * 10**18
+    assert status.tasks.ended(Outcome.PAID) == 6 and status.earned_wei == 2 * 10**18
+    assert status.tasks.at(Step.DONE) == 6 and status.tasks.num_unfinished == 0
     # the stages each follow from the one before; a disclosure and the task's validation are seen
     # independently (by the sender's receipt and by the chain watch), so they are not ordered
     stages = ["selected", "args_fetched", "executed", "committed", "commitments_ready", "disclosed"]
@@ -163,7 +164,7 @@ def test_arguments_that_never_come_are_reported_and_the_reporters_paid(
         async with running_coordinator(
             settings(anvil, deployment, relay, tmp_path), operator, LocalJobRunner(tmp_path)
         ) as coordinator:
-            balances = {s.account.address: w3.eth.get_balance(s.account.address) for s in coordinator.slots}
+            balances = {n.address: w3.eth.get_balance(n.address) for n in coordinator.accounts}
             task_id = create_task(w3, deployment, args, fee=fee)  # the application never uploads them
             await run_until(coordinator, rounds_end(coordinator, task_id, Outcome.CANCELLED), timeout_s=60)
             return task_id, balances
@@ -184,24 +185,19 @@ def test_a_corrupt_slot_is_slashed_and_the_honest_slots_are_paid(
     w3, anvil, deployment, relay, operator, tiny_lm_dir, tmp_path
 ):
     args = gpt_args(tiny_lm_dir, seed=5)
-    config = settings(
-        anvil,
-        deployment,
-        relay,
-        tmp_path,
-        hooks=TestHooks(corrupt_slots=frozenset({2})),
-        guard_own_results=False,
-    )
+    config = settings(anvil, deployment, relay, tmp_path, guard_own_results=False)
+    runner = CorruptingRunner(LocalJobRunner(tmp_path), rounds={2})  # round 2's GPU returns wrong bytes
 
     async def scenario():
-        async with running_coordinator(config, operator, LocalJobRunner(tmp_path)) as coordinator:
+        async with running_coordinator(config, operator, runner) as coordinator:
             task_id = create_task(w3, deployment, args)
             await upload(relay, task_id, args)
 
             await run_until(coordinator, rounds_end(coordinator, task_id))
-            return coordinator.store.of_task(task_id), coordinator.slots[2].account.address
+            return coordinator.store.of_task(task_id)
 
-    rows, corrupt_node = asyncio.run(scenario())
+    rows = asyncio.run(scenario())
+    corrupt_node = next(r.node for r in rows if r.round == 2)
     outcomes = {r.node: r.outcome for r in rows}
     assert outcomes.pop(corrupt_node) is Outcome.SLASHED
     assert set(outcomes.values()) == {Outcome.PAID}
@@ -222,23 +218,32 @@ def test_own_slots_that_disagree_pause_the_card_model_before_any_commitment(
     w3, anvil, deployment, relay, operator, tiny_lm_dir, tmp_path
 ):
     args = gpt_args(tiny_lm_dir, seed=6)
-    config = settings(anvil, deployment, relay, tmp_path, hooks=TestHooks(corrupt_slots=frozenset({1})))
+    config = settings(anvil, deployment, relay, tmp_path)
+    runner = CorruptingRunner(LocalJobRunner(tmp_path), rounds={1})
 
     async def scenario():
-        async with running_coordinator(config, operator, LocalJobRunner(tmp_path)) as coordinator:
+        async with running_coordinator(config, operator, runner) as coordinator:
             task_id = create_task(w3, deployment, args)
             await upload(relay, task_id, args)
-            await run_until(coordinator, lambda: bool(coordinator.status()["alerts"]))
-            await asyncio.sleep(1.0)  # give any (wrong) commitment time to go out
-            return task_id, coordinator.status(), [s.account.address for s in coordinator.slots]
+            nodes = [n.address for n in coordinator.accounts]
 
+            def held() -> bool:  # every round has its result and the card guard has paused the group
+                rows = coordinator.store.of_task(task_id)
+                statuses = {NodeStatus(node.functions.nodeStatus(n).call()) for n in nodes}
+                return (
+                    len(rows) == 3 and all(r.result for r in rows) and statuses == {NodeStatus.PENDING_PAUSE}
+                )
+
+            await run_until(coordinator, held)
+            return task_id, coordinator.status(), nodes
+
+    node = deployment.bind(w3).contract("Node")
     task_id, status, nodes = asyncio.run(scenario())
-    assert f"disagree on task {task_id}" in status["alerts"][0] and len(status["paused_cards"]) == 1
+    assert f"disagree on task {task_id}" in status.alerts[0] and len(status.paused_cards) == 1
     task = deployment.bind(w3).contract("Task")
     # a commitment withheld would be slashed at the cancel: none is sent (nor any disclosure)
     commitments = task.events.TaskResultCommitmentSubmitted().get_logs(from_block=deployment.block_number)
     assert list(commitments) == []
-    node = deployment.bind(w3).contract("Node")
     # busy with the task: each pauses when it ends (PendingPause), so no new task reaches the group
     assert {NodeStatus(node.functions.nodeStatus(n).call()) for n in nodes} == {NodeStatus.PENDING_PAUSE}
 
@@ -260,12 +265,25 @@ def test_tasks_complete_after_the_relay_comes_back(w3, anvil, deployment, operat
             task_id = create_task(w3, deployment, args)
             await upload(relay, task_id, args)
             relay.stop()  # down before any node fetched the arguments
+            # Its port answers nothing: each connection is closed unanswered, and counted.
+            attempts = 0
+
+            async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+                nonlocal attempts
+                attempts += 1
+                writer.close()
+
+            dead = await asyncio.start_server(hang_up, "127.0.0.1", port)
             stop = asyncio.Event()
             loop = asyncio.create_task(coordinator.run(stop))
-            await asyncio.sleep(3.0)
-            assert {r.step for r in coordinator.store.of_task(task_id)} == {
-                Step.SELECTED
-            }  # waiting, not failed
+            deadline = time.monotonic() + 60
+            while attempts < 6:  # the three rounds each asked, and asked again
+                assert time.monotonic() < deadline and not loop.done(), coordinator.status()
+                await asyncio.sleep(0.05)
+            rows = coordinator.store.of_task(task_id)
+            assert {r.step for r in rows} == {Step.SELECTED} and not any(r.failure for r in rows)  # waiting
+            dead.close()
+            await dead.wait_closed()
             back = await asyncio.to_thread(RunningRelay(relay_config).start)
             try:
                 deadline = time.monotonic() + 60
@@ -294,7 +312,7 @@ def test_a_task_whose_arguments_never_come_is_cancelled_at_its_deadline(
             task_id = create_task(w3, deployment, args)  # the application never uploads the arguments
 
             await run_until(coordinator, rounds_end(coordinator, task_id, Outcome.CANCELLED), timeout_s=60)
-            return task_id, [s.account.address for s in coordinator.slots]
+            return task_id, [s.account.address for s in coordinator.accounts]
 
     task_id, nodes = asyncio.run(scenario())
     aborted = task.events.TaskAborted().get_logs(from_block=deployment.block_number)

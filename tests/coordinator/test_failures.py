@@ -1,6 +1,9 @@
-"""Each failure of a round's step is classified once: try again, or stop driving the round."""
+"""Each failure is classified once (cluster.failures): try again, stop, or blame the task; a final one
+is named by a code."""
 
 from __future__ import annotations
+
+import errno
 
 import aiohttp
 import httpx
@@ -10,9 +13,9 @@ from web3.exceptions import ContractLogicError, Web3RPCError
 from cluster.chain.revert import ContractRevert
 from cluster.chain.rpc import RpcError, TransientRpcError
 from cluster.chain.tx_types import TxTimeout
-from cluster.coordinator.failures import ArgumentsMismatch, Failure, classify
 from cluster.coordinator.scheduling.runner import JobDeadlineExceeded
-from cluster.protocol.errors import ArgumentsInvalid, ModelNotAvailable
+from cluster.failures import ArgumentsMismatch, Failure, FailureCode, classify, failure_code
+from cluster.protocol.errors import ArgumentsInvalid, ModelInvalid, ModelNotAvailable, OutOfMemory
 from cluster.relay import RelayNotReady, RelayRefused
 
 
@@ -30,6 +33,8 @@ from cluster.relay import RelayNotReady, RelayRefused
         Web3RPCError("upstream unavailable"),
         ContractRevert("DeadlineNotPassed", {}, b""),  # the chain has not reached the deadline yet
         ModelNotAvailable("the hub did not answer"),
+        OSError(errno.ENOSPC, "No space left on device"),  # the operator frees space; the round waits
+        OSError(errno.EDQUOT, "Disk quota exceeded"),
     ],
     ids=lambda e: type(e).__name__,
 )
@@ -47,10 +52,38 @@ def test_the_moment_s_failures_are_retried(error: BaseException) -> None:
         ContractLogicError("execution reverted"),
         ArgumentsMismatch("the relay's arguments do not hash to the taskHash"),
         JobDeadlineExceeded("missed", attempts=2, last_error=None),  # a TimeoutError, yet final
-        ArgumentsInvalid("bad", ("seed",)),
         KeyError("a bug"),
     ],
     ids=lambda e: type(e).__name__,
 )
 def test_refusals_and_bugs_are_final_for_the_round(error: BaseException) -> None:
     assert classify(error) is Failure.FINAL
+
+
+@pytest.mark.parametrize("error", [ArgumentsInvalid("bad", ("seed",)), ModelInvalid("no such architecture")])
+def test_what_the_task_is_to_blame_for_is_its_fault(error: BaseException) -> None:
+    assert classify(error) is Failure.TASK_FAULT
+
+
+def test_other_os_errors_are_final() -> None:
+    assert classify(PermissionError(errno.EACCES, "Permission denied")) is Failure.FINAL
+    assert classify(OSError(errno.EIO, "Input/output error")) is Failure.FINAL
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        (JobDeadlineExceeded("missed", attempts=3, last_error=ModelNotAvailable("offline")),
+         FailureCode.MODEL_NOT_AVAILABLE),
+        (JobDeadlineExceeded("missed", attempts=3, last_error=OutOfMemory("oom")), FailureCode.ENGINE_FAILED),
+        (JobDeadlineExceeded("missed", attempts=0, last_error=None), FailureCode.JOB_DEADLINE),
+        (ArgumentsMismatch("not the task's"), FailureCode.ARGUMENTS_MISMATCH),
+        (ContractRevert("NotSelectedNode", {}, b""), FailureCode.CONTRACT_REVERT),
+        (RelayRefused(403, "no"), FailureCode.RELAY_REFUSED),
+        (ArgumentsInvalid("bad"), FailureCode.TASK_FAULT),
+        (KeyError("a bug"), FailureCode.INTERNAL),
+    ],
+    ids=lambda value: value.value if isinstance(value, FailureCode) else type(value).__name__,
+)  # fmt: skip
+def test_a_final_failure_is_named_by_its_code(error: BaseException, code: FailureCode) -> None:
+    assert failure_code(error) is code

@@ -8,15 +8,25 @@ from prometheus_client import generate_latest
 
 from cluster.chain.anvil import free_port
 from cluster.coordinator.metrics import FarmMetrics
+from cluster.coordinator.round_state import Outcome, Step, TaskCounts
+from cluster.failures import FailureCode
 from cluster.protocol.cards import CardModel
+from cluster.status.model import CoordinatorStatus
 from cluster.workers.messages import WorkerInfo
 
-STATUS = {
-    "nodes": ["0xA", "0xB"],
-    "tasks": {"step:selected": 2, "step:done": 5, "outcome:paid": 4, "outcome:slashed": 1},
-    "earned_wei": 1_500_000_000_000_000_000,
-    "paused_cards": ["ab"],
-}
+STATUS = CoordinatorStatus(
+    nodes=["0xA", "0xB"],
+    tasks=TaskCounts(
+        by_step={Step.SELECTED: 2, Step.DONE: 5},
+        by_outcome={Outcome.PAID: 4, Outcome.SLASHED: 1},
+        by_failure={FailureCode.MODEL_NOT_AVAILABLE: 2, FailureCode.CONTRACT_REVERT: 1},
+    ),
+    earned_wei=1_500_000_000_000_000_000,
+    num_running_rounds=2,
+    num_rounds_waiting_for_disk=1,
+    paused_cards=["ab"],
+    alerts=[],
+)
 WORKERS = [
     WorkerInfo(worker_id="w-0", index=0, card=CardModel("NVIDIA H100 80GB HBM3", 80, "r"), num_running=1,
                num_jobs=7, pid=1, num_torch_threads=1, node_id="n", gpu_utilization=0.75,
@@ -41,6 +51,12 @@ def test_metrics_reflect_status_chain_and_workers():
         'helium_worker_jobs{card="Devnet Virtual Card A",worker="w-1"} 3.0',
         'helium_gpu_utilization_ratio{worker="w-0"} 0.75',
         "helium_paused_card_models 1.0",
+        'helium_round_failures{code="model_not_available"} 2.0',
+        'helium_round_failures{code="contract_revert"} 1.0',
+        'helium_round_failures{code="internal"} 0.0',
+        "helium_model_download_failures 2.0",
+        "helium_rounds_waiting_for_disk 1.0",
+        'helium_task_rounds{step="committed"} 0.0',  # every step is shown, an empty one as 0
     ]:
         assert line in text, line
     assert 'helium_gpu_utilization_ratio{worker="w-1"}' not in text  # a CPU slot has no GPU to report

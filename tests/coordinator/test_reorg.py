@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from cluster.chain.contracts import TaskType
-from cluster.coordinator.store import Outcome
+from cluster.coordinator.round_state import Outcome
 from cluster.protocol.hashes import task_hash
 from cluster.relay import RelayClient
 from network.relay.background import RunningRelay

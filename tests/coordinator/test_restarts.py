@@ -18,6 +18,8 @@ import pytest
 from eth_account import Account
 
 from cluster.chain.accounts import OperatorKeys
+from cluster.coordinator.round_state import Outcome
+from cluster.status.model import CoordinatorStatus
 from tests.coordinator.crash_runner import CRASH_EXIT_CODE
 from tests.coordinator.factories import CARD, FUNDER, create_task, endpoints, gpt_args, upload
 
@@ -65,8 +67,8 @@ def test_a_killed_coordinator_resumes_every_task_without_a_slash(
     resumed = run_coordinator(config, tmp_path / "resume.json")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
 
-    status = json.loads(resumed.stdout.strip().splitlines()[-1])
-    assert status["tasks"].get("outcome:paid") == 3, status
+    status = CoordinatorStatus.model_validate_json(resumed.stdout.strip().splitlines()[-1])
+    assert status.tasks.ended(Outcome.PAID) == 3, status
     task = deployment.bind(w3).contract("Task")
     assert list(task.events.TaskNodeSlashed().get_logs(from_block=deployment.block_number)) == []
     uploaded = task.events.TaskResultUploaded().get_logs(from_block=deployment.block_number)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from cluster.coordinator.store import NodeTask, Step, TaskStore
+from cluster.coordinator.round_state import NodeTask, Outcome, Step
+from cluster.coordinator.store import RoundStore
+from cluster.failures import FailureCode
 
 # tasks.db as the first release wrote it (column `deadline`, an unused `attempts`, no `failure`).
 FIRST_RELEASE_SCHEMA = """
@@ -25,7 +27,7 @@ VALUES (7, 1, '0xNode', 1, 'aa', 'executed', 1234.5, 'bb', 0);
 def test_a_state_directory_of_the_first_release_is_read_after_an_upgrade(tmp_path: Path) -> None:
     with sqlite3.connect(tmp_path / "tasks.db") as db:
         db.executescript(FIRST_RELEASE_SCHEMA)
-    store = TaskStore(tmp_path)
+    store = RoundStore(tmp_path)
     try:
         row = store.get(7, 1)
         assert row is not None and row.step is Step.EXECUTED and row.deadline_chain_s == 1234.5
@@ -38,11 +40,11 @@ def test_a_state_directory_of_the_first_release_is_read_after_an_upgrade(tmp_pat
 
 def test_paused_card_models_survive_a_reopen_until_resumed(tmp_path: Path) -> None:
     card = bytes(range(32))
-    store = TaskStore(tmp_path)
+    store = RoundStore(tmp_path)
     assert store.pause_card(card, "slots disagree on task 3")
     assert not store.pause_card(card, "a second alert")  # the first reason stays
     store.close()
-    store = TaskStore(tmp_path)  # a restarted coordinator
+    store = RoundStore(tmp_path)  # a restarted coordinator
     try:
         assert store.paused_cards() == {card: "slots disagree on task 3"}
         assert store.resume_card(card) and not store.resume_card(card)
@@ -52,7 +54,7 @@ def test_paused_card_models_survive_a_reopen_until_resumed(tmp_path: Path) -> No
 
 
 def test_a_patch_writes_only_its_fields_and_never_reopens_a_done_row(tmp_path: Path) -> None:
-    store = TaskStore(tmp_path)
+    store = RoundStore(tmp_path)
     try:
         store.add(NodeTask(1, 0, "0xNode", 1, b"\x01", Step.SELECTED, 99.0))
         store.patch(1, 0, commitments_ready=True)  # the chain watch's field
@@ -62,5 +64,40 @@ def test_a_patch_writes_only_its_fields_and_never_reopens_a_done_row(tmp_path: P
         store.patch(1, 0, unless_done=False, step=Step.DONE)
         assert not store.patch(1, 0, step=Step.COMMITTED)  # a late step cannot move it back
         assert store.get(1, 0).step is Step.DONE
+    finally:
+        store.close()
+
+
+def test_counts_are_typed_by_step_outcome_and_failure_code(tmp_path: Path) -> None:
+    store = RoundStore(tmp_path)
+    try:
+        store.add(NodeTask(1, 0, "0xA", 1, b"\x01", Step.SELECTED, 99.0, started_chain_s=9.0))
+        store.add(NodeTask(1, 1, "0xB", 1, b"\x01", Step.SELECTED, 99.0, started_chain_s=9.0))
+        store.add(NodeTask(2, 0, "0xA", 1, b"\x02", Step.SELECTED, 150.0, started_chain_s=60.0))
+        store.patch(1, 0, step=Step.DONE, outcome=Outcome.PAID, fee_earned=10**30)  # past 64 bits
+        store.patch(
+            1, 1, failure="selected: JobDeadlineExceeded", failure_code=FailureCode.MODEL_NOT_AVAILABLE
+        )
+        counts = store.counts()
+        assert counts.by_step == {Step.DONE: 1, Step.SELECTED: 2} and counts.num_unfinished == 2
+        assert counts.ended(Outcome.PAID) == 1 and counts.ended(Outcome.SLASHED) == 0
+        assert counts.failed(FailureCode.MODEL_NOT_AVAILABLE) == 1
+        assert store.get(1, 1).failure_code is FailureCode.MODEL_NOT_AVAILABLE
+        assert store.earnings_wei() == 10**30
+        assert store.last_selected_chain_s() == 60.0  # chain time, as the block said: no timeout subtracted
+    finally:
+        store.close()
+
+
+def test_a_pending_task_s_cap_is_kept_until_it_is_forgotten(tmp_path: Path) -> None:
+    store = RoundStore(tmp_path)
+    try:
+        store.note_pending(5, 2**64 - 1)  # what a creator may declare: kept whole
+        store.note_pending(5, 1)  # a replayed page: the first stays
+        assert store.pending_cap(5) == 2**64 - 1 and store.pending_cap(6) is None
+        store.add(NodeTask(5, 0, "0xA", 1, b"\x05", Step.SELECTED, 99.0, cap=2**64 - 1))
+        assert store.get(5, 0).cap == 2**64 - 1
+        store.forget_pending(5)
+        assert store.pending_cap(5) is None
     finally:
         store.close()

@@ -11,7 +11,7 @@ import asyncio
 from typing import Any
 
 from cluster.chain.contracts import TaskType
-from cluster.config import EngineConfig, RigConfig, VirtualSlots, WorkerLayout
+from cluster.config import EngineConfig, RigConfig, VirtualGpus, WorkerLayout
 from cluster.coordinator.scheduling.placement import virtual_workers
 from cluster.protocol.hashes import task_hash
 from tests.coordinator.factories import APP, gpt_args, running_coordinator, settings
@@ -19,8 +19,8 @@ from tests.coordinator.local_runner import LocalJobRunner
 
 CARD_NAME = "Layout Virtual Card"
 RIG = RigConfig(
-    name="layouts", device="cpu", discover_gpus=False, slots_per_gpu=3, slot_mode="batched",
-    virtual_slots=[VirtualSlots(card_name=CARD_NAME, vram_gb=8, count=4)],
+    name="layouts", device="cpu", discover_gpus=False, places_per_gpu=3, gpu_sharing="batched",
+    virtual_gpus=[VirtualGpus(card_name=CARD_NAME, vram_gb=8, count=4)],
     worker_layouts=[WorkerLayout(card_name=CARD_NAME, gpus_per_worker=[1, 1, 2])],
     model_cache_dir="/nonexistent", vram_budget_fraction=0.5,
 )  # fmt: skip

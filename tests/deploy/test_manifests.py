@@ -244,13 +244,13 @@ def test_each_overlay_has_a_rig_that_loads(rig):
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         config = load_config(compose(config_name="config", overrides=[f"rig={rig}"]))
     assert config.rig.name == rig
-    assert config.rig.virtual_slots == []
+    assert config.rig.virtual_gpus == []
     assert config.rig.model_cache_dir == "/mnt/helium-models"
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_the_rig_splits_every_gpu_pod_into_workers_that_the_pod_holds(overlay):
-    """What rig.slot_mode and rig.worker_layouts make of each pod's GPUs, by the pool's own planning."""
+    """What rig.gpu_sharing and rig.worker_layouts make of each pod's GPUs, by the pool's own planning."""
     from cluster.coordinator.scheduling.placement import check_node_capacity, plan_workers
 
     config = compose_entrypoint(overlay)
@@ -263,4 +263,4 @@ def test_the_rig_splits_every_gpu_pod_into_workers_that_the_pod_holds(overlay):
         slots = plan_workers([pod], config.rig, engine)  # raises, naming the option, for a misfit
         check_node_capacity(slots, [ray_start_resources(group["rayStartParams"])])
         assert sum(slot.gpu_share for slot in slots) == len(pod), name  # every GPU used, none twice
-        assert all(slot.num_places == config.rig.slots_per_gpu for slot in slots), name
+        assert all(slot.num_places == config.rig.places_per_gpu for slot in slots), name

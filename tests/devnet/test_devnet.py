@@ -151,7 +151,7 @@ def check_status(status_run: subprocess.CompletedProcess) -> None:
         assert node.status == "available" and node.qos_score > 0 and node.stake_wei > 0, node
     assert sum(node.earned_wei for node in farm.nodes) == farm.earned_wei > 0
     assert farm.endpoints.is_relay_reachable and farm.endpoints.chain_id == 31337
-    assert farm.alerts == [] and farm.last_task_unix_s is not None
+    assert farm.alerts == [] and farm.last_selected_chain_s is not None
 
 
 def check_metrics(scrape: str) -> None:

@@ -35,27 +35,50 @@ class SamplingParams:  # records the keyword arguments it was built with
         return cls(kwargs)
 
 
+class FakeEngine:
+    """``LLM.llm_engine``: records each ``add_request`` and each ``step``; a step finishes every request
+    with canned completions (token 2 is the tiny model's EOS)."""
+
+    def __init__(self) -> None:
+        self.added: list[tuple[str, dict[str, Any], SamplingParams]] = []
+        self.num_steps_at_add: list[int] = []
+        self.aborted: list[str] = []
+        self.num_steps = 0
+        self._unfinished: list[tuple[str, dict[str, Any], SamplingParams]] = []
+
+    def add_request(self, request_id: str, prompt: dict[str, Any], params: SamplingParams) -> None:
+        self.added.append((request_id, prompt, params))
+        self.num_steps_at_add.append(self.num_steps)
+        self._unfinished.append((request_id, prompt, params))
+
+    def has_unfinished_requests(self) -> bool:
+        return bool(self._unfinished)
+
+    def abort_request(self, request_ids: list[str]) -> None:
+        self.aborted += request_ids
+        self._unfinished = [r for r in self._unfinished if r[0] not in request_ids]
+
+    def step(self) -> list[Any]:
+        self.num_steps += 1
+        outputs = []
+        for request_id, prompt, sp in self._unfinished:
+            completions = [
+                CompletionOutput(i, "", [40 + i, 41, 2], finish_reason="stop") for i in range(sp.kwargs["n"])
+            ]
+            outputs.append(RequestOutput(request_id, None, prompt["prompt_token_ids"], None, completions))
+        self._unfinished = []
+        return outputs
+
+
 class FakeLLM:
-    """Returns canned completions and records every ``generate`` call (prompts, params)."""
+    """``vllm.LLM``: its engine is a ``FakeEngine``; every instance is kept for the test to look at."""
 
     instances: list[FakeLLM] = []
 
     def __init__(self, **kwargs: Any) -> None:
         self.init_kwargs = kwargs
-        self.calls: list[tuple[list[dict[str, Any]], list[SamplingParams]]] = []
+        self.llm_engine = FakeEngine()
         FakeLLM.instances.append(self)
-
-    def generate(
-        self, prompts: list[dict[str, Any]], params: list[SamplingParams], use_tqdm: bool
-    ) -> list[Any]:
-        self.calls.append((prompts, params))
-        outputs = []
-        for n, (prompt, sp) in enumerate(zip(prompts, params, strict=True)):
-            completions = [
-                CompletionOutput(i, "", [40 + i, 41, 2], finish_reason="stop") for i in range(sp.kwargs["n"])
-            ]
-            outputs.append(RequestOutput(str(n), None, prompt["prompt_token_ids"], None, completions))
-        return outputs
 
 
 @pytest.fixture
@@ -111,7 +134,10 @@ def test_engine_batches_tasks_and_builds_the_response(fake_api, offline_store, t
     results = engine.run_many(tasks)
     (llm,) = FakeLLM.instances
     assert llm.init_kwargs["model"] == str(tiny_lm_dir) and llm.init_kwargs["quantization"] is None
-    ((prompts, params),) = llm.calls  # the two valid tasks went to vLLM in one call
+    engine_ = llm.llm_engine  # the two valid tasks went to vLLM together, before its first step
+    assert engine_.num_steps_at_add == [0, 0] and engine_.num_steps == 1
+    prompts = [prompt for _, prompt, _ in engine_.added]
+    params = [sp for _, _, sp in engine_.added]
     assert [p.kwargs["seed"] for p in params] == [4, 8] and [p.kwargs["n"] for p in params] == [2, 1]
     expected_ids = build_prompt_ids(AutoTokenizer.from_pretrained(tiny_lm_dir), tasks[0])
     assert prompts[0] == {"prompt_token_ids": expected_ids}
@@ -129,11 +155,16 @@ def test_engine_batches_tasks_and_builds_the_response(fake_api, offline_store, t
 def test_vllm_stop_reason_is_kept_when_no_eos_was_appended(
     fake_api, offline_store, tiny_lm_dir: Path
 ) -> None:  # type: ignore[no-untyped-def]
-    class StopTokenLLM(FakeLLM):
-        def generate(self, prompts, params, use_tqdm):  # type: ignore[no-untyped-def]
-            outputs = super().generate(prompts, params, use_tqdm)
+    class StopTokenEngine(FakeEngine):
+        def step(self):  # type: ignore[no-untyped-def]
+            outputs = super().step()
             outputs[0].outputs[0].token_ids = [40, 41]  # stopped on a stop token id vLLM did not append
             return outputs
+
+    class StopTokenLLM(FakeLLM):
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.llm_engine = StopTokenEngine()
 
     fake_api.LLM = StopTokenLLM
     engine = VllmTextEngine(offline_store, ModelCache(10**9), vllm_api=fake_api)
@@ -147,30 +178,46 @@ def test_eight_bit_quantization_is_refused(fake_api, offline_store, tiny_lm_dir:
         engine.run(greedy_args(tiny_lm_dir).model_copy(update={"quantize_bits": 8}))
 
 
-def test_a_failing_generate_fails_every_task_of_the_batch(fake_api, offline_store, tiny_lm_dir: Path) -> None:  # type: ignore[no-untyped-def]
-    class BrokenLLM(FakeLLM):
-        def generate(self, prompts, params, use_tqdm):  # type: ignore[no-untyped-def]
+def test_a_failing_step_fails_every_task_of_the_batch(fake_api, offline_store, tiny_lm_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    class BrokenEngine(FakeEngine):
+        def step(self):  # type: ignore[no-untyped-def]
             raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    class BrokenLLM(FakeLLM):
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.llm_engine = BrokenEngine()
 
     fake_api.LLM = BrokenLLM
     engine = VllmTextEngine(offline_store, ModelCache(10**9), vllm_api=fake_api)
     results = engine.run_many([greedy_args(tiny_lm_dir), greedy_args(tiny_lm_dir, seed=3)])
     assert all(isinstance(r, TaskExecutionError) and r.code.value == "execution_error" for r in results)
+    (llm,) = FakeLLM.instances
+    assert sorted(llm.llm_engine.aborted) == sorted(r for r, _, _ in llm.llm_engine.added)  # batch freed
 
 
 # --- the async engine (batched mode) against the stand-in of vLLM's AsyncLLMEngine ---
 
 
 @pytest.fixture
-def async_engine(offline_store):  # type: ignore[no-untyped-def]
+def standin_api() -> SimpleNamespace:
     from tests.standins import vllm as standin
     from tests.standins.vllm.inputs import TokensPrompt
 
-    api = SimpleNamespace(
-        AsyncLLMEngine=standin.AsyncLLMEngine, AsyncEngineArgs=standin.AsyncEngineArgs,
+    return SimpleNamespace(
+        LLM=standin.LLM, AsyncLLMEngine=standin.AsyncLLMEngine, AsyncEngineArgs=standin.AsyncEngineArgs,
         SamplingParams=standin.SamplingParams, TokensPrompt=TokensPrompt, version=standin.__version__,
     )  # fmt: skip
-    return AsyncVllmTextEngine(offline_store, ModelCache(10**9), tensor_parallel_size=2, vllm_api=api)
+
+
+@pytest.fixture
+def async_engine(offline_store, standin_api):  # type: ignore[no-untyped-def]
+    return AsyncVllmTextEngine(offline_store, ModelCache(10**9), tensor_parallel_size=2, vllm_api=standin_api)
+
+
+@pytest.fixture
+def offline_engine(offline_store, standin_api):  # type: ignore[no-untyped-def]
+    return VllmTextEngine(offline_store, ModelCache(10**9), vllm_api=standin_api)
 
 
 def test_async_engine_batches_concurrent_tasks_without_changing_their_bytes(
@@ -208,3 +255,25 @@ def test_async_engine_refuses_a_prompt_past_the_context_and_stops_at_the_deadlin
     with pytest.raises(JobPastDeadline):
         asyncio.run(past_deadline())
     assert async_engine._model(gpt_args(tiny_lm_dir)).llm._running == []  # the request was aborted
+
+
+# --- the offline engine against the stand-in's LLM and its step-wise LLMEngine ---
+
+
+def test_offline_engine_refuses_a_prompt_past_the_context_and_stops_at_the_deadline(
+    offline_engine, async_engine, tiny_lm_dir
+) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ArgumentsInvalid, match="context holds"):
+        offline_engine.run(gpt_args(tiny_lm_dir, content="word " * 5000))
+    engine = offline_engine._model(gpt_args(tiny_lm_dir)).llm.llm_engine
+    assert engine.batches == []  # refused before vLLM saw it
+
+    with job_deadline(time.time() - 1), pytest.raises(JobPastDeadline):
+        offline_engine.run(gpt_args(tiny_lm_dir, max_new_tokens=8))
+    assert not engine.has_unfinished_requests()  # the request was aborted, its place in the batch freed
+
+    # Within its deadline the same task runs, to the bytes the async engine gives it.
+    task = gpt_args(tiny_lm_dir, seed=7, do_sample=True, temperature=0.9, max_new_tokens=8)
+    with job_deadline(time.time() + 600):
+        offline = offline_engine.run(task).files[0]
+    assert offline == asyncio.run(async_engine.run(task, "same")).files[0]

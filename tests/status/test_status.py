@@ -7,6 +7,8 @@ import json
 from prometheus_client import generate_latest
 
 from cluster.coordinator.metrics import FarmMetrics
+from cluster.coordinator.round_state import Outcome, Step, TaskCounts
+from cluster.failures import FailureCode
 from cluster.status.model import CardView, Endpoints, FarmStatus, NodeView, WorkerView
 from cluster.status.render import render_status
 
@@ -31,10 +33,10 @@ def farm() -> FarmStatus:
     ]  # fmt: skip
     endpoints = Endpoints(rpc_url="http://chain:8545", chain_id=42, block_number=7, relay_url="http://relay",
                           is_relay_reachable=False, contracts={"Node": "0x" + "3" * 40})  # fmt: skip
-    return FarmStatus(endpoints=endpoints, cards=[card], nodes=nodes,
-                      tasks={"step:done": 4, "outcome:paid": 4}, earned_wei=CNX // 2,
-                      alerts=["card model 5f8cc037 paused"], last_task_unix_s=1000.0,
-                      num_model_download_failures=2)  # fmt: skip
+    tasks = TaskCounts(by_step={Step.DONE: 4, Step.COMMITTED: 1}, by_outcome={Outcome.PAID: 4},
+                       by_failure={FailureCode.MODEL_NOT_AVAILABLE: 2})  # fmt: skip
+    return FarmStatus(endpoints=endpoints, cards=[card], nodes=nodes, tasks=tasks, earned_wei=CNX // 2,
+                      alerts=["card model 5f8cc037 paused"], last_selected_chain_s=1000.0)  # fmt: skip
 
 
 def test_the_text_view_shows_workers_nodes_alerts_and_endpoints():
@@ -46,6 +48,7 @@ def test_the_text_view_shows_workers_nodes_alerts_and_endpoints():
         "helium-worker-5f8cc037-1     down",
         f"{'0x' + '1' * 40} 5f8cc037 busy             20     400.00      0.5000",
         "earned 0.5000 CNX", "! card model 5f8cc037 paused",
+        "task rounds: committed=1, done=4; outcomes: paid=4; failed: model_not_available=2",
     ]:  # fmt: skip
         assert shown in text, shown
 
@@ -54,6 +57,7 @@ def test_the_json_round_trips_for_scripts():
     status = farm()
     again = FarmStatus.model_validate(json.loads(status.model_dump_json()))
     assert again == status and again.nodes[0].stake_cnx == 400.0
+    assert json.loads(status.model_dump_json())["tasks"]["by_outcome"] == {"paid": 4}  # keyed by name
 
 
 def test_the_status_feeds_the_alerting_metrics():
@@ -67,6 +71,6 @@ def test_the_status_feeds_the_alerting_metrics():
         'helium_worker_up{card="NVIDIA H100 80GB HBM3",worker="helium-worker-5f8cc037-1"} 0.0',
         'helium_worker_warm_models{worker="helium-worker-5f8cc037-0"} 1.0',
         'helium_card_model_paused{card="5f8cc037"} 1.0', "helium_last_task_timestamp_seconds 1000.0",
-        "helium_model_download_failures 2.0", "helium_relay_up 0.0",
+        "helium_relay_up 0.0",
     ]:  # fmt: skip
         assert line in text, line

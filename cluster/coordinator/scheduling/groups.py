@@ -1,6 +1,6 @@
 """A card model's group of workers as the pool schedules it: who is free, who goes next, who waits.
 
-Everything here runs on the coordinator's event loop only, so no locks: a job takes a slot in
+Everything here runs on the coordinator's event loop only, so no locks: a job takes a place in
 ``acquire`` and gives it back in ``release``, which wakes the jobs waiting in line.
 """
 
@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from cluster.coordinator.scheduling.placement import WorkerSlot
+from cluster.coordinator.scheduling.placement import WorkerPlacement
 from cluster.coordinator.scheduling.runner import JobDeadlineExceeded
 from cluster.protocol.cards import CardModel
 from cluster.protocol.errors import TaskExecutionError
@@ -20,7 +20,7 @@ from cluster.workers.messages import JobReply
 
 @dataclass(slots=True, eq=False)
 class WorkerState:
-    slot: WorkerSlot
+    placement: WorkerPlacement
     handle: Any  # the GpuWorker actor handle; swapped when the worker is replaced
     num_running: int = 0
     num_jobs: int = 0
@@ -29,14 +29,14 @@ class WorkerState:
 
     @property
     def worker_id(self) -> str:
-        return self.slot.name
+        return self.placement.name
 
 
 @dataclass(slots=True, eq=False)
 class CardGroup:
     card: CardModel
     workers: list[WorkerState] = field(default_factory=list)
-    waiters: list[asyncio.Future[None]] = field(default_factory=list)  # jobs waiting for a free slot
+    waiters: list[asyncio.Future[None]] = field(default_factory=list)  # jobs waiting for a free place
 
     def find(self, worker_id: str) -> WorkerState | None:
         return next((w for w in self.workers if w.worker_id == worker_id), None)
@@ -46,20 +46,21 @@ class CardGroup:
         free = [
             w
             for w in self.workers
-            if w.is_alive and w.num_running < w.slot.num_places and only in (None, w.worker_id)
+            if w.is_alive and w.num_running < w.placement.num_places and only in (None, w.worker_id)
         ]
         # A retry goes to a sibling when one is free, else back to the worker that failed.
         candidates = [w for w in free if w.worker_id != avoid] or free
         if not candidates:
             return None
         return min(
-            candidates, key=lambda w: (hint not in w.loaded_models, w.num_running, w.num_jobs, w.slot.index)
+            candidates,
+            key=lambda w: (hint not in w.loaded_models, w.num_running, w.num_jobs, w.placement.index),
         )
 
     async def acquire(
         self, deadline_unix_s: float, hint: str | None, avoid: str = "", only: str | None = None
     ) -> WorkerState | None:
-        """A worker with a slot taken for the caller, waiting in line while all are busy or down;
+        """A worker with a place taken for the caller, waiting in line while all are busy or down;
         None once the deadline passes."""
         while (remaining_s := deadline_unix_s - time.time()) > 0:
             worker = self.pick(hint, avoid, only)
@@ -75,7 +76,7 @@ class CardGroup:
         return None
 
     def release(self, worker: WorkerState, reply: asyncio.Future[JobReply]) -> None:
-        """Give the slot back when the worker's call ended, however it ended."""
+        """Give the place back when the worker's call ended, however it ended."""
         worker.num_running -= 1
         worker.num_jobs += 1
         if not reply.cancelled() and reply.exception() is None:

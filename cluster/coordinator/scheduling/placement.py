@@ -1,7 +1,7 @@
 """Which workers a farm has and how Ray places them, grouped by the card model they join with.
 
 A worker owns one GPU, several GPUs of one node (``rig.worker_layouts``: a ``kx`` card model), or a
-share of one GPU (``rig.slot_mode=replicas``); in batched mode one worker runs ``rig.slots_per_gpu``
+share of one GPU (``rig.gpu_sharing=replicas``); in batched mode one worker runs ``rig.places_per_gpu``
 tasks at once.
 
 Workers are named by card model and their place in its group (``helium-worker-<card>-<i>``), so a
@@ -28,7 +28,7 @@ from cluster.workers.gpu import discover_nvml_gpus, virtual_gpus
 WORKER_NAME_PREFIX = "helium-worker-"
 # Ray restarts a crashed worker process in place this many times; past that the pool replaces it.
 WORKER_MAX_RESTARTS = 2
-# Calls beyond the job slots: info() and loaded_models() answer while jobs run.
+# Calls beyond the job places: info() and loaded_models() answer while jobs run.
 NUM_CONTROL_CALLS = 2
 
 
@@ -37,14 +37,14 @@ class PoolError(RuntimeError):
 
 
 @dataclass(frozen=True, slots=True)
-class WorkerSlot:
-    index: int  # global, in discovery order: the index TestHooks.corrupt_workers names
+class WorkerPlacement:
+    index: int  # global, in discovery order
     group_index: int  # place within its card model's group
     card: CardModel  # the card model the worker's node accounts join with
     gpu: CardModel | None = None  # the card model of each GPU it uses (its Ray resource); None: ``card``
     num_gpus: int = 1  # GPUs it owns: > 1 for a model larger than one GPU
-    num_replicas: int = 1  # workers sharing its one GPU (rig.slot_mode=replicas)
-    num_places: int = 1  # tasks it runs at once (rig.slot_mode=batched: rig.slots_per_gpu)
+    num_replicas: int = 1  # workers sharing its one GPU (rig.gpu_sharing=replicas)
+    num_places: int = 1  # tasks it runs at once (rig.gpu_sharing=batched: rig.places_per_gpu)
 
     @property
     def name(self) -> str:
@@ -60,20 +60,20 @@ class WorkerSlot:
         return self.num_gpus / self.num_replicas
 
 
-def plan_slots(cards: Iterable[CardModel]) -> list[WorkerSlot]:
+def plan_slots(cards: Iterable[CardModel]) -> list[WorkerPlacement]:
     """One worker per GPU with one task place, numbered globally and within its card model."""
     return _numbered([(card, card, 1, 1, 1) for card in cards])
 
 
 def plan_workers(
     nodes: Sequence[Sequence[CardModel]], rig: RigConfig, engine: EngineConfig
-) -> list[WorkerSlot]:
+) -> list[WorkerPlacement]:
     """The farm's workers: per Ray node (each a list of its GPUs' card models), its GPUs split into workers
-    by ``rig.worker_layouts`` and their places by ``rig.slot_mode``; a bad combination names the option."""
-    check_slot_mode(rig, engine)
+    by ``rig.worker_layouts`` and their places by ``rig.gpu_sharing``; a bad combination names the option."""
+    check_gpu_sharing(rig, engine)
     layouts = {layout.card_name: layout.gpus_per_worker for layout in rig.worker_layouts}
     tag = parallel_tag(engine.text)
-    is_batched = rig.slot_mode == "batched"
+    is_batched = rig.gpu_sharing == "batched"
     specs = []  # (worker card, gpu card, num_gpus, num_replicas, num_places)
     for node_index, gpus in enumerate(nodes):
         for gpu, count in Counter(gpus).items():  # card models in order of first appearance
@@ -84,33 +84,35 @@ def plan_workers(
                     f"{node_index} has {count}: change rig.worker_layouts so that it covers {count} GPUs"
                 )
             for num_gpus in split:
-                if num_gpus > 1 and not is_batched and rig.slots_per_gpu > 1:
+                if num_gpus > 1 and not is_batched and rig.places_per_gpu > 1:
                     raise PoolError(
                         f"rig.worker_layouts gives a worker {num_gpus} GPUs of {gpu.gpu_name!r}, and "
-                        f"rig.slots_per_gpu={rig.slots_per_gpu} replicas cannot share several GPUs: set "
-                        "rig.slot_mode=batched, or rig.slots_per_gpu=1"
+                        f"rig.places_per_gpu={rig.places_per_gpu} replicas cannot share several GPUs: set "
+                        "rig.gpu_sharing=batched, or rig.places_per_gpu=1"
                     )
-                replicas = 1 if is_batched or num_gpus > 1 else rig.slots_per_gpu
-                places = rig.slots_per_gpu if is_batched else 1
+                replicas = 1 if is_batched or num_gpus > 1 else rig.places_per_gpu
+                places = rig.places_per_gpu if is_batched else 1
                 card = gpu.of_worker(num_gpus, tag, replicas)
                 specs += [(card, gpu, num_gpus, replicas, places)] * replicas
     return _numbered(specs)
 
 
-def _numbered(specs: Iterable[tuple[CardModel, CardModel, int, int, int]]) -> list[WorkerSlot]:
+def _numbered(specs: Iterable[tuple[CardModel, CardModel, int, int, int]]) -> list[WorkerPlacement]:
     num_in_group: Counter[CardModel] = Counter()
-    slots = []
+    placements = []
     for index, (card, gpu, num_gpus, num_replicas, num_places) in enumerate(specs):
-        slots.append(WorkerSlot(index, num_in_group[card], card, gpu, num_gpus, num_replicas, num_places))
+        placements.append(
+            WorkerPlacement(index, num_in_group[card], card, gpu, num_gpus, num_replicas, num_places)
+        )
         num_in_group[card] += 1
-    return slots
+    return placements
 
 
-def check_slot_mode(rig: RigConfig, engine: EngineConfig) -> None:
-    if rig.slot_mode == "batched" and engine.text != "vllm":
+def check_gpu_sharing(rig: RigConfig, engine: EngineConfig) -> None:
+    if rig.gpu_sharing == "batched" and engine.text != "vllm":
         raise PoolError(
-            "rig.slot_mode=batched batches GPT requests in vLLM's async engine: set engine.text=vllm, or "
-            "rig.slot_mode=replicas (each task alone on its own engine)"
+            "rig.gpu_sharing=batched batches GPT requests in vLLM's async engine: set engine.text=vllm, or "
+            "rig.gpu_sharing=replicas (each task alone on its own engine)"
         )
 
 
@@ -119,8 +121,8 @@ def virtual_cards(rig: RigConfig, engine: EngineConfig) -> list[CardModel]:
     return [spec.card_model(runtime) for spec in virtual_gpus(rig)]
 
 
-def virtual_workers(rig: RigConfig, engine: EngineConfig) -> list[WorkerSlot]:
-    """A virtual-slot rig's workers: its virtual GPUs are one Ray node's."""
+def virtual_workers(rig: RigConfig, engine: EngineConfig) -> list[WorkerPlacement]:
+    """A rig of virtual GPUs's workers: its virtual GPUs are one Ray node's."""
     return plan_workers([virtual_cards(rig, engine)], rig, engine)
 
 
@@ -140,7 +142,7 @@ async def discovered_cards(engine: EngineConfig) -> list[list[CardModel]]:
     if not nodes:
         raise PoolError(
             "rig.discover_gpus is true but no alive Ray node offers a GPU; "
-            "start the GPU nodes first, or use a rig with virtual_slots (rig=cpu-devnet)"
+            "start the GPU nodes first, or use a rig with virtual_gpus (rig=cpu-devnet)"
         )
     refs = [
         _discover_node.options(
@@ -151,29 +153,29 @@ async def discovered_cards(engine: EngineConfig) -> list[list[CardModel]]:
     return list(await asyncio.gather(*refs))
 
 
-def required_resources(slots: Iterable[WorkerSlot]) -> dict[str, float]:
+def required_resources(placements: Iterable[WorkerPlacement]) -> dict[str, float]:
     """Units of each card resource the workers take together (one per GPU, shared or not)."""
     counts: dict[str, float] = {}
-    for slot in slots:
-        name = slot.gpu_card.resource_name
-        counts[name] = counts.get(name, 0.0) + slot.gpu_share
+    for placement in placements:
+        name = placement.gpu_card.resource_name
+        counts[name] = counts.get(name, 0.0) + placement.gpu_share
     # NOTE: replicas take 1/n each; rounding keeps n * (1/n) from reading as 0.9999999 GPUs.
     return {name: round(count, 6) for name, count in sorted(counts.items())}
 
 
 def rig_ray_resources(rig: RigConfig, engine: EngineConfig) -> dict[str, float]:
-    """What ``ray.init(resources=...)`` declares on the one machine of a virtual-slot rig (the devnet):
+    """What ``ray.init(resources=...)`` declares on the one machine of a rig of virtual GPUs (the devnet):
     one unit of its card resource per virtual GPU, however the GPUs are split into workers."""
     return required_resources(plan_slots(virtual_cards(rig, engine)))
 
 
-def check_cluster_resources(slots: list[WorkerSlot], total: dict[str, float]) -> None:
+def check_cluster_resources(placements: list[WorkerPlacement], total: dict[str, float]) -> None:
     """Fail now, naming the declaration to add, rather than leave workers pending forever."""
-    needed = required_resources(slots)
+    needed = required_resources(placements)
     missing = {name: count for name, count in needed.items() if total.get(name, 0.0) < count}
     if not missing:
         return
-    cards = {slot.gpu_card.resource_name: slot.gpu_card for slot in slots}
+    cards = {placement.gpu_card.resource_name: placement.gpu_card for placement in placements}
     described = ", ".join(
         f"{name} ({cards[name].gpu_name}, {cards[name].vram_gb} GB, {cards[name].runtime}): "
         f"needs {count:g}, cluster has {total.get(name, 0.0):g}"
@@ -186,32 +188,33 @@ def check_cluster_resources(slots: list[WorkerSlot], total: dict[str, float]) ->
     )
 
 
-def check_node_capacity(slots: list[WorkerSlot], node_resources: list[dict[str, float]]) -> None:
+def check_node_capacity(placements: list[WorkerPlacement], node_resources: list[dict[str, float]]) -> None:
     """A worker lives on one Ray node: each needs a node that holds all of its GPUs."""
-    for slot in slots:
-        name = slot.gpu_card.resource_name
+    for placement in placements:
+        name = placement.gpu_card.resource_name
         largest = max((resources.get(name, 0.0) for resources in node_resources), default=0.0)
-        if largest < slot.gpu_share:
+        if largest < placement.gpu_share:
+            gpu_name = placement.gpu_card.gpu_name
             raise PoolError(
-                f"worker {slot.name} needs {slot.num_gpus} GPUs of {slot.gpu_card.gpu_name!r} on one Ray "
-                f"node but the largest node holds {largest:g} ({name}): change rig.worker_layouts so that no "
+                f"worker {placement.name} needs {placement.num_gpus} GPUs of {gpu_name!r} on one Ray node "
+                f"but the largest node holds {largest:g} ({name}): change rig.worker_layouts so that no "
                 "worker has more GPUs than one node"
             )
 
 
-def actor_options(slot: WorkerSlot, rig: RigConfig, namespace: str) -> dict[str, Any]:
+def actor_options(placement: WorkerPlacement, rig: RigConfig, namespace: str) -> dict[str, Any]:
     options: dict[str, Any] = {
-        "name": slot.name,
+        "name": placement.name,
         "namespace": namespace,
         "get_if_exists": True,  # a restarted coordinator reuses the running workers and their warm models
         "lifetime": "detached",  # workers outlive the coordinator's process; WorkerPool.shutdown kills them
         # CPU is not what limits a worker, its GPU is: placement comes from the card resource (and GPU).
         "num_cpus": 0,
-        "resources": {slot.gpu_card.resource_name: slot.gpu_share},
+        "resources": {placement.gpu_card.resource_name: placement.gpu_share},
         "max_restarts": WORKER_MAX_RESTARTS,
         "max_task_retries": 0,  # the pool decides where a failed job runs next
-        "max_concurrency": slot.num_places + NUM_CONTROL_CALLS,
+        "max_concurrency": placement.num_places + NUM_CONTROL_CALLS,
     }
     if rig.device == "cuda":
-        options["num_gpus"] = slot.gpu_share  # whole GPUs on one node, or a replica's fraction of one
+        options["num_gpus"] = placement.gpu_share  # whole GPUs on one node, or a replica's fraction of one
     return options

@@ -23,7 +23,7 @@ from cluster.config import EngineConfig, RigConfig
 from cluster.coordinator.scheduling.groups import CardGroup, WorkerState
 from cluster.coordinator.scheduling.placement import (
     PoolError,
-    WorkerSlot,
+    WorkerPlacement,
     actor_options,
     check_cluster_resources,
     check_node_capacity,
@@ -38,7 +38,6 @@ from cluster.coordinator.scheduling.recovery import (
     bring_back,
     ray_future,
 )
-from cluster.coordinator.scheduling.runner import JobResult
 from cluster.protocol.cards import CardModel
 from cluster.protocol.errors import ExecutionError
 from cluster.workers.messages import JobReply, JobRequest, WorkerInfo
@@ -49,13 +48,10 @@ READY_TIMEOUT_S = 600.0
 
 
 class WorkerPool:
-    def __init__(
-        self, rig: RigConfig, engine: EngineConfig, namespace: str, corrupt_workers: frozenset[int]
-    ) -> None:
+    def __init__(self, rig: RigConfig, engine: EngineConfig, namespace: str) -> None:
         self.rig = rig
         self.engine = engine
         self.namespace = namespace
-        self._corrupt_workers = corrupt_workers
         self._groups: dict[CardModel, CardGroup] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._is_shut_down = False
@@ -67,41 +63,33 @@ class WorkerPool:
         engine: EngineConfig,
         *,
         namespace: str = "helium",
-        corrupt_workers: frozenset[int] = frozenset(),
         ready_timeout_s: float = READY_TIMEOUT_S,
     ) -> WorkerPool:
-        """Get or create the rig's workers (``placement.plan_workers``) and wait until all are up.
-
-        ``corrupt_workers`` (a test fault, ``TestHooks``): indices of workers that return wrong results.
-        """
+        """Get or create the rig's workers (``placement.plan_workers``) and wait until all are up."""
         if not ray.is_initialized():
             raise PoolError("connect to Ray (ray.init) before WorkerPool.create")
         nodes = await discovered_cards(engine) if rig.discover_gpus else [virtual_cards(rig, engine)]
-        slots = plan_workers(nodes, rig, engine)
-        check_cluster_resources(slots, ray.cluster_resources())
-        check_node_capacity(slots, [node["Resources"] for node in ray.nodes() if node["Alive"]])
-        unknown = sorted(corrupt_workers - set(range(len(slots))))
-        if unknown:
-            raise PoolError(f"corrupt_workers names {unknown}; this rig has workers 0..{len(slots) - 1}")
-        pool = cls(rig, engine, namespace, corrupt_workers)
-        for slot in slots:
-            group = pool._groups.setdefault(slot.card, CardGroup(slot.card))
-            group.workers.append(WorkerState(slot, pool._spawn(slot)))
+        placements = plan_workers(nodes, rig, engine)
+        check_cluster_resources(placements, ray.cluster_resources())
+        check_node_capacity(placements, [node["Resources"] for node in ray.nodes() if node["Alive"]])
+        pool = cls(rig, engine, namespace)
+        for placement in placements:
+            group = pool._groups.setdefault(placement.card, CardGroup(placement.card))
+            group.workers.append(WorkerState(placement, pool._spawn(placement)))
         await pool._wait_ready(ready_timeout_s)
         return pool
 
-    def _spawn(self, slot: WorkerSlot) -> Any:
+    def _spawn(self, placement: WorkerPlacement) -> Any:
         # The actors' modules import torch: only when needed.
-        if self.rig.slot_mode == "batched":
-            from cluster.workers.batched import BatchedGpuWorker as worker_class
+        if self.rig.gpu_sharing == "batched":
+            from cluster.workers.batched import BatchedGpuWorkerActor as actor_class
         else:
-            from cluster.workers.worker import GpuWorker as worker_class
+            from cluster.workers.worker import GpuWorkerActor as actor_class
 
-        options = actor_options(slot, self.rig, self.namespace)
-        is_corrupt = slot.index in self._corrupt_workers
-        return worker_class.options(**options).remote(
-            slot.card, slot.index, slot.name, self.rig, self.engine, corrupt_results=is_corrupt,
-            num_gpus=slot.num_gpus, num_replicas=slot.num_replicas, gpu=slot.gpu_card,
+        options = actor_options(placement, self.rig, self.namespace)
+        return actor_class.options(**options).remote(
+            placement.card, placement.index, placement.name, self.rig, self.engine,
+            num_gpus=placement.num_gpus, num_replicas=placement.num_replicas, gpu=placement.gpu_card,
         )  # fmt: skip
 
     async def _wait_ready(self, timeout_s: float) -> None:
@@ -131,7 +119,7 @@ class WorkerPool:
 
     def num_places(self, card: CardModel) -> int:
         """Tasks ``card``'s workers run at once: one node account each (a node holds one task at a time)."""
-        return sum(w.slot.num_places for w in self._group(card).workers)
+        return sum(w.placement.num_places for w in self._group(card).workers)
 
     def num_alive(self, card: CardModel) -> int:
         return sum(w.is_alive for w in self._group(card).workers)
@@ -155,37 +143,30 @@ class WorkerPool:
 
     # --- jobs ---
 
-    async def run_job(
-        self, card: CardModel, request: JobRequest, *, deadline_unix_s: float, model_hint: str | None = None
-    ) -> JobResult:
-        """Run one task on a worker of ``card`` before ``deadline_unix_s`` (``time.time()`` seconds)."""
-        return await self._run(self._group(card), request, deadline_unix_s, model_hint, None)
+    async def run_job(self, card: CardModel, request: JobRequest) -> JobReply:
+        """Run one task on a worker of ``card`` before ``request.deadline_unix_s``."""
+        return await self._run(self._group(card), request, None)
 
-    async def run_job_on(self, worker_id: str, request: JobRequest, *, deadline_unix_s: float) -> JobResult:
-        """Run one task on this very worker (the guard compares workers); transient errors retried there."""
+    async def run_job_on(self, worker_id: str, request: JobRequest) -> JobReply:
+        """Run one task on this very worker (the reference check compares workers); transient errors are
+        retried there."""
         for group in self._groups.values():
             if group.find(worker_id) is not None:
-                return await self._run(group, request, deadline_unix_s, None, worker_id)
+                return await self._run(group, request, worker_id)
         raise KeyError(f"no worker {worker_id!r} in this pool")
 
-    async def _run(
-        self,
-        group: CardGroup,
-        request: JobRequest,
-        deadline_unix_s: float,
-        hint: str | None,
-        only: str | None,
-    ) -> JobResult:
+    async def _run(self, group: CardGroup, request: JobRequest, only: str | None) -> JobReply:
         attempts, last_error, avoid, backoff_s = 0, None, "", BACKOFF_INITIAL_S
+        deadline_unix_s = request.deadline_unix_s
         while True:
             if self._is_shut_down:
                 raise PoolError("the worker pool is shut down")
-            worker = await group.acquire(deadline_unix_s, hint, avoid, only)
+            worker = await group.acquire(deadline_unix_s, request.model, avoid, only)
             if worker is None:
                 raise group.deadline_error(attempts, last_error)
             attempts += 1
             try:
-                reply = await self._dispatch(group, worker, request, deadline_unix_s)
+                reply = await self._dispatch(group, worker, request)
             except WORKER_LOST_ERRORS as exc:
                 logger.warning("[pool] worker lost worker=%s attempt=%d: %s", worker.worker_id, attempts, exc)
                 self._mark_lost(group, worker)
@@ -195,29 +176,27 @@ class WorkerPool:
                 logger.warning(
                     "[pool] call failed worker=%s attempt=%d", worker.worker_id, attempts, exc_info=exc
                 )
-                reply = JobReply(error=ExecutionError(f"{type(exc).__name__}: {exc}"))
+                reply = JobReply(worker.worker_id, error=ExecutionError(f"{type(exc).__name__}: {exc}"))
             if reply is None:
                 raise group.deadline_error(attempts, last_error)
             if reply.error is None or reply.error.is_task_error:
-                return JobResult(
-                    reply.files, reply.result, reply.error, worker.worker_id, attempts, reply.engine_s
-                )
+                return dataclasses.replace(reply, attempts=attempts)
             logger.info(
-                "[pool] retrying worker=%s attempt=%d error=%s", worker.worker_id, attempts, reply.error
-            )
+                "[pool] retrying job=%s worker=%s attempt=%d error=%s",
+                request.name, worker.worker_id, attempts, reply.error,
+            )  # fmt: skip
             last_error, avoid = reply.error, worker.worker_id
             await asyncio.sleep(max(0.0, min(backoff_s, deadline_unix_s - time.time())))
             backoff_s = min(2 * backoff_s, BACKOFF_MAX_S)
 
-    async def _dispatch(
-        self, group: CardGroup, worker: WorkerState, request: JobRequest, deadline_unix_s: float
-    ) -> JobReply | None:
-        """The worker's reply, or None past the deadline (the job runs on; its slot frees when it ends)."""
+    async def _dispatch(self, group: CardGroup, worker: WorkerState, request: JobRequest) -> JobReply | None:
+        """The worker's reply, or None past the deadline (the job runs on until its engine sees the
+        deadline; its place frees when it ends)."""
         handle = worker.handle
-        job = dataclasses.replace(request, deadline_unix_s=deadline_unix_s)  # the engine stops there too
-        reply = ray_future(handle.run_job.remote(job))
+        reply = ray_future(handle.run_job.remote(request))
         reply.add_done_callback(lambda done: self._on_reply(group, worker, handle, done))
-        finished, _ = await asyncio.wait({reply}, timeout=max(0.0, deadline_unix_s - time.time()))
+        remaining_s = max(0.0, request.deadline_unix_s - time.time())
+        finished, _ = await asyncio.wait({reply}, timeout=remaining_s)
         return reply.result() if finished else None
 
     def _on_reply(

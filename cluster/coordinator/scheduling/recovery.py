@@ -15,7 +15,7 @@ from typing import Any
 from ray.exceptions import RayActorError, WorkerCrashedError
 
 from cluster.coordinator.scheduling.groups import CardGroup, WorkerState
-from cluster.coordinator.scheduling.placement import WorkerSlot
+from cluster.coordinator.scheduling.placement import WorkerPlacement
 
 logger = logging.getLogger(__name__)
 
@@ -31,11 +31,11 @@ def ray_future(ref: Any) -> asyncio.Future[Any]:
     return asyncio.wrap_future(ref.future())
 
 
-async def bring_back(spawn: Callable[[WorkerSlot], Any], group: CardGroup, worker: WorkerState) -> None:
+async def bring_back(spawn: Callable[[WorkerPlacement], Any], group: CardGroup, worker: WorkerState) -> None:
     """Get or create the worker's actor until it answers, then put it back in its group's rotation."""
     delay_s = BACKOFF_INITIAL_S
     for attempt in range(1, NUM_REPLACE_ATTEMPTS + 1):
-        handle = spawn(worker.slot)  # get_if_exists: the old actor while its name is still taken
+        handle = spawn(worker.placement)  # get_if_exists: the old actor while its name is still taken
         try:
             models = await ray_future(handle.loaded_models.remote())
         except WORKER_LOST_ERRORS as exc:

@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 
 _OOM_MARKERS = ("out of memory", "cuda error: out of memory", "mps backend out of memory")
 # Exceptions of unreadable checkpoints that do not derive from OSError/ValueError.
-_CORRUPT_CHECKPOINT_ERRORS = {"SafetensorError", "UnpicklingError"}
+_DAMAGED_CHECKPOINT_ERRORS = {"SafetensorError", "UnpicklingError"}
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -55,8 +55,8 @@ def map_load_error(exc: BaseException, model: str) -> TaskExecutionError:
         return OutOfMemory(f"out of memory while loading {model!r}: {exc}")
     if _is_transient_hub_error(exc):
         return ModelNotAvailable(f"model {model!r} could not be fetched now: {exc}")
-    is_corrupt = type(exc).__name__ in _CORRUPT_CHECKPOINT_ERRORS
-    if is_corrupt or isinstance(
+    is_damaged = type(exc).__name__ in _DAMAGED_CHECKPOINT_ERRORS
+    if is_damaged or isinstance(
         exc, OSError | ValueError | KeyError | TypeError | AttributeError | ImportError
     ):
         # transformers/diffusers raise these for a missing config, an unknown model_type, a checkpoint of

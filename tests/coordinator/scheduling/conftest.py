@@ -20,7 +20,7 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from cluster.config import EngineConfig, RigConfig, VirtualSlots
+from cluster.config import EngineConfig, RigConfig, VirtualGpus
 from cluster.protocol.cards import CardModel
 from cluster.workers.models.builders import build_tiny_causal_lm
 from cluster.workers.models.sd_builders import build_tiny_sd
@@ -29,7 +29,6 @@ from tests.coordinator.scheduling.factories import background_loop
 T = TypeVar("T")
 CARD_A = "Test Virtual Card A"
 CARD_B = "Test Virtual Card B"
-CORRUPT_WORKER_INDEX = 4  # the last worker of card B: corrupt_results
 RUN_TIMEOUT_S = 120.0
 
 
@@ -54,10 +53,10 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> RigConfig:
         name="test-workers",
         device="cpu",
         discover_gpus=False,
-        slots_per_gpu=1,
-        virtual_slots=[
-            VirtualSlots(card_name=CARD_A, vram_gb=8, count=2),
-            VirtualSlots(card_name=CARD_B, vram_gb=16, count=3),
+        places_per_gpu=1,
+        virtual_gpus=[
+            VirtualGpus(card_name=CARD_A, vram_gb=8, count=2),
+            VirtualGpus(card_name=CARD_B, vram_gb=16, count=3),
         ],
         model_cache_dir=str(tmp_path_factory.mktemp("hub-cache")),
         vram_budget_fraction=0.5,
@@ -111,8 +110,7 @@ def ray_cluster(rig: RigConfig, engine: EngineConfig) -> Iterator[None]:
 def pool(ray_cluster: None, rig: RigConfig, engine: EngineConfig, run: Callable[..., Any]) -> Iterator[Any]:
     from cluster.coordinator.scheduling.pool import WorkerPool
 
-    corrupt = frozenset({CORRUPT_WORKER_INDEX})
-    pool = run(WorkerPool.create(rig, engine, namespace="helium-tests", corrupt_workers=corrupt))
+    pool = run(WorkerPool.create(rig, engine, namespace="helium-tests"))
     try:
         yield pool
     finally:

@@ -1,17 +1,20 @@
-"""Task arguments as an application uploads them: JSON text."""
+"""Task arguments as an application uploads them (JSON text), and jobs made of them (parsed once)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from cluster.protocol.task import TaskType
+from cluster.protocol.task import TaskType, parse_task_args
 from cluster.workers.messages import JobRequest
+
+JOB_TIMEOUT_S = 60.0
 
 
 @contextmanager
@@ -56,9 +59,14 @@ def sd_args_json(model: Path | str, *, steps: int = 2, size: int = 64, num_image
     )
 
 
-def gpt_job(model: Path | str, **kwargs: Any) -> JobRequest:
-    return JobRequest(TaskType.GPT, gpt_args_json(model, **kwargs))
+def job(task_type: TaskType, args_json: str, *, timeout_s: float = JOB_TIMEOUT_S) -> JobRequest:
+    """A job of these arguments, due ``timeout_s`` from now."""
+    return JobRequest(parse_task_args(task_type, args_json), time.time() + timeout_s)
 
 
-def sd_job(model: Path | str, **kwargs: Any) -> JobRequest:
-    return JobRequest(TaskType.SD, sd_args_json(model, **kwargs))
+def gpt_job(model: Path | str, *, timeout_s: float = JOB_TIMEOUT_S, **kwargs: Any) -> JobRequest:
+    return job(TaskType.GPT, gpt_args_json(model, **kwargs), timeout_s=timeout_s)
+
+
+def sd_job(model: Path | str, *, timeout_s: float = JOB_TIMEOUT_S, **kwargs: Any) -> JobRequest:
+    return job(TaskType.SD, sd_args_json(model, **kwargs), timeout_s=timeout_s)

@@ -39,6 +39,6 @@ def test_a_gpu_rig_asks_ray_for_one_gpu_and_the_card_resource(rig) -> None:
     (slot,) = plan_slots([CardModel(H100, 80, "r")])
     cpu = actor_options(slot, rig, "ns")
     assert cpu["resources"] == {slot.card.resource_name: 1} and "num_gpus" not in cpu
-    assert cpu["max_concurrency"] == rig.slots_per_gpu + 2 and cpu["name"] == slot.name
+    assert cpu["max_concurrency"] == rig.places_per_gpu + 2 and cpu["name"] == slot.name
     cuda = actor_options(slot, rig.model_copy(update={"device": "cuda"}), "ns")
     assert cuda["num_gpus"] == 1

@@ -1,10 +1,14 @@
-"""A stand-in for vLLM's async engine (``vllm.AsyncLLMEngine``, v1's ``AsyncLLM``) on the CPU.
+"""A stand-in for vLLM's engines on the CPU: the async engine (``vllm.AsyncLLMEngine``, v1's ``AsyncLLM``)
+and the offline ``vllm.LLM`` with its step-wise ``LLMEngine``.
 
 The same calls as vLLM's: ``AsyncLLMEngine.from_engine_args(AsyncEngineArgs(...))``, the async generator
 ``generate(prompt, sampling_params, request_id)`` yielding cumulative ``RequestOutput`` until one is
-``finished``, ``abort(request_id)``, ``shutdown()``. Inside, a real model (transformers, on the CPU)
-decodes with continuous batching: one background loop takes every waiting request into the running batch
-before each step, decodes one token for each running sequence, and records the batch it ran.
+``finished``, ``abort(request_id)``, ``shutdown()``; ``LLM(**engine_args)``, ``LLM.generate(prompts,
+sampling_params)`` and ``LLM.llm_engine`` with ``add_request(request_id, prompt, params)``, ``step()``
+(the outputs of the requests it advanced), ``has_unfinished_requests()`` and ``abort_request(ids)``.
+Inside, a real model (transformers, on the CPU) decodes with continuous batching: before each step every
+waiting request joins the running batch, one token is decoded for each running sequence, and the batch
+is recorded.
 
 Batch invariance (what ``VLLM_BATCH_INVARIANT=1`` gives on a GPU) holds here by construction: each
 sequence's step is its own forward pass and its own seeded generator, so its tokens do not depend on
@@ -73,7 +77,9 @@ class _Request:
         return all(s.finish_reason is not None for s in self.sequences)
 
 
-class AsyncLLMEngine:
+class _Core:
+    """The model and one decoding step over a batch: what both engines run."""
+
     def __init__(self, args: AsyncEngineArgs) -> None:
         from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
@@ -89,21 +95,13 @@ class AsyncLLMEngine:
         self.fail_seed = int(fail_seed) if fail_seed else None
         self._waiting: list[_Request] = []
         self._running: list[_Request] = []
-        self._arrived = asyncio.Event()
-        self._loop_task: asyncio.Task[None] | None = None
         self._record(
             {"event": "engine", "model": args.model, "tensor_parallel_size": args.tensor_parallel_size}
         )
 
-    @classmethod
-    def from_engine_args(cls, engine_args: AsyncEngineArgs) -> AsyncLLMEngine:
-        return cls(engine_args)
-
-    # --- vLLM's calls ---
-
-    async def generate(
+    def _new_request(
         self, prompt: dict[str, Any], sampling_params: SamplingParams, request_id: str
-    ) -> AsyncIterator[RequestOutput]:
+    ) -> _Request:
         prompt_ids = list(prompt["prompt_token_ids"])
         if len(prompt_ids) > self.max_model_len:  # vLLM refuses such a prompt before scheduling it
             raise ValueError(
@@ -112,53 +110,20 @@ class AsyncLLMEngine:
             )
         generator = torch.Generator().manual_seed(sampling_params.seed or 0)
         sequences = [_Sequence(i) for i in range(sampling_params.n)]
-        request = _Request(request_id, prompt_ids, sampling_params, generator, sequences, asyncio.Queue())
-        self._waiting.append(request)
-        self._arrived.set()
-        if self._loop_task is None or self._loop_task.done():
-            self._loop_task = asyncio.get_running_loop().create_task(self._run_loop())
-        while True:
-            output = await request.outputs.get()
-            if isinstance(output, BaseException):
-                raise output
-            yield output
-            if output.finished:
-                return
+        return _Request(request_id, prompt_ids, sampling_params, generator, sequences, asyncio.Queue())
 
-    async def abort(self, request_id: str) -> None:
-        self._waiting = [r for r in self._waiting if r.request_id != request_id]
-        self._running = [r for r in self._running if r.request_id != request_id]
+    def _remove(self, request_ids: set[str]) -> None:
+        self._waiting = [r for r in self._waiting if r.request_id not in request_ids]
+        self._running = [r for r in self._running if r.request_id not in request_ids]
 
-    def shutdown(self) -> None:
-        if self._loop_task is not None:
-            self._loop_task.cancel()
-
-    # --- the engine loop ---
-
-    async def _run_loop(self) -> None:
-        await self._hold_for_min_batch()
-        while self._waiting or self._running:
-            self._running += self._waiting  # continuous batching: waiting requests join before each step
-            self._waiting = []
-            batch = [r.request_id for r in self._running]
-            self.batches.append(batch)
-            self._record({"event": "step", "batch": batch})
-            running = list(self._running)
-            failures = await asyncio.to_thread(self._step, running)  # off the loop: requests keep arriving
-            for request in running:
-                if request in failures:
-                    request.outputs.put_nowait(failures[request])
-                else:
-                    request.outputs.put_nowait(self._output(request))
-                if request in failures or request.finished:
-                    self._running = [r for r in self._running if r is not request]
-
-    async def _hold_for_min_batch(self) -> None:
-        path = envs.VLLM_STANDIN_MIN_BATCH_FILE.get()
-        min_batch = int(Path(path).read_text()) if path else self.min_batch
-        while len(self._waiting) < min_batch:
-            self._arrived.clear()
-            await self._arrived.wait()
+    def _next_batch(self) -> list[_Request]:
+        """Continuous batching: waiting requests join the running ones before each step."""
+        self._running += self._waiting
+        self._waiting = []
+        batch = [r.request_id for r in self._running]
+        self.batches.append(batch)
+        self._record({"event": "step", "batch": batch})
+        return list(self._running)
 
     def _step(self, running: list[_Request]) -> dict[_Request, BaseException]:
         failures: dict[_Request, BaseException] = {}
@@ -239,22 +204,101 @@ class AsyncLLMEngine:
                 f.write(json.dumps({"pid": os.getpid(), "engine": id(self), **entry}) + "\n")
 
 
+class AsyncLLMEngine(_Core):
+    def __init__(self, args: AsyncEngineArgs) -> None:
+        super().__init__(args)
+        self._arrived = asyncio.Event()
+        self._loop_task: asyncio.Task[None] | None = None
+
+    @classmethod
+    def from_engine_args(cls, engine_args: AsyncEngineArgs) -> AsyncLLMEngine:
+        return cls(engine_args)
+
+    # --- vLLM's calls ---
+
+    async def generate(
+        self, prompt: dict[str, Any], sampling_params: SamplingParams, request_id: str
+    ) -> AsyncIterator[RequestOutput]:
+        request = self._new_request(prompt, sampling_params, request_id)
+        self._waiting.append(request)
+        self._arrived.set()
+        if self._loop_task is None or self._loop_task.done():
+            self._loop_task = asyncio.get_running_loop().create_task(self._run_loop())
+        while True:
+            output = await request.outputs.get()
+            if isinstance(output, BaseException):
+                raise output
+            yield output
+            if output.finished:
+                return
+
+    async def abort(self, request_id: str) -> None:
+        self._remove({request_id})
+
+    def shutdown(self) -> None:
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+
+    # --- the engine loop ---
+
+    async def _run_loop(self) -> None:
+        await self._hold_for_min_batch()
+        while self._waiting or self._running:
+            running = self._next_batch()
+            failures = await asyncio.to_thread(self._step, running)  # off the loop: requests keep arriving
+            for request in running:
+                if request in failures:
+                    request.outputs.put_nowait(failures[request])
+                else:
+                    request.outputs.put_nowait(self._output(request))
+                if request in failures or request.finished:
+                    self._running = [r for r in self._running if r is not request]
+
+    async def _hold_for_min_batch(self) -> None:
+        path = envs.VLLM_STANDIN_MIN_BATCH_FILE.get()
+        min_batch = int(Path(path).read_text()) if path else self.min_batch
+        while len(self._waiting) < min_batch:
+            self._arrived.clear()
+            await self._arrived.wait()
+
+
+class LLMEngine(_Core):
+    """``LLM.llm_engine``: requests added, then stepped by the caller until none is unfinished."""
+
+    def add_request(self, request_id: str, prompt: dict[str, Any], params: SamplingParams) -> None:
+        self._waiting.append(self._new_request(prompt, params, request_id))
+
+    def has_unfinished_requests(self) -> bool:
+        return bool(self._waiting or self._running)
+
+    def abort_request(self, request_ids: list[str]) -> None:
+        self._remove(set(request_ids))
+
+    def step(self) -> list[RequestOutput]:
+        """One decoding step of every running request: their outputs (finished ones leave the batch). A
+        request that fails raises here, as vLLM's engine raises a request's error out of ``step``."""
+        running = self._next_batch()
+        failures = self._step(running)
+        if failures:
+            self._remove({r.request_id for r in failures})
+            raise next(iter(failures.values()))
+        self._running = [r for r in self._running if not r.finished]
+        return [self._output(request) for request in running]
+
+
 class LLM:
-    """``vllm.LLM``, the offline engine: ``generate`` runs its prompts as concurrent requests of one async
-    engine, so they share batches as in vLLM."""
+    """``vllm.LLM``, the offline engine: ``generate`` adds its prompts to ``llm_engine`` and steps it until
+    every request finished, so they share batches as in vLLM."""
 
     def __init__(self, **kwargs: Any) -> None:
-        self.engine = AsyncLLMEngine(AsyncEngineArgs(**kwargs))
+        self.llm_engine = LLMEngine(AsyncEngineArgs(**kwargs))
 
     def generate(
         self, prompts: list[dict[str, Any]], sampling_params: list[SamplingParams], use_tqdm: bool = True
     ) -> list[RequestOutput]:
-        async def run_all() -> list[RequestOutput]:
-            async def final(prompt: dict[str, Any], params: SamplingParams, request_id: str) -> RequestOutput:
-                outputs = [output async for output in self.engine.generate(prompt, params, request_id)]
-                return outputs[-1]
-
-            requests = zip(prompts, sampling_params, strict=True)
-            return list(await asyncio.gather(*(final(p, s, str(i)) for i, (p, s) in enumerate(requests))))
-
-        return asyncio.run(run_all())
+        for i, (prompt, params) in enumerate(zip(prompts, sampling_params, strict=True)):
+            self.llm_engine.add_request(str(i), prompt, params)
+        finals: dict[str, RequestOutput] = {}
+        while self.llm_engine.has_unfinished_requests():
+            finals.update((o.request_id, o) for o in self.llm_engine.step() if o.finished)
+        return [finals[str(i)] for i in range(len(prompts))]

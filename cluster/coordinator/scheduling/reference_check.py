@@ -1,17 +1,16 @@
-"""The consensus guard: a card model's slots join the chain only when all of its workers compute the same
-bytes for the same GPT task.
+"""The reference check: a card model's node accounts join the chain only when all of its workers compute
+the same bytes for the same GPT task.
 
 Three nodes of one card model must agree bit for bit on a GPT result. A faulty GPU, or a driver or library
-that differs under the same runtime tag, would otherwise get the farm's slots slashed one task at a time.
-So before a group joins, every worker runs the same reference tasks (greedy and seeded sampling) and the
-result bytes are compared. The round driver also pauses a card model when two of the farm's own slots
-disagree on one task (``cluster.coordinator.rounds``).
+that differs under the same runtime tag, would otherwise get the farm's nodes slashed one task at a time.
+So before a card model joins, every worker runs the same reference tasks (greedy and seeded sampling) and
+the result bytes are compared. Once it serves, the card guard (``cluster.coordinator.rounds``) pauses a
+card model whose own rounds of one task disagree.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -20,7 +19,7 @@ from dataclasses import dataclass
 from cluster.coordinator.scheduling.pool import WorkerPool
 from cluster.coordinator.scheduling.runner import JobDeadlineExceeded
 from cluster.protocol.cards import CardModel
-from cluster.protocol.task import TaskType
+from cluster.protocol.gpt import GPTTaskArgs
 from cluster.workers.messages import JobRequest
 
 REFERENCE_PROMPT = "Say hello to the Helium network in one short sentence."
@@ -28,21 +27,16 @@ REFERENCE_SAMPLING_SEED = 4242
 DEFAULT_TIMEOUT_S = 300.0
 
 
-def reference_tasks(model: str, *, max_new_tokens: int = 16) -> list[str]:
+def reference_tasks(model: str, *, max_new_tokens: int = 16) -> list[GPTTaskArgs]:
     """The reference GPT arguments for ``model``: one greedy task and one sampled with a fixed seed."""
     messages = [{"role": "user", "content": REFERENCE_PROMPT}]
     greedy = {"do_sample": False, "max_new_tokens": max_new_tokens}
     sampled = {"do_sample": True, "temperature": 0.8, "top_p": 0.95, "max_new_tokens": max_new_tokens}
     return [
-        json.dumps({"model": model, "messages": messages, "seed": 0, "generation_config": greedy}),
-        json.dumps(
-            {
-                "model": model,
-                "messages": messages,
-                "seed": REFERENCE_SAMPLING_SEED,
-                "generation_config": sampled,
-            }
-        ),
+        GPTTaskArgs.model_validate(
+            {"model": model, "messages": messages, "seed": seed, "generation_config": config}
+        )
+        for seed, config in ((0, greedy), (REFERENCE_SAMPLING_SEED, sampled))
     ]
 
 
@@ -69,32 +63,29 @@ def odd_ones_out(results: Mapping[str, bytes]) -> list[str]:
 
 
 async def _run_reference(
-    pool: WorkerPool, worker_id: str, tasks: Sequence[str], deadline_unix_s: float
+    pool: WorkerPool, worker_id: str, tasks: Sequence[GPTTaskArgs], deadline_unix_s: float
 ) -> bytes | str:
     """The worker's concatenated result bytes, or why it could not produce them."""
     results = []
-    for args_json in tasks:
+    for args in tasks:
         try:
-            job = await pool.run_job_on(
-                worker_id, JobRequest(TaskType.GPT, args_json), deadline_unix_s=deadline_unix_s
-            )
+            reply = await pool.run_job_on(worker_id, JobRequest(args, deadline_unix_s))
         except JobDeadlineExceeded as exc:
             return str(exc)
-        if job.error is not None:
-            return f"the reference task failed: {job.error}"
-        results.append(job.result)
+        if reply.error is not None:
+            return f"the reference task failed: {reply.error}"
+        results.append(reply.result)
     return b"".join(results)
 
 
-async def check_group(
+async def check_card_model(
     pool: WorkerPool,
     card: CardModel,
-    reference_args_json: str | Sequence[str],
+    tasks: Sequence[GPTTaskArgs],
     *,
     timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> GroupCheck:
-    """Run the reference GPT task(s) on every worker of ``card`` and compare the result bytes."""
-    tasks = [reference_args_json] if isinstance(reference_args_json, str) else list(reference_args_json)
+    """Run the reference GPT tasks on every worker of ``card`` and compare the result bytes."""
     worker_ids = pool.worker_ids(card)
     deadline_unix_s = time.time() + timeout_s
     outcomes = await asyncio.gather(*(_run_reference(pool, w, tasks, deadline_unix_s) for w in worker_ids))

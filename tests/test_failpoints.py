@@ -1,4 +1,4 @@
-"""The test hooks' one corruption fake: a consistent result (it hashes from the files) that is wrong."""
+"""Failpoints reach only a set checkpoint; the tests' one corruption fake is consistent but wrong."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ import json
 
 from PIL import Image
 
+from cluster.failpoints import NO_FAILPOINTS, Failpoints
 from cluster.protocol.hashes import gpt_result
 from cluster.protocol.phash import sd_result, sd_results_match
 from cluster.protocol.task import TaskType
-from cluster.test_hooks import NO_HOOKS, TestHooks, corrupt_result
+from tests.faults import corrupt_result
 
 
 def test_corrupt_result_is_consistent_but_wrong() -> None:
@@ -27,8 +28,8 @@ def test_corrupt_result_is_consistent_but_wrong() -> None:
     assert result == sd_result(files) and not sd_results_match(result, sd_result([buffer.getvalue()]))
 
 
-def test_checkpoints_reach_only_a_set_hook() -> None:
+def test_checkpoints_reach_only_a_set_failpoint() -> None:
     reached: list[tuple[str, str]] = []
-    NO_HOOKS.reached("before_commit", "task=1:round=0")  # production: nothing happens
-    TestHooks(checkpoint=lambda *point: reached.append(point)).reached("after_commit", "task=7:round=2")
+    NO_FAILPOINTS.reached("before_commit", "task=1:round=0")  # production: nothing happens
+    Failpoints(checkpoint=lambda *point: reached.append(point)).reached("after_commit", "task=7:round=2")
     assert reached == [("after_commit", "task=7:round=2")]

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,12 +21,11 @@ from typing import Any
 import pytest
 
 from cluster import envs
-from cluster.config import EngineConfig, RigConfig, VirtualSlots, WorkerLayout
+from cluster.config import EngineConfig, RigConfig, VirtualGpus, WorkerLayout
 from cluster.protocol.cards import CardModel
 from cluster.protocol.errors import ExecutionError
-from cluster.protocol.task import TaskType
 from cluster.workers.messages import JobReply, JobRequest
-from tests.coordinator.scheduling.factories import background_loop, gpt_args_json, sd_args_json
+from tests.coordinator.scheduling.factories import background_loop, gpt_job, sd_job
 
 STANDINS = Path(__file__).resolve().parents[1] / "standins"
 NUM_TASKS = 3
@@ -39,7 +37,7 @@ TIMEOUT_S = 120.0
 def rig(name: str, card_name: str, count: int, cache_dir: Path, **overrides: Any) -> RigConfig:
     return RigConfig(
         name=name, device="cpu", discover_gpus=False, model_cache_dir=str(cache_dir),
-        vram_budget_fraction=0.5, virtual_slots=[VirtualSlots(card_name=card_name, vram_gb=8, count=count)],
+        vram_budget_fraction=0.5, virtual_gpus=[VirtualGpus(card_name=card_name, vram_gb=8, count=count)],
         **overrides,
     )  # fmt: skip
 
@@ -59,9 +57,9 @@ def tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def rigs(tmp: Path) -> dict[str, RigConfig]:
     return {
-        "replicas": rig("replicas", "Replica Virtual Card", 1, tmp / "hub", slots_per_gpu=2),
+        "replicas": rig("replicas", "Replica Virtual Card", 1, tmp / "hub", places_per_gpu=2),
         "batched": rig(
-            "batched", "Batch Virtual Card", 2, tmp / "hub", slots_per_gpu=NUM_TASKS, slot_mode="batched",
+            "batched", "Batch Virtual Card", 2, tmp / "hub", places_per_gpu=NUM_TASKS, gpu_sharing="batched",
             worker_layouts=[WorkerLayout(card_name="Batch Virtual Card", gpus_per_worker=[2])],
         ),
     }  # fmt: skip
@@ -138,7 +136,7 @@ def pools(
 
 
 def request(model: Path, seed: int) -> JobRequest:
-    return JobRequest(TaskType.GPT, gpt_args_json(model, seed=seed, do_sample=True, temperature=0.9))
+    return gpt_job(model, seed=seed, do_sample=True, temperature=0.9, timeout_s=TIMEOUT_S)
 
 
 def only_card(pool: Any) -> CardModel:
@@ -147,11 +145,11 @@ def only_card(pool: Any) -> CardModel:
 
 
 async def one_by_one(pool: Any, card: CardModel, requests: list[JobRequest]) -> list[Any]:
-    return [await pool.run_job(card, r, deadline_unix_s=time.time() + TIMEOUT_S) for r in requests]
+    return [await pool.run_job(card, r) for r in requests]
 
 
 async def all_at_once(pool: Any, card: CardModel, requests: list[JobRequest]) -> list[Any]:
-    jobs = (pool.run_job(card, r, deadline_unix_s=time.time() + TIMEOUT_S) for r in requests)
+    jobs = (pool.run_job(card, r) for r in requests)
     return list(await asyncio.gather(*jobs))
 
 
@@ -232,7 +230,7 @@ def test_a_batched_worker_runs_image_jobs_alone_beside_its_gpt_requests(
 
     pool = pools["batched"]
     card = only_card(pool)
-    sd = JobRequest(TaskType.SD, sd_args_json(build_tiny_sd(tmp / "tiny-sd"), size=64, num_images=1))
+    sd = sd_job(build_tiny_sd(tmp / "tiny-sd"), size=64, num_images=1, timeout_s=TIMEOUT_S)
     min_batch_file.write_text("1")
     (alone,) = run(one_by_one(pool, card, [sd]))
     jobs = run(all_at_once(pool, card, [sd, request(tiny_lm, SEEDS[0]), sd]))
