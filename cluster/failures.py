@@ -20,7 +20,20 @@ from enum import Enum, StrEnum
 
 import aiohttp
 import httpx
-from web3.exceptions import ContractLogicError, Web3Exception
+import sqlalchemy.exc
+from web3.exceptions import (
+    BadResponseFormat,
+    BlockNumberOutOfRange,
+    ContractLogicError,
+    MethodUnavailable,
+    MultipleFailedRequests,
+    PersistentConnectionError,
+    ProviderConnectionError,
+    StaleBlockchain,
+    TimeExhausted,
+    TooManyRequests,
+    Web3RPCError,
+)
 
 from cluster.chain.revert import ContractRevert
 from cluster.chain.rpc import RpcError, TransientRpcError
@@ -63,6 +76,8 @@ class FailureCode(StrEnum):
     INTERNAL = "internal"  # a bug: the traceback is in the log
 
 
+# JSON-RPC's own errors: the request itself is wrong, and asking again cannot change that.
+FINAL_RPC_CODES = frozenset({-32700, -32600, -32601, -32602})
 _TRANSIENT_TYPES: tuple[type[BaseException], ...] = (
     TransientRpcError,
     RpcError,  # a node's error answer: load-balanced RPCs answer "header not found" and recover
@@ -72,6 +87,18 @@ _TRANSIENT_TYPES: tuple[type[BaseException], ...] = (
     aiohttp.ClientError,
     TimeoutError,
     ConnectionError,
+    sqlalchemy.exc.OperationalError,  # a database that does not answer, or is locked, for the moment
+    # web3's of the moment: the node's error answers and the connection; the rest of web3's errors
+    # (no contract at an address, an ABI that does not match, a bad argument) are final
+    Web3RPCError,
+    ProviderConnectionError,
+    PersistentConnectionError,
+    TimeExhausted,
+    TooManyRequests,
+    BadResponseFormat,
+    MultipleFailedRequests,
+    StaleBlockchain,
+    BlockNumberOutOfRange,
 )
 
 
@@ -86,9 +113,11 @@ def classify(exc: BaseException) -> Failure:
         return Failure.FINAL
     if isinstance(exc, ContractRevert):
         return Failure.TRANSIENT if exc.name in TRANSIENT_REVERTS else Failure.FINAL
-    if isinstance(exc, ContractLogicError):  # a revert of a read through web3
+    if isinstance(exc, (ContractLogicError, MethodUnavailable)):  # a read's revert; a method the node lacks
         return Failure.FINAL
-    if is_disk_full(exc) or isinstance(exc, (*_TRANSIENT_TYPES, Web3Exception)):
+    if isinstance(exc, RpcError) and exc.code in FINAL_RPC_CODES:
+        return Failure.FINAL
+    if is_disk_full(exc) or isinstance(exc, _TRANSIENT_TYPES):
         return Failure.TRANSIENT
     return Failure.FINAL
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import re
 from enum import IntEnum
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, BeforeValidator, PlainSerializer, ValidationError, WithJsonSchema
 
 from cluster.protocol.errors import ArgumentsInvalid
 from cluster.protocol.gpt import GPTTaskArgs
@@ -28,6 +29,25 @@ class TaskType(IntEnum):
     SD = 0
     GPT = 1
 
+
+def _task_type_of(value: Any) -> Any:
+    """"gpt" / "sd" (any case) as the task type; a TaskType or 0 / 1 as they are."""
+    if isinstance(value, str):
+        try:
+            return TaskType[value.upper()]
+        except KeyError:
+            raise ValueError(f"task_type must be 'gpt' or 'sd', got {value!r}") from None
+    return value
+
+
+# A task type where people read and write it (configuration, APIs, records): "gpt" or "sd", a TaskType
+# once read, so that no code compares or converts names again.
+TaskTypeName = Annotated[
+    TaskType,
+    BeforeValidator(_task_type_of),
+    PlainSerializer(lambda task_type: task_type.name.lower(), return_type=str),
+    WithJsonSchema({"type": "string", "enum": ["gpt", "sd"]}),
+]
 
 ARGS_MODEL: dict[TaskType, type[GPTTaskArgs] | type[SDTaskArgs]] = {
     TaskType.SD: SDTaskArgs,

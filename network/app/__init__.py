@@ -9,6 +9,7 @@ from network.app.errors import (
     ResultMismatch,
     TaskAbortedError,
     TaskTimeout,
+    WrongChain,
 )
 from network.app.models import Submission, TaskOutcome
 from network.app.pricing import DEFAULT_WEI_PER_SECOND, PricePolicy, fee_to_outbid
@@ -30,5 +31,6 @@ __all__ = [
     "TaskAbortedError",
     "TaskOutcome",
     "TaskTimeout",
+    "WrongChain",
     "fee_to_outbid",
 ]

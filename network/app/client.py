@@ -39,6 +39,7 @@ from network.app.errors import (
     RequestConflict,
     TaskAbortedError,
     TaskTimeout,
+    WrongChain,
     rejected,
 )
 from network.app.models import Submission, TaskOutcome
@@ -391,8 +392,9 @@ class ApplicationClient:
         if not self._chain_checked:
             chain_id = await self.w3.eth.chain_id
             if chain_id != self.deployment.chain_id:
-                raise ValueError(
-                    f"the deployment is on chain {self.deployment.chain_id}, the RPC on {chain_id}"
+                raise WrongChain(
+                    f"the deployment is on chain {self.deployment.chain_id}, the RPC on {chain_id}: "
+                    "point the RPC URL at the deployment's chain, or use that chain's deployment file"
                 )
             self._chain_checked = True
 

@@ -72,6 +72,10 @@ class ArgumentsNotDelivered(ApplicationError):
         )
 
 
+class WrongChain(ApplicationError):
+    """The RPC endpoint serves another chain than the deployment's: nothing is sent, nothing will be."""
+
+
 class RequestConflict(ApplicationError, ValueError):
     """A request id was reused for a different task, fee or VRAM limit: request ids name one request."""
 

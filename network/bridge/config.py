@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from cluster.protocol.task import TaskType
+from cluster.protocol.task import TaskType, TaskTypeName
 from network.connection_limits import ConnectionLimits
 
 
@@ -17,16 +17,12 @@ class ModelSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     id: str = Field(min_length=1)
     path: str = Field(min_length=1)  # an HF hub id or a path the nodes can load
-    task_type: Literal["gpt", "sd"]
+    task_type: TaskTypeName  # "gpt" or "sd" in the config file
     fee_wei: int | None = Field(default=None, gt=0)  # a fixed fee per task; None: the chain-priced default
     vram_limit: int = Field(default=0, ge=0)
     defaults: dict[str, Any] = Field(default_factory=dict)  # GPT generation_config / SD task_config defaults
     # GPT: the model's context in tokens (max_position_embeddings); a prompt that cannot fit is a 400
     context_tokens: int | None = Field(default=None, ge=1)
-
-    @property
-    def chain_type(self) -> TaskType:
-        return TaskType.GPT if self.task_type == "gpt" else TaskType.SD
 
 
 class ApiKey(BaseModel):
@@ -76,5 +72,5 @@ class BridgeConfig(BaseModel):
     def model(self, model_id: str) -> ModelSpec | None:
         return next((m for m in self.models if m.id == model_id), None)
 
-    def first_model(self, task_type: Literal["gpt", "sd"]) -> ModelSpec | None:
+    def first_model(self, task_type: TaskType) -> ModelSpec | None:
         return next((m for m in self.models if m.task_type == task_type), None)

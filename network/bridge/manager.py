@@ -2,8 +2,11 @@
 
 Each task has one worker coroutine. It submits under the task's bridge id as request id (idempotent
 across restarts), then follows the chain until the result is validated and downloaded, or the task is
-aborted. A sweep cancels tasks past the bridge's deadline (``task_timeout_s``): a queued task at once, a
-started one once its on-chain deadline passed; the refund comes back to the wallet.
+aborted. A failure is classified once (``cluster.failures.classify``): the moment's failures (the chain
+or the relay unreachable, a transaction not mined yet) are retried; anything else ends the task as
+failed, with its reason, once. A sweep cancels tasks past the bridge's deadline (``task_timeout_s``),
+failed ones whose task was created included: a queued task at once, a started one once its on-chain
+deadline passed; the refund comes back to the wallet.
 """
 
 from __future__ import annotations
@@ -15,13 +18,19 @@ import time
 import uuid
 from typing import Any
 
-from cluster.chain.task_events import TaskEvent as ChainTaskEvent
-from cluster.chain.task_events import TaskStarted
+from cluster.chain.task_events import TaskEvent, TaskStarted
+from cluster.failures import Failure, classify
 from cluster.protocol.gpt import GPTTaskArgs, require_text_only
 from cluster.protocol.task import parse_task_args
-from network.app import ApplicationClient, ContractRejected, TaskAbortedError, TaskTimeout
+from network.app import (
+    ApplicationClient,
+    ArgumentsNotDelivered,
+    ContractRejected,
+    TaskAbortedError,
+    TaskTimeout,
+)
 from network.bridge.config import ApiKey, BridgeConfig, ModelSpec
-from network.bridge.tasks import SpendLimits, TaskEvent, TaskRecord, TaskStore
+from network.bridge.tasks import BridgeTask, EventView, SpendLimits, TaskStore
 
 log = logging.getLogger(__name__)
 FOLLOW_SLICE_S = 30.0  # a worker re-reads its row this often while it waits on the chain
@@ -61,7 +70,7 @@ class TaskManager:
     # -- creating and reading -------------------------------------------------------------------------
 
     async def fee_for(self, model: ModelSpec, task_args: str) -> int:
-        return model.fee_wei or await self.app.quote(model.chain_type, task_args)
+        return model.fee_wei or await self.app.quote(model.task_type, task_args)
 
     async def balance(self) -> int:
         return await self.app.w3.eth.get_balance(self.app.account.address)
@@ -69,13 +78,13 @@ class TaskManager:
     def create(
         self, kind: str, model: ModelSpec, task_args: str, fee_wei: int, vram_limit: int, *,
         key: ApiKey, balance_wei: int,
-    ) -> TaskRecord:  # fmt: skip
+    ) -> BridgeTask:  # fmt: skip
         """Record and start the task, if the wallet and the key's limits allow its fee (``SpendRefused``)."""
-        args = parse_task_args(model.chain_type, task_args)  # raises ArgumentsInvalid: the caller's 400
+        args = parse_task_args(model.task_type, task_args)  # raises ArgumentsInvalid: the caller's 400
         if isinstance(args, GPTTaskArgs):
             require_text_only(args)  # nodes would report the task error after it was paid for
         now = time.time()
-        record = TaskRecord(
+        record = BridgeTask(
             id=f"task_{uuid.uuid4().hex}", kind=kind, model=model.id, task_type=model.task_type,
             task_args=task_args, vram_limit=vram_limit or model.vram_limit, fee_wei=fee_wei,
             created_at=now, deadline=now + self.config.task_timeout_s, key_name=key.name,
@@ -89,7 +98,7 @@ class TaskManager:
         self._spawn(record.id)
         return record
 
-    def get(self, task_id: str) -> TaskRecord | None:
+    def get(self, task_id: str) -> BridgeTask | None:
         return self.store.get(task_id)
 
     async def wait_change(self, task_id: str, timeout_s: float) -> None:
@@ -99,7 +108,7 @@ class TaskManager:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(condition.wait(), timeout_s)
 
-    async def wait_done(self, task_id: str) -> TaskRecord:
+    async def wait_done(self, task_id: str) -> BridgeTask:
         while True:
             record = self.store.get(task_id)
             assert record is not None
@@ -132,17 +141,22 @@ class TaskManager:
                 await self._update(task_id, status="aborted", reason=exc.reason, refund_wei=exc.refund_wei)
             except ContractRejected as exc:  # createTask refused (nothing spent at estimation)
                 await self._update(task_id, status="aborted", reason=f"createTask refused: {exc.reason}")
+            except ArgumentsNotDelivered as exc:  # the client cancelled the task for its refund
+                await self._update(task_id, status="aborted", reason=str(exc), refund_wei=exc.refund_wei)
             except TaskTimeout:
                 continue  # still running on chain: keep following (the sweep cancels it when overdue)
-            except Exception as exc:  # the relay or the RPC is down, a transaction pending: retry
-                log.warning("bridge task %s: %r; retrying", task_id, exc)
-                await asyncio.sleep(RETRY_S)
+            except Exception as exc:
+                if classify(exc) is Failure.TRANSIENT:  # the relay or the RPC down, a transaction pending
+                    log.warning("bridge task %s: %r; retrying", task_id, exc)
+                    await asyncio.sleep(RETRY_S)
+                    continue
+                log.error("bridge task %s failed for good", task_id, exc_info=exc)
+                await self._update(task_id, status="failed", reason=f"{type(exc).__name__}: {exc}")
+                return
 
-    async def _advance(self, record: TaskRecord) -> None:
-        model = self.config.model(record.model)
-        chain_type = model.chain_type if model else (1 if record.task_type == "gpt" else 0)
+    async def _advance(self, record: BridgeTask) -> None:
         submission = await self.app.submit_request(
-            chain_type, record.task_args, fee_wei=record.fee_wei, vram_limit=record.vram_limit,
+            record.task_type, record.task_args, fee_wei=record.fee_wei, vram_limit=record.vram_limit,
             request_id=record.id,
         )  # fmt: skip
         if record.task_id is None:
@@ -150,14 +164,14 @@ class TaskManager:
         seen = 0
         events = list(record.events)
 
-        async def progress(event: ChainTaskEvent) -> None:
+        async def progress(event: TaskEvent) -> None:
             nonlocal seen
             seen += 1
             if seen <= len(events):  # replayed after a restart or a retry: already recorded
                 return
             # The API shows each chain event under its ABI names, as an explorer would.
             args = {k: _jsonable(v) for k, v in event.raw.args.items()}
-            events.append(TaskEvent(name=event.name, at=time.time(), args=args))
+            events.append(EventView(name=event.name, at=time.time(), args=args))
             fields: dict[str, Any] = {"events": events}
             if isinstance(event, TaskStarted):
                 current = self.store.get(record.id)
@@ -176,22 +190,28 @@ class TaskManager:
             await asyncio.sleep(self.config.sweep_interval_s)
             try:
                 await self.sweep()
-            except Exception as exc:
-                log.warning("bridge sweep: %r", exc)
+            except Exception as exc:  # the next sweep tries again; a bug is logged with its traceback
+                if classify(exc) is Failure.TRANSIENT:
+                    log.warning("bridge sweep: %r", exc)
+                else:
+                    log.error("bridge sweep failed", exc_info=exc)
 
     async def sweep(self) -> list[str]:
         """Cancel every task past its deadline that the chain lets us cancel; the ids cancelled."""
         cancelled = []
         now = time.time()
-        for record in self.store.unfinished():
+        for record in self.store.to_sweep():
             if record.task_id is None or now < record.deadline:
                 continue
             try:
                 refund = await self.app.cancel(record.task_id)
             except ContractRejected as exc:
-                log.info("bridge task %s: not cancelled yet: %s", record.id, exc.reason)
+                if record.status == "failed" and exc.name == "TaskNotFound":  # it ended: nothing held
+                    await self._update(record.id, swept=True)
+                log.info("bridge task %s: not cancelled: %s", record.id, exc.reason)
                 continue
             # The worker sees TaskAborted too; recording here makes the refund visible at once.
-            await self._update(record.id, status="aborted", reason="Task Cancelled", refund_wei=refund)
+            reason = "Task Cancelled" + (f" (after: {record.reason})" if record.status == "failed" else "")
+            await self._update(record.id, status="aborted", reason=reason, refund_wei=refund, swept=True)
             cancelled.append(record.id)
         return cancelled

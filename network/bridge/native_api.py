@@ -5,16 +5,17 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from typing import Any, Literal
+from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from cluster.protocol.task import TaskType, TaskTypeName
 from network.bridge.config import ModelSpec
 from network.bridge.errors import BridgeError, not_found
 from network.bridge.service import Bridge, BridgeDep, KeyDep
-from network.bridge.tasks import TaskRecord
+from network.bridge.tasks import BridgeTask
 from network.json_body import ParsedJsonRoute
 
 router = APIRouter(prefix="/v1/tasks", route_class=ParsedJsonRoute)
@@ -22,13 +23,13 @@ router = APIRouter(prefix="/v1/tasks", route_class=ParsedJsonRoute)
 
 class NativeTaskRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    task_type: Literal["gpt", "sd"]
+    task_type: TaskTypeName
     task_args: str | dict[str, Any]  # a dict is serialized with json.dumps; a string is used as is
     vram_limit: int = Field(default=0, ge=0, le=2**20)  # GB: no card comes near a million
     fee_wei: int | None = Field(default=None, gt=0)  # default: the chain-priced fee
 
 
-def _record(bridge: Bridge, task_id: str) -> TaskRecord:
+def _record(bridge: Bridge, task_id: str) -> BridgeTask:
     record = bridge.manager.get(task_id)
     if record is None:
         raise not_found(f"No task '{task_id}' on this bridge", "task_not_found")
@@ -38,7 +39,7 @@ def _record(bridge: Bridge, task_id: str) -> TaskRecord:
 @router.post("", status_code=202)
 async def create_task(request: NativeTaskRequest, bridge: BridgeDep, key: KeyDep) -> dict[str, Any]:
     args = request.task_args if isinstance(request.task_args, str) else json.dumps(request.task_args)
-    model = ModelSpec(id=f"native-{request.task_type}", path="-", task_type=request.task_type,
+    model = ModelSpec(id=f"native-{request.task_type.name.lower()}", path="-", task_type=request.task_type,
                       fee_wei=request.fee_wei)  # fmt: skip
     record = await bridge.submit("native", model, args, key, request.vram_limit)
     return bridge.view(record)
@@ -57,7 +58,7 @@ async def get_result(task_id: str, index: int, bridge: BridgeDep, key: KeyDep) -
     data = bridge.manager.store.result(task_id, index)
     if data is None:
         raise not_found(f"task {task_id} has {record.num_results} result files", "result_not_found")
-    return Response(data, media_type="application/json" if record.task_type == "gpt" else "image/png")
+    return Response(data, media_type="application/json" if record.task_type is TaskType.GPT else "image/png")
 
 
 @router.get("/{task_id}/events")

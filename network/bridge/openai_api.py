@@ -13,10 +13,11 @@ from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from cluster.protocol.task import TaskType
 from network.bridge.config import ApiKey, ModelSpec
 from network.bridge.errors import BridgeError, bad_request, not_found
 from network.bridge.service import Bridge, BridgeDep, KeyDep
-from network.bridge.tasks import TaskRecord
+from network.bridge.tasks import BridgeTask
 from network.json_body import ParsedJsonRoute
 
 router = APIRouter(prefix="/v1", route_class=ParsedJsonRoute)
@@ -150,26 +151,27 @@ def chat_completion(record_id: str, model_id: str, created: int, response: dict[
     }
 
 
-def _model(bridge: Bridge, model_id: str | None, task_type: Literal["gpt", "sd"]) -> ModelSpec:
+def _model(bridge: Bridge, model_id: str | None, task_type: TaskType) -> ModelSpec:
     model = bridge.config.model(model_id) if model_id else bridge.config.first_model(task_type)
     if model is None:
         raise not_found(f"The model '{model_id}' does not exist", "model_not_found")
-    if model.task_type != task_type:
-        what = "a chat model" if task_type == "gpt" else "an image model"
+    if model.task_type is not task_type:
+        what = "a chat model" if task_type is TaskType.GPT else "an image model"
         raise bad_request(f"The model '{model.id}' is not {what}", "model", "model_not_supported")
     return model
 
 
-async def _validated(bridge: Bridge, kind: str, model: ModelSpec, task_args: str, key: ApiKey) -> TaskRecord:
-    """Pay for one task and wait until it is validated; an aborted task is a 502 in OpenAI's shape."""
+async def _validated(bridge: Bridge, kind: str, model: ModelSpec, task_args: str, key: ApiKey) -> BridgeTask:
+    """Pay for one task and wait until it is validated; an aborted or failed task is a 502 in OpenAI's
+    shape."""
     record = await bridge.submit(kind, model, task_args, key)
     record = await bridge.manager.wait_done(record.id)
     if record.status != "validated":
         raise BridgeError(
             502,
-            f"task {record.id} aborted: {record.reason}",
+            f"task {record.id} {record.status}: {record.reason}",
             type="server_error",
-            code="task_aborted",
+            code=f"task_{record.status}",
             headers=NO_RETRY,
         )
     return record
@@ -177,7 +179,7 @@ async def _validated(bridge: Bridge, kind: str, model: ModelSpec, task_args: str
 
 async def run_chat(bridge: Bridge, request: ChatCompletionRequest, key: ApiKey) -> tuple[str, dict[str, Any]]:
     """Pay for and wait on one chat task: its bridge id and its 0.json response."""
-    model = _model(bridge, request.model, "gpt")
+    model = _model(bridge, request.model, TaskType.GPT)
     record = await _validated(bridge, "chat", model, gpt_task_args(request, model), key)
     data = bridge.manager.store.result(record.id, 0)
     if data is None:
@@ -193,8 +195,8 @@ async def list_models(bridge: BridgeDep, key: KeyDep) -> dict:
     return {
         "object": "list",
         "data": [
-            {"id": m.id, "object": "model", "created": 0, "owned_by": "helium", "task_type": m.task_type,
-             "fee_wei": m.fee_wei, "vram_limit": m.vram_limit}
+            {"id": m.id, "object": "model", "created": 0, "owned_by": "helium",
+             **m.model_dump(include={"task_type", "fee_wei", "vram_limit"})}
             for m in bridge.config.models
         ],
     }  # fmt: skip
@@ -209,7 +211,7 @@ async def chat_completions(
         record_id, response = await run_chat(bridge, request, key)
         return chat_completion(record_id, request.model, created, response)
     # Validate and pay before the stream starts, so errors keep their status code.
-    model = _model(bridge, request.model, "gpt")
+    model = _model(bridge, request.model, TaskType.GPT)
     record = await bridge.submit("chat", model, gpt_task_args(request, model), key)
 
     async def chunks() -> AsyncIterator[str]:
@@ -217,9 +219,9 @@ async def chat_completions(
         data = bridge.manager.store.result(done.id, 0)
         if done.status != "validated" or data is None:
             error = {
-                "message": f"task aborted: {done.reason}",
+                "message": f"task {done.status}: {done.reason}",
                 "type": "server_error",
-                "code": "task_aborted",
+                "code": f"task_{done.status}",
             }
             yield f"data: {json.dumps({'error': error})}\n\n"
             return
@@ -239,7 +241,7 @@ async def chat_completions(
 
 @router.post("/images/generations")
 async def image_generations(request: ImageRequest, bridge: BridgeDep, key: KeyDep) -> dict[str, Any]:
-    model = _model(bridge, request.model, "sd")
+    model = _model(bridge, request.model, TaskType.SD)
     record = await _validated(bridge, "image", model, sd_task_args(request, model), key)
     images = [bridge.manager.store.result(record.id, i) or b"" for i in range(record.num_results)]
     return {
@@ -251,6 +253,6 @@ async def image_generations(request: ImageRequest, bridge: BridgeDep, key: KeyDe
 @router.post("/chat/tasks", status_code=202)
 async def chat_task(request: ChatCompletionRequest, bridge: BridgeDep, key: KeyDep) -> dict[str, Any]:
     """The chat page's call: start a chat task and return at once (follow it with /v1/tasks/{id}/events)."""
-    model = _model(bridge, request.model, "gpt")
+    model = _model(bridge, request.model, TaskType.GPT)
     record = await bridge.submit("chat", model, gpt_task_args(request, model), key)
     return bridge.view(record)

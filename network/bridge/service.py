@@ -10,13 +10,13 @@ from pydantic import BaseModel
 
 from cluster.protocol.errors import ArgumentsInvalid
 from cluster.protocol.gpt import GPTTaskArgs
-from cluster.protocol.task import TaskType, parse_task_args
+from cluster.protocol.task import TaskType, TaskTypeName, parse_task_args
 from network.bridge.config import ApiKey, BridgeConfig, ModelSpec
 from network.bridge.errors import BridgeError, bad_request
 from network.bridge.keys import require_key
 from network.bridge.manager import TaskManager
 from network.bridge.prompt_size import PromptSizer
-from network.bridge.tasks import SpendRefused, Status, TaskEvent, TaskRecord
+from network.bridge.tasks import BridgeTask, EventView, SpendRefused, Status
 
 
 class TaskView(BaseModel):
@@ -24,7 +24,7 @@ class TaskView(BaseModel):
     object: Literal["task"] = "task"
     kind: str
     model: str
-    task_type: Literal["gpt", "sd"]
+    task_type: TaskTypeName
     status: Status
     task_id: int | None  # the chain's task id, once created
     fee_wei: str | None  # decimal strings: wei amounts exceed JavaScript's integers
@@ -32,7 +32,7 @@ class TaskView(BaseModel):
     reason: str | None
     refund_wei: str
     num_results: int
-    events: list[TaskEvent]
+    events: list[EventView]
     created_at: float
     deadline: float
 
@@ -45,7 +45,7 @@ class Bridge:
 
     async def submit(
         self, kind: str, model: ModelSpec, task_args: str, key: ApiKey, vram_limit: int = 0
-    ) -> TaskRecord:
+    ) -> BridgeTask:
         """Check the arguments, the fee, the wallet and the key's spending limits, then record and start the
         task (paid in the background). 400 for arguments or a fee over the cap, 402 for the wallet, 429
         for a key's limit: a request that cannot be paid ends here, never left retrying. A chat's prompt
@@ -74,7 +74,7 @@ class Bridge:
             raise BridgeError(exc.status, exc.message, type="insufficient_quota", code=exc.code) from None
 
     @staticmethod
-    def view(record: TaskRecord) -> dict[str, Any]:
+    def view(record: BridgeTask) -> dict[str, Any]:
         data = record.model_dump()
         data["fee_wei"] = None if record.fee_wei is None else str(record.fee_wei)
         data["refund_wei"] = str(record.refund_wei)

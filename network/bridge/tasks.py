@@ -1,8 +1,11 @@
 """The bridge's durable record of its tasks (SQLite) and their result files (on disk).
 
-A row is written before the task is paid for; its id is also the ApplicationClient request id, so a
-bridge restarted at any point finishes the same chain task (never a second one) and still serves its
-result. Events seen on chain are stored with the row, for the progress API.
+A row (``BridgeTask``) is written before the task is paid for; its id is also the ApplicationClient
+request id, so a bridge restarted at any point finishes the same chain task (never a second one) and still
+serves its result. Events seen on chain are stored with the row (``EventView``), for the progress API.
+A row ends validated, aborted (on chain, refund recorded) or failed (the bridge could not see it through:
+``reason`` says why); a failed row whose task may still hold its fee on chain is swept once, for the
+refund, after its deadline.
 """
 
 from __future__ import annotations
@@ -17,9 +20,11 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from cluster.durable_sqlite import open_durable
+from cluster.protocol.task import TaskTypeName
 
-Status = Literal["queued", "running", "validated", "aborted"]
-TERMINAL: tuple[Status, ...] = ("validated", "aborted")
+Status = Literal["queued", "running", "validated", "aborted", "failed"]
+TERMINAL: tuple[Status, ...] = ("validated", "aborted", "failed")
+_ENDED_SQL = "('validated', 'aborted', 'failed')"  # TERMINAL in SQL
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
@@ -39,9 +44,12 @@ CREATE TABLE IF NOT EXISTS tasks (
     events TEXT NOT NULL DEFAULT '[]',
     created_at REAL NOT NULL,
     deadline REAL NOT NULL,
-    key_name TEXT NOT NULL DEFAULT ''
+    key_name TEXT NOT NULL DEFAULT '',
+    swept INTEGER NOT NULL DEFAULT 0
 )
 """
+# Columns added since a bridge.db may have been written (oldest first).
+ADDED_COLUMNS = {"key_name": "TEXT NOT NULL DEFAULT ''", "swept": "INTEGER NOT NULL DEFAULT 0"}
 
 
 class SpendRefused(Exception):
@@ -52,17 +60,19 @@ class SpendRefused(Exception):
         self.status, self.message, self.code = status, message, code
 
 
-class TaskEvent(BaseModel):
+class EventView(BaseModel):
+    """A chain event of the task as the API shows it: its ABI name and arguments, and when it was seen."""
+
     name: str
     at: float
     args: dict[str, Any]
 
 
-class TaskRecord(BaseModel):
+class BridgeTask(BaseModel):
     id: str
     kind: Literal["chat", "image", "native"]
     model: str
-    task_type: Literal["gpt", "sd"]
+    task_type: TaskTypeName
     task_args: str
     vram_limit: int = 0
     fee_wei: int | None = None
@@ -72,10 +82,11 @@ class TaskRecord(BaseModel):
     reason: str | None = None
     refund_wei: int = 0
     num_results: int = 0
-    events: list[TaskEvent] = []
+    events: list[EventView] = []
     created_at: float
     deadline: float
     key_name: str = ""
+    swept: bool = False  # a failed task's fee was looked after on chain (cancelled, or found ended)
 
     @property
     def done(self) -> bool:
@@ -89,26 +100,27 @@ class TaskStore:
         self._lock = threading.Lock()
         self._db = open_durable(data_dir / "bridge.db", SCHEMA, rows_by_name=True)
         columns = {row["name"] for row in self._db.execute("PRAGMA table_info(tasks)")}
-        if "key_name" not in columns:  # a bridge.db written before spending limits
-            self._db.execute("ALTER TABLE tasks ADD COLUMN key_name TEXT NOT NULL DEFAULT ''")
+        for name, kind in ADDED_COLUMNS.items():  # a bridge.db written by an earlier version
+            if name not in columns:
+                self._db.execute(f"ALTER TABLE tasks ADD COLUMN {name} {kind}")
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
-    def add(self, record: TaskRecord) -> None:
+    def add(self, record: BridgeTask) -> None:
         with self._lock:
             self._insert(record)
 
     def add_if_affordable(
-        self, record: TaskRecord, *, balance_wei: int, reserve_wei: int, limits: SpendLimits
+        self, record: BridgeTask, *, balance_wei: int, reserve_wei: int, limits: SpendLimits
     ) -> None:
         """Record the task only if the wallet and the key's limits allow its fee, checked and recorded in
         one step: concurrent requests cannot all pass a check that together they break. The wallet must
         hold the fees of the tasks recorded but not yet paid on chain too."""
         fee = record.fee_wei or 0
         with self._lock:
-            unpaid = self._sum_fees("task_id IS NULL AND status NOT IN ('validated', 'aborted')", ())
+            unpaid = self._sum_fees(f"task_id IS NULL AND status NOT IN {_ENDED_SQL}", ())
             if balance_wei - unpaid < fee + reserve_wei:
                 raise SpendRefused(
                     402,
@@ -122,11 +134,12 @@ class TaskStore:
             )
             self._insert(record)
 
-    def _insert(self, record: TaskRecord) -> None:
+    def _insert(self, record: BridgeTask) -> None:
+        row = record.model_dump(include={"task_type"})  # its name, as the column has always held it
         self._db.execute(
             "INSERT INTO tasks (id, kind, model, task_type, task_args, vram_limit, fee_wei, status,"
             " created_at, deadline, key_name) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (record.id, record.kind, record.model, record.task_type, record.task_args, record.vram_limit,
+            (record.id, record.kind, record.model, row["task_type"], record.task_args, record.vram_limit,
              _text(record.fee_wei), record.status, record.created_at, record.deadline, record.key_name),
         )  # fmt: skip
 
@@ -141,15 +154,25 @@ class TaskStore:
         rows = self._db.execute(f"SELECT fee_wei FROM tasks WHERE {where}", params).fetchall()
         return sum(int(r["fee_wei"] or 0) for r in rows)
 
-    def get(self, task_id: str) -> TaskRecord | None:
+    def get(self, task_id: str) -> BridgeTask | None:
         with self._lock:
             row = self._db.execute("SELECT * FROM tasks WHERE id = ?", (task_id,)).fetchone()
         return None if row is None else _record(row)
 
-    def unfinished(self) -> list[TaskRecord]:
+    def unfinished(self) -> list[BridgeTask]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT * FROM tasks WHERE status NOT IN ('validated', 'aborted') ORDER BY created_at"
+                f"SELECT * FROM tasks WHERE status NOT IN {_ENDED_SQL} ORDER BY created_at"
+            ).fetchall()
+        return [_record(row) for row in rows]
+
+    def to_sweep(self) -> list[BridgeTask]:
+        """The tasks whose fee may still be held on chain: unfinished, or failed after their task was
+        created and not swept yet."""
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT * FROM tasks WHERE status NOT IN {_ENDED_SQL} "
+                "OR (status = 'failed' AND task_id IS NOT NULL AND swept = 0) ORDER BY created_at"
             ).fetchall()
         return [_record(row) for row in rows]
 
@@ -209,12 +232,12 @@ def _encode(key: str, value: Any) -> Any:
     if key == "selected_nodes":
         return json.dumps(value)
     if key == "events":
-        return json.dumps([e.model_dump() if isinstance(e, TaskEvent) else e for e in value])
+        return json.dumps([e.model_dump() if isinstance(e, EventView) else e for e in value])
     return value
 
 
-def _record(row: sqlite3.Row) -> TaskRecord:
+def _record(row: sqlite3.Row) -> BridgeTask:
     data = dict(row)
     data["selected_nodes"] = json.loads(data["selected_nodes"])
     data["events"] = json.loads(data["events"])
-    return TaskRecord.model_validate(data)
+    return BridgeTask.model_validate(data)

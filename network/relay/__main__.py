@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import sys
 from pathlib import Path
 
 from pydantic import ValidationError
 
+from cluster.chain.deploy import Deployment
 from network.relay.config import RelayConfig
 from network.relay.service import RelayService
 
@@ -38,13 +38,12 @@ def parse_config(argv: list[str] | None = None) -> RelayConfig:
     args = parser.parse_args(argv)
     addresses = {"task_address": args.task_address, "node_address": args.node_address}
     if args.deployment is not None:
-        deployment = json.loads(args.deployment.read_text())
-        contracts = deployment["addresses"]
-        addresses = {
-            "task_address": contracts["Task"],
-            "node_address": contracts.get("Node"),
-        }
-        args.start_block = max(args.start_block, int(deployment.get("block_number", 0)))
+        try:
+            deployment = Deployment.load(args.deployment)
+        except (OSError, ValueError, KeyError) as exc:
+            parser.error(f"--deployment {args.deployment}: cannot be read: {exc}")
+        addresses = {"task_address": deployment.address("Task"), "node_address": deployment.address("Node")}
+        args.start_block = max(args.start_block, deployment.block_number)
     try:
         return RelayConfig(
             rpc_url=args.rpc_url, data_dir=args.data_dir, database_url=args.database_url, host=args.host,

@@ -53,9 +53,15 @@ def create_app(
 
     @app.get("/v1/relay")
     async def relay_status() -> dict[str, Any]:
-        """This replica: whether it holds the follower's lease, and how far the shared tables have read."""
+        """This replica: whether it holds the follower's lease, how far the shared tables have read, and
+        why following the chain fails, while it does."""
         next_block = store.get_cursor(CURSOR_NAME)
         following = follower is not None and follower.following
-        return envelope("ok", {"following": following, "next_block": next_block, "signing_backend": backend})
+        failure = None if follower is None else follower.failure
+        return envelope(
+            "ok",
+            {"following": following, "next_block": next_block, "follow_failure": failure,
+             "signing_backend": backend},
+        )  # fmt: skip
 
     return app

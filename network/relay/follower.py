@@ -21,6 +21,7 @@ from cluster.chain.contracts import Events, NodeStatus
 from cluster.chain.events import ChainEvent, EventDecoder, LogPager
 from cluster.chain.rpc import RpcClient, hex_int
 from cluster.chain.task_events import TaskAborted, TaskPending, TaskStarted, TaskSuccess, task_event
+from cluster.failures import Failure, classify
 from network.relay.chain_facts import ChainFacts
 from network.relay.lease import FollowerLease
 from network.relay.schema import TaskPhase
@@ -28,6 +29,9 @@ from network.relay.store import CursorMoved, RelayStore
 
 log = logging.getLogger(__name__)
 CURSOR_NAME = "task-events"
+# A failure that asking again cannot change (a bug, an event that does not apply) is tried again from the
+# cursor (no event may be skipped), but less and less often, up to this.
+FINAL_FAILURE_BACKOFF_MAX_S = 60.0
 Contract = tuple[str, Sequence[Mapping[str, Any]]]  # (address, ABI)
 
 
@@ -53,6 +57,8 @@ class ChainFollower:
         self.confirmations = confirmations
         self.following = False  # this replica holds the lease
         self.head_seen = -1  # the chain's head at the last poll (events are read up to it - confirmations)
+        self.failure: str | None = None  # why the last poll failed, until one works (GET /v1/relay shows it)
+        self._num_final_failures = 0  # in a row: the wait before the next try grows with them
 
     def next_block(self) -> int:
         stored = self.store.get_cursor(CURSOR_NAME)
@@ -70,26 +76,43 @@ class ChainFollower:
         return applied
 
     async def run(self, stop: asyncio.Event, poll_interval_s: float) -> None:
-        """Until ``stop``: take the lease when it is free, and follow while holding it. Errors (chain,
-        database, another follower ahead) are logged and the next poll starts again from the cursor."""
+        """Until ``stop``: take the lease when it is free, and follow while holding it. A poll that fails
+        starts again from the cursor, classified once (``cluster.failures``): the moment's failures (the
+        chain or the database unreachable) at the next poll, with a warning; anything else is logged with
+        its traceback once, shown in ``failure``, and tried again less and less often."""
+        wait_s = poll_interval_s
         try:
             while not stop.is_set():
                 was_following = self.following
                 self.following = await asyncio.to_thread(self.lease.try_acquire)
                 if self.following != was_following:
                     log.info("[relay] %s the chain", "following" if self.following else "stopped following")
+                wait_s = poll_interval_s
                 if self.following:
                     try:
                         await self.poll()
+                        self.failure, self._num_final_failures = None, 0
                     except CursorMoved as exc:
                         log.warning("[relay] another follower applied the page first: %s", exc)
-                    except Exception:
-                        log.exception("[relay] following the chain failed; retrying from the cursor")
+                    except Exception as exc:
+                        wait_s = self._failed(exc, poll_interval_s)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=poll_interval_s)
+                    await asyncio.wait_for(stop.wait(), timeout=wait_s)
         finally:
             self.following = False
             await asyncio.to_thread(self.lease.release)
+
+    def _failed(self, exc: Exception, poll_interval_s: float) -> float:
+        """Record a failed poll; the seconds until the next."""
+        reason = f"{type(exc).__name__}: {exc}"
+        is_repeat, self.failure = reason == self.failure, reason
+        if classify(exc) is Failure.TRANSIENT:
+            log.warning("[relay] following the chain failed, retrying from the cursor: %s", reason)
+            return poll_interval_s
+        if not is_repeat:
+            log.error("[relay] following the chain failed; retrying from the cursor", exc_info=exc)
+        self._num_final_failures += 1
+        return min(poll_interval_s * 2**self._num_final_failures, FINAL_FAILURE_BACKOFF_MAX_S)
 
     def _apply_page(self, first: int, next_block: int, events: list[ChainEvent]) -> None:
         # One transaction per page: a node asking between a task's TaskPending and its third TaskStarted

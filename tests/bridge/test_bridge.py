@@ -208,6 +208,27 @@ def test_overdue_tasks_are_cancelled_and_refunded(world: World, tmp_path):
         assert w3.eth.get_balance(SECOND_WALLET.address) > 0
 
 
+def test_a_task_whose_result_cannot_be_had_fails_once_with_its_reason(world: World, tmp_path, monkeypatch):
+    """A relay that serves files other than the validated result: asking again cannot help, so the task
+    ends failed, with the reason, at once (the first release retried any exception until the deadline,
+    and a validated task has none the sweep could end)."""
+
+    async def not_the_result(task_id: int, index: int) -> bytes:
+        return b'{"model": "x", "choices": [], "usage": {}}'
+
+    monkeypatch.setattr(world.relay.service.files, "read_result_async", not_the_result)
+    args = {"model": str(world.models["gpt"]), "messages": MESSAGES, "seed": 12,
+            "generation_config": {"max_new_tokens": 4}}  # fmt: skip
+    with world.bridge(tmp_path / "b") as running:
+        http = httpx.Client(base_url=running.url, headers={"Authorization": f"Bearer {KEY}"}, timeout=30)
+        task_id = http.post("/v1/tasks", json={"task_type": "gpt", "task_args": args}).json()["id"]
+        view = wait_task(http, task_id, lambda v: v["status"] not in ("queued", "running"))
+        assert view["status"] == "failed" and "ResultMismatch" in view["reason"], view
+        assert "TaskSuccess" in [e["name"] for e in view["events"]]  # the chain had validated it
+        refused = http.get(f"/v1/tasks/{task_id}/results/0").json()["error"]
+        assert refused["code"] == "task_not_ready" and "failed" in refused["message"]
+
+
 def test_a_restarted_bridge_still_returns_the_result(world: World, tmp_path):
     args = {"model": str(world.models["gpt"]), "messages": MESSAGES, "seed": 11,
             "generation_config": {"max_new_tokens": 5, "do_sample": True}}  # fmt: skip

@@ -10,15 +10,15 @@ import time
 import httpx
 import pytest
 
-from network.bridge.tasks import SpendLimits, SpendRefused, TaskRecord, TaskStore
+from network.bridge.tasks import BridgeTask, SpendLimits, SpendRefused, TaskStore
 from tests.bridge.conftest import KEY, World
 
 NO_LIMITS = SpendLimits("k", None, None, None, day_start=0.0)
 
 
-def record(n: int, fee: int, key_name: str = "k", created_at: float | None = None) -> TaskRecord:
+def record(n: int, fee: int, key_name: str = "k", created_at: float | None = None) -> BridgeTask:
     now = time.time() if created_at is None else created_at
-    return TaskRecord(
+    return BridgeTask(
         id=f"task_{n}", kind="native", model="m", task_type="gpt", task_args="{}", fee_wei=fee,
         created_at=now, deadline=now + 60, key_name=key_name,
     )  # fmt: skip

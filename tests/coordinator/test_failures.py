@@ -8,7 +8,7 @@ import errno
 import aiohttp
 import httpx
 import pytest
-from web3.exceptions import ContractLogicError, Web3RPCError
+from web3.exceptions import BadFunctionCallOutput, ContractLogicError, MethodUnavailable, Web3RPCError
 
 from cluster.chain.revert import ContractRevert
 from cluster.chain.rpc import RpcError, TransientRpcError
@@ -17,6 +17,7 @@ from cluster.coordinator.scheduling.runner import JobDeadlineExceeded
 from cluster.failures import ArgumentsMismatch, Failure, FailureCode, classify, failure_code
 from cluster.protocol.errors import ArgumentsInvalid, ModelInvalid, ModelNotAvailable, OutOfMemory
 from cluster.relay import RelayNotReady, RelayRefused
+from network.app import WrongChain
 
 
 @pytest.mark.parametrize(
@@ -53,6 +54,10 @@ def test_the_moment_s_failures_are_retried(error: BaseException) -> None:
         ArgumentsMismatch("the relay's arguments do not hash to the taskHash"),
         JobDeadlineExceeded("missed", attempts=2, last_error=None),  # a TimeoutError, yet final
         KeyError("a bug"),
+        RpcError("eth_sendRawTransaction", -32601, "the method does not exist"),  # asked wrongly
+        BadFunctionCallOutput("no contract at this address"),
+        MethodUnavailable("eth_getBlockReceipts is not available"),
+        WrongChain("the deployment is on chain 1, the RPC on 31337"),
     ],
     ids=lambda e: type(e).__name__,
 )

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from cluster.chain.anvil import free_port
 from network.relay.__main__ import parse_config
 from network.relay.store import RelayStore
@@ -22,6 +24,14 @@ def test_the_deployment_file_gives_the_addresses_and_the_start_block(deployment,
     assert config.task_address == deployment.address("Task")
     assert config.node_address == deployment.address("Node")
     assert config.start_block == deployment.block_number
+
+
+def test_a_file_that_is_not_a_deployment_is_refused_naming_it(tmp_path, capsys):
+    (tmp_path / "deployment.json").write_text('{"addresses": {"Task": "0x' + "11" * 20 + '"}}')
+    with pytest.raises(SystemExit) as exited:
+        parse_config(["--rpc-url", "http://x", "--deployment", str(tmp_path / "deployment.json")])
+    assert exited.value.code == 2
+    assert "deployment.json: cannot be read: unsupported deployment format" in capsys.readouterr().err
 
 
 def test_a_plain_postgresql_url_opens_with_the_installed_driver(postgres_database, tmp_path):
