@@ -22,6 +22,7 @@ from cluster.coordinator.coordinator import Coordinator, CoordinatorSettings
 from cluster.coordinator.metrics import FarmMetrics
 from cluster.coordinator.scheduling.pool import WorkerPool
 from cluster.coordinator.scheduling.reference_check import check_card_model, reference_tasks
+from cluster.failures import Failure, classify
 from cluster.protocol.cards import CardModel
 from cluster.status.collect import collect_status
 from cluster.status.model import CoordinatorStatus, FarmStatus
@@ -76,11 +77,18 @@ class CoordinatorService:
         self._metrics_task = asyncio.create_task(self._refresh_metrics())
 
     async def _refresh_metrics(self, every_s: float = 10.0) -> None:
+        last_failure = None
         while True:
             try:
                 await self.refresh_metrics()
-            except Exception:  # metrics must never stop the farm
-                log.exception("[coordinator] metrics refresh failed")
+                last_failure = None
+            except Exception as exc:  # metrics must never stop the farm: the next refresh tries again
+                failure = f"{type(exc).__name__}: {exc}"
+                if classify(exc) is Failure.TRANSIENT:
+                    log.warning("[coordinator] metrics refresh failed: %s", failure)
+                elif failure != last_failure:  # a bug: its traceback once, not every refresh
+                    log.error("[coordinator] metrics refresh failed", exc_info=exc)
+                last_failure = failure
             await asyncio.sleep(every_s)
 
     async def refresh_metrics(self) -> None:
@@ -150,16 +158,28 @@ class CoordinatorActor:
         # An async actor's constructor runs with the actor's event loop current: the start goes on there.
         self._boot = asyncio.get_event_loop().create_task(self._start_on_its_own())
 
-    async def _start_on_its_own(self, retry_s: float = 5.0) -> None:
+    async def _start_on_its_own(self, retry_s: float = 5.0, max_retry_s: float = 60.0) -> None:
         """Start the loop without waiting for a call: a restarted actor must not sit idle until someone
-        asks for its status (the devnet streamed tasks for 150 s to an idle coordinator)."""
+        asks for its status (the devnet streamed tasks for 150 s to an idle coordinator). The chain or the
+        relay not answering yet is tried again every ``retry_s``; anything else (a configuration the
+        operator must fix, a bug) is logged with its traceback once and tried less and less often, and
+        every call to the actor tries again at once, raising the reason to its caller."""
+        wait_s, last_failure = retry_s, None
         while True:
             try:
                 await self.service.ensure_started()
                 return
-            except Exception:  # the chain or the relay may not answer yet: the next try may start it
-                log.exception("[coordinator] start failed; trying again in %.0f s", retry_s)
-                await asyncio.sleep(retry_s)
+            except Exception as exc:
+                failure = f"{type(exc).__name__}: {exc}"
+                if classify(exc) is Failure.TRANSIENT:
+                    log.warning("[coordinator] start failed, trying again in %.0f s: %s", retry_s, failure)
+                    wait_s = retry_s
+                else:
+                    if failure != last_failure:
+                        log.error("[coordinator] start failed; trying again less often", exc_info=exc)
+                    wait_s = min(2 * wait_s, max_retry_s)
+                last_failure = failure
+                await asyncio.sleep(wait_s)
 
     async def status(self) -> CoordinatorStatus:
         return await self.service.status()
