@@ -28,6 +28,8 @@ P_VALUE = 1e-4
 
 def chi2_sf(x: float, dof: int) -> float:
     """P(X >= x) for X ~ chi-square(dof): 1 - the regularized lower incomplete gamma, by its series."""
+    if x <= 0:
+        return 1.0  # every count exactly as expected (the series' log(z) is undefined at 0)
     a, z = dof / 2, x / 2
     term = total = 1 / a
     for n in range(1, 1_000):
@@ -36,6 +38,12 @@ def chi2_sf(x: float, dof: int) -> float:
         if term < total * 1e-15:
             break
     return max(0.0, 1 - math.exp(a * math.log(z) - z - math.lgamma(a)) * total)
+
+
+def test_chi2_sf_at_zero_and_against_the_closed_form():
+    assert chi2_sf(0.0, 3) == 1.0  # a draw whose counts are exactly the expected ones
+    for x in (0.5, 3.0, 20.0):  # 2 degrees of freedom: P(X >= x) = exp(-x / 2)
+        assert math.isclose(chi2_sf(x, 2), math.exp(-x / 2), rel_tol=1e-9)
 
 
 def assert_fits(observed: Counter, weights: dict[str, float]) -> None:
