@@ -1,7 +1,8 @@
 """Python mirrors of the contracts' enums, abort reasons, defaults and event names.
 
-The numeric values are the Solidity enums' (contracts/src/lib/Types.sol and Task.sol); a test checks
-these mirrors against the ABIs and the deployed contracts, so a reordering on either side fails loudly.
+The numeric values are the Solidity enums' (contracts/src/lib/Types.sol and interfaces/ITask.sol); a test
+checks these mirrors against the ABIs and the deployed contracts, so a reordering on either side fails
+loudly.
 """
 
 from __future__ import annotations
