@@ -88,6 +88,11 @@ POSTGRES_BIN = EnvVar(
 TEST_WORKERS = EnvVar(
     "HELIUM_TEST_WORKERS", "1", "scripts/test.sh: pytest-xdist workers (2 halves an idle machine's time)"
 )
+CI = EnvVar(
+    "CI", None,
+    "any non-empty value (.ci/run sets true): what a test needs from outside the clone (../shared, Debian's "
+    "prometheus) must be there; elsewhere such a test is skipped, saying what is missing",
+)  # fmt: skip
 REQUIRE_POSTGRES = EnvVar(
     "HELIUM_REQUIRE_POSTGRES", None, "1 (scripts/test.sh, where installed): PostgreSQL cases fail, not skip"
 )

@@ -11,17 +11,18 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 from jsonschema import Draft7Validator
 
 from cluster import envs
+from tests.outside import missing
 
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "k8s"
 OVERLAYS = sorted(p.name for p in (K8S / "overlays").iterdir() if (p / "kustomization.yaml").exists())
 KUSTOMIZATIONS = ["base", *(f"overlays/{name}" for name in OVERLAYS)]
 # CI keeps ../shared beside the clone; HELIUM_KUBERAY_CRDS points elsewhere.
+CRD_SOURCE = "github.com/ray-project/kuberay, ray-operator/config/crd/bases at tag v1.7.0"
 CRD_DIR = Path(envs.KUBERAY_CRDS.get() or REPO.parent / "shared/k8s/kuberay-crds-v1.7.0")
 CRD_FILES = {"RayCluster": "ray.io_rayclusters.yaml", "RayJob": "ray.io_rayjobs.yaml"}
 
@@ -30,7 +31,7 @@ CRD_FILES = {"RayCluster": "ray.io_rayclusters.yaml", "RayJob": "ray.io_rayjobs.
 def render(kustomization: str) -> tuple[dict[str, Any], ...]:
     kubectl = shutil.which("kubectl")
     if kubectl is None:
-        pytest.skip("kubectl is not installed: the kustomizations cannot be rendered (kubectl kustomize)")
+        missing("kubectl", "install it to render the kustomizations (kubectl kustomize)")
     done = subprocess.run(
         [kubectl, "kustomize", str(K8S / kustomization)], capture_output=True, text=True, timeout=30
     )
@@ -69,7 +70,11 @@ def _strict(schema: Any) -> Any:
 def crd_validator(kind: str, version: str = "v1") -> Draft7Validator:
     path = CRD_DIR / CRD_FILES[kind]
     if not path.exists():
-        pytest.fail(f"KubeRay CRD {path} is missing: CI keeps ../shared/k8s beside the clone")
+        missing(
+            f"KubeRay CRD {path}",
+            f"CI keeps ../shared/k8s beside the clone; elsewhere set HELIUM_KUBERAY_CRDS to a folder holding "
+            f"{' and '.join(CRD_FILES.values())} ({CRD_SOURCE})",
+        )
     crd = yaml.safe_load(path.read_text())
     (entry,) = [v for v in crd["spec"]["versions"] if v["name"] == version]
     schema = copy.deepcopy(entry["schema"]["openAPIV3Schema"])
