@@ -251,9 +251,9 @@ class Net:
         """The nodes of rounds 0, 1, 2."""
         return [r[0] for r in self.get_task(task_id)["rounds"]]
 
-    def commit(self, task_id: int, round_: int, result: bytes) -> Any:
+    def commit(self, task_id: int, round_: int, result: bytes, *, nonce: bytes | None = None) -> Any:
         node = self.selected(task_id)[round_]
-        nonce = secrets.token_bytes(32)
+        nonce = nonce or secrets.token_bytes(32)
         self._secrets[(task_id, round_)] = (result, nonce)
         call = self.task.functions.submitTaskResultCommitment(
             task_id, round_, commitment(result, nonce, node)
