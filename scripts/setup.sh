@@ -34,11 +34,17 @@ if [ -f contracts/package-lock.json ]; then
     (cd contracts && npm ci --no-audit --no-fund --loglevel=error)
   fi
 fi
-# The chat page's browser test drives Debian's chromium (Playwright's own browser download does not work
-# on these machines). Installed where we may; elsewhere that one test is skipped and says why.
-if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-  echo "[setup] installing chromium (for the chat page test)"
-  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
-    || echo "[setup] chromium could not be installed: the browser test will be skipped"
+# Debian packages the tests drive, installed where we may (root with apt); elsewhere the tests that need
+# them are skipped and say why (with CI set, the Prometheus ones fail instead: tests/outside.py).
+# chromium: the chat page's browser test (Playwright's own browser download does not work on these
+# machines). prometheus: its server and promtool, for the alert rules and the dashboard's queries.
+missing=()
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+if [ ${#missing[@]} -gt 0 ] && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  echo "[setup] installing ${missing[*]} (for the tests)"
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null) \
+    || echo "[setup] ${missing[*]} could not be installed: the tests that need them will be skipped"
 fi
 echo "[setup] ready: $VENV"

@@ -11,16 +11,22 @@ import yaml
 
 MONITORING = Path(__file__).resolve().parents[2] / "k8s/monitoring"
 # The PromQL functions and aggregations the files may use: a typo in one is caught here, not at 3 am.
-PROMQL_FUNCTIONS = {"delta", "rate", "increase", "time", "sum", "max", "min", "avg", "count", "absent", "on"}
+PROMQL_FUNCTIONS = {
+    "delta", "rate", "increase", "time", "sum", "max", "min", "avg", "count", "absent", "on", "min_over_time",
+}  # fmt: skip
 
 
 def dashboard() -> dict[str, Any]:
     return json.loads((MONITORING / "grafana-dashboard.json").read_text())
 
 
+def rule_groups() -> list[dict[str, Any]]:
+    """The PrometheusRule's ``spec.groups``: a plain rules file's groups."""
+    return yaml.safe_load((MONITORING / "prometheus-rules.yaml").read_text())["spec"]["groups"]
+
+
 def rules() -> list[dict[str, Any]]:
-    document = yaml.safe_load((MONITORING / "prometheus-rules.yaml").read_text())
-    return [rule for group in document["spec"]["groups"] for rule in group["rules"]]
+    return [rule for group in rule_groups() for rule in group["rules"]]
 
 
 def expressions() -> dict[str, str]:
