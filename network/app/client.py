@@ -261,6 +261,28 @@ class ApplicationClient:
                 await asyncio.sleep(max(1.0, deadline_s + 1 - time.time()))
         return await self.cancel(task_id)
 
+    async def retire_request(self, request_id: str) -> int | None:
+        """Send no more createTask for ``request_id``: the chain task it created (to follow, or to cancel
+        for the refund), or None when it provably created none, and then it is forgotten, so that no
+        later ``resume_pending`` creates it. None means: no request was recorded under the id (its row is
+        written before createTask is signed), its createTask reverted, or none was signed under its
+        idempotency key (or the node refused it before any mempool). A createTask signed but not settled
+        is settled first (found mined, or sent again under its key): the answer is never "maybe"."""
+        async with self._locks.setdefault(request_id, asyncio.Lock()):
+            record = self.requests.get(request_id)
+            if record is None or record.state == "rejected":
+                return None
+            if record.task_id is None:
+                entry = self.sender.journal.get(record.idempotency_key)
+                if entry is None or entry.status == "failed":
+                    self.requests.delete(request_id)
+                    return None
+                try:
+                    record = await self._create(record)
+                except ContractRejected:  # mined reverted: the key is spent, no task
+                    return None
+            return record.task_id
+
     async def _create(self, record: RequestRecord) -> RequestRecord:
         request = TxRequest.call(
             self.task, "createTask", record.task_type, record.task_hash, ZERO_DATA_HASH,

@@ -6,7 +6,10 @@ aborted. A failure is classified once (``cluster.failures.classify``): the momen
 or the relay unreachable, a transaction not mined yet) are retried; anything else ends the task as
 failed, with its reason, once. A sweep cancels tasks past the bridge's deadline (``task_timeout_s``),
 failed ones whose task was created included: a queued task at once, a started one once its on-chain
-deadline passed; the refund comes back to the wallet.
+deadline passed; the refund comes back to the wallet. A task past that deadline with no chain task
+(the chain unreachable all along) ends failed, once its request is retired (``retire_request``: a
+createTask signed under its idempotency key is settled, never left for a restart to send): by its
+worker, between attempts, when none of its own sends can be in flight, or by the sweep once it failed.
 """
 
 from __future__ import annotations
@@ -134,6 +137,10 @@ class TaskManager:
             if record is None or record.done:
                 return
             try:
+                if record.task_id is None and time.time() >= record.deadline:
+                    if await self._retire_overdue(record) is None:
+                        return
+                    continue  # its task was created after all: follow it (the sweep cancels it)
                 await self._advance(record)
             except asyncio.CancelledError:
                 raise
@@ -153,6 +160,17 @@ class TaskManager:
                 log.error("bridge task %s failed for good", task_id, exc_info=exc)
                 await self._update(task_id, status="failed", reason=f"{type(exc).__name__}: {exc}")
                 return
+
+    async def _retire_overdue(self, record: BridgeTask) -> int | None:
+        """A record past its deadline with no task id: the chain task its request created after all
+        (recorded, so the sweep cancels it), or None, and the record ends failed with nothing spent."""
+        task_id = await self.app.retire_request(record.id)
+        if task_id is None:
+            reason = "no chain task was created before the bridge's deadline; nothing was paid"
+            await self._update(record.id, status="failed", reason=reason, swept=True)
+        else:
+            await self._update(record.id, task_id=task_id)
+        return task_id
 
     async def _advance(self, record: BridgeTask) -> None:
         submission = await self.app.submit_request(
@@ -201,8 +219,13 @@ class TaskManager:
         cancelled = []
         now = time.time()
         for record in self.store.to_sweep():
-            if record.task_id is None or now < record.deadline:
+            if now < record.deadline:
                 continue
+            if record.task_id is None:
+                # An unfinished one is retired by its worker; a failed one's worker has ended: retire it here.
+                if record.status != "failed" or await self._retire_overdue(record) is None:
+                    continue
+                record = self.store.get(record.id) or record
             try:
                 refund = await self.app.cancel(record.task_id)
             except ContractRejected as exc:

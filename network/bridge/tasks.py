@@ -167,12 +167,12 @@ class TaskStore:
         return [_record(row) for row in rows]
 
     def to_sweep(self) -> list[BridgeTask]:
-        """The tasks whose fee may still be held on chain: unfinished, or failed after their task was
-        created and not swept yet."""
+        """The tasks whose fee may still be held on chain: unfinished, or failed and not swept yet (one
+        failed before its task id was recorded may have a task all the same: its request knows)."""
         with self._lock:
             rows = self._db.execute(
                 f"SELECT * FROM tasks WHERE status NOT IN {_ENDED_SQL} "
-                "OR (status = 'failed' AND task_id IS NOT NULL AND swept = 0) ORDER BY created_at"
+                "OR (status = 'failed' AND swept = 0) ORDER BY created_at"
             ).fetchall()
         return [_record(row) for row in rows]
 
