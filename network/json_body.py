@@ -18,7 +18,7 @@ from typing import Any
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
 
-from cluster.protocol.task import max_nesting
+from cluster.protocol.task import nesting_past
 
 MAX_JSON_DEPTH = 64  # no valid request nests past about ten levels
 PARSED_JSON_SCOPE_KEY = "helium.parsed_json"  # the parsed body, set by RequestLimits
@@ -37,8 +37,8 @@ def parse_json_body(body: bytes, max_depth: int = MAX_JSON_DEPTH) -> Any:
         text = body.decode(json.detect_encoding(body), "surrogatepass")  # exactly as json.loads(bytes)
     except UnicodeDecodeError as exc:
         raise JsonBodyRefused(f"the body is not UTF-8, UTF-16 or UTF-32 text: {exc.reason}") from None
-    depth = max_nesting(text)  # counts brackets outside strings: never below the parser's recursion
-    if depth > max_depth:
+    depth = nesting_past(text, max_depth)  # brackets outside strings: never below the parser's recursion
+    if depth is not None:
         raise JsonBodyRefused(f"the JSON body nests {depth} levels deep; the limit is {max_depth}")
     try:
         value = json.loads(text, parse_constant=_not_a_number)
@@ -61,12 +61,12 @@ def _lone_surrogate(value: Any) -> str | None:
     while stack:
         where, item = stack.pop()
         if isinstance(item, str):
-            if _SURROGATE.search(item):
+            if not item.isascii() and _SURROGATE.search(item):  # an ASCII test is free; a search is not
                 return where
         elif isinstance(item, dict):
             for key, child in item.items():
                 place = f"{where}.{key}" if where else key
-                if _SURROGATE.search(key):
+                if not key.isascii() and _SURROGATE.search(key):
                     return where or "body"
                 stack.append((place, child))
         elif isinstance(item, list):
