@@ -50,13 +50,14 @@ class RoundState(IntEnum):
 
 
 class AbortReason(StrEnum):
-    """The ``reason`` strings of ``TaskAborted`` (Task.sol's REASON_* constants)."""
+    """The ``reason`` strings of ``TaskAborted`` (REASON_* of Task.sol and TaskArguments.sol)."""
 
     RESULT_ILLEGAL = "Task result illegal"
     ERROR_REPORTED = "Task error reported"
     CANCELLED = "Task Cancelled"
     FEE_TOO_LOW = "Task fee is too low"
     NO_ARGUMENTS = "Task arguments not delivered"
+    NO_ARGUMENTS_REFUTED = "Task arguments report refuted"
 
 
 # Defaults of the owner-settable numbers (PROTOCOL.md).
@@ -65,6 +66,12 @@ DEFAULT_TASK_TIMEOUT_S = 15 * 60
 DEFAULT_DISTANCE_THRESHOLD = 5
 DEFAULT_KICKOUT_THRESHOLD = 20
 DEFAULT_QUEUE_SIZE_LIMIT = 50
+# The least time a step the nodes could not foresee leaves the next one (disclose, upload, refute).
+DEFAULT_RESPONSE_WINDOW_S = 2 * 60
+# What a queued task pays the treasury for its place: basis points of its fee per hour in the queue.
+DEFAULT_QUEUE_RENT_BPS_PER_HOUR = 1_000
+# Node.setNodeStake: a stake fits 96 bits.
+MAX_NODE_STAKE_WEI = 2**96 - 1
 # Run time estimates in milliseconds: base + per unit (SD: per image, GPT: per token).
 DEFAULT_PRICE_ESTIMATES_MS = {TaskType.SD: (20_000, 30_000), TaskType.GPT: (10_000, 50)}
 
@@ -80,6 +87,9 @@ class Events:
     # Task
     TASK_TIMEOUT_SET = "TaskTimeoutSet"
     ARGUMENTS_WAIT_SET = "ArgumentsWaitSet"
+    RESPONSE_WINDOW_SET = "ResponseWindowSet"
+    QUEUE_RENT_SET = "QueueRentSet"
+    RELAY_SIGNER_SET = "RelaySignerSet"
     TASK_PENDING = "TaskPending"
     TASK_STARTED = "TaskStarted"
     TASK_RESULT_COMMITMENT_SUBMITTED = "TaskResultCommitmentSubmitted"
@@ -94,7 +104,10 @@ class Events:
     TASK_NODE_CANCELLED = "TaskNodeCancelled"
     TASK_FEE_REFUNDED = "TaskFeeRefunded"
     TASK_NO_ARGUMENTS_REPORTED = "TaskNoArgumentsReported"
+    TASK_NO_ARGUMENTS_REFUTED = "TaskNoArgumentsRefuted"
     TASK_NODE_COMPENSATED = "TaskNodeCompensated"
+    TASK_DEADLINE_MOVED = "TaskDeadlineMoved"
+    QUEUE_RENT_PAID = "QueueRentPaid"
     # Node
     NODE_JOINED = "NodeJoined"
     NODE_STATUS_CHANGED = "NodeStatusChanged"

@@ -5,7 +5,8 @@ Wiring (set once, by the owner, right after deployment):
 - Task: the entry point of applications and nodes at work; holds the fees. Calls Node (select, finish,
   slash), QoS (record, reset), TaskQueue (push, pop, remove) and NetworkStats (task phases).
 - Node: the entry point of nodes joining/pausing/resuming/quitting; holds the stakes. Calls Task back
-  (``onNodesAvailable``) after a join or resume, reads QoS weights, reports statuses to NetworkStats.
+  (``onNodeJoined`` / ``onNodesAvailable``, with the node's VRAM) after a join or resume, reads QoS
+  weights, reports joins to NetworkStats.
 - TaskQueue, QoS, NetworkStats hold no funds and accept writes only from Task (and Node for statuses).
 
 ``Deployment`` is what other processes need to reach the contracts: chain id and addresses, saved as JSON.
@@ -30,8 +31,11 @@ from cluster.chain.contracts import (
     DEFAULT_KICKOUT_THRESHOLD,
     DEFAULT_NODE_STAKE_WEI,
     DEFAULT_PRICE_ESTIMATES_MS,
+    DEFAULT_QUEUE_RENT_BPS_PER_HOUR,
     DEFAULT_QUEUE_SIZE_LIMIT,
+    DEFAULT_RESPONSE_WINDOW_S,
     DEFAULT_TASK_TIMEOUT_S,
+    MAX_NODE_STAKE_WEI,
     TaskType,
 )
 
@@ -51,12 +55,20 @@ class ContractParameters:
     sd_per_image_ms: int = DEFAULT_PRICE_ESTIMATES_MS[TaskType.SD][1]
     gpt_base_ms: int = DEFAULT_PRICE_ESTIMATES_MS[TaskType.GPT][0]
     gpt_per_token_ms: int = DEFAULT_PRICE_ESTIMATES_MS[TaskType.GPT][1]
+    response_window_s: int = DEFAULT_RESPONSE_WINDOW_S
+    queue_rent_bps_per_hour: int = DEFAULT_QUEUE_RENT_BPS_PER_HOUR
+    # the relay's receipt-signing address (RelayConfig.receipt_key); None: no receipt refutes a report
+    relay_signer: str | None = None
 
     def __post_init__(self) -> None:
-        if not 0 < self.node_stake_wei < 2**128:
-            raise ValueError(f"node_stake_wei must be in 1..2**128-1, got {self.node_stake_wei}")
+        if not 0 < self.node_stake_wei <= MAX_NODE_STAKE_WEI:
+            raise ValueError(f"node_stake_wei must be in 1..2**96-1, got {self.node_stake_wei}")
         if not 0 < self.task_timeout_s < 2**32:
             raise ValueError(f"task_timeout_s must be in 1..2**32-1, got {self.task_timeout_s}")
+        if not 0 < self.response_window_s < 2**32:
+            raise ValueError(f"response_window_s must be in 1..2**32-1, got {self.response_window_s}")
+        if not 0 <= self.queue_rent_bps_per_hour <= 100_000:
+            raise ValueError(f"queue_rent_bps_per_hour must be <= 100000, got {self.queue_rent_bps_per_hour}")
         if not 1 <= self.distance_threshold <= 64:
             raise ValueError(f"distance_threshold must be in 1..64, got {self.distance_threshold}")
         if not 0 <= self.kickout_threshold < 60:
@@ -202,6 +214,12 @@ def _apply_parameters(tx: _OwnerTransactor, deployment: Deployment, config: Cont
         tx.send(node.functions.setNodeStake(config.node_stake_wei))
     if config.task_timeout_s != defaults.task_timeout_s:
         tx.send(task.functions.setTaskTimeout(config.task_timeout_s))
+    if config.response_window_s != defaults.response_window_s:
+        tx.send(task.functions.setResponseWindow(config.response_window_s))
+    if config.queue_rent_bps_per_hour != defaults.queue_rent_bps_per_hour:
+        tx.send(task.functions.setQueueRent(config.queue_rent_bps_per_hour))
+    if config.relay_signer is not None:
+        tx.send(task.functions.setRelaySigner(to_checksum_address(config.relay_signer)))
     if config.distance_threshold != defaults.distance_threshold:
         tx.send(task.functions.setDistanceThreshold(config.distance_threshold))
     if config.kickout_threshold != defaults.kickout_threshold:

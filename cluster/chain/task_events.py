@@ -8,7 +8,8 @@ owner's settings, the wiring). The three per-node settlement events become one c
 the bridge shows chain events to its users under their ABI names.
 
 ``timing_event`` types the two owner settings a node's rounds depend on (``TaskTimeoutSet``,
-``ArgumentsWaitSet``): the coordinator follows them instead of reading the contract per round.
+``ArgumentsWaitSet``): the coordinator follows them instead of reading the contract per round. A task's
+own deadline moves by its ``TaskDeadlineMoved`` events (``DeadlineMoved``), which say where to.
 """
 
 from __future__ import annotations
@@ -157,6 +158,33 @@ class NoArgumentsReported(TaskEvent):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class NoArgumentsRefuted(TaskEvent):
+    """The relay's receipt showed the arguments stored (at ``stored_at_s``, its clock): the reporters are
+    slashed and the task aborted ("Task arguments report refuted")."""
+
+    NAME: ClassVar[str] = Events.TASK_NO_ARGUMENTS_REFUTED
+    stored_at_s: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeadlineMoved(TaskEvent):
+    """The task's deadline is now ``deadline_s`` (chain time): a step the nodes could not foresee (the last
+    commitment, the success, the second "no arguments" report) leaves the next one the response window."""
+
+    NAME: ClassVar[str] = Events.TASK_DEADLINE_MOVED
+    deadline_s: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QueueRentPaid(TaskEvent):
+    """A task that left the queue (started, cancelled, evicted) paid the treasury for its time there."""
+
+    NAME: ClassVar[str] = Events.QUEUE_RENT_PAID
+    treasury: str
+    amount_wei: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class NodeCompensated(TaskEvent):
     """A node that reported the arguments missing was paid for the wait (before its round's end)."""
 
@@ -208,6 +236,9 @@ _BUILDERS: dict[str, tuple[type[TaskEvent], _Builder]] = {
         "round": a["round"], "node": a["node"],
     }),
     Events.TASK_NODE_COMPENSATED: (NodeCompensated, lambda a: {"node": a["node"], "amount_wei": a["amount"]}),
+    Events.TASK_NO_ARGUMENTS_REFUTED: (NoArgumentsRefuted, lambda a: {"stored_at_s": a["storedAt"]}),
+    Events.TASK_DEADLINE_MOVED: (DeadlineMoved, lambda a: {"deadline_s": a["deadline"]}),
+    Events.QUEUE_RENT_PAID: (QueueRentPaid, lambda a: {"treasury": a["treasury"], "amount_wei": a["amount"]}),
 }  # fmt: skip
 
 

@@ -122,9 +122,14 @@ def _decode_signature(signature: str) -> keys.Signature:
 
 def recover_signer(params: dict[str, Any], timestamp: int, signature: str) -> str:
     """The checksummed address that signed these parameters at this timestamp."""
+    return recover_digest_signer(signing_digest(params, timestamp), signature)
+
+
+def recover_digest_signer(digest: bytes, signature: str) -> str:
+    """The checksummed address that signed the 32-byte ``digest`` (low s only, as every signature here)."""
     sig = _decode_signature(signature)
     try:
-        public_key = sig.recover_public_key_from_msg_hash(signing_digest(params, timestamp))
+        public_key = sig.recover_public_key_from_msg_hash(digest)
     except (BadSignature, ValidationError) as exc:
         raise SignatureInvalid(SignatureRefusal.MALFORMED, f"no signer can be recovered: {exc}") from None
     return public_key.to_checksum_address()

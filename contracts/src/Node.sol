@@ -148,7 +148,7 @@ contract Node is Owned, Payouts, NodeSelection, INode {
         emit NodeJoined(msg.sender, key, gpuName, gpuVramGB, runtime, msg.value);
 
         _setStatus(msg.sender, n, NodeStatus.Available);
-        ITask(task).onNodeJoined(msg.sender);
+        ITask(task).onNodeJoined(msg.sender, gpuVramGB);
     }
 
     /// @notice Available -> Paused; Busy -> PendingPause (paused when its task ends).
@@ -166,7 +166,7 @@ contract Node is Owned, Payouts, NodeSelection, INode {
         if (n.status != NodeStatus.Paused) revert InvalidNodeStatus(msg.sender, n.status);
         _setStatus(msg.sender, n, NodeStatus.Available);
         emit NodeResumed(msg.sender);
-        ITask(task).onNodesAvailable();
+        ITask(task).onNodesAvailable(n.gpuVramGB);
     }
 
     /// @notice Available / Paused -> Quit with the stake refunded; Busy / PendingPause -> PendingQuit
@@ -243,7 +243,7 @@ contract Node is Owned, Payouts, NodeSelection, INode {
     }
 
     /// @inheritdoc INode
-    function finishTask(address node, bool isKickedOut) external onlyTask {
+    function finishTask(address node, bool isKickedOut) external onlyTask returns (uint256 availableVram) {
         NodeRecord storage n = _nodes[node];
         NodeStatus status = _requireInTask(node, n);
         n.taskId = 0;
@@ -253,6 +253,7 @@ contract Node is Owned, Payouts, NodeSelection, INode {
             _refundStake(node, n);
         } else if (status == NodeStatus.Busy) {
             _setStatus(node, n, NodeStatus.Available);
+            availableVram = n.gpuVramGB;
         } else if (status == NodeStatus.PendingPause) {
             _setStatus(node, n, NodeStatus.Paused);
         } else {

@@ -8,7 +8,7 @@ import {INode} from "./interfaces/INode.sol";
 import {IQoS} from "./interfaces/IQoS.sol";
 import {ITask} from "./interfaces/ITask.sol";
 import {ITaskQueue} from "./interfaces/ITaskQueue.sol";
-import {TaskSeals} from "./TaskSeals.sol";
+import {TaskArguments} from "./TaskArguments.sol";
 
 /// @title Task: the entry point of applications and of nodes at work; holds every task's fee.
 /// @notice createTask -> three nodes selected now, or queued until nodes can take the task -> each node
@@ -17,14 +17,19 @@ import {TaskSeals} from "./TaskSeals.sol";
 /// paid. Each of the three rounds ends exactly once: Settled (paid fee * taskScore / 50, the last one
 /// the remainder), Slashed (its share back to the creator, its stake to the treasury) or Cancelled (not
 /// paid; the fee left over is refunded when the last round ends). The task's storage is deleted then.
-/// TaskSeals keeps the seals and decides how each round ends (the match rules); this contract runs the
-/// tasks, holds their fees and carries the rounds' ends out.
+/// TaskSeals keeps the seals and decides how each round ends (the match rules); TaskSettings holds the
+/// owner-settable numbers; this contract runs the tasks, holds their fees and carries the rounds' ends
+/// out. A queued task pays the treasury rent for its time in the queue (queueRentBpsPerHour).
 /// Invariants:
 /// - `address(this).balance >= totalEscrowed + totalCredits`; `totalEscrowed` = sum of live `balance`s;
-/// - a live task's `balance` = fee - what its ended rounds took; it is 0 once all three ended;
+/// - a live task's `balance` = fee - what its ended rounds, its compensations and its queue rent took;
+///   it is 0 once all three rounds ended;
 /// - every task is counted in exactly one end (numSucceeded or numAborted) and emits TaskAborted at
-///   most once.
-contract Task is Owned, Payouts, TaskSeals {
+///   most once;
+/// - no commitment or report is taken after the deadline; the deadline only moves to give the next
+///   step responseWindow (TaskDeadlineMoved);
+/// - `_queueFloor` is the lowest vramLimit of a queued task (TaskQueue.NO_FLOOR when none).
+contract Task is Payouts, TaskArguments {
     /*//////////////////////////////////////////////////////////////
                                 CONSTANTS
     //////////////////////////////////////////////////////////////*/
@@ -37,10 +42,9 @@ contract Task is Owned, Payouts, TaskSeals {
     string public constant REASON_ERROR_REPORTED = "Task error reported";
     string public constant REASON_CANCELLED = "Task Cancelled";
     string public constant REASON_FEE_TOO_LOW = "Task fee is too low";
-    string public constant REASON_NO_ARGUMENTS = "Task arguments not delivered";
     /// @notice At most this many queued tasks start in one call; `dispatchQueued` starts more.
     uint256 public constant MAX_STARTS_PER_CALL = 2;
-    uint256 internal constant BPS = 10_000;
+    uint256 internal constant NO_FLOOR = type(uint256).max;
 
     /*//////////////////////////////////////////////////////////////
                                  STORAGE
@@ -60,22 +64,20 @@ contract Task is Owned, Payouts, TaskSeals {
     IQoS public qos;
     ITaskQueue public queue;
 
-    uint256 public taskTimeout = 15 minutes;
-    /// @notice The smallest fee a task may pay (owner-settable).
-    uint256 public minTaskFee = 0.001 ether;
-    /// @notice Seconds after a task's start from which its nodes may report its arguments missing, and
-    /// what each reporting node is paid then, in basis points of the fee.
-    uint256 public argumentsWait = 2 minutes;
-    uint256 public argumentsCompensationBps = 1_000;
     Counters internal _counters = Counters({
         nextTaskId: 1, numQueued: 0, numSucceeded: 0, numAborted: 0, totalEscrowed: 0
     });
     mapping(uint256 => TaskInfo) internal _tasks;
+    /// @dev The lowest vramLimit among the queued tasks, as TaskQueue last reported it: a node with less
+    /// VRAM becoming available cannot make a queued task runnable, so the queue is not asked.
+    uint256 internal _queueFloor = NO_FLOOR;
+    /// @dev The largest VRAM of a node that this transaction made available (0: none yet).
+    uint256 internal transient _freedVram;
 
     constructor(address initialOwner) Owned(initialOwner) {}
 
     /*//////////////////////////////////////////////////////////////
-                            WIRING AND SETTINGS
+                                 WIRING
     //////////////////////////////////////////////////////////////*/
 
     function wire(INode node_, IQoS qos_, ITaskQueue queue_) external onlyOwner {
@@ -87,37 +89,6 @@ contract Task is Owned, Payouts, TaskSeals {
         qos = qos_;
         queue = queue_;
         emit Wired(address(node_), address(qos_), address(queue_));
-    }
-
-    /// @notice Applies to tasks started afterwards.
-    function setTaskTimeout(uint256 taskTimeout_) external onlyOwner {
-        if (taskTimeout_ == 0 || taskTimeout_ > type(uint32).max) revert InvalidTaskTimeout(taskTimeout_);
-        taskTimeout = taskTimeout_;
-        emit TaskTimeoutSet(taskTimeout_);
-    }
-
-    function setDistanceThreshold(uint256 distanceThreshold_) external onlyOwner {
-        if (distanceThreshold_ == 0 || distanceThreshold_ > MAX_DISTANCE_THRESHOLD) {
-            revert InvalidDistanceThreshold(distanceThreshold_);
-        }
-        distanceThreshold = distanceThreshold_;
-        emit DistanceThresholdSet(distanceThreshold_);
-    }
-
-    /// @notice Applies to tasks created afterwards.
-    function setMinTaskFee(uint256 minTaskFee_) external onlyOwner {
-        minTaskFee = minTaskFee_;
-        emit MinTaskFeeSet(minTaskFee_);
-    }
-
-    /// @notice Applies to tasks whose nodes report afterwards.
-    function setArgumentsWait(uint256 argumentsWait_, uint256 compensationBps_) external onlyOwner {
-        if (argumentsWait_ >= taskTimeout || compensationBps_ > 3_000) {
-            revert InvalidArgumentsWait(argumentsWait_, compensationBps_);
-        }
-        argumentsWait = argumentsWait_;
-        argumentsCompensationBps = compensationBps_;
-        emit ArgumentsWaitSet(argumentsWait_, compensationBps_);
     }
 
     /*//////////////////////////////////////////////////////////////
@@ -157,34 +128,45 @@ contract Task is Owned, Payouts, TaskSeals {
         t.taskHash = taskHash;
         if (dataHash != 0) t.dataHash = dataHash; // reserved, zero today: no write
         t.status = TaskStatus.Queued;
+        t.startedAt = uint64(block.timestamp); // while queued: when it was queued (its rent runs from it)
         ++c.numQueued;
         _counters = c;
-        uint256 evictedTaskId = queue.push(taskId, TaskType(taskType), vramLimit, cap, msg.value);
+        uint256 evictedTaskId;
+        (evictedTaskId, _queueFloor) = queue.push(taskId, TaskType(taskType), vramLimit, cap, msg.value);
         if (evictedTaskId != 0) _abortQueued(evictedTaskId, REASON_FEE_TOO_LOW);
     }
 
-    /// @notice Queued task: its creator, at any time, full refund. Started task: its creator or one of its
-    /// nodes, after the deadline; rounds still open end Cancelled and the fee left is refunded.
+    /// @notice Queued task: its creator, at any time, refunded all but its queue rent. Started task: its
+    /// creator or one of its nodes, after the deadline; rounds still open end Cancelled (a round that could
+    /// disclose and did not: Slashed) and the fee left is refunded. Two "no arguments" reports end the
+    /// task this way once the window they opened passed: the reporters are compensated.
     function cancelTask(uint256 taskId) external {
         TaskInfo storage t = _tasks[taskId];
         TaskStatus status = t.status;
         if (status == TaskStatus.None) revert TaskNotFound(taskId);
         if (status == TaskStatus.Queued) {
             if (msg.sender != t.creator) revert NotTaskCreator(taskId, msg.sender);
-            queue.remove(taskId);
+            _queueFloor = queue.remove(taskId);
             _abortQueued(taskId, REASON_CANCELLED);
             return;
         }
         if (!_isParticipant(t, msg.sender)) revert NotAllowedToCancel(taskId, msg.sender);
         if (block.timestamp <= t.deadline) revert DeadlineNotPassed(taskId, t.deadline, block.timestamp);
-        if (!t.isEnded) _end(taskId, t, false, REASON_CANCELLED);
-        _endAfterDeadline(taskId, t, status);
+        if (_numNoArgs(t) >= 2) {
+            // Two rounds never committed: nothing was decided or ended.
+            _end(taskId, t, false, REASON_NO_ARGUMENTS);
+            _endForMissingArguments(taskId, t, false);
+        } else {
+            if (!t.isEnded) _end(taskId, t, false, REASON_CANCELLED);
+            _endAfterDeadline(taskId, t, status);
+        }
         _dispatchQueued();
     }
 
     /// @notice Starts queued tasks the available nodes can take, at most MAX_STARTS_PER_CALL. Every call
     /// that frees nodes does this already; anyone may call it when more nodes were freed at once.
     function dispatchQueued() external {
+        _freedVram = type(uint256).max;
         _dispatchQueued();
     }
 
@@ -192,70 +174,33 @@ contract Task is Owned, Payouts, TaskSeals {
                                   NODES
     //////////////////////////////////////////////////////////////*/
 
+    /// @notice Until the deadline: a commitment after it could leave the other nodes no time to disclose.
     function submitTaskResultCommitment(uint256 taskId, uint256 round, bytes32 commitment) external {
         TaskInfo storage t = _runningTask(taskId);
         Round storage rd = _callerRound(t, taskId, round);
         if (rd.commitPos != 0) revert AlreadyCommitted(taskId, round);
         if (rd.isNoArgs) revert ReportedNoArguments(taskId, round);
+        _requireBeforeDeadline(taskId, t);
         _seal(taskId, round, commitment);
         rd.commitPos = ++t.numCommits;
         emit TaskResultCommitmentSubmitted(taskId, round, msg.sender, commitment);
         _afterCommit(taskId, t);
     }
 
-    /// @notice Instead of a commitment: the task is invalid. Counts as commitment and empty disclosure.
+    /// @notice Instead of a commitment, until the deadline: the task is invalid. Counts as commitment and
+    /// empty disclosure.
     function reportTaskError(uint256 taskId, uint256 round) external {
         TaskInfo storage t = _runningTask(taskId);
         Round storage rd = _callerRound(t, taskId, round);
         if (rd.commitPos != 0) revert AlreadyCommitted(taskId, round);
         if (rd.isNoArgs) revert ReportedNoArguments(taskId, round);
+        _requireBeforeDeadline(taskId, t);
         rd.isError = true;
         rd.commitPos = ++t.numCommits;
         rd.disclosePos = ++t.numDisclosed;
         emit TaskErrorReported(taskId, round, msg.sender);
         _afterCommit(taskId, t);
         _afterDisclosure(taskId, t, round, "");
-        _dispatchQueued();
-    }
-
-    /// @notice The arguments never reached this node (a selected node that has not committed, from
-    /// `argumentsWait` after the start). The second report aborts the task: each reporting node is paid
-    /// `argumentsCompensationBps` of the fee for the time it was held, the rest is refunded, and every
-    /// round ends Cancelled scoring as if it had finished in its round position.
-    function reportNoArguments(uint256 taskId, uint256 round) external {
-        TaskInfo storage t = _runningTask(taskId);
-        Round storage rd = _callerRound(t, taskId, round);
-        if (rd.commitPos != 0) revert AlreadyCommitted(taskId, round);
-        if (rd.isNoArgs) revert AlreadyReportedNoArguments(taskId, round);
-        uint256 waitEnds = uint256(t.startedAt) + argumentsWait;
-        if (block.timestamp < waitEnds) revert ArgumentsWaitNotPassed(taskId, waitEnds, block.timestamp);
-        rd.isNoArgs = true;
-        emit TaskNoArgumentsReported(taskId, round, msg.sender);
-        uint256 numReports;
-        for (uint256 r; r < NUM_ROUNDS; ++r) {
-            if (t.rounds[r].isNoArgs) ++numReports;
-        }
-        if (numReports < 2) return;
-
-        // Two rounds never committed, so nothing was disclosed or decided: every round is Pending.
-        _end(taskId, t, false, REASON_NO_ARGUMENTS);
-        uint256 amount = (uint256(t.fee) * argumentsCompensationBps) / BPS;
-        RoundState[3] memory outcomes;
-        uint256[3] memory scores;
-        for (uint256 r; r < NUM_ROUNDS; ++r) {
-            Round storage open = t.rounds[r];
-            outcomes[r] = RoundState.Cancelled;
-            scores[r] = 2 * _award(r + 1);
-            if (!open.isNoArgs) continue;
-            // At most 2 * 30% of the fee (setArgumentsWait): within the balance, nothing was paid yet.
-            unchecked {
-                t.balance -= uint128(amount);
-                _counters.totalEscrowed -= uint112(amount);
-            }
-            emit TaskNodeCompensated(taskId, open.node, amount);
-            _pay(open.node, amount);
-        }
-        _endOpenRounds(taskId, t, outcomes, scores);
         _dispatchQueued();
     }
 
@@ -285,16 +230,18 @@ contract Task is Owned, Payouts, TaskSeals {
     }
 
     /// @inheritdoc ITask
-    function onNodesAvailable() external {
+    function onNodesAvailable(uint256 gpuVramGB) external {
         if (msg.sender != address(node)) revert NotNode(msg.sender);
+        _freedVram = gpuVramGB;
         _dispatchQueued();
     }
 
     /// @inheritdoc ITask
     /// @dev The join pays for the seal slots the node's tasks reuse (TaskSeals._writeSealSlots).
-    function onNodeJoined(address account) external {
+    function onNodeJoined(address account, uint256 gpuVramGB) external {
         if (msg.sender != address(node)) revert NotNode(msg.sender);
         _writeSealSlots(account);
+        _freedVram = gpuVramGB;
         _dispatchQueued();
     }
 
@@ -364,7 +311,8 @@ contract Task is Owned, Payouts, TaskSeals {
             emit TaskNodeSlashed(taskId, account);
             _refund(taskId, t.creator, share);
         } else {
-            node.finishTask(account, qos.recordTaskScore(account, taskScore));
+            uint256 availableVram = node.finishTask(account, qos.recordTaskScore(account, taskScore));
+            if (availableVram > _freedVram) _freedVram = availableVram;
             if (outcome == RoundState.Settled) {
                 uint256 share = _takeShare(t, taskScore, isLast);
                 emit TaskNodeSuccess(taskId, account, share);
@@ -384,21 +332,48 @@ contract Task is Owned, Payouts, TaskSeals {
 
     /// @dev fee * taskScore / 50, at most the balance; the last round takes the whole balance (the
     /// rounding remainder, < 3 wei, when the other two were paid by the formula).
-    function _takeShare(TaskInfo storage t, uint256 taskScore, bool isLast) internal returns (uint256 share) {
+    function _takeShare(TaskInfo storage t, uint256 taskScore, bool isLast) internal returns (uint256) {
+        return _takeFromBalance(t, isLast ? t.balance : (uint256(t.fee) * taskScore) / SCORE_DENOMINATOR);
+    }
+
+    /// @dev Takes `amount` from the task's balance, at most the balance; returns what it took.
+    function _takeFromBalance(TaskInfo storage t, uint256 amount) internal returns (uint256) {
         uint256 balance = t.balance;
-        share = isLast ? balance : (uint256(t.fee) * taskScore) / SCORE_DENOMINATOR;
-        if (share > balance) share = balance;
-        // share <= balance <= totalEscrowed.
+        if (amount > balance) amount = balance;
+        // amount <= balance <= totalEscrowed.
         unchecked {
-            t.balance = uint128(balance - share);
-            _counters.totalEscrowed -= uint112(share);
+            t.balance = uint128(balance - amount);
+            _counters.totalEscrowed -= uint112(amount);
         }
+        return amount;
     }
 
     /// @dev The decision aborts the task: two error reports matched, or no two of three disclosures did.
     function _abortAtDecision(uint256 taskId, TaskInfo storage t, bool isErrorReported) internal override {
         _end(taskId, t, false, isErrorReported ? REASON_ERROR_REPORTED : REASON_RESULT_ILLEGAL);
     }
+
+    /// @dev argumentsCompensationBps of the fee (at most 3 * 30%: within the balance, which only rent has
+    /// touched before any compensation; clamped to it all the same).
+    function _compensate(uint256 taskId, TaskInfo storage t, address account) internal override {
+        uint256 amount = _takeFromBalance(t, (uint256(t.fee) * argumentsCompensationBps) / BPS);
+        emit TaskNodeCompensated(taskId, account, amount);
+        _pay(account, amount);
+    }
+
+    /// @dev What a queued task owes the treasury for its time in the queue, taken from its fee (so the
+    /// shares of the nodes that run it are of the fee less the rent) and paid at once.
+    function _chargeQueueRent(uint256 taskId, TaskInfo storage t) internal {
+        // fee < 2**96, seconds < 2**64, rate <= 100,000: the product fits.
+        uint256 rent = (uint256(t.fee) * (block.timestamp - t.startedAt) * queueRentBpsPerHour) / (BPS * 1 hours);
+        if (rent == 0) return;
+        rent = _takeFromBalance(t, rent);
+        t.fee -= uint128(rent); // rent <= balance == fee: nothing else was taken from a queued task
+        address treasury = owner;
+        emit QueueRentPaid(taskId, treasury, rent);
+        _pay(treasury, rent);
+    }
+
 
     /*//////////////////////////////////////////////////////////////
                             START AND QUEUE
@@ -422,12 +397,21 @@ contract Task is Owned, Payouts, TaskSeals {
 
     /// @dev Starts queued tasks, highest value first, while the available nodes can take one, at most
     /// MAX_STARTS_PER_CALL: a call's cost never grows with the number of nodes freed or tasks queued.
-    function _dispatchQueued() internal {
+    /// Only when this transaction made a node available with VRAM at least the queue's floor: a smaller
+    /// one cannot have made a queued task runnable (every other was not runnable when it was queued, or
+    /// when the last node was freed), so tasks no available node could run cost the call nothing.
+    function _dispatchQueued() internal override {
+        uint256 freedVram = _freedVram;
+        if (freedVram == 0) return;
+        _freedVram = 0;
+        if (freedVram < _queueFloor) return;
         for (uint256 i; i < MAX_STARTS_PER_CALL && _counters.numQueued != 0; ++i) {
-            uint256 taskId = queue.popRunnable();
+            uint256 taskId;
+            (taskId, _queueFloor) = queue.popRunnable();
             if (taskId == 0) return;
             --_counters.numQueued;
             TaskInfo storage t = _tasks[taskId];
+            _chargeQueueRent(taskId, t);
             bytes32 taskHash = t.taskHash;
             bytes32 dataHash = t.dataHash;
             delete t.taskHash;
@@ -437,8 +421,11 @@ contract Task is Owned, Payouts, TaskSeals {
         }
     }
 
+    /// @dev A queued task leaves the queue without starting (cancelled, evicted): it pays its rent, the
+    /// rest is refunded.
     function _abortQueued(uint256 taskId, string memory reason) internal {
         TaskInfo storage t = _tasks[taskId];
+        _chargeQueueRent(taskId, t);
         uint256 amount = t.balance;
         address creator = t.creator;
         delete _tasks[taskId];
@@ -455,7 +442,7 @@ contract Task is Owned, Payouts, TaskSeals {
     //////////////////////////////////////////////////////////////*/
 
     /// @dev The running task ended: succeeded, or aborted for `reason`.
-    function _end(uint256 taskId, TaskInfo storage t, bool isSuccess, string memory reason) internal {
+    function _end(uint256 taskId, TaskInfo storage t, bool isSuccess, string memory reason) internal override {
         t.isEnded = true;
         if (isSuccess) {
             ++_counters.numSucceeded;
@@ -471,17 +458,11 @@ contract Task is Owned, Payouts, TaskSeals {
         _pay(creator, amount);
     }
 
-    function _runningTask(uint256 taskId) internal view returns (TaskInfo storage t) {
+    function _runningTask(uint256 taskId) internal view override returns (TaskInfo storage t) {
         t = _tasks[taskId];
         if (t.status != TaskStatus.Started && t.status != TaskStatus.CommitmentsReady) {
             revert TaskNotRunning(taskId, t.status);
         }
-    }
-
-    function _callerRound(TaskInfo storage t, uint256 taskId, uint256 round) internal view returns (Round storage rd) {
-        if (round >= NUM_ROUNDS) revert InvalidRound(round);
-        rd = t.rounds[round];
-        if (rd.node != msg.sender) revert NotSelectedNode(taskId, round, msg.sender);
     }
 
     function _isParticipant(TaskInfo storage t, address account) internal view returns (bool) {

@@ -10,10 +10,13 @@ import {ITaskQueue} from "./interfaces/ITaskQueue.sol";
 /// @notice value = fee / estimatedMs with estimatedMs = baseMs[type] + perUnitMs[type] * cap, fixed at
 /// enqueue time. Values are compared exactly by cross-multiplication (feeA * msB vs feeB * msA), never
 /// divided. Tasks are grouped by (type, vramLimit); each group is a doubly linked list sorted by value,
-/// highest first, equal values first come first served. The queue holds the order only: fees stay in
-/// Task, which alone may change the queue.
-/// Invariants: `size` = the number of queued tasks = the sum of the groups' sizes; `_activeGroups` lists
-/// exactly the non-empty groups; every list is sorted by non-increasing value.
+/// highest first, equal values first come first served. The non-empty groups are bits of a bitmap
+/// ordered by (type, vramLimit), so a dequeue reads only the groups the available nodes can take: groups
+/// that no available node could run (held "runnable" by paused nodes) cost a dispatch nothing. The
+/// queue holds the order only: fees stay in Task, which alone may change the queue.
+/// Invariants: `size` = the number of queued tasks = the sum of the groups' sizes; a group's bit in
+/// `_groupBits` is set iff the group is non-empty, and a word's bit in `_groupWords` iff the word is
+/// non-zero; every list is sorted by non-increasing value; every queued vramLimit is <= MAX_VRAM_LIMIT.
 contract TaskQueue is Owned, ITaskQueue {
     /*//////////////////////////////////////////////////////////////
                                  EVENTS
@@ -49,6 +52,17 @@ contract TaskQueue is Owned, ITaskQueue {
     error InvalidPriceEstimate(uint256 baseMs, uint256 perUnitMs);
     /// @dev baseMs + perUnitMs * cap does not fit in 64 bits.
     error EstimateTooLarge(TaskType taskType, uint256 cap);
+    /// @dev No node can have more VRAM than MAX_VRAM_LIMIT: Task never queues such a task.
+    error InvalidVramLimit(uint256 vramLimit);
+
+    /*//////////////////////////////////////////////////////////////
+                                CONSTANTS
+    //////////////////////////////////////////////////////////////*/
+
+    /// @notice The floor when no task is queued.
+    uint256 public constant NO_FLOOR = type(uint256).max;
+    /// @dev Node.MAX_VRAM_GB: Task queues only tasks that three joined nodes could run.
+    uint256 internal constant MAX_VRAM_LIMIT = 4095;
 
     /*//////////////////////////////////////////////////////////////
                                  STORAGE
@@ -59,14 +73,13 @@ contract TaskQueue is Owned, ITaskQueue {
         uint64 estimatedMs;
         uint64 next; // toward lower values, 0 at the tail
         uint64 prev; // toward higher values, 0 at the head
-        uint72 groupKey; // taskType << 64 | vramLimit
+        uint16 groupKey; // taskType << 12 | vramLimit
         bool isQueued;
     }
 
     struct Group {
         uint64 head;
         uint64 tail;
-        uint32 activeIndex; // 1-based position in `_activeGroups`, 0 when empty
     }
 
     address public task;
@@ -78,8 +91,12 @@ contract TaskQueue is Owned, ITaskQueue {
     uint64[2] public perUnitMs = [uint64(30_000), uint64(50)];
 
     mapping(uint256 => Item) internal _items;
-    mapping(uint72 => Group) internal _groups;
-    uint72[] internal _activeGroups;
+    mapping(uint256 => Group) internal _groups;
+    /// @dev The non-empty groups: bit `key & 255` of word `key >> 8`, key = taskType << 12 | vramLimit
+    /// (words 0..15 SD, 16..31 GPT, each over 256 vram limits in order).
+    mapping(uint256 => uint256) internal _groupBits;
+    /// @dev Bit w set iff word w of `_groupBits` is non-zero.
+    uint256 internal _groupWords;
 
     modifier onlyTask() {
         if (msg.sender != task) revert NotTask(msg.sender);
@@ -125,9 +142,10 @@ contract TaskQueue is Owned, ITaskQueue {
     function push(uint256 taskId, TaskType taskType, uint256 vramLimit, uint256 cap, uint256 fee)
         external
         onlyTask
-        returns (uint256 evictedTaskId)
+        returns (uint256 evictedTaskId, uint256 floor)
     {
         if (_items[taskId].isQueued) revert TaskAlreadyQueued(taskId);
+        if (vramLimit > MAX_VRAM_LIMIT) revert InvalidVramLimit(vramLimit);
         uint256 ms = estimatedMs(taskType, cap);
         if (size >= sizeLimit) {
             evictedTaskId = _lowest();
@@ -138,46 +156,39 @@ contract TaskQueue is Owned, ITaskQueue {
             _unlink(evictedTaskId);
             emit TaskRemoved(evictedTaskId);
         }
-        // Task bounds fee to 128 bits and vramLimit to 64 bits; ms < 2**64 (estimatedMs).
-        uint72 key = (uint72(uint8(taskType)) << 64) | uint72(vramLimit);
+        // Task bounds fee to 128 bits; vramLimit <= MAX_VRAM_LIMIT; ms < 2**64 (estimatedMs).
+        uint256 key = _groupKey(uint256(taskType), vramLimit);
         Item storage item = _items[taskId];
         item.fee = uint128(fee);
         item.estimatedMs = uint64(ms);
-        item.groupKey = key;
+        item.groupKey = uint16(key);
         item.isQueued = true;
         _insertSorted(taskId, key, fee, ms);
         ++size;
         emit TaskQueued(taskId, taskType, vramLimit, fee, ms);
+        floor = _floor();
     }
 
     /// @inheritdoc ITaskQueue
-    /// @dev One Node.capacity call, then one pass over the non-empty groups, comparing their heads: the
-    /// cost is bounded by the number of queued tasks (sizeLimit), whatever their vram limits.
-    function popRunnable() external onlyTask returns (uint256 taskId) {
+    /// @dev One Node.capacity call, then the heads of the groups whose vramLimit the available nodes can
+    /// take, found from the bitmap: a group above the capacity is not read at all.
+    function popRunnable() external onlyTask returns (uint256 taskId, uint256 floor) {
         (bool canRunSd, uint256 maxSdVramLimit, bool canRunGpt, uint256 maxGptVramLimit) = node.capacity();
-        if (!canRunSd && !canRunGpt) return 0;
-        uint256 numGroups = _activeGroups.length;
-        for (uint256 i; i < numGroups; ++i) {
-            uint72 key = _activeGroups[i];
-            uint256 vramLimit = uint64(key);
-            bool isRunnable = TaskType(uint8(key >> 64)) == TaskType.GPT
-                ? canRunGpt && vramLimit <= maxGptVramLimit
-                : canRunSd && vramLimit <= maxSdVramLimit;
-            if (!isRunnable) continue;
-            uint256 head = _groups[key].head;
-            if (taskId == 0 || _isBefore(head, taskId)) taskId = head;
-        }
+        if (canRunSd) taskId = _bestHead(uint256(TaskType.SD), maxSdVramLimit, 0);
+        if (canRunGpt) taskId = _bestHead(uint256(TaskType.GPT), maxGptVramLimit, taskId);
         if (taskId != 0) {
             _unlink(taskId);
             emit TaskDequeued(taskId);
         }
+        floor = _floor();
     }
 
     /// @inheritdoc ITaskQueue
-    function remove(uint256 taskId) external onlyTask {
+    function remove(uint256 taskId) external onlyTask returns (uint256 floor) {
         if (!_items[taskId].isQueued) revert TaskNotQueued(taskId);
         _unlink(taskId);
         emit TaskRemoved(taskId);
+        floor = _floor();
     }
 
     /*//////////////////////////////////////////////////////////////
@@ -194,15 +205,24 @@ contract TaskQueue is Owned, ITaskQueue {
         return _items[taskId].isQueued;
     }
 
-    /// @notice Every queued task id: group after group (in no particular order), each highest value first.
+    /// @notice Every queued task id: group after group (SD, then GPT, by vramLimit), each highest value
+    /// first.
     function queuedTaskIds() external view returns (uint256[] memory ids) {
         ids = new uint256[](size);
         uint256 n;
-        for (uint256 i; i < _activeGroups.length; ++i) {
-            for (uint256 id = _groups[_activeGroups[i]].head; id != 0; id = _items[id].next) {
-                ids[n++] = id;
+        for (uint256 words = _groupWords; words != 0; words &= words - 1) {
+            uint256 w = _lowestBit(words);
+            for (uint256 bits = _groupBits[w]; bits != 0; bits &= bits - 1) {
+                for (uint256 id = _groups[(w << 8) | _lowestBit(bits)].head; id != 0; id = _items[id].next) {
+                    ids[n++] = id;
+                }
             }
         }
+    }
+
+    /// @notice The lowest vramLimit among the queued tasks, NO_FLOOR when none is queued.
+    function queueFloor() external view returns (uint256) {
+        return _floor();
     }
 
     /*//////////////////////////////////////////////////////////////
@@ -223,20 +243,75 @@ contract TaskQueue is Owned, ITaskQueue {
         return lhs > rhs || (lhs == rhs && a < b);
     }
 
-    /// @dev The task that runs last: the lowest of the groups' tails.
+    /// @dev The task that runs last: the lowest of the groups' tails (every group: a full queue's push).
     function _lowest() internal view returns (uint256 lowest) {
-        uint256 numGroups = _activeGroups.length;
-        for (uint256 i; i < numGroups; ++i) {
-            uint256 tail = _groups[_activeGroups[i]].tail;
-            if (lowest == 0 || _isBefore(lowest, tail)) lowest = tail;
+        for (uint256 words = _groupWords; words != 0; words &= words - 1) {
+            uint256 w = _lowestBit(words);
+            for (uint256 bits = _groupBits[w]; bits != 0; bits &= bits - 1) {
+                uint256 tail = _groups[(w << 8) | _lowestBit(bits)].tail;
+                if (lowest == 0 || _isBefore(lowest, tail)) lowest = tail;
+            }
         }
     }
 
-    function _insertSorted(uint256 taskId, uint72 key, uint256 fee, uint256 ms) internal {
+    /// @dev The best of `best` and the heads of the groups of `taskType` with vramLimit <= maxVramLimit.
+    function _bestHead(uint256 taskType, uint256 maxVramLimit, uint256 best) internal view returns (uint256) {
+        if (maxVramLimit > MAX_VRAM_LIMIT) maxVramLimit = MAX_VRAM_LIMIT;
+        uint256 last = _groupKey(taskType, maxVramLimit);
+        uint256 firstWord = taskType << 4;
+        // The type's words up to the last one's: bits firstWord..last >> 8 (last >> 8 < 32).
+        uint256 words = (_groupWords >> firstWord) & (type(uint256).max >> (255 - ((last >> 8) - firstWord)));
+        for (; words != 0; words &= words - 1) {
+            uint256 w = firstWord + _lowestBit(words);
+            uint256 bits = _groupBits[w];
+            if (w == last >> 8) bits &= type(uint256).max >> (255 - (last & 255));
+            for (; bits != 0; bits &= bits - 1) {
+                uint256 head = _groups[(w << 8) | _lowestBit(bits)].head;
+                if (best == 0 || _isBefore(head, best)) best = head;
+            }
+        }
+        return best;
+    }
+
+    /// @dev The lowest vramLimit among the queued tasks of both types, NO_FLOOR when none is queued.
+    function _floor() internal view returns (uint256 lowest) {
+        lowest = NO_FLOOR;
+        uint256 words = _groupWords;
+        for (uint256 taskType; taskType < 2; ++taskType) {
+            uint256 typeWords = (words >> (taskType << 4)) & 0xffff;
+            if (typeWords == 0) continue;
+            uint256 w = (taskType << 4) + _lowestBit(typeWords);
+            uint256 vramLimit = (((w << 8) | _lowestBit(_groupBits[w])) & MAX_VRAM_LIMIT);
+            if (vramLimit < lowest) lowest = vramLimit;
+        }
+    }
+
+    function _groupKey(uint256 taskType, uint256 vramLimit) internal pure returns (uint256) {
+        return (taskType << 12) | vramLimit;
+    }
+
+    /// @dev The index of the lowest set bit of x (x != 0).
+    function _lowestBit(uint256 x) internal pure returns (uint256 r) {
+        // x != 0, so ~x + 1 cannot overflow; x & -x keeps the lowest set bit alone.
+        unchecked {
+            x &= ~x + 1;
+        }
+        if (x >> 128 != 0) (x, r) = (x >> 128, r | 128);
+        if (x >> 64 != 0) (x, r) = (x >> 64, r | 64);
+        if (x >> 32 != 0) (x, r) = (x >> 32, r | 32);
+        if (x >> 16 != 0) (x, r) = (x >> 16, r | 16);
+        if (x >> 8 != 0) (x, r) = (x >> 8, r | 8);
+        if (x >> 4 != 0) (x, r) = (x >> 4, r | 4);
+        if (x >> 2 != 0) (x, r) = (x >> 2, r | 2);
+        if (x >> 1 != 0) r |= 1;
+    }
+
+    function _insertSorted(uint256 taskId, uint256 key, uint256 fee, uint256 ms) internal {
         Group storage g = _groups[key];
         if (g.head == 0) {
-            _activeGroups.push(key);
-            g.activeIndex = uint32(_activeGroups.length);
+            uint256 w = key >> 8;
+            _groupBits[w] |= 1 << (key & 255);
+            _groupWords |= 1 << w;
         }
         // Walk from the tail toward higher values: stop after the first item that is not lower.
         uint256 prev = g.tail;
@@ -258,7 +333,7 @@ contract TaskQueue is Owned, ITaskQueue {
 
     function _unlink(uint256 taskId) internal {
         Item storage item = _items[taskId];
-        uint72 key = item.groupKey;
+        uint256 key = item.groupKey;
         Group storage g = _groups[key];
         uint64 prev = item.prev;
         uint64 next = item.next;
@@ -269,15 +344,10 @@ contract TaskQueue is Owned, ITaskQueue {
         delete _items[taskId];
         --size;
         if (g.head == 0) {
-            uint256 index = g.activeIndex - 1;
-            uint256 lastIndex = _activeGroups.length - 1;
-            if (index != lastIndex) {
-                uint72 movedKey = _activeGroups[lastIndex];
-                _activeGroups[index] = movedKey;
-                _groups[movedKey].activeIndex = uint32(index + 1);
-            }
-            _activeGroups.pop();
-            g.activeIndex = 0;
+            uint256 w = key >> 8;
+            uint256 bits = _groupBits[w] & ~(1 << (key & 255));
+            _groupBits[w] = bits;
+            if (bits == 0) _groupWords &= ~(1 << w);
         }
     }
 }

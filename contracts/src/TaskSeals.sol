@@ -3,7 +3,7 @@ pragma solidity 0.8.28;
 
 import {ResultMatch} from "./lib/ResultMatch.sol";
 import {TaskType} from "./lib/Types.sol";
-import {ITask} from "./interfaces/ITask.sol";
+import {TaskSettings} from "./TaskSettings.sol";
 
 /// @title TaskSeals: each node's sealed result, and the rules that decide from the results how rounds end.
 /// @notice Each of a task's three rounds commits keccak256(result, nonce, node) or reports an error; once
@@ -12,16 +12,20 @@ import {ITask} from "./interfaces/ITask.sol";
 /// commitment, then its disclosed result's hash, live in a slot of its own that every task it runs reuses
 /// (`_seals`): a slot written once costs 2,900 gas to write again, a fresh task slot 20,000
 /// (docs/contracts.md, "Seals"). The rules here say how each round ends (Settled, Slashed or Cancelled,
-/// with its task score from its commit and disclosure positions), at a disclosure or after the deadline;
-/// Task carries the ends out (`_endRound`, `_abortAtDecision`): payments, QoS, the nodes' release.
+/// with its task score from its commit and disclosure positions), at a disclosure or after the deadline
+/// (TaskArguments: when the arguments were reported missing); Task carries the ends out (`_endRound`,
+/// `_abortAtDecision`): payments, QoS, the nodes' release. A step the nodes could not foresee (the last
+/// commitment, the success) moves the deadline so that the next step has `responseWindow` at least.
 /// Invariants:
 /// - a joined node's `_seals` and `_expected` slots are never zero (UNWRITTEN_SEAL until its first task);
 /// - while a node holds a task and has committed a result for it, `_seals[node]` is that commitment until
 ///   the node discloses, then keccak256 of the result (`_images[node]`: the SD result itself);
 /// - a task is decided at most once, by two matching disclosures; a disclosure after the decision is
 ///   judged against the decided result, kept in its own node's `_expected` / `_expectedImages` at the
-///   decision, since the deciding nodes may be sealing a new task by then.
-abstract contract TaskSeals is ITask {
+///   decision, since the deciding nodes may be sealing a new task by then;
+/// - a round is slashed for withholding only when `responseWindow` has passed since the commitments
+///   were all in (the deadline is at least that).
+abstract contract TaskSeals is TaskSettings {
     using ResultMatch for bytes;
 
     /*//////////////////////////////////////////////////////////////
@@ -32,7 +36,6 @@ abstract contract TaskSeals is ITask {
     /// @dev Position awards [10, 9, 6] for 1st / 2nd / 3rd, one byte each; position 0 (none) awards 0.
     uint256 internal constant POSITION_AWARDS = 0x0a0906;
     uint256 public constant MAX_RESULT_BYTES = 1024;
-    uint256 public constant MAX_DISTANCE_THRESHOLD = 64;
     /// @dev keccak256 of the empty result: what an error report counts as (PROTOCOL.md, step 4).
     bytes32 internal constant EMPTY_RESULT_HASH = keccak256("");
     /// @dev A node's seal slots before its first task (written at its join).
@@ -42,8 +45,6 @@ abstract contract TaskSeals is ITask {
                                  STORAGE
     //////////////////////////////////////////////////////////////*/
 
-    /// @notice SD results match when every pair of image hashes differs in fewer bits (owner-settable).
-    uint256 public distanceThreshold = 5;
     /// @dev A selected node's commitment until it discloses, then keccak256 of its result. A node holds
     /// one task at a time: its seal always belongs to the task it holds (or held last).
     mapping(address => bytes32) internal _seals;
@@ -72,12 +73,26 @@ abstract contract TaskSeals is ITask {
         _seals[msg.sender] = commitment;
     }
 
-    /// @dev A round committed (or reported an error): once all three have, disclosures open.
+    /// @dev A round committed (or reported an error): once all three have, disclosures open, for
+    /// responseWindow at least.
     function _afterCommit(uint256 taskId, TaskInfo storage t) internal {
         if (t.numCommits == NUM_ROUNDS) {
             t.status = TaskStatus.CommitmentsReady;
             emit TaskResultCommitmentsReady(taskId);
+            _giveResponseWindow(taskId, t);
         }
+    }
+
+    /// @dev The next step gets responseWindow from now: the deadline moves out if it is nearer.
+    function _giveResponseWindow(uint256 taskId, TaskInfo storage t) internal {
+        uint256 until = block.timestamp + responseWindow;
+        if (until > t.deadline) _moveDeadline(taskId, t, until);
+    }
+
+    function _moveDeadline(uint256 taskId, TaskInfo storage t, uint256 deadline) internal {
+        // block.timestamp + a window of at most 2**32 s fits in 64 bits.
+        t.deadline = uint64(deadline);
+        emit TaskDeadlineMoved(taskId, deadline);
     }
 
     /// @dev Opens the caller's seal: `result` and `nonce` must be what it committed. The seal becomes
@@ -165,6 +180,8 @@ abstract contract TaskSeals is ITask {
                 // an error, which matches only an empty result.
                 emit TaskSuccess(taskId, result, w.node);
             }
+            // The result node uploads, the third node discloses: a cancel may not cut them short.
+            _giveResponseWindow(taskId, t);
         }
         _endRound(taskId, t, partner, RoundState.Settled, _positionScore(t.rounds[partner]));
     }
@@ -236,6 +253,23 @@ abstract contract TaskSeals is ITask {
 
     function _resultHashOf(Round storage rd) internal view returns (bytes32) {
         return rd.isError ? EMPTY_RESULT_HASH : _seals[rd.node];
+    }
+
+    /*//////////////////////////////////////////////////////////////
+                                 ROUNDS
+    //////////////////////////////////////////////////////////////*/
+
+    /// @dev Commitments and reports are taken until the deadline.
+    function _requireBeforeDeadline(uint256 taskId, TaskInfo storage t) internal view {
+        uint256 deadline = t.deadline;
+        if (block.timestamp > deadline) revert DeadlinePassed(taskId, deadline, block.timestamp);
+    }
+
+    /// @dev The caller's round `round` of the task.
+    function _callerRound(TaskInfo storage t, uint256 taskId, uint256 round) internal view returns (Round storage rd) {
+        if (round >= NUM_ROUNDS) revert InvalidRound(round);
+        rd = t.rounds[round];
+        if (rd.node != msg.sender) revert NotSelectedNode(taskId, round, msg.sender);
     }
 
     /*//////////////////////////////////////////////////////////////

@@ -33,6 +33,9 @@ NOT_ABOUT_A_TASK = {"Wired", "OwnershipTransferred", "TaskTimeoutSet", "Distance
     "CreditWithdrawn",
     "MinTaskFeeSet",
     "ArgumentsWaitSet",
+    "ResponseWindowSet",
+    "QueueRentSet",
+    "RelaySignerSet",
 }
 
 
@@ -103,6 +106,6 @@ def test_every_task_event_of_the_abi_is_typed_or_deliberately_left_out():
 
 
 def test_abort_reasons_mirror_the_contract_s_constants():
-    source = (REPO_ROOT / "contracts/src/Task.sol").read_text()
+    source = "".join((REPO_ROOT / "contracts/src" / f).read_text() for f in ("Task.sol", "TaskArguments.sol"))
     constants = dict(re.findall(r'string public constant REASON_(\w+) = "([^"]+)";', source))
     assert {reason.name: reason.value for reason in AbortReason} == constants

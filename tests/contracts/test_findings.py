@@ -15,6 +15,7 @@ from tests.contracts.net import ETHER, GPU_A, GPU_C, Net
 SD, GPT = TaskType.SD, TaskType.GPT
 TIMEOUT_S = 15 * 60
 ARGUMENTS_WAIT_S = 2 * 60
+RESPONSE_WINDOW_S = 2 * 60
 MIN_FEE = 10**15
 
 
@@ -71,6 +72,16 @@ def test_nodes_report_arguments_that_never_came_and_are_paid_for_the_wait(net: N
     assert net.reverts(commit, nodes[0]).name == "ReportedNoArguments"
 
     receipt = net.tx(report(task_id, 2), nodes[2])
+    # The second report leaves responseWindow for the relay's receipt to refute the reports, then a cancel
+    # ends the task (tests/contracts/test_second_audit.py refutes them).
+    assert net.event_args(receipt, "TaskAborted") == []
+    reported_at = net.w3.eth.get_block(receipt["blockNumber"])["timestamp"]
+    assert net.event_args(receipt, "TaskDeadlineMoved") == [
+        {"taskId": task_id, "deadline": reported_at + RESPONSE_WINDOW_S}
+    ]
+    assert net.reverts(net.task.functions.cancelTask(task_id), nodes[0]).name == "DeadlineNotPassed"
+    net.mine_after(RESPONSE_WINDOW_S + 1)
+    receipt = net.cancel(task_id, nodes[0])
     assert net.event_args(receipt, "TaskAborted") == [{"taskId": task_id, "reason": AbortReason.NO_ARGUMENTS}]
     compensation = ETHER // 10  # argumentsCompensationBps = 1,000 per reporting node
     assert net.event_args(receipt, "TaskNodeCompensated") == [

@@ -1,6 +1,6 @@
 """Random sequences of joins, pauses, resumes, quits, tasks, commits, disclosures, error reports, "no
-arguments" reports, uploads, cancels (withholders slashed) and the passing of time, driven by hypothesis
-against the real contracts.
+arguments" reports and their refutations by the relay's receipt, uploads, cancels (withholders slashed),
+queue rent and the passing of time, driven by hypothesis against the real contracts.
 
 After every step: the native currency is conserved to the wei, each contract's balance equals its books,
 NetworkStats agrees with the nodes' statuses and with an independent count of the task events, every
@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from eth_account import Account
 from eth_hash.auto import keccak
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -24,6 +25,7 @@ from cluster.chain.contracts import Decision, NodeStatus, RoundState, TaskStatus
 from cluster.chain.deploy import Deployment
 from cluster.chain.revert import ContractRevert
 from cluster.protocol.hashes import card_model_key, commitment
+from cluster.protocol.receipts import sign_receipt
 from tests.contracts.net import ETHER, GPU_A, GPU_B, GPU_SMALL, Net
 
 S = NodeStatus
@@ -61,6 +63,8 @@ class Scenario:
         self.node_status = dict.fromkeys(self.nodes, S.QUIT)  # from NodeStatusChanged events only
         self.num_created = self.num_succeeded = self.num_aborted = 0
         self.send(self.net.queue.functions.setSizeLimit(3), self.net.owner)  # so that the queue fills up
+        self.relay = Account.create()  # its receipts refute "no arguments" reports
+        self.send(self.net.task.functions.setRelaySigner(self.relay.address), self.net.owner)
         for i in range(num_joined):
             self.join(i)
 
@@ -161,6 +165,8 @@ class Scenario:
         for task_id, task in self.net.live_tasks().items():
             if task["status"] < TaskStatus.STARTED:
                 continue
+            if any(r[5] for r in task["rounds"]):  # a round reported the arguments missing
+                moves.append(("refute", task_id, task["startedAt"]))
             for r, (_, commit_pos, disclose_pos, _, state, is_no_args) in enumerate(task["rounds"]):
                 if commit_pos == 0 and not is_no_args:
                     moves += [("commit", task_id, r)] * 3 + [("error", task_id, r), ("noargs", task_id, r)]
@@ -175,17 +181,27 @@ class Scenario:
         if not moves:
             return
         move, task_id, r = moves[pick % len(moves)]
-        node = self.net.selected(task_id)[r]
         fns = self.net.task.functions
+        if move == "refute":  # a receipt dated at the start: the arguments were there all along
+            receipt = sign_receipt(self.relay.key, self.w3.eth.chain_id, self.net.task.address, task_id, r)
+            signature = bytes.fromhex(receipt.signature[2:])
+            self.send(fns.refuteNoArguments(task_id, receipt.stored_at_s, signature), self.creators[0])
+            return
+        node = self.net.selected(task_id)[r]
+        # No commitment or report after the deadline (the last one's block may be a second past it).
+        late = ("DeadlinePassed",)
         if move == "commit":
             nonce = keccak(result + node.encode())
             self.net._secrets[(task_id, r)] = (result, nonce)
-            self.send(fns.submitTaskResultCommitment(task_id, r, commitment(result, nonce, node)), node)
+            call = fns.submitTaskResultCommitment(task_id, r, commitment(result, nonce, node))
+            err = self.try_send(call, node)
+            assert err is None or err.name in late, err
         elif move == "error":
-            self.send(fns.reportTaskError(task_id, r), node)
+            err = self.try_send(fns.reportTaskError(task_id, r), node)
+            assert err is None or err.name in late, err
         elif move == "noargs":
             err = self.try_send(fns.reportNoArguments(task_id, r), node)
-            assert err is None or err.name == "ArgumentsWaitNotPassed", err
+            assert err is None or err.name in ("ArgumentsWaitNotPassed", *late), err
         elif move == "disclose":
             result, nonce = self.net._secrets[(task_id, r)]
             self.send(fns.discloseTaskResult(task_id, r, result, nonce), node)

@@ -140,7 +140,7 @@ def test_only_task_may_select_finish_or_slash(net: Net):
     for call in (fns.selectNodes(1, GPT, 0, b"\0" * 32), fns.finishTask(node, False), fns.slash(node)):
         err = net.reverts(call, net.owner)
         assert err.name == "NotTask" and err.error_args == {"caller": net.owner}
-    assert net.reverts(net.task.functions.onNodesAvailable(), net.owner).name == "NotNode"
-    assert net.reverts(net.task.functions.onNodeJoined(node), net.owner).name == "NotNode"
+    assert net.reverts(net.task.functions.onNodesAvailable(24), net.owner).name == "NotNode"
+    assert net.reverts(net.task.functions.onNodeJoined(node, 24), net.owner).name == "NotNode"
     assert net.reverts(net.qos.functions.recordTaskScore(node, 20), net.owner).name == "NotTask"
     assert net.reverts(net.stats.functions.nodeJoined(node), net.owner).name == "NotNode"

@@ -21,8 +21,9 @@ interface INode {
         external
         returns (address[3] memory selected);
 
-    /// @notice Ends a node's task (Task only): back to Available / Paused / Quit, or kicked out.
-    function finishTask(address node, bool isKickedOut) external;
+    /// @notice Ends a node's task (Task only): back to Available / Paused / Quit, or kicked out. Returns
+    /// the node's VRAM when it became Available (only then can a queued task have become runnable), else 0.
+    function finishTask(address node, bool isKickedOut) external returns (uint256 availableVram);
 
     /// @notice Slashes a node that holds a task (Task only): its stake goes to the treasury.
     function slash(address node) external;

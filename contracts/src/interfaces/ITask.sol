@@ -77,6 +77,9 @@ interface ITask {
     event DistanceThresholdSet(uint256 distanceThreshold);
     event MinTaskFeeSet(uint256 minTaskFee);
     event ArgumentsWaitSet(uint256 argumentsWait, uint256 compensationBps);
+    event ResponseWindowSet(uint256 responseWindow);
+    event QueueRentSet(uint256 bpsPerHour);
+    event RelaySignerSet(address relaySigner);
 
     event TaskPending(
         uint256 indexed taskId,
@@ -111,6 +114,13 @@ interface ITask {
     event TaskNodeCompensated(uint256 indexed taskId, address indexed node, uint256 amount);
     event TaskNoArgumentsReported(uint256 indexed taskId, uint256 round, address indexed node);
     event TaskFeeRefunded(uint256 indexed taskId, address indexed creator, uint256 amount);
+    /// @notice The task's deadline moved: a step its nodes could not foresee (the last commitment, the
+    /// success, the second "no arguments" report) leaves the next step a full `responseWindow`.
+    event TaskDeadlineMoved(uint256 indexed taskId, uint256 deadline);
+    /// @notice The task paid the treasury for the time it held a place in the queue.
+    event QueueRentPaid(uint256 indexed taskId, address indexed treasury, uint256 amount);
+    /// @notice The relay's receipt shows the arguments were stored: the "no arguments" reports were false.
+    event TaskNoArgumentsRefuted(uint256 indexed taskId, uint256 storedAt);
 
     /*//////////////////////////////////////////////////////////////
                                  ERRORS
@@ -173,16 +183,29 @@ interface ITask {
     error InvalidDistanceThreshold(uint256 distanceThreshold);
     /// @dev A round that reported the arguments missing neither commits nor reports an error.
     error ReportedNoArguments(uint256 taskId, uint256 round);
+    /// @dev Commitments, error reports and "no arguments" reports are taken until the deadline only.
+    error DeadlinePassed(uint256 taskId, uint256 deadline, uint256 timestamp);
+    /// @dev The response window must be in 1 s .. 2**32 s.
+    error InvalidResponseWindow(uint256 responseWindow);
+    /// @dev The queue rent must be at most 100,000 basis points of the fee per hour.
+    error InvalidQueueRent(uint256 bpsPerHour);
+    /// @dev The receipt is not signed by `relaySigner` (or no relay signer is set).
+    error InvalidReceipt(uint256 taskId);
+    /// @dev The receipt says the arguments were stored later than half the arguments wait after the start.
+    error ReceiptTooLate(uint256 taskId, uint256 storedAt, uint256 latest);
+    /// @dev No round of the task reported its arguments missing.
+    error NothingToRefute(uint256 taskId);
 
     /*//////////////////////////////////////////////////////////////
                        CALLED BY NODE AND NETWORKSTATS
     //////////////////////////////////////////////////////////////*/
 
-    /// @notice Nodes became available (a node joined or resumed): start the queued tasks they can take.
-    function onNodesAvailable() external;
+    /// @notice A node of `gpuVramGB` resumed: start the queued tasks the available nodes can take.
+    function onNodesAvailable(uint256 gpuVramGB) external;
 
-    /// @notice A node joined (and is available): writes its seal slots once, then as onNodesAvailable.
-    function onNodeJoined(address node) external;
+    /// @notice A node of `gpuVramGB` joined (and is available): writes its seal slots once, then as
+    /// onNodesAvailable.
+    function onNodeJoined(address node, uint256 gpuVramGB) external;
 
     /// @notice Tasks created, waiting in the queue, running, succeeded and aborted.
     function taskCounts()
