@@ -5,9 +5,11 @@ cursor is stored beside the rows (cluster.chain.events.CursorStore in the same s
 events at least ``confirmations`` blocks deep arrive here (the EventReader holds back the rest), so a
 reorg above that depth never reaches a row.
 
-A round's deadline is decided here, once: the TaskStarted block's time plus the task timeout then in
-force, as the contract computes it; the timeout (and the arguments wait) are followed through their
-events (``TaskTimers``), and every part of the coordinator reads the deadline from the row. The cap a task
+A round's deadline is decided here: the TaskStarted block's time plus the task timeout then in force, as
+the contract computes it, then wherever the task's TaskDeadlineMoved events move it (the last commitment,
+the success or the second "no arguments" report leave the next step the contract's response window); the
+timeout (and the arguments wait) are followed through their events (``TaskTimers``), and every part of
+the coordinator reads the deadline from the row. The cap a task
 paid for comes from its TaskPending, kept until the task starts.
 """
 
@@ -21,6 +23,7 @@ from cluster.chain.events import ChainEvent
 from cluster.chain.task_events import (
     ArgumentsWaitSet,
     CommitmentsReady,
+    DeadlineMoved,
     NodeOutcome,
     TaskAborted,
     TaskEvent,
@@ -93,6 +96,8 @@ class ChainWatch:
         match event:
             case CommitmentsReady():
                 return self._patch(rows, commitments_ready=True)
+            case DeadlineMoved():
+                return self._patch(rows, deadline_chain_s=event.deadline_s)
             case TaskSuccess():
                 return self._patch(rows, result_node=event.result_node)
             case TaskAborted():

@@ -7,7 +7,9 @@ Each handler is named by what it does. A step writes what it produced to the sto
 that depends on it goes out (result, nonce and files before the commitment) and sends under an idempotency
 key, so a crash at any point replays to the same transactions. Steps that wait for the chain (all
 commitments in, the decision) return False and are woken by the chain watch. Past the deadline the node
-cancels the task. The chain's events, applied by ``ChainWatch``, end every round (``Step.DONE``).
+cancels the task, but for what may still be done then: a disclosure once every commitment is in (the
+contract takes it until the cancel; a cancel first would slash the round as a withholder) and the upload
+of the result node. The chain's events, applied by ``ChainWatch``, end every round (``Step.DONE``).
 """
 
 from __future__ import annotations
@@ -77,7 +79,7 @@ class RoundDriver:
         if task.step is Step.DONE:
             return False
         past_deadline = self.clock.is_past(task.deadline_chain_s)
-        if past_deadline and (task.step is not Step.UPLOADING or task.failure is not None):
+        if past_deadline and (task.failure is not None or not self._may_act_late(task)):
             return await self._cancel(task)
         if task.failure is not None:
             return False  # a final failure: the chain's events or the deadline's cancel end this round
@@ -120,7 +122,10 @@ class RoundDriver:
     async def _fetch_args(self, task: NodeTask) -> str | None:
         """The arguments from the relay, waited for until the chain lets a node report them missing
         (Task.argumentsWait after the start); then reported, and None. A lone report changes nothing:
-        the task is aborted, and its reporters paid for the wait, once a second node reports."""
+        a second one moves the deadline to the contract's response window, after which the cancel pays
+        the reporters for the wait. Reported only when the relay itself said, last, that it has none: a
+        relay that cannot be reached may hold them, and its receipt would refute the report, which the
+        contract slashes; the round then waits on, and is cancelled at the deadline."""
         relay = self._relay_for(task.node)
         deadline_s = task.deadline_chain_s
         if task.started_chain_s is None:  # a row of an older version: wait until the deadline
@@ -130,8 +135,9 @@ class RoundDriver:
         try:
             wait_s = max(1.0, self.clock.seconds_left(min(deadline_s, report_from_s)))
             args_json = await relay.get_args(task.task_id, wait_s=wait_s)
-        except RelayNotReady:
-            if self.clock.is_past(deadline_s) or not self.clock.is_past(report_from_s):
+        except RelayNotReady as exc:
+            may_report = self.clock.is_past(report_from_s) and not self.clock.is_past(deadline_s)
+            if not (may_report and exc.says_missing):
                 raise
             await self.ops.report_no_arguments(self._account(task), task.task_id, task.round)
             log.warning("[coordinator] no arguments, reported task=%d round=%d", task.task_id, task.round)
@@ -199,6 +205,12 @@ class RoundDriver:
             await self.ops.report_uploaded(self._account(task), task.task_id, task.round)
         log.info("[coordinator] results uploaded task=%d node=%s", task.task_id, task.node)
         return False  # TaskNodeSuccess marks it done
+
+    @staticmethod
+    def _may_act_late(task: NodeTask) -> bool:
+        """What a round may still do past its deadline, until someone cancels: its disclosure once all
+        committed (never sending it would slash it), and the result node's upload."""
+        return task.step is Step.UPLOADING or (task.step is Step.COMMITTED and task.commitments_ready)
 
     async def _cancel(self, task: NodeTask) -> bool:
         try:

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 from eth_account.signers.local import LocalAccount
 
+from cluster.protocol.receipts import ArgumentsReceipt
 from cluster.protocol.signing import bound_params, file_digests, sign_request
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,17 @@ class RelayRefused(Exception):
 
 
 class RelayNotReady(Exception):
-    """The relay kept answering "not yet" (or was unreachable) until the deadline."""
+    """The relay kept answering "not yet" (or was unreachable) until the deadline. ``last_status``: the
+    HTTP status of its last answer, None when the last attempt got none (the relay unreachable)."""
+
+    def __init__(self, message: str, last_status: int | None = None):
+        super().__init__(message)
+        self.last_status = last_status
+
+    @property
+    def says_missing(self) -> bool:
+        """The relay itself answered, last, that it has no such thing yet (404): not an outage."""
+        return self.last_status == 404
 
 
 class RelayClient:
@@ -63,14 +74,21 @@ class RelayClient:
 
     # -- the four task endpoints --------------------------------------------------------------------------
 
-    async def upload_args(self, task_id: int, task_args: str, *, wait_s: float = 60.0) -> None:
+    async def upload_args(
+        self, task_id: int, task_args: str, *, wait_s: float = 60.0
+    ) -> ArgumentsReceipt | None:
+        """Uploads the task's arguments; returns the relay's signed receipt of them (None from a relay
+        without a receipt key): what refutes a false "no arguments" report (cluster/protocol/receipts.py)."""
+
         def request() -> httpx.Request:
             path, params = "/v1/inference_tasks", {"task_id": task_id, "task_args": task_args}
             timestamp, signature = self._sign(bound_params("POST", path, params))
             body = {**params, "timestamp": timestamp, "signature": signature}
             return self._http.build_request("POST", f"{self.base_url}{path}", json=body)
 
-        await self._until_ready(request, wait_s, f"upload args of task {task_id}")
+        response = await self._until_ready(request, wait_s, f"upload args of task {task_id}")
+        receipt = (response.json().get("data") or {}).get("receipt")
+        return None if receipt is None else ArgumentsReceipt.from_json(receipt)
 
     async def get_args(self, task_id: int, *, wait_s: float = 60.0) -> str:
         def request() -> httpx.Request:
@@ -117,27 +135,29 @@ class RelayClient:
         deadline = time.monotonic() + wait_s
         delay_s = self.backoff_s
         while True:
-            reason = await self._attempt(build)
-            if isinstance(reason, httpx.Response):
-                return reason
+            answer = await self._attempt(build)
+            if isinstance(answer, httpx.Response):
+                return answer
+            status, reason = answer
             if time.monotonic() + delay_s > deadline:
-                raise RelayNotReady(f"{what}: still not ready after {wait_s:.0f}s ({reason})")
+                raise RelayNotReady(f"{what}: still not ready after {wait_s:.0f}s ({reason})", status)
             log.debug(
                 "[relay-client] not ready, retrying what=%s reason=%s delay_s=%.2f", what, reason, delay_s
             )
             await asyncio.sleep(delay_s)
             delay_s = min(delay_s * 2, self.max_backoff_s)
 
-    async def _attempt(self, build: Any) -> httpx.Response | str:
+    async def _attempt(self, build: Any) -> httpx.Response | tuple[int | None, str]:
+        """The response, or why to try again: (the HTTP status, None with no answer, and the reason)."""
         try:
             response = await self._http.send(build())
         except httpx.TransportError as exc:
-            return f"{type(exc).__name__}: {exc}"
+            return None, f"{type(exc).__name__}: {exc}"
         if response.is_success:
             return response
         message = _message(response)
         if response.status_code in NOT_YET_STATUSES or response.status_code >= 500:
-            return f"{response.status_code} {message}"
+            return response.status_code, f"{response.status_code} {message}"
         raise RelayRefused(response.status_code, message)
 
 
