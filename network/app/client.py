@@ -12,6 +12,8 @@ docs/application.md for the fee rule and the guarantees.
 from __future__ import annotations
 
 import asyncio
+import inspect
+import logging
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -28,7 +30,7 @@ from cluster.chain.deploy import Deployment
 from cluster.chain.revert import ContractRevert
 from cluster.chain.rpc import connect
 from cluster.chain.sender import SenderConfig, TxRequest, TxSender
-from cluster.chain.task_events import FeeRefunded, TaskEvent, TaskPending, task_events
+from cluster.chain.task_events import FeeRefunded, NoArgumentsReported, TaskEvent, TaskPending, task_events
 from cluster.chain.tx_journal import TxJournal
 from cluster.protocol.hashes import task_hash
 from cluster.protocol.task import TaskType, parse_task_args, task_cap
@@ -48,6 +50,7 @@ from network.app.submissions import RequestRecord, SubmissionStore
 from network.app.verify import expected_file_count, verify_files
 from network.app.watch import ProgressCallback, TaskLogReader, TaskTrace, TaskWatcher
 
+log = logging.getLogger(__name__)
 # The default task timeout is 15 minutes from the start; the rest covers a wait in the queue and the upload.
 DEFAULT_TIMEOUT_S = 20 * 60.0
 ZERO_DATA_HASH = b"\0" * 32  # dataHash is reserved by the protocol
@@ -242,11 +245,13 @@ class ApplicationClient:
         created_s = (await self.w3.eth.get_block(record.block_number))["timestamp"]
         wait_s = max(self.settings.relay_wait_s, created_s + timeout_s - time.time())
         try:
-            await self.relay.upload_args(record.task_id, record.task_args, wait_s=wait_s)
+            receipt = await self.relay.upload_args(record.task_id, record.task_args, wait_s=wait_s)
         except (RelayNotReady, RelayRefused) as exc:
             refund = await self._cancel_when_allowed(record.task_id)
             self.requests.mark_cancelled(record.request_id)
             raise ArgumentsNotDelivered(record.task_id, refund, str(exc)) from exc
+        if receipt is not None:  # kept before the upload counts as done: it refutes false reports
+            self.requests.save_receipt(receipt)
 
     async def _cancel_when_allowed(self, task_id: int, attempts: int = 5) -> int:
         """Cancel the task; a started task only after its on-chain deadline (its start may have come
@@ -319,15 +324,24 @@ class ApplicationClient:
         paid). ``on_progress(event)`` (sync or async) sees each of the task's events once, typed
         (``cluster.chain.task_events``), in chain order: TaskPending, TaskStarted (x3), commitments,
         disclosures, TaskSuccess, TaskNodeSuccess, TaskResultUploaded, TaskAborted, TaskFeeRefunded, ...
-        Raises ``TaskTimeout``.
+        A node's report that the arguments never came is refuted with the relay's receipt of the upload,
+        when this client holds one (``refute_no_arguments``). Raises ``TaskTimeout``.
         """
         await self._check_task_id(task_id)
+
+        async def on_event(event: TaskEvent) -> None:
+            if isinstance(event, NoArgumentsReported):
+                await self.refute_no_arguments(event.task_id)
+            if on_progress is not None:
+                maybe = on_progress(event)
+                if inspect.isawaitable(maybe):
+                    await maybe
 
         def is_done(trace: TaskTrace) -> bool:
             return trace.is_aborted or (trace.result is not None and (trace.uploaded or not until_uploaded))
 
         trace = await self.watcher.follow(
-            task_id, self._start_block(task_id), until=is_done, timeout_s=timeout_s, on_progress=on_progress,
+            task_id, self._start_block(task_id), until=is_done, timeout_s=timeout_s, on_progress=on_event,
             waiting_for="upload report" if until_uploaded else "decision",
         )  # fmt: skip
         return trace.outcome()
@@ -384,6 +398,27 @@ class ApplicationClient:
         )
         left = max(deadline - loop.time(), 0.0)
         return task_id, await self.results(task_id, timeout_s=left, on_progress=on_progress)
+
+    # -- refuting -----------------------------------------------------------------------------------------
+
+    async def refute_no_arguments(self, task_id: int) -> bool:
+        """Show the chain the relay's receipt of this task's arguments: the nodes that reported them
+        missing are slashed, the task ends ("Task arguments report refuted") and the fee, less the
+        compensation of the nodes the reports held up, is refunded. True when the refutation was mined;
+        False when this client holds no receipt or the chain refused it (the task already ended, no
+        report stands, a receipt dated later than half the arguments wait after the start)."""
+        receipt = self.requests.receipt(task_id)
+        if receipt is None:
+            return False
+        signature = bytes.fromhex(receipt.signature.removeprefix("0x"))
+        request = TxRequest.call(self.task, "refuteNoArguments", task_id, receipt.stored_at_s, signature)
+        try:
+            await self.sender.send(self.account, request, key=f"refute:{task_id}")
+        except ContractRevert as exc:
+            log.warning("[app] refutation refused task=%d reason=%s", task_id, exc.name)
+            return False
+        log.warning("[app] false 'no arguments' report refuted task=%d", task_id)
+        return True
 
     # -- cancelling ----------------------------------------------------------------------------------------
 

@@ -5,7 +5,8 @@ that may have reached the chain, with the exact fee and arguments it was sent wi
 under the same idempotency key (the TxSender journal then settles the signed transaction instead of
 signing a second one). States: ``sending`` (maybe signed, maybe mined), ``created`` (taskId known, the
 arguments not yet on the relay), ``uploaded`` (done), ``rejected`` (a createTask revert was mined: that
-idempotency key is spent, the request id cannot be reused).
+idempotency key is spent, the request id cannot be reused). Beside them, the relay's receipt of each
+task's uploaded arguments (``receipts``): what refutes a false "no arguments" report on chain.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from cluster.durable_sqlite import open_durable
+from cluster.protocol.receipts import ArgumentsReceipt
 from cluster.protocol.task import TaskType
 from network.app.errors import RequestConflict
 
@@ -36,6 +38,13 @@ CREATE TABLE IF NOT EXISTS requests (
     block_number INTEGER,
     tx_hash TEXT,
     updated_at REAL NOT NULL
+)
+"""
+RECEIPTS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS receipts (
+    task_id INTEGER PRIMARY KEY,
+    stored_at INTEGER NOT NULL,
+    signature TEXT NOT NULL
 )
 """
 
@@ -83,7 +92,7 @@ class SubmissionStore:
     def __init__(self, path: str | Path):
         self._lock = threading.Lock()
         index = "CREATE INDEX IF NOT EXISTS requests_task ON requests (task_id);"
-        self._db = open_durable(path, f"{SCHEMA};{index}")
+        self._db = open_durable(path, f"{SCHEMA};{RECEIPTS_SCHEMA};{index}")
 
     def close(self) -> None:
         with self._lock:
@@ -140,6 +149,21 @@ class SubmissionStore:
     def mark_cancelled(self, request_id: str) -> None:
         """Its arguments never reached the relay: the task was cancelled for a refund."""
         self._update("state = 'cancelled'", (), request_id)
+
+    def save_receipt(self, receipt: ArgumentsReceipt) -> None:
+        """The relay's receipt of a task's arguments; the first one kept (it states the earliest time)."""
+        with self._lock:
+            self._db.execute(
+                "INSERT OR IGNORE INTO receipts (task_id, stored_at, signature) VALUES (?, ?, ?)",
+                (receipt.task_id, receipt.stored_at_s, receipt.signature),
+            )
+
+    def receipt(self, task_id: int) -> ArgumentsReceipt | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT task_id, stored_at, signature FROM receipts WHERE task_id = ?", (task_id,)
+            ).fetchone()
+        return None if row is None else ArgumentsReceipt(*row)
 
     def delete(self, request_id: str) -> None:
         """Forget a request that provably never reached the chain (refused before signing)."""
