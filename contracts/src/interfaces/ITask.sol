@@ -59,8 +59,8 @@ interface ITask {
         uint128 balance;
         uint64 vramLimit;
         uint64 cap;
-        uint64 deadline;
-        uint64 startedAt;
+        uint64 deadline; // start + taskTimeout, moved by TaskDeadlineMoved
+        uint64 startedAt; // while queued: when it was queued (its rent runs from then)
         /// Kept only while the task waits in the queue (its start needs them); TaskPending and
         /// TaskStarted carry them. A task that starts at once never stores them.
         bytes32 taskHash;
