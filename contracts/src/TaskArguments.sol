@@ -6,11 +6,12 @@ import {TaskSeals} from "./TaskSeals.sol";
 
 /// @title TaskArguments: a task whose arguments never reached its nodes, and false claims that they did not.
 /// @notice From `argumentsWait` after the start, a node that has not committed may report the arguments
-/// missing. The chain cannot tell a relay that never had them from a node that lies, so two reports are
-/// needed, and they stand only if nobody refutes them within `responseWindow`: the relay signs a receipt
-/// when it stores a task's arguments (lib/ArgumentsReceipt.sol), and that receipt, dated at most half the
-/// arguments wait after the start, shows every later report false. Standing reports end the task at the
-/// cancel with the reporters compensated; refuted reporters are slashed (docs/protocol-decisions.md).
+/// missing. One report may be the node's own network's fault, so it takes two; and since the chain cannot
+/// tell a relay that never had the arguments from nodes that lie, the reports stand only if nobody refutes
+/// them within `responseWindow`: the relay signs a receipt when it stores a task's arguments
+/// (lib/ArgumentsReceipt.sol), and that receipt, dated at most half the arguments wait after the start,
+/// shows every report false. Standing reports end the task at the cancel with the reporters compensated;
+/// refuted reporters are slashed (docs/protocol-decisions.md, "The second audit", 4).
 /// Invariants:
 /// - a round that reported the arguments missing never commits;
 /// - a task with a report is ended only by the cancel after its deadline (moved to `responseWindow`
