@@ -2,20 +2,33 @@
 
 Run: python benchmarks/chain_gas.py  (writes benchmarks/results/chain_gas.md and chain_gas.json)
 
-The numbers are a snapshot committed beside the code, so that a change in cost shows in review. Calls
-that select nodes (createTask, a join that starts a queued task) vary slightly with the random draw; the
-lifecycle totals sum the calls that the creator and the nodes pay.
+The numbers are a snapshot committed beside the code, so that a change in cost shows in review. The
+chain is deterministic (tests/contracts/fixed_chain.py: fixed block timestamps and base fee, fixed task
+hashes and nonces), so the same contracts give the same figures on every run. The lifecycle totals sum
+the calls that the creator and the nodes pay.
+
+Other contracts, e.g. before a change:
+    mkdir /tmp/before && for n in Node Task TaskQueue QoS NetworkStats; do
+        git show f88b13f:cluster/chain/artifacts/$n.json > /tmp/before/$n.json; done
+    python benchmarks/chain_gas.py --artifacts /tmp/before --contracts-label f88b13f --scaling '' --out /tmp/b
+    python benchmarks/chain_gas.py --baseline /tmp/b/chain_gas.json --baseline-label f88b13f
+The last run compares its lifecycles and single calls with the baseline's, and exits with status 1 when
+a lifecycle total moved by more than --max-change (1%).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import secrets
 import sys
+import textwrap
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from statistics import mean, median_low
 from typing import Any
+from unittest import mock
 
 from eth_hash.auto import keccak
 from web3 import Web3
@@ -23,12 +36,14 @@ from web3 import Web3
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks.* and tests.* (run as a script)
 from web3.logs import DISCARD
 
-from benchmarks.chain_scaling import ScalingTable, measure_scaling, scaling_markdown
-from cluster.chain.anvil import Anvil
-from cluster.chain.artifacts import NETWORK_CONTRACTS, load_artifact
+from benchmarks.chain_scaling import ScalingTable, measure_scaling, scaling_markdown, season
+from cluster.chain import deploy
+from cluster.chain.artifacts import NETWORK_CONTRACTS, Artifact, load_artifact
 from cluster.chain.contracts import TaskType
 from cluster.chain.deploy import deploy_network
 from cluster.protocol.hashes import commitment
+from tests.contracts.crowd import Rpc
+from tests.contracts.fixed_chain import FixedBytes, deterministic_anvil, pass_deadline
 
 RESULTS_DIR = Path(__file__).parent / "results"
 GPU_A = ("NVIDIA GeForce RTX 4090", 24, "vllm-0.8.5")
@@ -36,7 +51,13 @@ GPU_B = ("NVIDIA GeForce RTX 3090", 24, "vllm-0.8.5")
 ETHER = 10**18
 TIMEOUT_S = 15 * 60
 LIFECYCLE_WARM_UP = 10
-LIFECYCLE_RUNS = 5
+LIFECYCLE_RUNS = 30
+LIFECYCLE_SEEDS = (0, 1, 2, 3, 4, 5)  # the first is the chain of everything else
+MAX_CHANGE = 0.01
+LIFECYCLES = (
+    ("GPT task, 3 nodes agree", TaskType.GPT, keccak(b"gpt result")),
+    ("SD task (2 images), 3 nodes agree", TaskType.SD, bytes.fromhex("0123456789abcdef" * 2)),
+)
 
 
 @dataclass
@@ -54,6 +75,8 @@ class Bench:
         self.task = self.deployment.contract("Task")
         self.book = GasBook()
         self._secrets: dict[tuple[int, int], tuple[bytes, bytes]] = {}
+        self.fixed_bytes = FixedBytes()
+        self.rpc = Rpc(w3.provider.endpoint_uri)
 
     def send(self, call: Any, sender: str, value: int = 0, label: str | None = None) -> Any:
         gas = call.estimate_gas({"from": sender, "value": value})
@@ -71,7 +94,7 @@ class Bench:
         self.w3.provider.make_request("evm_revert", [snapshot])
 
     def create(self, creator: str, task_type: TaskType, label: str | None = None, fee: int = ETHER) -> int:
-        call = self.task.functions.createTask(int(task_type), secrets.token_bytes(32), b"\0" * 32, 0, 1)
+        call = self.task.functions.createTask(int(task_type), self.fixed_bytes("task"), b"\0" * 32, 0, 1)
         receipt = self.send(call, creator, fee, label)
         (log,) = self.task.events.TaskPending().process_receipt(receipt, errors=DISCARD)
         return log["args"]["taskId"]
@@ -84,7 +107,7 @@ class Bench:
 
     def commit(self, task_id: int, r: int, result: bytes, label: str | None = None) -> Any:
         node = self.rounds(task_id)[r]
-        nonce = secrets.token_bytes(32)
+        nonce = self.fixed_bytes("nonce")
         self._secrets[(task_id, r)] = (result, nonce)
         call = self.task.functions.submitTaskResultCommitment(task_id, r, commitment(result, nonce, node))
         return self.send(call, node, 0, label)
@@ -95,31 +118,40 @@ class Bench:
         return self.send(self.task.functions.discloseTaskResult(task_id, r, result, nonce), node, 0, label)
 
     def lifecycle(self, name: str, task_type: TaskType, result: bytes) -> None:
-        """create -> 3 commits -> 3 disclosures -> upload, all three nodes agreeing.
-
-        The first task on a fresh network pays for storage slots that later tasks find already written
-        (QoS histories, counters, each node's seal); the next tasks still meet a few slots for the first
-        time (a node's weight class it never had, a round position it never held). The steady state is
-        the median task of LIFECYCLE_RUNS after LIFECYCLE_WARM_UP, shown step by step, with the range.
-        """
+        """create -> 3 commits -> 3 disclosures -> upload, all three nodes agreeing: the steady state's
+        mean task, step by step (``steady_state``), its median and range, and the first task on a fresh
+        network (nodes without history)."""
         snap = self.snapshot()
         self.join_three(GPU_A)
         first = self._one_task(task_type, result)
+        self.revert(snap)
+        runs = self.steady_state(task_type, result)
+        totals = sorted(sum(run.values()) for run in runs)
+        steps: dict[str, int | str] = {step: round(mean(run[step] for run in runs)) for step in runs[0]}
+        steps[f"total, mean of {LIFECYCLE_RUNS} tasks"] = round(mean(totals))
+        steps["total, median task"] = median_low(totals)
+        steps[f"total, range over {LIFECYCLE_RUNS} tasks"] = f"{totals[0]:,} - {totals[-1]:,}"
+        steps["total, first task on a fresh network"] = sum(first.values())
+        self.book.lifecycles[name] = steps
+
+    def steady_state(self, task_type: TaskType, result: bytes) -> list[dict[str, int]]:
+        """LIFECYCLE_RUNS tasks' steps, after LIFECYCLE_WARM_UP tasks (a network's first tasks write QoS
+        counters, a node's first result, the first SD images), on three nodes with a long QoS history
+        (chain_scaling.season: weight 19 for all three and every task measured). Three nodes that run every
+        task end in one weight class, as a large network's classes hold many nodes; fresh nodes' weights
+        still move and often stand apart for dozens of tasks, each alone in its class (see the results'
+        text)."""
+        snap = self.snapshot()
+        self.join_three(GPU_A, seasoned=True)
         for _ in range(LIFECYCLE_WARM_UP):
             self._one_task(task_type, result)
         runs = [self._one_task(task_type, result) for _ in range(LIFECYCLE_RUNS)]
-        runs.sort(key=lambda s: sum(s.values()))
-        steps: dict[str, int | str] = dict(runs[len(runs) // 2])
-        steps["total"] = sum(runs[len(runs) // 2].values())
-        low, high = sum(runs[0].values()), sum(runs[-1].values())
-        steps[f"total, range over {LIFECYCLE_RUNS} tasks"] = f"{low:,} - {high:,}"
-        steps["total, first task on a fresh network"] = sum(first.values())
-        self.book.lifecycles[name] = steps
         self.revert(snap)
+        return runs
 
     def _one_task(self, task_type: TaskType, result: bytes) -> dict[str, int]:
         steps: dict[str, int] = {}
-        call = self.task.functions.createTask(int(task_type), secrets.token_bytes(32), b"\0" * 32, 0, 1)
+        call = self.task.functions.createTask(int(task_type), self.fixed_bytes("task"), b"\0" * 32, 0, 1)
         receipt = self.send(call, self.accounts[1], ETHER)
         task_id = self.task.events.TaskPending().process_receipt(receipt, errors=DISCARD)[0]["args"]["taskId"]
         steps["createTask (starts, selects 3 nodes)"] = receipt["gasUsed"]
@@ -133,8 +165,11 @@ class Bench:
         steps["reportResultsUploaded (pays, deletes the task)"] = upload["gasUsed"]
         return steps
 
-    def join_three(self, card: tuple[str, int, str], first: int = 3) -> list[str]:
+    def join_three(self, card: tuple[str, int, str], first: int = 3, seasoned: bool = False) -> list[str]:
+        """Three nodes of ``card`` join; ``seasoned``: with a long QoS history (chain_scaling.season)."""
         nodes = self.accounts[first : first + 3]
+        if seasoned:
+            season(self.rpc, self.deployment, nodes)
         for n in nodes:
             self.send(self.node.functions.join(*card), n, self.node.functions.nodeStake().call())
         return nodes
@@ -184,8 +219,7 @@ class Bench:
         snap = self.snapshot()
         self.join_three(GPU_A)
         task_id = self.create(creator, TaskType.GPT)
-        self.w3.provider.make_request("evm_increaseTime", [TIMEOUT_S + 1])
-        self.w3.provider.make_request("evm_mine", [])
+        pass_deadline(self.rpc, TIMEOUT_S + 1)
         self.send(self.task.functions.cancelTask(task_id), creator, 0, "Task.cancelTask (timed out, 3 nodes)")
         self.revert(snap)
 
@@ -210,30 +244,147 @@ class Bench:
         self.disclose(task_id, 1, "Task.discloseTaskResult #2 (pays, starts a queued task)")
         self.revert(snap)
 
-    @staticmethod
-    def code_sizes() -> dict[str, int]:
-        return {name: load_artifact(name).deployed_size_bytes for name in NETWORK_CONTRACTS}
+
+def read_artifacts(directory: Path) -> dict[str, Artifact]:
+    """The network contracts compiled in ``directory`` (``<Name>.json`` each, as in cluster/chain/artifacts),
+    e.g. an older commit's. The benchmark calls them through their own ABIs: they need the functions and
+    events it uses, as every version since the per-node seals has."""
+    artifacts = {}
+    for name in NETWORK_CONTRACTS:
+        raw = json.loads((directory / f"{name}.json").read_text(encoding="utf-8"))
+        artifacts[name] = Artifact(
+            contract_name=raw["contractName"],
+            abi=raw["abi"],
+            bytecode=raw["bytecode"],
+            deployed_bytecode=raw["deployedBytecode"],
+            source_hash=raw["sourceHash"],
+            compiler=raw["compiler"],
+        )
+    return artifacts
 
 
-def write_results(book: GasBook, sizes: dict[str, int], out_dir: Path, scaling: ScalingTable | None) -> None:
+@contextmanager
+def deployed_from(artifacts: dict[str, Artifact] | None) -> Iterator[None]:
+    """Within it, deploy_network and Deployment.contract (the benchmarks' contract objects, their ABIs
+    included) use ``artifacts`` instead of the package's."""
+    if artifacts is None:
+        yield
+        return
+    with mock.patch.object(deploy, "load_artifact", artifacts.__getitem__):
+        yield
+
+
+@dataclass
+class Run:
+    """What a run measured, and how: the contracts and the chain."""
+
+    contracts: str  # where the artifacts came from
+    seeds: list[int]
+    book: GasBook
+    sizes: dict[str, int]
+    scaling: ScalingTable | None = None
+    baseline: dict[str, Any] | None = None  # a previous run's chain_gas.json, with "label"
+    max_change: float = MAX_CHANGE  # of a lifecycle's mean against the baseline's
+
+
+def over_seeds(book: GasBook, seeds: list[int]) -> None:
+    """Adds to each lifecycle of ``book`` (measured on the chain of seeds[0]) the mean of its steady state
+    over the chains of all ``seeds``, and the range of the chains' means: one chain's mean still depends
+    on its draws, and different contracts draw otherwise on the same chain."""
+    key = f"total, mean of {LIFECYCLE_RUNS} tasks"
+    means = {name: [book.lifecycles[name][key]] for name, _, _ in LIFECYCLES}
+    for seed in seeds[1:]:
+        with deterministic_anvil(num_accounts=10, seed=seed) as anvil:
+            bench = Bench(anvil.web3())
+            for name, task_type, result in LIFECYCLES:
+                bench.lifecycle(name, task_type, result)
+                means[name].append(bench.book.lifecycles[name][key])
+    for name, values in means.items():
+        steps = book.lifecycles[name]
+        if len(seeds) > 1:
+            steps[f"{key}, range over seeds {_seeds(seeds)}"] = f"{min(values):,} - {max(values):,}"
+        steps[_all_seeds_key(seeds)] = round(mean(values))
+
+
+def _seeds(seeds: list[int]) -> str:
+    return ", ".join(map(str, seeds))
+
+
+def _all_seeds_key(seeds: list[int]) -> str:
+    return f"total, mean of {len(seeds)} x {LIFECYCLE_RUNS} tasks (seeds {_seeds(seeds)})"
+
+
+def lifecycle_changes(run: Run) -> dict[str, tuple[int, int]]:
+    """Each lifecycle's mean total over all seeds against the baseline's: name -> (baseline, this run)."""
+    if run.baseline is None:
+        return {}
+    key = _all_seeds_key(run.seeds)
+    changes = {}
+    for name, steps in run.book.lifecycles.items():
+        before = run.baseline["lifecycles"].get(name, {})
+        if key not in before:
+            raise SystemExit(f"the baseline has no {key!r} for {name!r}: run both on the same seeds")
+        changes[name] = (before[key], steps[key])
+    return changes
+
+
+def write_results(run: Run, out_dir: Path) -> None:
+    book, sizes, scaling = run.book, run.sizes, run.scaling
     out_dir.mkdir(parents=True, exist_ok=True)
-    data: dict[str, Any] = {"calls": book.calls, "lifecycles": book.lifecycles, "deployed_bytes": sizes}
+    data: dict[str, Any] = {
+        "contracts": run.contracts,
+        "seeds": run.seeds,
+        "calls": book.calls,
+        "lifecycles": book.lifecycles,
+        "deployed_bytes": sizes,
+    }
     if scaling is not None:
         data["scaling"] = {"sizes": scaling.sizes, "gas": scaling.gas}
+    if run.baseline is not None:
+        data["baseline"] = {
+            k: run.baseline[k] for k in ("label", "contracts", "seeds", "lifecycles", "calls")
+        }
     (out_dir / "chain_gas.json").write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    intro = (
+        "Generated by `python benchmarks/chain_gas.py` on a local anvil (solc 0.8.28, optimizer 200 runs,"
+        f" cancun), contracts: {run.contracts}. Nodes of one card model; the fee is 1 CNX; results agree"
+        " unless stated. Single calls run on a fresh network. `python benchmarks/gas_profile.py` shows"
+        " where each transaction's gas goes."
+    )
+    method = (
+        "Every figure is reproducible to the gas: two runs of the same contracts send the same"
+        " transactions in the same blocks (tests/contracts/fixed_chain.py). A task's nodes are drawn from"
+        " keccak256(prevrandao, taskHash, counter), and anvil derives prevrandao from the parent block's"
+        " hash; with anvil's wall-clock timestamps every run drew other nodes, and the median of 5 GPT"
+        " tasks these rows used to show moved by up to 3.4% from run to run (0.976-1.009M, same"
+        " contracts). Now the genesis timestamp is fixed (a seed picks it), blocks follow one second apart"
+        " with a base fee of 0, and task hashes and nonces are fixed. Different contracts still draw"
+        " otherwise on the same chain (a block's hash covers its state and receipts), so a lifecycle is"
+        " compared by its mean over many tasks on several chains."
+    )
+    steady = (
+        "The steady state: three nodes with a long QoS history (weight 19 for all three, as in the scaling"
+        f" table), {LIFECYCLE_WARM_UP} warm-up tasks, then {LIFECYCLE_RUNS} tasks on the chain of seed"
+        f" {run.seeds[0]}: their mean step by step, the median task and the range; then the mean over the"
+        " chains of all seeds and the range of the chains' means. Three nodes that run every task end in"
+        " one weight class (their lifetime averages meet near 16.7), as a large network's classes hold"
+        " many nodes. The rows before this method took fresh nodes' tasks 12-16, whose weights still moved"
+        " and often stood apart: a node alone in its class leaves its list without moving another (about"
+        " 0.976M a task, against 1.00-1.02M for three in one class). What still varies from task to task"
+        " is where the drawn nodes stand in their class's list (swap-and-pop) and whether a slot is"
+        " written twice in one transaction (100 gas the second time instead of 2,900). The first task on"
+        " a fresh network (nodes without history) is measured apart."
+    )
     lines = [
         "# Gas of the network's contracts",
         "",
-        "Generated by `python benchmarks/chain_gas.py` on a local anvil (solc 0.8.28, optimizer 200 runs,",
-        "cancun). Nodes of one card model; the fee is 1 CNX; results agree unless stated. Lifecycle steps",
-        f"are the steady state: the median task of {LIFECYCLE_RUNS} after {LIFECYCLE_WARM_UP} warm-up tasks",
-        "on the same three nodes, with the range of the totals (a task still meets the odd storage slot",
-        "for the first time, 20,000 gas instead of 2,900: a weight class a node never had, a round",
-        "position it never held).",
-        "Single calls run on a fresh network. `python benchmarks/gas_profile.py` shows where each",
-        "transaction's gas goes.",
+        *textwrap.wrap(intro, 100),
+        "",
+        *textwrap.wrap(method, 100),
         "",
         "## Whole task lifecycles (3 nodes)",
+        "",
+        *textwrap.wrap(steady, 100),
         "",
     ]
     for name, steps in book.lifecycles.items():
@@ -243,6 +394,8 @@ def write_results(book: GasBook, sizes: dict[str, int], out_dir: Path, scaling: 
             for step, gas in steps.items()
         ]
         lines.append("")
+    if run.baseline is not None:
+        lines += _baseline_markdown(run)
     lines += ["## Single calls", "", "| call | gas |", "|---|---:|"]
     lines += [f"| {label} | {gas:,} |" for label, gas in book.calls.items()]
     lines += [
@@ -258,6 +411,39 @@ def write_results(book: GasBook, sizes: dict[str, int], out_dir: Path, scaling: 
     (out_dir / "chain_gas.md").write_text("\n".join(lines) + "\n")
 
 
+def _baseline_markdown(run: Run) -> list[str]:
+    base = run.baseline
+    assert base is not None
+    label = base["label"]
+    text = (
+        f"The same benchmark and chains (seeds {_seeds(base['seeds'])}) with the contracts of"
+        f" {base['contracts']}. A lifecycle's mean over all chains that moves by more than"
+        f" {run.max_change:.0%} fails the run. The other totals and the single calls are each measured on"
+        " one chain, where different contracts draw otherwise: they differ by the draws as well."
+    )
+    lines = [
+        f"## Against {label}",
+        "",
+        *textwrap.wrap(text, 100),
+        "",
+        f"| | {label} | this run | change |",
+        "|---|---:|---:|---:|",
+    ]
+
+    def row(what: str, before: int, after: int) -> str:
+        return f"| {what} | {before:,} | {after:,} | {after - before:+,} ({(after - before) / before:+.3%}) |"
+
+    for name, steps in run.book.lifecycles.items():
+        before_steps = base["lifecycles"].get(name, {})
+        for step, gas in steps.items():
+            if step.startswith("total") and isinstance(gas, int) and isinstance(before_steps.get(step), int):
+                lines.append(row(f"{name}: {step}", before_steps[step], gas))
+    for label_, gas in run.book.calls.items():
+        if label_ in base["calls"]:
+            lines.append(row(label_, base["calls"][label_], gas))
+    return [*lines, ""]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
@@ -266,19 +452,55 @@ def main() -> None:
         default="10,100,1000,10000",
         help="network sizes of the scaling table, comma-separated ('' to skip it)",
     )
+    parser.add_argument(
+        "--seeds",
+        default=",".join(map(str, LIFECYCLE_SEEDS)),
+        help="chains (fixed sequences of draws) of the lifecycles' means, comma-separated; all else runs on"
+        " the first",
+    )
+    parser.add_argument(
+        "--artifacts", type=Path, help="deploy the contracts compiled in this folder (<Name>.json each)"
+    )
+    parser.add_argument("--contracts-label", help="where the --artifacts come from, for the results")
+    parser.add_argument("--baseline", type=Path, help="a previous run's chain_gas.json to compare with")
+    parser.add_argument("--baseline-label", default="the baseline", help="what the baseline measured")
+    parser.add_argument("--max-change", type=float, default=MAX_CHANGE)
     args = parser.parse_args()
-    with Anvil(num_accounts=10) as anvil:
-        bench = Bench(anvil.web3())
-        bench.lifecycle("GPT task, 3 nodes agree", TaskType.GPT, keccak(b"gpt result"))
-        bench.lifecycle(
-            "SD task (2 images), 3 nodes agree", TaskType.SD, bytes.fromhex("0123456789abcdef" * 2)
-        )
-        bench.node_calls()
-        bench.task_calls()
+    artifacts = read_artifacts(args.artifacts) if args.artifacts else None
+    baseline = None
+    if args.baseline:
+        baseline = {**json.loads(args.baseline.read_text()), "label": args.baseline_label}
+    seeds = [int(n) for n in args.seeds.split(",")]
+    with deployed_from(artifacts):
+        with deterministic_anvil(num_accounts=10, seed=seeds[0]) as anvil:
+            bench = Bench(anvil.web3())
+            for name, task_type, result in LIFECYCLES:
+                bench.lifecycle(name, task_type, result)
+            bench.node_calls()
+            bench.task_calls()
+        over_seeds(bench.book, seeds)
         sizes = [int(n) for n in args.scaling.split(",") if n]
-        scaling = measure_scaling(sizes) if sizes else None
-        write_results(bench.book, bench.code_sizes(), args.out, scaling)
+        scaling = measure_scaling(sizes, seed=seeds[0]) if sizes else None
+    source = artifacts or {name: load_artifact(name) for name in NETWORK_CONTRACTS}
+    run = Run(
+        contracts=args.contracts_label
+        or (f"the artifacts in {args.artifacts}" if args.artifacts else "cluster/chain/artifacts"),
+        seeds=seeds,
+        book=bench.book,
+        sizes={name: artifact.deployed_size_bytes for name, artifact in source.items()},
+        scaling=scaling,
+        baseline=baseline,
+        max_change=args.max_change,
+    )
+    write_results(run, args.out)
     print((args.out / "chain_gas.md").read_text())
+    moved = {
+        name: (before, after)
+        for name, (before, after) in lifecycle_changes(run).items()
+        if abs(after - before) > run.max_change * before
+    }
+    if moved:
+        raise SystemExit(f"lifecycle totals moved by more than {args.max_change:.1%}: {moved}")
 
 
 if __name__ == "__main__":

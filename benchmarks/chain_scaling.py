@@ -4,11 +4,13 @@ each node its own card model, with an empty and with a full queue.
 Used by chain_gas.py (``--scaling``). Nodes join through anvil's impersonation in batches
 (tests/contracts/crowd.py); every measured call then runs under the real 30M block gas limit. Each
 measurement is the steady state: a first task on the same nodes runs before the measured one.
+
+Both benchmarks run on a deterministic chain (tests/contracts/fixed_chain.py): the same contracts measure
+the same gas on every run.
 """
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass, field
 from statistics import median_low as median
 from typing import Any
@@ -22,6 +24,7 @@ from cluster.chain.contracts import TaskType
 from cluster.chain.deploy import Deployment, deploy_network
 from cluster.protocol.hashes import commitment
 from tests.contracts.crowd import Card, Rpc, crowd_addresses, impersonating, join_crowd, own_card_models
+from tests.contracts.fixed_chain import FixedBytes, deterministic_anvil, pass_deadline
 
 GPU_A: Card = ("NVIDIA GeForce RTX 4090", 24, "vllm-0.8.5")
 GPU_BIG: Card = ("NVIDIA H200", 141, "vllm-0.8.5")  # joined and paused: queued tasks could run one day
@@ -46,6 +49,43 @@ OPERATIONS = (
     "discloseTaskResult #2 (settles, full queue)",
     "cancelTask (timed out, full queue)",
 )
+
+
+def season(rpc: Rpc, deployment: Deployment, addresses: list[str]) -> None:
+    """Gives the nodes a long QoS history (1,000 tasks averaging 19.5: weight 19, which no 26 more tasks
+    can change, whatever their scores), as nodes of a network in its steady state have. Call it before
+    the nodes join (their weight is read then). Without it a task in a large network lands on nodes that
+    never ran one: it pays 20,000 gas for each first history write, and each node's new weight class
+    grows a list into slots never written, where a small network's warm-up tasks already wrote them.
+    Among three nodes of short histories, each node's lifetime average moves with every task, and the
+    three often stand in different weight classes for dozens of tasks: a node alone in its class leaves
+    its list without moving another, and the same task costs 25,000-45,000 gas less than among three in
+    one class. Both are differences of a node's first tasks, not of the network's size or the contracts.
+    """
+    history = 19_500 | (1_000 << 64) | (3 << 128) | (0x141414 << 136)  # total, tasks, 3 recent of 20
+    qos, slot = deployment.address("QoS"), _histories_slot(rpc, deployment)
+    value = "0x" + history.to_bytes(32, "big").hex()
+    for start in range(0, len(addresses), 500):
+        keys = [
+            "0x" + keccak(bytes.fromhex(a[2:].rjust(64, "0")) + slot).hex()
+            for a in addresses[start : start + 500]
+        ]
+        rpc.batch([("anvil_setStorageAt", [qos, key, value]) for key in keys])
+
+
+def _histories_slot(rpc: Rpc, deployment: Deployment) -> bytes:
+    """The storage slot of QoS.histories, found by writing a probe and reading it through the getter."""
+    qos = deployment.contract("QoS")
+    probe = crowd_addresses(1, "probe")[0]
+    for index in range(16):
+        slot = index.to_bytes(32, "big")
+        key = "0x" + keccak(bytes.fromhex(probe[2:].rjust(64, "0")) + slot).hex()
+        rpc.call("anvil_setStorageAt", [qos.address, key, "0x" + (7).to_bytes(32, "big").hex()])
+        found = qos.functions.histories(probe).call()[0] == 7
+        rpc.call("anvil_setStorageAt", [qos.address, key, "0x" + bytes(32).hex()])
+        if found:
+            return slot
+    raise RuntimeError("QoS.histories not found in the first 16 storage slots")
 
 
 @dataclass
@@ -77,6 +117,7 @@ class ScaleBench:
         self.rpc = Rpc(anvil.rpc_url)
         self.size = 0
         self._secrets: dict[tuple[int, int], tuple[bytes, bytes]] = {}
+        self.fixed_bytes = FixedBytes()
         # Three paused H200 nodes: GPT tasks up to 141 GB could run one day, so they queue rather than
         # being refused; one trio of the measured card model so GPT tasks start.
         self._grow([GPU_BIG] * 3, "big")
@@ -97,39 +138,8 @@ class ScaleBench:
         self.size += count
 
     def _grow(self, cards: list[Card], salt: str) -> None:
-        self._season(crowd_addresses(len(cards), salt))  # before they join: they enter with weight 19
+        season(self.rpc, self.deployment, crowd_addresses(len(cards), salt))  # they join with weight 19
         join_crowd(self.anvil.rpc_url, self.node, cards, salt)
-
-    def _season(self, addresses: list[str]) -> None:
-        """Gives the nodes a long QoS history (1,000 tasks averaging 19.5: weight 19, and one more task of
-        any score leaves it 19), as nodes of a network in its steady state have. Without it a task in a
-        large network lands on nodes that never ran one: it pays 20,000 gas for each first history
-        write, and each node's new weight class grows a list into slots never written, where a small
-        network's warm-up tasks already wrote them. A difference of a node's first tasks, not of the
-        network's size."""
-        history = 19_500 | (1_000 << 64) | (3 << 128) | (0x141414 << 136)  # total, tasks, 3 recent of 20
-        qos, slot = self.deployment.address("QoS"), self._histories_slot()
-        value = "0x" + history.to_bytes(32, "big").hex()
-        for start in range(0, len(addresses), 500):
-            keys = [
-                "0x" + keccak(bytes.fromhex(a[2:].rjust(64, "0")) + slot).hex()
-                for a in addresses[start : start + 500]
-            ]
-            self.rpc.batch([("anvil_setStorageAt", [qos, key, value]) for key in keys])
-
-    def _histories_slot(self) -> bytes:
-        """The storage slot of QoS.histories, found by writing a probe and reading it through the getter."""
-        qos = self.deployment.contract("QoS")
-        probe = crowd_addresses(1, "probe")[0]
-        for index in range(16):
-            slot = index.to_bytes(32, "big")
-            key = "0x" + keccak(bytes.fromhex(probe[2:].rjust(64, "0")) + slot).hex()
-            self.rpc.call("anvil_setStorageAt", [qos.address, key, "0x" + (7).to_bytes(32, "big").hex()])
-            found = qos.functions.histories(probe).call()[0] == 7
-            self.rpc.call("anvil_setStorageAt", [qos.address, key, "0x" + bytes(32).hex()])
-            if found:
-                return slot
-        raise RuntimeError("QoS.histories not found in the first 16 storage slots")
 
     # -- sending ------------------------------------------------------------------------------------------
 
@@ -163,8 +173,7 @@ class ScaleBench:
         self.rpc.call("evm_revert", [snapshot])
 
     def pass_deadline(self) -> None:
-        self.rpc.call("evm_increaseTime", [TIMEOUT_S + 1])
-        self.rpc.call("evm_mine", [])
+        pass_deadline(self.rpc, TIMEOUT_S + 1)
 
     # -- tasks --------------------------------------------------------------------------------------------
 
@@ -172,7 +181,7 @@ class ScaleBench:
         self, task_type: TaskType, vram_limit: int = 0, fee: int = ETHER, cap: int = 1
     ) -> tuple[int, int]:
         receipt = self.send(
-            self.creator, self.task, "createTask", int(task_type), secrets.token_bytes(32), b"\0" * 32,
+            self.creator, self.task, "createTask", int(task_type), self.fixed_bytes("task"), b"\0" * 32,
             vram_limit, cap, value=fee,
         )  # fmt: skip
         (log,) = self.task.events.TaskPending().process_receipt(_web3_receipt(receipt), errors=DISCARD)
@@ -189,7 +198,7 @@ class ScaleBench:
         result = keccak(b"the answer")
         steps = {"create": create_gas}
         for r, node in enumerate(nodes):
-            nonce = secrets.token_bytes(32)
+            nonce = self.fixed_bytes("nonce")
             self._secrets[(task_id, r)] = (result, nonce)
             call = ("submitTaskResultCommitment", task_id, r, commitment(result, nonce, node))
             steps[f"commit {r}"] = self.gas(self.send(node, self.task, *call))
@@ -282,10 +291,10 @@ def _web3_receipt(raw: dict[str, Any]) -> dict[str, Any]:
     return {**raw, "logs": logs}
 
 
-def measure_scaling(sizes: list[int]) -> ScalingTable:
+def measure_scaling(sizes: list[int], seed: int = 0) -> ScalingTable:
     table = ScalingTable(sizes=sizes)
     for layout in LAYOUTS:
-        with Anvil(num_accounts=4) as anvil:
+        with deterministic_anvil(num_accounts=4, seed=seed) as anvil:
             bench = ScaleBench(anvil, layout)
             rows: dict[str, dict[int, int]] = {op: {} for op in OPERATIONS}
             for size in sizes:
@@ -303,15 +312,17 @@ def scaling_markdown(table: ScalingTable) -> list[str]:
         "## Gas against the size of the network",
         "",
         "Generated by `python benchmarks/chain_gas.py --scaling` (benchmarks/chain_scaling.py). Nodes join",
-        "through anvil's impersonation in batches and get a long QoS history (weight 19), as nodes",
-        "of a network in its steady state have; every measured call then runs under the 30M block gas",
-        'limit. Each figure is the median of 5 runs after 3 warm-up tasks. "Own card models": every node',
-        "is its own card model, VRAM spread over 8..4,000 GB, plus the three nodes of one card model that",
-        "GPT tasks need; its SD tasks ask for more than their 24 GB, so the three nodes are always three",
-        'card models. "Full queue": 50 queued GPT tasks in 50 queue groups (VRAM limits 30..79, which no',
-        "available trio has). Spread: (max - min) / min across the sizes. A call's gas still varies by",
-        "the storage slots it finds written (20,000 gas for a zero slot, 2,900 for a written one), which",
-        "the random draw picks: that is the spread left, and it does not grow with the network.",
+        "through anvil's impersonation in batches and get a long QoS history (weight 19), as nodes of a",
+        "network in its steady state have; every measured call then runs under the 30M block gas limit.",
+        "Each figure is the median of 5 runs after 3 warm-up tasks, on the deterministic chain of the",
+        'first seed (reproducible to the gas, as above). "Own card models": every node is its own card',
+        "model, VRAM spread over 8..4,000 GB, plus the three nodes of one card model that GPT tasks need;",
+        "its SD tasks ask for more than their 24 GB, so the three nodes are always three card models.",
+        '"Full queue": 50 queued GPT tasks in 50 queue groups (VRAM limits 30..79, which no available trio',
+        "has). Spread: (max - min) / min across the sizes. A call's gas still varies by the storage slots",
+        "it finds written (20,000 gas for a zero slot, 2,900 for a written one) and by where the drawn",
+        "nodes stand in their lists, which the draw picks: that is the spread left, and it does not grow",
+        "with the network.",
         "",
         "The first contracts walked every card model: createTask cost 2.41M gas at 1,000 nodes of one",
         "card model and 7.39-9.52M at 3,000, and no task fitted a block past about 4,200 card models.",

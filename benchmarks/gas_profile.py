@@ -5,13 +5,13 @@ events, the rest).
 Run: python benchmarks/gas_profile.py [--nodes 10]  (prints a table; nothing is written)
 
 A tool for whoever works on the contracts' gas: the benchmark (chain_gas.py) says how much, this says
-where. The network is the scaling benchmark's "one card model" layout, nodes with a long QoS history.
+where. The network is the scaling benchmark's "one card model" layout, nodes with a long QoS history, on
+its deterministic chain: the same contracts give the same trace on every run.
 """
 
 from __future__ import annotations
 
 import argparse
-import secrets
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -22,10 +22,10 @@ from eth_hash.auto import keccak
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks.* and tests.* (run as a script)
 
 from benchmarks.chain_scaling import LAYOUTS, WARM_UP, ScaleBench
-from cluster.chain.anvil import Anvil
 from cluster.chain.artifacts import NETWORK_CONTRACTS
 from cluster.chain.contracts import TaskType
 from cluster.protocol.hashes import commitment
+from tests.contracts.fixed_chain import deterministic_anvil
 
 CALLS = {"CALL", "STATICCALL", "DELEGATECALL", "CALLCODE", "CREATE", "CREATE2"}
 
@@ -80,20 +80,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", type=int, default=10)
     args = parser.parse_args()
-    with Anvil(num_accounts=4, extra_args=("--steps-tracing",)) as anvil:
+    with deterministic_anvil(num_accounts=4, extra_args=("--steps-tracing",)) as anvil:
         bench = ScaleBench(anvil, LAYOUTS[0])
         bench.grow_to(args.nodes)
         for _ in range(WARM_UP):
             bench.gpt_lifecycle()
         names = {bench.deployment.address(n).lower(): n for n in NETWORK_CONTRACTS}
         receipts: list[tuple[str, dict[str, Any]]] = []
-        args = (int(TaskType.GPT), secrets.token_bytes(32), b"\0" * 32, 0, 1)
+        args = (int(TaskType.GPT), bench.fixed_bytes("task"), b"\0" * 32, 0, 1)
         receipt = bench.send(bench.creator, bench.task, "createTask", *args, value=10**18)
         receipts.append(("createTask", receipt))
         task_id = int(receipt["logs"][0]["topics"][1], 16)
         nodes = bench.rounds(task_id)
         result = keccak(b"the answer")
-        nonces = [secrets.token_bytes(32) for _ in nodes]
+        nonces = [bench.fixed_bytes("nonce") for _ in nodes]
         for r, node in enumerate(nodes):
             call = ("submitTaskResultCommitment", task_id, r, commitment(result, nonces[r], node))
             receipts.append((f"commit {r}", bench.send(node, bench.task, *call)))
