@@ -20,13 +20,14 @@ from cluster.chain.deploy import Deployment, deploy_network
 from network.relay.local_postgres import LocalPostgres, PostgresUnavailable
 
 # The tests that start a Ray cluster run on one xdist worker, one after another (`--dist loadgroup`,
-# scripts/test.sh): `ray stop --force` in test_ray_job stops every Ray on the machine, and two Ray
-# clusters on two cores starve each other's actors. Every other test spreads over the workers.
+# scripts/test.sh): two Ray clusters on two cores starve each other's actors. Each stops only its own
+# processes, by PID (`ray stop` would stop every Ray on the machine). Every other test spreads over the
+# workers.
 RAY_TESTS = (
     "tests/cluster/test_ray_job.py",
     "tests/coordinator/scheduling/",
     "tests/devnet/test_devnet.py",
-    "tests/workers/test_gpu_sharings.py",
+    "tests/workers/test_gpu_sharing.py",
 )
 
 

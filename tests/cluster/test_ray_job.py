@@ -2,7 +2,9 @@
 
 The farm's own deployment path, on the CPU rig: the head declares the virtual card models' resources,
 the job connects through RAY_ADDRESS, its coordinator joins the nodes, serves a task that an application
-pays for, and stops gracefully on ``ray job stop``.
+pays for, and stops gracefully on ``ray job stop``. The head is this test's own (``ray start --head
+--block``, its processes tracked by PID) and only it is stopped: ``ray stop`` stops every Ray on the
+machine, another test's or a running devnet's included.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -30,6 +33,7 @@ from network.app.client import ApplicationClient
 from network.devnet.models import ensure_models, gpt_task
 from network.relay.background import RunningRelay
 from network.relay.config import RelayConfig
+from tests.processes import descendants, is_alive
 
 REPO = Path(__file__).resolve().parents[2]
 RAY = str(Path(sys.executable).with_name("ray"))
@@ -44,7 +48,8 @@ def ray_cli(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess
 
 @pytest.fixture
 def ray_head(tmp_path):
-    """A Ray head on loopback with the cpu-devnet rig's card resources, as an operator would start it."""
+    """A Ray head on loopback with the cpu-devnet rig's card resources, as an operator would start it;
+    in the foreground (``--block``), so that its processes are its own and stopped with it."""
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         config = load_config(compose(config_name="config"))
     resources = rig_ray_resources(config.rig, config.engine)
@@ -58,17 +63,50 @@ def ray_head(tmp_path):
         "RAY_USAGE_STATS_ENABLED": "0",
         "RAY_AUTH_MODE": "disabled",
     }
-    started = ray_cli(
-        "start", "--head", f"--port={free_port()}", f"--dashboard-port={dashboard_port}",
-        "--dashboard-host=127.0.0.1", "--include-dashboard=true", "--num-cpus=2",
-        f"--resources={json.dumps(resources)}", f"--temp-dir={temp_dir}", env=env,
-    )  # fmt: skip
-    assert started.returncode == 0, started.stderr[-2000:]
+    # Another Ray on this machine, as `ray stop` sees one (it kills by command line: "log_monitor.py" in
+    # its arguments): stopping this test's head must leave it running.
+    bystander = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(3600)", "ray/log_monitor.py"]
+    )
+    log = tmp_path / "ray-head.log"
+    with log.open("w") as out:
+        head = subprocess.Popen(
+            [RAY, "start", "--head", "--block", f"--port={free_port()}", f"--dashboard-port={dashboard_port}",
+             "--dashboard-host=127.0.0.1", "--include-dashboard=true", "--num-cpus=2",
+             f"--resources={json.dumps(resources)}", f"--temp-dir={temp_dir}"],
+            env=env, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
     try:
+        while "will now block forever" not in log.read_text():  # started: its processes are up
+            assert head.poll() is None, log.read_text()[-3000:]
+            time.sleep(0.2)
         yield f"http://127.0.0.1:{dashboard_port}", env
     finally:
-        ray_cli("stop", "--force", env=env)
-        shutil.rmtree(temp_dir, ignore_errors=True)
+        try:
+            stop_own_ray(head)
+            assert bystander.poll() is None, "stopping this test's Ray stopped another's"
+        finally:
+            bystander.kill()
+            bystander.wait()
+            shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def stop_own_ray(head: subprocess.Popen) -> None:
+    """SIGTERM to ``ray start --block``: it stops the processes it started (GCS, raylet, dashboard), and
+    the workers (the job's driver and its actors) end with their raylet. Whatever of its own outlives it
+    is killed by PID, and the test fails: it must not leave a process behind."""
+    started = descendants(head.pid)
+    head.send_signal(signal.SIGTERM)
+    try:
+        head.wait(timeout=60)
+    finally:
+        deadline = time.monotonic() + 30
+        while any(is_alive(pid) for pid in started) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        left = {pid: command for pid, command in started.items() if is_alive(pid)}
+        for pid in left:
+            os.kill(pid, signal.SIGKILL)
+    assert left == {}, f"Ray processes left after the head stopped: {left}"
 
 
 def submit_when_the_agent_is_up(
