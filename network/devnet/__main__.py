@@ -17,8 +17,10 @@ import sys
 import threading
 from pathlib import Path
 
-from network.devnet.stack import Devnet
+from network.devnet.stack import STOP_BUDGET_S, Devnet
 from network.devnet.view import make_view
+
+UNHURRIED_STOP_S = 180.0  # the tasks done or stdin closed: the farm's nodes have time to quit
 
 
 def parse(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
@@ -49,16 +51,24 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
 
 def main(argv: list[str] | None = None) -> int:
     options, overrides = parse(argv)
+    # SIGTERM (timeout, process managers) stops the devnet as Ctrl-C does, even while it starts: the
+    # finally below then stops every process it started, instead of the default death leaving them.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     if options.fresh_models:
         shutil.rmtree(options.dir / "models", ignore_errors=True)
     devnet = Devnet(options.dir, overrides)
     devnet.view = make_view(devnet.board, sys.stdout, plain=options.plain)
     stop = asyncio.Event()
+    signalled: list[int] = []
+
+    def on_signal(sig: int) -> None:
+        signalled.append(sig)
+        stop.set()
 
     async def run() -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, on_signal, sig)
         code = await devnet.stream(
             options.tasks,
             options.in_flight,
@@ -79,8 +89,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         devnet.start()
         return asyncio.run(run())
+    except KeyboardInterrupt:  # SIGINT or SIGTERM before the stream began
+        signalled.append(signal.SIGINT)
+        return 130
     finally:
-        devnet.stop()
+        # Signalled, the stop is bounded (STOP_BUDGET_S): a second signal must not cut it short.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+        devnet.stop(STOP_BUDGET_S if signalled else UNHURRIED_STOP_S)
 
 
 if __name__ == "__main__":

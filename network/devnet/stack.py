@@ -15,6 +15,7 @@ from typing import Any
 
 from eth_account import Account
 from hydra import compose, initialize_config_dir
+from web3 import HTTPProvider, Web3
 
 from cluster import envs
 from cluster.chain.anvil import DEV_MNEMONIC, Anvil, free_port
@@ -32,11 +33,19 @@ from network.relay.config import RelayConfig
 log = logging.getLogger(__name__)
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 OPERATOR_FUNDS_WEI = 5_000 * 10**18
+# From Ctrl-C or SIGTERM to every process gone within 10 s: the farm's graceful stop gets this much, the
+# rest goes to Ray's shutdown, the bridge, the relay and anvil (about 2 s on a loaded two-core machine).
+STOP_BUDGET_S = 6.0
 Account.enable_unaudited_hdwallet_features()
 
 
 def dev_account(index: int) -> Any:
     return Account.from_mnemonic(DEV_MNEMONIC, account_path=f"m/44'/60'/0'/0/{index}")
+
+
+def answers(rpc_url: str, timeout_s: float = 1.0) -> bool:
+    """Whether the chain answers at all, within ``timeout_s``."""
+    return Web3(HTTPProvider(rpc_url, request_kwargs={"timeout": timeout_s})).is_connected()
 
 
 def context_of(model_dir: Path) -> int | None:
@@ -160,21 +169,32 @@ class Devnet:
         self.bridge = self._exit.enter_context(RunningBridge(app, port=config.port))
         self.say(f"bridge API {self.bridge.url}/v1 (key {key}); chat page: {self.bridge.url}/#key={key}")
 
-    def stop(self) -> None:
+    def stop(self, budget_s: float = STOP_BUDGET_S) -> None:
+        """Stop every part, whichever died first: the farm's nodes quit while the chain answers, within
+        ``budget_s``; then Ray's processes, the bridge, the relay and anvil, always."""
+        deadline = time.monotonic() + budget_s
         if self.actor is not None:
             import ray
 
             try:
-                final = ray.get(self.actor.stop.remote(quit=True), timeout=180)
-                ray.get(self.actor.shutdown_workers.remote(), timeout=60)
+                self._stop_farm(deadline)
+            except Exception as exc:  # stopping must go on to Ray, the relay and the chain
+                self.say(f"cluster stop cut short: {exc!r}")
+            finally:
                 ray.kill(self.actor)
-                earned = (
-                    f"{final.earned_cnx:.4f} CNX" if final is not None else "nothing (it was not running)"
-                )
-                self.say(f"cluster stopped; the farm earned {earned}")
-            except Exception as exc:  # stopping must go on to the relay and the chain
-                self.say(f"cluster stop failed: {exc!r}")
         self._exit.close()
+
+    def _stop_farm(self, deadline: float) -> None:
+        """The coordinator's graceful stop (its nodes paused and quit on chain, running tasks finished),
+        if the chain answers: with anvil gone every step would retry its RPC calls until they give up."""
+        import ray
+
+        if not answers(self.anvil.rpc_url):
+            self.say("the chain is gone: the farm stops without quitting its nodes")
+            return
+        final = ray.get(self.actor.stop.remote(quit=True), timeout=max(0.1, deadline - time.monotonic()))
+        earned = f"{final.earned_cnx:.4f} CNX" if final is not None else "nothing (it was not running)"
+        self.say(f"cluster stopped; the farm earned {earned}")
 
     # -- the application's task stream ------------------------------------------------------------------
 
@@ -188,10 +208,24 @@ class Devnet:
         relay_wait_s: float = 60.0,
     ) -> int:
         watch = asyncio.create_task(self._watch_farm())
+        work = asyncio.create_task(self._stream(num_tasks, in_flight, kills, relay_outage_s, relay_wait_s))
+        stopped = asyncio.create_task(stop.wait())
         try:
-            return await self._stream(num_tasks, in_flight, stop, kills, relay_outage_s, relay_wait_s)
+            await asyncio.wait({work, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            if work.done():
+                return work.result()
+            # Stopped: the tasks in flight are dropped, not awaited (their chain may be gone already).
+            work.cancel()
+            await asyncio.gather(work, return_exceptions=True)
+            self.say(
+                f"stopped: {self.counts['succeeded']} succeeded, {self.counts['aborted']} aborted, "
+                f"{self.counts['failed']} failed, the rest left in flight"
+            )
+            self.view.close()
+            return 0 if self.counts["aborted"] == self.counts["failed"] == 0 else 1
         finally:
             watch.cancel()
+            stopped.cancel()
 
     async def _watch_farm(self, every_s: float = 0.5) -> None:
         """Keep the footer's farm numbers (earned, slashed) current and the live view's seconds ticking."""
@@ -211,13 +245,7 @@ class Devnet:
             await asyncio.sleep(every_s)
 
     async def _stream(
-        self,
-        num_tasks: int | None,
-        in_flight: int,
-        stop: asyncio.Event,
-        kills: int,
-        relay_outage_s: float,
-        relay_wait_s: float,
+        self, num_tasks: int | None, in_flight: int, kills: int, relay_outage_s: float, relay_wait_s: float
     ) -> int:
         from network.app.client import ApplicationClient, ClientSettings
 
@@ -237,20 +265,25 @@ class Devnet:
             kill_every = max(1, (num_tasks or 20) // (kills + 1)) if kills else 0
             killed = 0
             i = 0
-            while not stop.is_set() and (num_tasks is None or i < num_tasks):
-                await room.acquire()
-                if kill_every and killed < kills and i and i % kill_every == 0:
-                    killed += 1
-                    await asyncio.to_thread(self._kill_coordinator, killed, kills)
-                if relay_outage_s and i == (num_tasks or 20) // 2:
-                    outage = asyncio.create_task(self._relay_outage(relay_outage_s))
-                    running.add(outage)
-                    outage.add_done_callback(running.discard)
-                task = asyncio.create_task(self._one(app, i, room))
-                running.add(task)
-                task.add_done_callback(running.discard)
-                i += 1
-            await asyncio.gather(*running, return_exceptions=True)
+            try:
+                while num_tasks is None or i < num_tasks:
+                    await room.acquire()
+                    if kill_every and killed < kills and i and i % kill_every == 0:
+                        killed += 1
+                        await asyncio.to_thread(self._kill_coordinator, killed, kills)
+                    if relay_outage_s and i == (num_tasks or 20) // 2:
+                        outage = asyncio.create_task(self._relay_outage(relay_outage_s))
+                        running.add(outage)
+                        outage.add_done_callback(running.discard)
+                    task = asyncio.create_task(self._one(app, i, room))
+                    running.add(task)
+                    task.add_done_callback(running.discard)
+                    i += 1
+                await asyncio.gather(*running, return_exceptions=True)
+            finally:  # cancelled (stopped): so are the tasks in flight, before the client closes
+                for task in list(running):
+                    task.cancel()
+                await asyncio.gather(*running, return_exceptions=True)
         await asyncio.to_thread(self._show_metrics)
         await asyncio.to_thread(self._show_farm_receipts)
         self.say(

@@ -39,6 +39,24 @@ def expressions() -> dict[str, str]:
     return found | {f"alert {rule['alert']}": rule["expr"] for rule in rules()}
 
 
+# What Grafana puts in place of its own variables before a query reaches Prometheus.
+GRAFANA_VARIABLES = {"__rate_interval": "1m", "__interval": "15s", "__range": "1h", "__range_s": "3600"}
+
+
+def panel_queries() -> dict[str, str]:
+    """Every panel query as Grafana sends it: the dashboard's template variables (its ``templating``)
+    and Grafana's own (``$__rate_interval``) replaced by their values; by ``panel <title> <refId>``."""
+    board = dashboard()
+    values = GRAFANA_VARIABLES | {
+        var["name"]: str(var.get("current", {}).get("value", "")) for var in board["templating"]["list"]
+    }
+
+    def substituted(expr: str) -> str:
+        return re.sub(r"\$\{?(\w+)\}?", lambda m: values.get(m.group(1), m.group(0)), expr)
+
+    return {where: substituted(expr) for where, expr in expressions().items() if where.startswith("panel ")}
+
+
 def metric_names(expr: str) -> set[str]:
     return set(re.findall(r"\bhelium_[a-z0-9_]+", expr))
 

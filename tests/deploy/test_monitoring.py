@@ -46,6 +46,12 @@ def test_every_expression_names_a_metric_the_coordinator_exports():
     assert not problems
 
 
+def test_every_panel_query_reaches_prometheus_with_its_variables_replaced():
+    queries = monitoring.panel_queries()
+    assert len(queries) == sum(len(p.get("targets", [])) for p in monitoring.dashboard()["panels"])
+    assert not [expr for expr in queries.values() if "$" in expr]  # a variable Grafana would not know
+
+
 def test_a_misspelt_metric_or_function_is_caught():
     exported = {"helium_nodes"}
     assert monitoring.problems_with("helium_node > 0", exported) == ["helium_node is not exported"]

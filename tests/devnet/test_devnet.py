@@ -1,9 +1,12 @@
-"""The README's main command, for real: the local network runs GPT and SD tasks end to end and exits.
+"""The README's main command, for real: the local network runs GPT and SD tasks end to end and stops.
 
 One run serves every check of the devnet (it is the suite's longest test): its output when not a
 terminal, its log files, the fault drill, the chat model's answers, and, while the network is held up
-after the tasks (``--hold``), ``python -m cluster status --json`` and a scrape of the coordinator's
-metrics against the dashboard's and the alert rules' expressions.
+after the tasks (``--hold``), ``python -m cluster status --json``, a scrape of the coordinator's metrics
+against the dashboard's and the alert rules' expressions, and a real Prometheus scraping it: every
+dashboard query evaluated, the rules healthy and quiet, and an alert firing once a card model is paused.
+Then its stop: anvil killed first (as Ctrl-C does to its process group), SIGTERM to the devnet, and
+within 10 s the devnet and every process it started are gone.
 """
 
 from __future__ import annotations
@@ -12,32 +15,51 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
+import time
+import urllib.parse
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from cluster.chain.anvil import free_port
+from cluster.coordinator.store import RoundStore
 from cluster.status.model import FarmStatus
 from network.devnet.text_model import CORPUS_PATH, corpus_words, share_of_corpus_words
 from tests.deploy import monitoring
+from tests.deploy.prometheus import PrometheusServer
+from tests.processes import descendants, is_alive
 
 REPO = Path(__file__).resolve().parents[2]
 NUM_TASKS = 20  # GPT and SD in turn, four in flight: tasks wait in the chain's queue and start on settlement
 DEVNET_LINE = re.compile(r"^\[devnet\] \d\d:\d\d:\d\d \S")
 RUN_LIMIT_S = 600
+STOP_LIMIT_S = 10.0  # from the signal to the last of its processes gone, whichever of them died first
+NVML_ONLY = {"helium_gpu_utilization_ratio", "helium_gpu_memory_used_bytes"}  # no series on a CPU rig
 
 
-def run_held_devnet(
-    tmp_path: Path, chat_model_dir: Path
-) -> tuple[str, subprocess.CompletedProcess, str, int]:
-    """Run the devnet until it holds the network up; inspect it there (status, metrics); let it finish.
+@dataclass
+class HeldRun:
+    """What one devnet run showed: its output, ``status --json``, a metrics scrape, what a real Prometheus
+    saw, its exit code, how long its stop took and which of its processes were left."""
 
-    Returns its whole output, the status command's run, the metrics scrape and the devnet's exit code.
-    """
+    output: str
+    status: subprocess.CompletedProcess
+    scrape: str
+    prometheus: dict[str, object]
+    returncode: int
+    stop_s: float
+    left: dict[int, str]
+
+
+def run_held_devnet(tmp_path: Path, chat_model_dir: Path) -> HeldRun:
+    """Run the devnet until it holds the network up; inspect it there (status, metrics, Prometheus); then
+    kill its chain and signal it to stop."""
     root = tmp_path / "devnet"
     shutil.copytree(chat_model_dir, root / "models" / chat_model_dir.name)  # trained once per session
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_ADDRESS": "", "HELIUM_BRIDGE_PORT": str(free_port())}
@@ -70,22 +92,82 @@ def run_held_devnet(
             metrics_url = re.search(r"metrics at (http://\S+/metrics);", head).group(1)
             with urllib.request.urlopen(metrics_url, timeout=10) as response:
                 scrape = response.read().decode()
-            devnet.stdin.close()  # let it stop
+            farm = FarmStatus.model_validate_json(status.stdout) if status.returncode == 0 else None
+            seen = watch_with_prometheus(metrics_url, root, farm, tmp_path / "prometheus")
+            stop_s, left = stop_without_its_chain(devnet)
             tail = devnet.stdout.read()
-            return head + tail, status, scrape, devnet.wait()
+            return HeldRun(head + tail, status, scrape, seen, devnet.wait(), stop_s, left)
         finally:
             limit.cancel()
 
 
+def watch_with_prometheus(
+    metrics_url: str, root: Path, farm: FarmStatus | None, folder: Path
+) -> dict[str, object]:
+    """A real Prometheus scraping the coordinator every second and evaluating the alert rules: the rules'
+    health and alerts on the healthy farm, every dashboard query's answer, then the alerts once a card
+    model is paused as the card guard records it (``RoundStore.pause_card``, durable before the guard
+    pauses the nodes on chain): HeliumCardModelPaused has no ``for:``, so the rules are loaded as they are.
+    """
+    assert farm is not None, "status --json failed"
+    with PrometheusServer(urllib.parse.urlsplit(metrics_url).netloc, folder) as prometheus:
+        prometheus.wait_for(
+            "a scrape of the coordinator", lambda: prometheus.query('up{job="helium-farm"} == 1')
+        )
+        rules = prometheus.wait_for("every rule evaluated", lambda: evaluated_rules(prometheus))
+        alerts_before = prometheus.api("alerts")["alerts"]
+        store = RoundStore(root / "run" / "cluster" / "coordinator")
+        try:
+            store.pause_card(
+                bytes.fromhex(farm.cards[0].key[2:]), "the test: a disagreement, as the guard records it"
+            )
+        finally:
+            store.close()
+
+        def firing() -> list[dict]:
+            return [a for a in prometheus.api("alerts")["alerts"] if a["state"] == "firing"]
+
+        alerts_after = prometheus.wait_for("an alert firing", firing)
+        # the coordinator's metrics are refreshed every 10 s: by now Prometheus holds many scrapes of them
+        answers = {where: prometheus.query(expr) for where, expr in monitoring.panel_queries().items()}
+    return {"rules": rules, "alerts_before": alerts_before, "alerts_after": alerts_after, "panels": answers}
+
+
+def evaluated_rules(prometheus: PrometheusServer) -> list[dict]:
+    rules = [rule for group in prometheus.api("rules")["groups"] for rule in group["rules"]]
+    evaluated = rules and not any(rule["lastEvaluation"].startswith("0001-") for rule in rules)  # zero time
+    return rules if evaluated else []
+
+
+def stop_without_its_chain(devnet: subprocess.Popen) -> tuple[float, dict[int, str]]:
+    """Kill anvil first (Ctrl-C reaches the whole process group, and anvil goes first), then SIGTERM the
+    devnet (as ``timeout`` and process managers stop it). Seconds from the signal until the devnet and
+    every process it had started (anvil, Ray's own cluster and its workers) are gone, and any left."""
+    started = descendants(devnet.pid)
+    (anvil,) = [pid for pid, command in started.items() if "/anvil" in command.split(" ")[0]]
+    os.kill(anvil, signal.SIGKILL)
+    while is_alive(anvil):
+        time.sleep(0.05)
+    signalled = time.monotonic()
+    devnet.send_signal(signal.SIGTERM)
+    while devnet.poll() is None or any(is_alive(pid) for pid in started):
+        if time.monotonic() - signalled > 6 * STOP_LIMIT_S:  # only a broken stop gets here
+            break
+        time.sleep(0.05)
+    return time.monotonic() - signalled, {pid: cmd for pid, cmd in started.items() if is_alive(pid)}
+
+
 @pytest.mark.timeout(RUN_LIMIT_S + 120)  # about 4 minutes alone; more on a shared, busy machine
 def test_the_local_network_runs_tasks_and_pays_the_farm(tmp_path, chat_model_dir):
-    output, status_run, scrape, returncode = run_held_devnet(tmp_path, chat_model_dir)
-    (tmp_path / "stdout.txt").write_text(output)  # kept with stderr.txt in pytest's tmp folder
-    assert returncode == 0, output[-4000:]
-    check_quiet_output(output, (tmp_path / "stderr.txt").read_text(), tmp_path / "devnet/run/logs")
-    check_status(status_run)
-    check_metrics(scrape)
-    check_tasks(output)
+    run = run_held_devnet(tmp_path, chat_model_dir)
+    (tmp_path / "stdout.txt").write_text(run.output)  # kept with stderr.txt in pytest's tmp folder
+    assert run.returncode == 0, run.output[-4000:]
+    check_quiet_output(run.output, (tmp_path / "stderr.txt").read_text(), tmp_path / "devnet/run/logs")
+    farm = check_status(run.status)
+    check_metrics(run.scrape)
+    check_prometheus(run.prometheus)
+    check_tasks(run.output, farm)
+    check_stop(run)
 
 
 def check_quiet_output(output: str, stderr: str, log_dir: Path) -> None:
@@ -102,7 +184,33 @@ def check_quiet_output(output: str, stderr: str, log_dir: Path) -> None:
     assert actor_logs.count("[worker] ready") >= 6 and ":actor_name:CoordinatorActor" in actor_logs
 
 
-def check_tasks(output: str) -> None:
+def check_stop(run: HeldRun) -> None:
+    """Its chain gone first, the devnet stopped within 10 s of the signal and left no process behind
+    (it took about 50 s, retrying the dead chain; and a SIGTERM while it started left every child)."""
+    assert run.left == {}, run.left
+    assert run.stop_s < STOP_LIMIT_S, f"stopped in {run.stop_s:.1f} s"
+    assert "the chain is gone: the farm stops without quitting its nodes" in run.output
+
+
+def check_prometheus(seen: dict) -> None:
+    """The rules load and evaluate without error; a healthy farm fires nothing; a paused card model fires
+    HeliumCardModelPaused, naming the alert the operator reads; every dashboard query answers, all with
+    series but NVML's (no GPU here)."""
+    assert {rule["name"] for rule in seen["rules"]} == {rule["alert"] for rule in monitoring.rules()}
+    assert all(rule["health"] == "ok" for rule in seen["rules"]), seen["rules"]
+    assert seen["alerts_before"] == []
+    (paused,) = seen["alerts_after"]
+    assert paused["labels"]["alertname"] == "HeliumCardModelPaused" and float(paused["value"]) == 1
+    empty = {where for where, series in seen["panels"].items() if not series}
+    nvml = {
+        where
+        for where, expr in monitoring.panel_queries().items()
+        if monitoring.metric_names(expr) <= NVML_ONLY
+    }
+    assert empty == nvml, empty ^ nvml
+
+
+def check_tasks(output: str, farm: FarmStatus) -> None:
     assert f"summary: {NUM_TASKS} succeeded, 0 aborted, 0 failed" in output
     assert re.search(rf"footer: validated {NUM_TASKS} \| aborted 0 \| failed 0 \| slashed 0", output)
     assert len(re.findall(r"fault: coordinator killed \(\d of 2\)", output)) == 2
@@ -128,13 +236,13 @@ def check_tasks(output: str) -> None:
     assert re.search(
         r"task #1 SD \(chain task \d+\) validated in [\d.]+ s on \d card model\(s\): 2 PNGs", output
     )
-    earned = float(re.search(r"the farm earned ([\d.]+) CNX", output).group(1))
-    assert earned > 0 and f"| earned {earned:.4f} CNX |" in output  # the footer's, once the farm settled
+    # the footer's once the farm settled: what the farm's status says it earned
+    assert farm.earned_wei > 0 and f"| earned {farm.earned_wei / 10**18:.4f} CNX |" in output
     # the coordinator's Prometheus endpoint counts the same: every task's 3 nodes paid
     assert f'helium_task_outcomes{{outcome="paid"}} {3.0 * NUM_TASKS}' in output
 
 
-def check_status(status_run: subprocess.CompletedProcess) -> None:
+def check_status(status_run: subprocess.CompletedProcess) -> FarmStatus:
     """``status --json`` against the running devnet: the workers and the node accounts, QoS and stake."""
     assert status_run.returncode == 0, status_run.stderr[-4000:]
     farm = FarmStatus.model_validate_json(status_run.stdout)
@@ -152,6 +260,7 @@ def check_status(status_run: subprocess.CompletedProcess) -> None:
     assert sum(node.earned_wei for node in farm.nodes) == farm.earned_wei > 0
     assert farm.endpoints.is_relay_reachable and farm.endpoints.chain_id == 31337
     assert farm.alerts == [] and farm.last_selected_chain_s is not None
+    return farm
 
 
 def check_metrics(scrape: str) -> None:
