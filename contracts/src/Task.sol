@@ -404,7 +404,9 @@ contract Task is Payouts, TaskArguments {
         uint256 freedVram = _freedVram;
         if (freedVram == 0) return;
         _freedVram = 0;
-        if (freedVram < _queueFloor) return;
+        // The counters' slot is warm (a round's end wrote the escrow); the floor's is read only when
+        // something is queued.
+        if (_counters.numQueued == 0 || freedVram < _queueFloor) return;
         for (uint256 i; i < MAX_STARTS_PER_CALL && _counters.numQueued != 0; ++i) {
             uint256 taskId;
             (taskId, _queueFloor) = queue.popRunnable();
