@@ -62,6 +62,14 @@ CHAIN_ID = EnvVar("HELIUM_CHAIN_ID", None, "the chain id the RPC must answer")
 DEPLOYMENT_FILE = EnvVar("HELIUM_DEPLOYMENT_FILE", None, "the deployment JSON (addresses, first block)")
 RELAY_URL = EnvVar("HELIUM_RELAY_URL", None, "the relay's base URL")
 
+# -- the relay (python -m network.relay) ---------------------------------------------------------------------
+RELAY_RECEIPT_KEY = EnvVar(
+    "HELIUM_RELAY_RECEIPT_KEY",
+    None,
+    "the hex private key the relay signs its receipts of stored arguments with (its address is the Task "
+    "contract's relaySigner); unset: uploads are answered without a receipt",
+)
+
 # -- the bridge and the devnet -----------------------------------------------------------------------------
 BRIDGE_PORT = EnvVar("HELIUM_BRIDGE_PORT", "8090", "the devnet bridge's port (its chat page and API)")
 BRIDGE_API_KEYS = EnvVar(

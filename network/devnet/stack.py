@@ -19,7 +19,7 @@ from web3 import HTTPProvider, Web3
 
 from cluster import envs
 from cluster.chain.anvil import DEV_MNEMONIC, Anvil, free_port
-from cluster.chain.deploy import Deployment, deploy_network
+from cluster.chain.deploy import ContractParameters, Deployment, deploy_network
 from cluster.config import ClusterConfig, load_config
 from cluster.coordinator.round_state import Outcome
 from cluster.protocol.task import TaskType
@@ -82,7 +82,11 @@ class Devnet:
         self.models = ensure_models(self.root / "models")
         self.anvil = self._exit.enter_context(Anvil(num_accounts=10))
         w3 = self.anvil.web3()
-        self.deployment: Deployment = deploy_network(w3, w3.eth.accounts[0])
+        # The relay's receipt key: its receipts of uploaded arguments refute false "no arguments" reports.
+        relay_key = Account.create()
+        self.deployment: Deployment = deploy_network(
+            w3, w3.eth.accounts[0], ContractParameters(relay_signer=relay_key.address)
+        )
         self.deployment.save(self.run_dir / "deployment.json")
         self.say(f"chain {self.anvil.rpc_url}, contracts deployed: {dict(self.deployment.addresses)}")
 
@@ -99,6 +103,7 @@ class Devnet:
             rpc_url=self.anvil.rpc_url, task_address=self.deployment.address("Task"),
             node_address=self.deployment.address("Node"), data_dir=self.run_dir / "relay",
             port=free_port(), start_block=self.deployment.block_number, poll_interval_s=0.2,
+            receipt_key=relay_key.key.hex(), chain_id=self.deployment.chain_id,
         )  # fmt: skip
         self.relay = RunningRelay(self.relay_config).start()
         self._exit.callback(lambda: self.relay.stop())  # whichever relay runs at the end

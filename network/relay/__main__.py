@@ -3,6 +3,9 @@
 Examples:
     python -m network.relay --rpc-url http://127.0.0.1:8545 --deployment .devnet/deployment.json
     python -m network.relay --rpc-url https://rpc.example --task-address 0x... --data-dir /srv/relay
+
+With HELIUM_RELAY_RECEIPT_KEY set, every argument upload is answered with the relay's signed receipt
+(cluster/protocol/receipts.py), for the chain of the deployment file or of --chain-id.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from cluster import envs
 from cluster.chain.deploy import Deployment
 from network.relay.config import RelayConfig
 from network.relay.service import RelayService
@@ -27,6 +31,7 @@ def parse_config(argv: list[str] | None = None) -> RelayConfig:
     where.add_argument("--deployment", type=Path, help="deployment JSON written by the devnet / deploy step")
     where.add_argument("--task-address", help="address of the Task contract")
     parser.add_argument("--node-address", help="address of the Node contract (for GET /v1/network)")
+    parser.add_argument("--chain-id", type=int, help="the chain id receipts name (a deployment file has it)")
     parser.add_argument("--data-dir", type=Path, default=Path(".relay"))
     parser.add_argument("--database-url", help="SQLAlchemy URL (default: SQLite in the data dir)")
     parser.add_argument("--host", default="127.0.0.1")
@@ -44,11 +49,13 @@ def parse_config(argv: list[str] | None = None) -> RelayConfig:
             parser.error(f"--deployment {args.deployment}: cannot be read: {exc}")
         addresses = {"task_address": deployment.address("Task"), "node_address": deployment.address("Node")}
         args.start_block = max(args.start_block, deployment.block_number)
+        args.chain_id = args.chain_id or deployment.chain_id
     try:
         return RelayConfig(
             rpc_url=args.rpc_url, data_dir=args.data_dir, database_url=args.database_url, host=args.host,
             port=args.port, start_block=args.start_block, confirmations=args.confirmations,
-            retention_s=args.retention_s, poll_interval_s=args.poll_interval_s, **addresses,
+            retention_s=args.retention_s, poll_interval_s=args.poll_interval_s, chain_id=args.chain_id,
+            receipt_key=envs.RELAY_RECEIPT_KEY.get(), **addresses,
         )  # fmt: skip
     except ValidationError as exc:
         parser.error(str(exc))

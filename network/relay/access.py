@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
+from cluster.protocol.receipts import ArgumentsReceipt, sign_receipt
 from cluster.protocol.signing import SignatureInvalid, SignatureRefusal, verify_request
 from network.relay.config import RelayConfig
 from network.relay.errors import RelayError, not_yet
@@ -49,6 +50,15 @@ class RelayAccess:
             else:
                 message = f"{what}: {exc.message}"
             raise RelayError(REFUSAL_STATUS[exc.reason], message) from None
+
+    def receipt(self, task_id: int, stored_at: float) -> ArgumentsReceipt | None:
+        """The relay's signed word that it stored the task's arguments at ``stored_at`` (None without a
+        receipt key): what refutes a false "no arguments" report on chain (cluster/protocol/receipts.py)."""
+        key, chain_id = self.config.receipt_key, self.config.chain_id
+        if key is None or chain_id is None:
+            return None
+        task_address = self.config.task_address
+        return sign_receipt(key.get_secret_value(), chain_id, task_address, task_id, int(stored_at))
 
     def seen(self, task_id: int) -> TaskRecord:
         """The task as the relay saw it on chain; "not yet" (404) before its TaskPending."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from cluster.protocol.task import MAX_TASK_ARGS_BYTES
 
@@ -14,6 +14,10 @@ class RelayConfig(BaseModel):
 
     rpc_url: str
     task_address: str  # the Task contract: the relay follows its events
+    # The key the relay signs its receipts of stored arguments with (hex; its address is the Task
+    # contract's relaySigner), and the chain they are for. None: uploads are answered without a receipt.
+    receipt_key: SecretStr | None = None
+    chain_id: int | None = Field(default=None, ge=1)
     # the Node contract: its events (with Task's) feed GET /v1/network (None: those endpoints answer 404)
     node_address: str | None = None
     data_dir: Path = Path(".relay")
@@ -31,6 +35,12 @@ class RelayConfig(BaseModel):
     max_clock_skew_s: int = Field(default=60, ge=1)
     retention_s: float = Field(default=24 * 3600, gt=0)  # data kept this long after its task ended
     retention_interval_s: float = Field(default=60.0, gt=0)
+
+    @model_validator(mode="after")
+    def _receipts_need_the_chain(self) -> RelayConfig:
+        if self.receipt_key is not None and self.chain_id is None:
+            raise ValueError("receipt_key needs chain_id: a receipt names the chain it is for")
+        return self
 
     @property
     def max_args_request_bytes(self) -> int:

@@ -28,6 +28,8 @@ tasks = Table(
     Column("result_node", String(42), nullable=True),
     Column("abort_reason", Text, nullable=True),
     Column("args_uploaded", Boolean, nullable=False, default=False),
+    # when the arguments were first stored (Unix seconds): the time the relay's receipt states
+    Column("args_uploaded_at", Float, nullable=True),
     Column("num_result_files", Integer, nullable=False, default=0),
     Column("ended_at", Float, nullable=True, index=True),
     # TaskPending's cap (num_images / max_new_tokens the fee was priced for); NULL when first seen otherwise.

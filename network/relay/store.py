@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -58,6 +59,7 @@ class TaskRecord:
     num_result_files: int
     ended_at: float | None
     cap: int | None = None
+    args_uploaded_at: float | None = None  # None: not uploaded, or stored before the relay kept the time
 
     @property
     def readers_of_args(self) -> set[str]:
@@ -79,6 +81,7 @@ def _record(row: Any) -> TaskRecord:
         num_result_files=row.num_result_files,
         ended_at=row.ended_at,
         cap=row.cap,
+        args_uploaded_at=row.args_uploaded_at,
     )
 
 
@@ -190,12 +193,17 @@ class RelayStore:
 
     # -- uploads ------------------------------------------------------------------------------------------
 
-    def mark_args_uploaded(self, task_id: int) -> None:
+    def mark_args_uploaded(self, task_id: int, at: float | None = None) -> float:
+        """Records the arguments stored at ``at`` (now by default); returns when they were first stored (a
+        racing or repeated upload keeps the first time, which the relay's receipt states)."""
         tasks = schema.tasks
+        first = func.coalesce(tasks.c.args_uploaded_at, time.time() if at is None else at)
         with self.engine.begin() as conn:
-            done = conn.execute(update(tasks).where(tasks.c.task_id == task_id).values(args_uploaded=True))
+            stored = {"args_uploaded": True, "args_uploaded_at": first}
+            done = conn.execute(update(tasks).where(tasks.c.task_id == task_id).values(**stored))
             if done.rowcount == 0:
                 raise KeyError(f"task {task_id} was not seen on chain")
+            return float(conn.scalar(select(tasks.c.args_uploaded_at).where(tasks.c.task_id == task_id)))
 
     def mark_results_uploaded(self, task_id: int, num_files: int) -> bool:
         """Record the results once: False when they were already recorded (another upload won)."""

@@ -70,10 +70,15 @@ def upload_args(body: ArgsUpload, relay: RelayDep) -> dict[str, Any]:
         check_within_cap(args, task.cap)
     except ArgumentsInvalid as exc:
         raise RelayError(400, f"task_args invalid: {exc.message}") from None
-    if not task.args_uploaded:
-        relay.files.write_args(body.task_id, body.task_args.encode())
-        relay.store.mark_args_uploaded(body.task_id)
-    return envelope("task arguments stored")
+    if task.args_uploaded and task.args_uploaded_at is not None:
+        stored_at = task.args_uploaded_at
+    else:
+        if not task.args_uploaded:
+            relay.files.write_args(body.task_id, body.task_args.encode())
+        stored_at = relay.store.mark_args_uploaded(body.task_id, relay.clock())
+    # Signed once the arguments are stored for good: the receipt never claims more than the store holds.
+    receipt = relay.receipt(body.task_id, stored_at)
+    return envelope("task arguments stored", None if receipt is None else {"receipt": receipt.to_json()})
 
 
 @router.get("/{task_id}", response_model=Envelope)
