@@ -48,6 +48,10 @@ def fill(
         store.close()
 
 
+def load_1m() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
 def process_cpu_s(pid: int) -> float:
     """User and system CPU seconds of a process so far (Linux)."""
     with open(f"/proc/{pid}/stat") as stat:

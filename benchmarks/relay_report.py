@@ -24,6 +24,7 @@ def write_report(results: dict[str, Any], path: Path) -> None:
         *small_get_table(results["small_get"]),
         *takeover_table(results["takeover"]),
         *client_table(results["client"]),
+        *uploads_table(results.get("args_upload_8mib")),
     ]
     path.write_text("\n".join(lines) + "\n")
 
@@ -80,5 +81,27 @@ def client_table(rows: list[dict[str, Any]]) -> list[str]:
             f"| {r['database']} | {r['size']} | {r['in_flight']} | {r['args_upload']:.1f} | "
             f"{r['args_download']:.1f} | {r['result_upload']:.1f} | {r['result_download']:.1f} | "
             f"{r['result_upload'] * mb:.1f} | {r['result_download'] * mb:.1f} |"
+        )
+    return [*lines, ""]
+
+
+def uploads_table(measured: dict[str, Any] | None) -> list[str]:
+    if measured is None:
+        return []
+    m = measured["machine"]
+    lines = [
+        "## 8 MiB argument uploads, before and after (one relay, SQLite)",
+        "",
+        f"Measured {m['date']} (`relay_throughput.py --uploads`, benchmarks/relay_uploads.py). Uploads",
+        "signed beforehand, one in flight, each code's relay in turn (median of its rounds). Relay CPU: its",
+        "user and system time per upload, which the other load on the machine disturbs less than the rate.",
+        "",
+        "| relay code | uploads | uploads/s | relay CPU ms/upload | load (1 min) while measured |",
+        "|---|---|---|---|---|",
+    ]
+    for r in measured["rows"]:
+        lines.append(
+            f"| {r['code']} | {r['uploads']} | {r['per_s']:.2f} | {r['relay_cpu_ms_per_upload']:,} | "
+            f"{r['load_1m_min']} to {r['load_1m_max']} |"
         )
     return [*lines, ""]

@@ -2,6 +2,7 @@
 
     python benchmarks/relay_throughput.py            # every table; records the results
     python benchmarks/relay_throughput.py --quick    # fewer requests per row (a smoke run)
+    python benchmarks/relay_throughput.py --uploads --before /tmp/before   # 8 MiB uploads, two checkouts
 
 Each relay runs as its own process (``python -m network.relay``, as deployed), on SQLite or on a
 PostgreSQL server started here from Debian's binaries, following a real anvil. Its tables are filled
@@ -13,6 +14,8 @@ directly, so the measurement is the request path, not the chain. Tables:
 - follower takeover: two replicas on PostgreSQL, the follower SIGKILLed, seconds until the standby
   follows (bounded by ``--poll-interval-s``, 1 s by default).
 - every operation through the cluster's RelayClient (signing included), small and 10 MB files.
+- ``--uploads``: 8 MiB argument uploads, this checkout's relay and another's (benchmarks/relay_uploads.py);
+  the other tables are kept as recorded.
 Results: benchmarks/results/relay_throughput.{json,md}, with the machine's load while measured.
 """
 
@@ -35,8 +38,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.relay_clients import client_rows  # noqa: E402
-from benchmarks.relay_load import fill, signed_gets  # noqa: E402
+from benchmarks.relay_load import fill, load_1m, signed_gets  # noqa: E402
 from benchmarks.relay_report import write_report  # noqa: E402
+from benchmarks.relay_uploads import upload_rows  # noqa: E402
 from cluster.chain.anvil import Anvil  # noqa: E402
 from network.relay.local_postgres import LocalPostgres, PostgresUnavailable  # noqa: E402
 from network.relay.process import RelayProcess  # noqa: E402
@@ -66,7 +70,13 @@ class Bench:
 
     @contextlib.contextmanager
     def relays(
-        self, data_dir: Path, db_url: str, count: int, env: dict[str, str] | None = None, poll_s: float = 1.0
+        self,
+        data_dir: Path,
+        db_url: str,
+        count: int,
+        env: dict[str, str] | None = None,
+        poll_s: float = 1.0,
+        code_dir: Path | None = None,
     ) -> Iterator[list[RelayProcess]]:
         started: list[RelayProcess] = []
         try:
@@ -74,16 +84,13 @@ class Bench:
                 relay = RelayProcess(
                     rpc_url=self.anvil.rpc_url, task_address=TASK_ADDRESS, data_dir=data_dir,
                     database_url=db_url, poll_interval_s=poll_s, env=env, log_name=f"relay{n}.log",
+                    code_dir=code_dir,
                 )  # fmt: skip
                 started.append(relay.start())
             yield started
         finally:
             for relay in started:
                 relay.stop()
-
-
-def load_1m() -> float:
-    return round(os.getloadavg()[0], 2)
 
 
 def small_get_row(bench: Bench, backend: str, database: str, in_flight: int, replicas: int) -> dict[str, Any]:
@@ -160,11 +167,33 @@ def machine() -> dict[str, Any]:
     }  # fmt: skip
 
 
+def record_uploads(options: argparse.Namespace) -> None:
+    """The 8 MiB uploads table, measured now, into the recorded results (the other tables unchanged)."""
+    json_path = options.out.with_suffix(".json")
+    results = json.loads(json_path.read_text())
+    codes: dict[str, Path | None] = {"after (this checkout)": None}
+    if options.before is not None:
+        codes = {options.before_label: options.before.resolve(), **codes}
+    with Anvil() as anvil:
+        results["args_upload_8mib"] = {
+            "machine": machine(),
+            "rows": upload_rows(Bench(anvil, None, 1.0), codes),
+        }
+    json_path.write_text(json.dumps(results, indent=1) + "\n")
+    write_report(results, options.out.with_suffix(".md"))
+    print(f"wrote {options.out}.json and .md")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a tenth of the requests per row")
     parser.add_argument("--out", type=Path, default=RESULTS / "relay_throughput")
+    parser.add_argument("--uploads", action="store_true", help="only the 8 MiB argument uploads table")
+    parser.add_argument("--before", type=Path, help="with --uploads: another checkout's relay to compare")
+    parser.add_argument("--before-label", default="before", help="its name in the table")
     options = parser.parse_args(argv)
+    if options.uploads:
+        return record_uploads(options)
     results: dict[str, Any] = {"machine": machine()}
     with contextlib.ExitStack() as stack:
         anvil = stack.enter_context(Anvil())

@@ -62,10 +62,17 @@ class RelayAccess:
 
     def seen(self, task_id: int) -> TaskRecord:
         """The task as the relay saw it on chain; "not yet" (404) before its TaskPending."""
-        task = self.store.get(task_id)
-        if task is None:
-            raise not_yet(f"task {task_id} has not been seen on chain yet")
-        return task
+        return _seen(task_id, self.store.get(task_id))
+
+    async def seen_async(self, task_id: int) -> TaskRecord:
+        """``seen`` for an async endpoint: the event loop serves other requests while the database reads."""
+        return _seen(task_id, await self.store.get_async(task_id))
+
+
+def _seen(task_id: int, task: TaskRecord | None) -> TaskRecord:
+    if task is None:
+        raise not_yet(f"task {task_id} has not been seen on chain yet")
+    return task
 
 
 async def relay_of(request: Request) -> RelayAccess:

@@ -55,7 +55,7 @@ def create_app(
     async def relay_status() -> dict[str, Any]:
         """This replica: whether it holds the follower's lease, how far the shared tables have read, and
         why following the chain fails, while it does."""
-        next_block = store.get_cursor(CURSOR_NAME)
+        next_block = await store.get_cursor_async(CURSOR_NAME)
         following = follower is not None and follower.following
         failure = None if follower is None else follower.failure
         return envelope(

@@ -33,6 +33,7 @@ class RelayProcess:
         poll_interval_s: float = 0.1,
         env: Mapping[str, str] | None = None,
         log_name: str = "relay.log",
+        code_dir: Path | None = None,
     ):
         self.port = free_port()
         self.data_dir = data_dir
@@ -47,6 +48,7 @@ class RelayProcess:
         if database_url is not None:
             self.command += ["--database-url", database_url]
         self.env = {**os.environ, **(env or {})}
+        self.code_dir = code_dir  # another checkout's relay (``python -m`` imports from its folder)
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -57,7 +59,9 @@ class RelayProcess:
         """Start it and wait until it answers ``GET /v1/relay``."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, env=self.env)
+            self.proc = subprocess.Popen(
+                self.command, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=self.code_dir
+            )
         deadline = time.monotonic() + timeout_s
         while True:
             if self.proc.poll() is not None:

@@ -84,7 +84,7 @@ class RelayService:
             watcher.cancel()
             await asyncio.gather(*background, return_exceptions=True)
             await self.w3.provider.disconnect()
-            self.store.close()
+            await self.store.aclose()
 
     async def _exit_on(self, stop: asyncio.Event) -> None:
         await stop.wait()

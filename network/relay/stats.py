@@ -28,12 +28,12 @@ class NetworkStats:
     def __init__(self, store: RelayStore):
         self.store = store
 
-    def counters(self) -> dict[str, Any]:
+    async def counters(self) -> dict[str, Any]:
         # The cursor first: a page applied between the two reads then makes the counts newer than
         # as_of_block, never older (read the other way round, a follower catching up after a takeover
         # answered old counts with a new as_of_block).
-        as_of_block = self._as_of_block()
-        values = self.store.counters()
+        as_of_block = await self._as_of_block()
+        values = await self.store.counters_async()
         return {
             "nodes": {
                 "total": values[Counter.NODES_TOTAL],
@@ -51,9 +51,9 @@ class NetworkStats:
             "as_of_block": as_of_block,
         }
 
-    def nodes(self, offset: int, limit: int) -> dict[str, Any]:
-        as_of_block = self._as_of_block()  # before the page, as in counters()
-        total, page = self.store.nodes_page(offset, limit)
+    async def nodes(self, offset: int, limit: int) -> dict[str, Any]:
+        as_of_block = await self._as_of_block()  # before the page, as in counters()
+        total, page = await self.store.nodes_page_async(offset, limit)
         return {
             "total": total,
             "offset": offset,
@@ -70,19 +70,19 @@ class NetworkStats:
             "as_of_block": as_of_block,
         }
 
-    def _as_of_block(self) -> int | None:
+    async def _as_of_block(self) -> int | None:
         """The newest block the counts include (None before the follower read any)."""
-        next_block = self.store.get_cursor(CURSOR_NAME)
+        next_block = await self.store.get_cursor_async(CURSOR_NAME)
         return None if next_block is None else next_block - 1
 
     def install(self, app: FastAPI) -> None:
         @app.get("/v1/network")
         async def network_counters() -> dict[str, Any]:
-            return envelope("ok", self.counters())  # small reads: in the loop, as the downloads
+            return envelope("ok", await self.counters())  # small reads, as the downloads
 
         @app.get("/v1/network/nodes")
         async def network_nodes(
             offset: Annotated[int, Query(ge=0, lt=2**63)] = 0,
             limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
         ) -> dict[str, Any]:
-            return envelope("ok", self.nodes(offset, limit))
+            return envelope("ok", await self.nodes(offset, limit))

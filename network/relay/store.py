@@ -12,18 +12,33 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import Engine, and_, create_engine, delete, event, func, insert, inspect, select, text, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    and_,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    inspect,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from network.relay import schema
 from network.relay.chain_facts import ChainFacts
 from network.relay.schema import Counter, TaskState
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Held (per transaction) while a replica creates the tables: two replicas starting at once on one
 # PostgreSQL database would otherwise both try to create them.
@@ -101,6 +116,30 @@ def open_engine(url: str) -> Engine:
     return create_engine(url, pool_size=16, max_overflow=16, pool_pre_ping=True)
 
 
+# The reads of the request path, each a function of a connection: run in place (``RelayStore.get``: the
+# follower, tools) or without holding the event loop (``RelayStore.get_async``: the endpoints).
+
+
+def _task(conn: Connection, task_id: int) -> TaskRecord | None:
+    row = conn.execute(select(schema.tasks).where(schema.tasks.c.task_id == task_id)).first()
+    return None if row is None else _record(row)
+
+
+def _cursor(conn: Connection, name: str) -> int | None:
+    return conn.scalar(select(schema.cursors.c.next_block).where(schema.cursors.c.name == name))
+
+
+def _counters(conn: Connection) -> dict[Counter, int]:
+    return {Counter(name): value for name, value in conn.execute(select(schema.counters))}
+
+
+def _nodes_page(conn: Connection, offset: int, limit: int) -> tuple[int, list[Any]]:
+    nodes = schema.nodes
+    total = conn.scalar(select(func.count()).select_from(nodes)) or 0
+    query = select(nodes).order_by(nodes.c.first_block, nodes.c.first_log).offset(offset).limit(limit)
+    return total, list(conn.execute(query))
+
+
 class RelayStore:
     def __init__(self, url: str):
         self.engine = open_engine(url)
@@ -109,6 +148,19 @@ class RelayStore:
         # ROLLBACK round trips on every request (SQLite has none to save).
         self._reads = (
             self.engine.execution_options(isolation_level="AUTOCOMMIT") if self.is_postgres else self.engine
+        )
+        # The endpoints read PostgreSQL through psycopg's async driver: a database a few milliseconds away
+        # kept the event loop, and every other request, waiting for each round trip. SQLite is a local file:
+        # read in place, as a hop to a thread would cost more than the read.
+        self._async_engine = (
+            create_async_engine(url, pool_size=16, max_overflow=16, pool_pre_ping=True)
+            if self.is_postgres
+            else None
+        )
+        self._async_reads = (
+            None
+            if self._async_engine is None
+            else self._async_engine.execution_options(isolation_level="AUTOCOMMIT")
         )
         with self.engine.begin() as conn:
             if self.is_postgres:
@@ -122,6 +174,12 @@ class RelayStore:
 
     def close(self) -> None:
         self.engine.dispose()
+
+    async def aclose(self) -> None:
+        """``close``, and the async reads' connections (in the event loop that opened them)."""
+        if self._async_engine is not None:
+            await self._async_engine.dispose()
+        self.close()
 
     # -- chain facts --------------------------------------------------------------------------------------
 
@@ -168,28 +226,43 @@ class RelayStore:
         with self.chain_facts() as facts:
             facts.saw_abort(task_id, reason, at)
 
-    def get_cursor(self, name: str) -> int | None:
-        with self._reads.connect() as conn:
-            return conn.scalar(select(schema.cursors.c.next_block).where(schema.cursors.c.name == name))
-
     # -- reads (every request) ----------------------------------------------------------------------------
 
     def get(self, task_id: int) -> TaskRecord | None:
-        with self._reads.connect() as conn:
-            row = conn.execute(select(schema.tasks).where(schema.tasks.c.task_id == task_id)).first()
-        return None if row is None else _record(row)
+        return self._read(_task, task_id)
+
+    async def get_async(self, task_id: int) -> TaskRecord | None:
+        return await self._read_async(_task, task_id)
+
+    def get_cursor(self, name: str) -> int | None:
+        return self._read(_cursor, name)
+
+    async def get_cursor_async(self, name: str) -> int | None:
+        return await self._read_async(_cursor, name)
 
     def counters(self) -> dict[Counter, int]:
-        with self._reads.connect() as conn:
-            return {Counter(name): value for name, value in conn.execute(select(schema.counters))}
+        return self._read(_counters)
+
+    async def counters_async(self) -> dict[Counter, int]:
+        return await self._read_async(_counters)
 
     def nodes_page(self, offset: int, limit: int) -> tuple[int, list[Any]]:
         """The number of nodes ever joined, and up to ``limit`` of them from ``offset`` in join order."""
-        nodes = schema.nodes
-        with self.engine.connect() as conn:
-            total = conn.scalar(select(func.count()).select_from(nodes)) or 0
-            query = select(nodes).order_by(nodes.c.first_block, nodes.c.first_log).offset(offset).limit(limit)
-            return total, list(conn.execute(query))
+        return self._read(_nodes_page, offset, limit, is_one_statement=False)
+
+    async def nodes_page_async(self, offset: int, limit: int) -> tuple[int, list[Any]]:
+        return await self._read_async(_nodes_page, offset, limit, is_one_statement=False)
+
+    def _read(self, query: Callable[..., T], *args: Any, is_one_statement: bool = True) -> T:
+        # One statement needs no transaction around it: PostgreSQL saves the BEGIN and ROLLBACK round trips.
+        with (self._reads if is_one_statement else self.engine).connect() as conn:
+            return query(conn, *args)
+
+    async def _read_async(self, query: Callable[..., T], *args: Any, is_one_statement: bool = True) -> T:
+        if self._async_engine is None or self._async_reads is None:
+            return self._read(query, *args, is_one_statement=is_one_statement)
+        async with (self._async_reads if is_one_statement else self._async_engine).connect() as conn:
+            return await conn.run_sync(query, *args)  # the same code, its waits handed to the loop
 
     # -- uploads ------------------------------------------------------------------------------------------
 

@@ -3,10 +3,10 @@ the relay has seen on chain; every refusal is a 4xx with its reason and stores n
 
 The downloads, most of the relay's traffic, run in the event loop: their work is one read by primary key
 and one signature recovery (about 0.1 ms each), while FastAPI's hop to its thread pool for a plain ``def``
-cost about 0.9 ms of CPU per request (benchmarks/relay_throughput.py). A database far away would stall
-the loop for its round trip: keep PostgreSQL near the replicas. The argument upload writes and fsyncs a
-file, so it stays a plain function in the thread pool; the results upload reads its body as it arrives
-(``results_upload``) and fsyncs in a thread.
+cost about 0.9 ms of CPU per request (benchmarks/relay_throughput.py). Their read does not hold the loop:
+on PostgreSQL it waits in psycopg's async driver while the loop serves other requests (``seen_async``).
+The argument upload parses, hashes, writes and fsyncs several MiB, so it stays a plain function in the
+thread pool; the results upload reads its body as it arrives (``results_upload``) and fsyncs in a thread.
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ def upload_args(body: ArgsUpload, relay: RelayDep) -> dict[str, Any]:
 async def download_args(
     task_id: TaskId, timestamp: Timestamp, signature: Signature, relay: RelayDep
 ) -> dict[str, Any]:
-    task = relay.seen(task_id)
+    task = await relay.seen_async(task_id)
     what = "only the creator and the selected nodes read the arguments"
     params = bound_params("GET", f"/v1/inference_tasks/{task_id}", {"task_id": task_id})
     if task.state is TaskState.PENDING:
@@ -102,7 +102,7 @@ async def download_args(
 
 @router.post("/{task_id}/results", response_model=Envelope, openapi_extra=RESULTS_FORM_SCHEMA)
 async def upload_results(task_id: TaskId, request: Request, relay: RelayDep) -> dict[str, Any]:
-    task = relay.seen(task_id)
+    task = await relay.seen_async(task_id)
     if task.state is not TaskState.SUCCEEDED or task.result_node is None or task.result is None:
         raise RelayError(409, f"task {task_id} has no validated result on chain yet")
     staged = await receive_results(request, task, relay)  # signed, declared and hashed as they came
@@ -136,7 +136,7 @@ async def download_result(
     signature: Signature,
     relay: RelayDep,
 ) -> Response:
-    task = relay.seen(task_id)
+    task = await relay.seen_async(task_id)
     params = bound_params(
         "GET", f"/v1/inference_tasks/{task_id}/results/{index}", {"task_id": task_id, "index": index}
     )
