@@ -32,10 +32,11 @@ from cluster.protocol.hashes import commitment
 
 # Each task step: the key prefix of its transactions, and a gas limit above its dearest path
 # (benchmarks/results/chain_gas.md). A step that ends rounds may start up to two queued tasks
-# (Task.MAX_STARTS_PER_CALL), about 300-400k gas each; no path depends on the network's size. A step
-# seen to use more raises its limit (StepGas, from the receipts).
+# (Task.MAX_STARTS_PER_CALL), about 300-400k gas each with the queue rent's payment; no path depends on
+# the network's size, nor on queued tasks that no available node could run. A step seen to use more raises
+# its limit (StepGas, from the receipts).
 STEP_GAS_FLOORS = {
-    "submitTaskResultCommitment": ("commit", 150_000),  # the third emits CommitmentsReady: 59k
+    "submitTaskResultCommitment": ("commit", 150_000),  # the third (CommitmentsReady, a deadline moved): 47k
     "reportTaskError": ("error", 1_300_000),  # the second may abort the task and pay: 398k, + starts
     "discloseTaskResult": ("disclose", 1_300_000),  # the second decides and pays: 345k, + starts
     "reportResultsUploaded": ("uploaded", 1_300_000),  # pays, deletes the task: 347k, + starts
