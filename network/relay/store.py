@@ -31,6 +31,7 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from network.relay import schema
@@ -151,11 +152,10 @@ class RelayStore:
         )
         # The endpoints read PostgreSQL through psycopg's async driver: a database a few milliseconds away
         # kept the event loop, and every other request, waiting for each round trip. SQLite is a local file:
-        # read in place, as a hop to a thread would cost more than the read.
+        # read in place, as a hop to a thread would cost more than the read. No pre-ping (a round trip per
+        # request): a read that meets a connection the database dropped is tried once more (_read_async).
         self._async_engine = (
-            create_async_engine(url, pool_size=16, max_overflow=16, pool_pre_ping=True)
-            if self.is_postgres
-            else None
+            create_async_engine(url, pool_size=16, max_overflow=16) if self.is_postgres else None
         )
         self._async_reads = (
             None
@@ -261,8 +261,17 @@ class RelayStore:
     async def _read_async(self, query: Callable[..., T], *args: Any, is_one_statement: bool = True) -> T:
         if self._async_engine is None or self._async_reads is None:
             return self._read(query, *args, is_one_statement=is_one_statement)
-        async with (self._async_reads if is_one_statement else self._async_engine).connect() as conn:
-            return await conn.run_sync(query, *args)  # the same code, its waits handed to the loop
+        engine = self._async_reads if is_one_statement else self._async_engine
+        try:
+            async with engine.connect() as conn:
+                return await conn.run_sync(query, *args)  # the same code, its waits handed to the loop
+        except DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+        # The database dropped the connection (a restart): the pool has let go of all of them. A read is
+        # safe to repeat, on a new connection.
+        async with engine.connect() as conn:
+            return await conn.run_sync(query, *args)
 
     # -- uploads ------------------------------------------------------------------------------------------
 

@@ -1,12 +1,14 @@
 """A relay on a PostgreSQL a few milliseconds away, through a real TCP hop that adds the delay: its
 downloads are served while another download's query waits on the database (the first release read the
-database inside the event loop, so one slow query held every request of the replica)."""
+database inside the event loop, so one slow query held every request of the replica). And a database
+that drops the relay's connections (a restart) costs no request."""
 
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import psycopg
 import pytest
 
 from cluster.protocol.hashes import task_hash
@@ -34,6 +36,16 @@ def tasks_with_arguments(postgres_database, tmp_path) -> str:
     finally:
         store.close()
     return postgres_database
+
+
+def drop_connections(postgres, database: str) -> int:
+    """What a restart does to the relay's connections: PostgreSQL ends every session on the database."""
+    admin = f"postgresql://postgres@127.0.0.1:{postgres.port}/postgres"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        ended = conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (database,)
+        )
+        return len(ended.fetchall())
 
 
 def download(url: str, task_id: int) -> httpx.Response:
@@ -64,3 +76,20 @@ def test_downloads_are_served_while_another_downloads_query_waits(
         assert [r.status_code for r in answered] == [200] * (NUM_TASKS - 1)
         assert [r.json()["data"]["task_args"] for r in answered] == [ARGS] * (NUM_TASKS - 1)
         assert waiting.result(timeout=60).json()["data"]["task_args"] == ARGS
+
+
+def test_a_download_after_the_database_dropped_every_connection_is_answered(
+    anvil, postgres, tasks_with_arguments, tmp_path
+):
+    """The async reads keep no pre-ping (a round trip per request): a read that meets a dropped connection
+    is tried once more on a new one, as a database restart drops them all."""
+    database = tasks_with_arguments.rsplit("/", 1)[1]
+    with RelayProcess(
+        rpc_url=anvil.rpc_url, task_address="0x" + "11" * 20, data_dir=tmp_path,
+        database_url=tasks_with_arguments, poll_interval_s=600,
+    ) as relay:  # fmt: skip
+        assert download(relay.url, 0).status_code == 200  # its pool holds a connection now
+        assert drop_connections(postgres, database) > 0
+        answered = download(relay.url, 1)
+        assert answered.status_code == 200, answered.text
+        assert answered.json()["data"]["task_args"] == ARGS
