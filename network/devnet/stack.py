@@ -222,12 +222,7 @@ class Devnet:
             # Stopped: the tasks in flight are dropped, not awaited (their chain may be gone already).
             work.cancel()
             await asyncio.gather(work, return_exceptions=True)
-            self.say(
-                f"stopped: {self.counts['succeeded']} succeeded, {self.counts['aborted']} aborted, "
-                f"{self.counts['failed']} failed, the rest left in flight"
-            )
-            self.view.close()
-            return 0 if self.counts["aborted"] == self.counts["failed"] == 0 else 1
+            return self._summary("stopped", ", the rest left in flight")
         finally:
             watch.cancel()
             stopped.cancel()
@@ -291,12 +286,15 @@ class Devnet:
                 await asyncio.gather(*running, return_exceptions=True)
         await asyncio.to_thread(self._show_metrics)
         await asyncio.to_thread(self._show_farm_receipts)
-        self.say(
-            f"summary: {self.counts['succeeded']} succeeded, {self.counts['aborted']} aborted, "
-            f"{self.counts['failed']} failed"
-        )
+        return self._summary("summary")
+
+    def _summary(self, what: str, rest: str = "") -> int:
+        """The stream's last line; its exit code: 1 when any task was aborted or failed."""
+        counts = self.counts
+        done = f"{counts['succeeded']} succeeded, {counts['aborted']} aborted, {counts['failed']} failed"
+        self.say(f"{what}: {done}{rest}")
         self.view.close()
-        return 0 if self.counts["aborted"] == self.counts["failed"] == 0 else 1
+        return 0 if counts["aborted"] == counts["failed"] == 0 else 1
 
     def _kill_coordinator(self, n: int, of: int) -> None:
         """SIGKILL the coordinator actor's process; Ray restarts it, and it resumes on its own: nothing
