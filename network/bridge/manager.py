@@ -163,13 +163,16 @@ class TaskManager:
 
     async def _retire_overdue(self, record: BridgeTask) -> int | None:
         """A record past its deadline with no task id: the chain task its request created after all
-        (recorded, so the sweep cancels it), or None, and the record ends failed with nothing spent."""
+        (recorded, so the sweep cancels it), or None: nothing was paid, and the record ends failed (one
+        that failed already keeps its reason)."""
         task_id = await self.app.retire_request(record.id)
-        if task_id is None:
+        if task_id is not None:
+            await self._update(record.id, task_id=task_id)
+        elif record.status == "failed":
+            await self._update(record.id, swept=True)
+        else:
             reason = "no chain task was created before the bridge's deadline; nothing was paid"
             await self._update(record.id, status="failed", reason=reason, swept=True)
-        else:
-            await self._update(record.id, task_id=task_id)
         return task_id
 
     async def _advance(self, record: BridgeTask) -> None:

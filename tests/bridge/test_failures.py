@@ -13,6 +13,7 @@ import httpx
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
+from cluster.chain.tx_chain import TxChain
 from network.app import ApplicationClient
 from network.bridge import ApiKey, BridgeConfig, ModelSpec, RunningBridge, create_bridge
 from network.bridge.tasks import BridgeTask, TaskStore
@@ -135,4 +136,29 @@ def test_a_task_that_failed_before_its_id_was_recorded_is_found_and_cancelled_fo
         view = view_when(http, record_id, lambda v: v["status"] not in ("queued", "failed"))
     assert view["status"] == "aborted" and view["task_id"] is not None, view
     assert view["reason"] == "Task Cancelled (after: RuntimeError: injected: the argument upload broke)"
-    assert int(view["refund_wei"]) == FEE_WEI  # wei as a string in the API
+    # the fee back (wei as a string in the API), less the queue's rent for its seconds in the queue
+    assert 0 <= FEE_WEI - int(view["refund_wei"]) < FEE_WEI // 1000
+
+
+def test_a_task_that_failed_before_paying_is_swept_with_its_reason_kept(
+    w3, anvil, deployment, tmp_path, monkeypatch
+):
+    """createTask's estimate meets a bug (injected): the record fails for good before anything is signed.
+    Past its deadline the sweep finds no chain task behind it and marks it swept, keeping its reason."""
+
+    async def broken_estimate(self: object, *args: object) -> int:
+        raise RuntimeError("injected: the estimate broke")
+
+    monkeypatch.setattr(TxChain, "estimate_gas", broken_estimate)
+    wallet = funded_wallet(w3)
+    with bridge_paying_from(wallet, anvil.rpc_url, deployment, tmp_path) as http:
+        record_id = ask_for_a_task(http)
+        view = view_when(http, record_id, lambda v: v["status"] == "failed")
+        store = TaskStore(tmp_path / "bridge")  # the bridge's own records, read beside it
+        try:
+            eventually(lambda: store.get(record_id).swept)
+        finally:
+            store.close()
+        assert http.get(f"/v1/tasks/{record_id}").json()["reason"] == view["reason"]
+    assert view["reason"] == "RuntimeError: injected: the estimate broke" and view["task_id"] is None
+    assert w3.eth.get_transaction_count(wallet.address) == 0
