@@ -203,7 +203,9 @@ def test_overdue_tasks_are_cancelled_and_refunded(world: World, tmp_path):
         task = http.post("/v1/tasks", json={"task_type": "gpt", "task_args": args, "vram_limit": 64})
         assert task.status_code == 202, task.text
         view = wait_task(http, task.json()["id"], lambda v: v["status"] == "aborted", 30)
-        assert view["reason"] == "Task Cancelled" and view["refund_wei"] == view["fee_wei"]
+        assert view["reason"] == "Task Cancelled"
+        # the fee back, less the queue's rent for its seconds in the queue (10% of the fee an hour)
+        assert 0 <= int(view["fee_wei"]) - int(view["refund_wei"]) < int(view["fee_wei"]) // 1000
         assert http.get(f"/v1/tasks/{view['id']}/results/0").json()["error"]["code"] == "task_not_ready"
         assert w3.eth.get_balance(SECOND_WALLET.address) > 0
 
