@@ -6,6 +6,8 @@ import re
 
 from sqlalchemy.engine.url import make_url
 
+from cluster.chain.artifacts import NETWORK_CONTRACTS
+from cluster.chain.deploy import Deployment
 from network.relay.__main__ import parse_config
 from network.relay.app import create_app
 from network.relay.config import RelayConfig
@@ -40,7 +42,8 @@ def test_two_replicas_share_one_rwx_volume_at_their_data_dir(tmp_path):
     assert deployment["spec"]["replicas"] >= 2
     args = relay_args(deployment)
     deployment_file = tmp_path / "deployment.json"
-    deployment_file.write_text('{"addresses": {"Task": "0x' + "11" * 20 + '"}, "block_number": 7}')
+    addresses = {name: "0x" + f"{i + 1:040x}" for i, name in enumerate(NETWORK_CONTRACTS)}
+    Deployment(chain_id=1, owner="0x" + "9" * 40, addresses=addresses, block_number=7).save(deployment_file)
     config = parse_config([a.replace("/etc/helium/deployment.json", str(deployment_file)) for a in args])
     mounts = mounts_of(deployment["spec"]["template"])
     _, volume = mounts[str(config.data_dir)]
