@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 
 from web3 import Web3
 
@@ -19,13 +20,28 @@ def send_unmined(w3: Web3, count: int) -> list[str]:
     ]
 
 
+class _AnsweredCounts(RpcClient):
+    """Counts the answers as well as the requests: a request counted is not yet a request answered."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.num_answered: Counter[str] = Counter()
+
+    async def request(self, method: str, params: list) -> object:
+        try:
+            return await super().request(method, params)
+        finally:
+            self.num_answered[method] += 1
+
+
 def wait_all(url: str, hashes: list[str], mine) -> tuple[list[dict | None], RpcClient]:
     async def scenario():
-        rpc = RpcClient(connect(url))
+        rpc = _AnsweredCounts(connect(url))
         watcher = ReceiptWatcher(rpc, poll_interval_s=0.02)
         try:
             waits = [asyncio.create_task(watcher.wait([h], timeout_s=30)) for h in hashes]
-            while rpc.num_calls["eth_getTransactionReceipt"] < len(hashes):  # each waiter's direct check
+            # Mine once each waiter's direct check was answered (none mined): mined sooner, a check finds it.
+            while rpc.num_answered["eth_getTransactionReceipt"] < len(hashes):
                 await asyncio.sleep(0.01)
             await asyncio.to_thread(mine)
             return await asyncio.gather(*waits), rpc
