@@ -32,6 +32,8 @@ from cluster.durable_sqlite import open_durable
 
 log = logging.getLogger(__name__)
 
+# eth_getLogs topic filters: per position, a topic, any of several, or anything (None).
+Topics = list[str | list[str] | None]
 # Phrases providers use when a log query spans too many blocks or returns too many logs.
 RANGE_TOO_LARGE_PHRASES = ("block range", "range too large", "exceeds max", "too many", "limit exceeded")
 
@@ -167,7 +169,7 @@ class LogPager:
         self.page_blocks = page_blocks
 
     async def page(
-        self, first: int, last: int, *, topics: list[str | None] | None = None
+        self, first: int, last: int, *, topics: Topics | None = None
     ) -> tuple[int, list[ChainEvent]]:
         """The events of one page starting at ``first`` and ending at ``last`` or earlier; returns the
         page's last block with them."""
@@ -204,7 +206,7 @@ class LogPager:
             for e in events
         ]
 
-    async def all(self, first: int, last: int, *, topics: list[str | None] | None = None) -> list[ChainEvent]:
+    async def all(self, first: int, last: int, *, topics: Topics | None = None) -> list[ChainEvent]:
         """Every event of ``[first, last]``, page after page."""
         events: list[ChainEvent] = []
         while first <= last:
@@ -230,6 +232,7 @@ class EventReader:
         start_block: int = 0,
         page_blocks: int = 2_000,
         confirmations: int = 0,
+        topics: Topics | None = None,
     ):
         if confirmations < 0:
             raise ValueError(f"{confirmations=} must be >= 0")
@@ -240,6 +243,7 @@ class EventReader:
         self.name = name
         self.start_block = start_block
         self.confirmations = confirmations
+        self.topics = topics  # only these logs are asked for (e.g. a few events of a busy contract)
         self.head_seen = -1  # the chain's head at the last poll (events are read up to it - confirmations)
 
     @property
@@ -261,7 +265,7 @@ class EventReader:
         delivered = 0
         head = await self.safe_head()
         while (first := self.next_block) <= head:
-            last, events = await self.pager.page(first, head)
+            last, events = await self.pager.page(first, head, topics=self.topics)
             if events:
                 await handler(events)
                 delivered += len(events)

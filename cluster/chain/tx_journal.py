@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from eth_utils import to_checksum_address
+
 from cluster.durable_sqlite import open_durable
 
 TxStatus = Literal["signed", "mined", "reverted", "failed"]
@@ -63,6 +65,23 @@ class Receipt:
             int(receipt["gasUsed"], 16),
             int(receipt.get("effectiveGasPrice") or "0x0", 16),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class PaidReceipt:
+    """A receipt the sender met, with its transaction's sender and the value it carried: what the ledger
+    counts (cluster/ledger)."""
+
+    row: int  # its rowid: a receipt written later (a reorg's new block too) has a higher one
+    tx_hash: str
+    key: str
+    status: TxStatus
+    account: str  # the sender, who paid the gas
+    gas_used: int
+    gas_price_wei: int  # the effective gas price
+    block_number: int
+    to: str | None
+    value_wei: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +197,28 @@ class TxJournal:
             return self._db.execute(
                 "SELECT key, status, gas_used, gas_price FROM tx_receipts ORDER BY block_number"
             ).fetchall()
+
+    def paid_receipts_after(self, row: int, limit: int = 1_000) -> list[PaidReceipt]:
+        """The receipts written after rowid ``row``, oldest first, with their key's sender and value.
+
+        Rowids only grow: a receipt replaced (the same transaction in a reorg's new block) is written
+        with a rowid above every other, and nothing deletes a receipt."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT r.rowid, r.tx_hash, r.key, r.status, j.account, r.gas_used, r.gas_price,"
+                " r.block_number, j.tx_fields FROM tx_receipts r JOIN tx_journal j ON j.key = r.key"
+                " WHERE r.rowid > ? ORDER BY r.rowid LIMIT ?",
+                (row, limit),
+            ).fetchall()
+        receipts = []
+        for rowid, tx_hash, key, status, account, gas_used, gas_price, block, tx_fields in rows:
+            fields = json.loads(tx_fields)
+            to = fields.get("to")
+            receipts.append(
+                PaidReceipt(rowid, tx_hash, key, status, account, gas_used, gas_price, block,
+                            to_checksum_address(to) if to else None, int(fields.get("value") or 0))
+            )  # fmt: skip
+        return receipts
 
     def most_gas_used(self, key_prefix: str) -> int:
         """The most gas a mined transaction whose key starts with ``key_prefix`` used (0: none yet)."""
