@@ -4,6 +4,7 @@
         network.chain.deployment_file=deployment.json
     python -m cluster status [--json]          # the running farm at a glance
     python -m cluster resume-card <card key>    # lift the card guard's pause of a card model, once fixed
+    python -m cluster ledger [--csv]            # earned, gas, slashed, top-ups, payouts per day and card
 
 It connects to the Ray cluster in RAY_ADDRESS (so it works under ``ray job submit``) or starts a local
 one. Without a chain and relay configured it prints the configuration, the card model keys and the task
@@ -21,10 +22,11 @@ import hydra
 from omegaconf import DictConfig
 
 from cluster.config import ChainEndpoints, ConfigError, load_config
+from cluster.ledger import cli as ledger_cli
 from cluster.summary import print_summary
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
-COMMANDS = ("status", "resume-card")
+COMMANDS = ("status", "resume-card", "ledger")
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
@@ -74,12 +76,20 @@ def parse_command(argv: list[str]) -> argparse.Namespace:
     resume.add_argument(
         "--state-dir", type=Path, help="the farm's state_dir, when its coordinator is stopped"
     )
+    ledger_cli.add_parser(commands)
     return parser.parse_args(argv)
 
 
 def run_command(options: argparse.Namespace) -> int:
     if options.command == "resume-card" and options.state_dir is not None:
         return _resume_card_offline(options.state_dir, options.card_key)
+    if options.command == "ledger" and options.state_dir is not None:
+        report = ledger_cli.read_offline(
+            options.state_dir, by_account=options.accounts, since_day=options.since
+        )
+        if report is not None:
+            ledger_cli.print_report(report, as_csv=options.csv)
+        return 0 if report is not None else 1
     import logging
 
     from cluster import envs
@@ -108,6 +118,10 @@ def run_command(options: argparse.Namespace) -> int:
 
         farm = ray.get(actor.farm_status.remote())
         print(farm.model_dump_json(indent=2) if options.json else render_status(farm))
+        return 0
+    if options.command == "ledger":
+        report = ray.get(actor.ledger.remote(by_account=options.accounts, since_day=options.since))
+        ledger_cli.print_report(report, as_csv=options.csv)
         return 0
     try:
         statuses = ray.get(actor.resume_card.remote(options.card_key))

@@ -23,6 +23,7 @@ from cluster.coordinator.metrics import FarmMetrics
 from cluster.coordinator.scheduling.pool import WorkerPool
 from cluster.coordinator.scheduling.reference_check import check_card_model, reference_tasks
 from cluster.failures import Failure, classify
+from cluster.ledger.model import LedgerReport
 from cluster.protocol.cards import CardModel
 from cluster.status.collect import collect_status
 from cluster.status.model import CoordinatorStatus, FarmStatus
@@ -130,6 +131,10 @@ class CoordinatorService:
         coordinator = await self.ensure_started()
         return await coordinator.resume_card(key_text)
 
+    async def ledger(self, *, by_account: bool = False, since_day: str = "") -> LedgerReport:
+        coordinator = await self.ensure_started()
+        return coordinator.ledger.store.report(by_account=by_account, since_day=since_day)
+
     async def stop(self, *, quit: bool = False, timeout_s: float = 120.0) -> CoordinatorStatus | None:
         """Stop gracefully (the nodes paused, running tasks finished, quit if asked); the farm as it was
         left, or None when it was not running."""
@@ -189,6 +194,9 @@ class CoordinatorActor:
 
     async def resume_card(self, key_text: str) -> dict[str, NodeStatus]:
         return await self.service.resume_card(key_text)
+
+    async def ledger(self, *, by_account: bool = False, since_day: str = "") -> LedgerReport:
+        return await self.service.ledger(by_account=by_account, since_day=since_day)
 
     async def stop(self, quit: bool = False) -> CoordinatorStatus | None:
         self._boot.cancel()

@@ -42,6 +42,7 @@ from cluster.coordinator.store import RoundStore
 from cluster.coordinator.timeline import RoundTimeline
 from cluster.failpoints import NO_FAILPOINTS, Failpoints
 from cluster.failures import Failure, classify, failure_code, is_disk_full
+from cluster.ledger.follow import open_ledger
 from cluster.protocol.cards import CardModel
 from cluster.status.model import CoordinatorStatus
 
@@ -98,6 +99,11 @@ class Coordinator:
             self.w3, decoder, self.cursors, name="coordinator", start_block=endpoints.start_block,
             confirmations=endpoints.confirmations,
         )  # fmt: skip
+        self.ledger = open_ledger(
+            state, self.w3, self.sender.journal, self.cursors, endpoints.addresses,
+            start_block=endpoints.start_block, confirmations=endpoints.confirmations,
+        )  # fmt: skip
+        self.ledger.note_accounts({n.address: n.card for n in self.accounts}, self.keys.operator.address)
         self.timers = await self.ops.task_timers()  # then followed through their events by the watch
         self.watch = ChainWatch(self.store, self.nodes.__contains__, self.timers, self.timeline)
         # Every round talks to the relay: connections are kept (a new one costs more than the request).
@@ -163,6 +169,7 @@ class Coordinator:
 
         async def apply(events: list[ChainEvent]) -> None:
             changed.update(((t.task_id, t.round), t) for t in self.watch.apply(events))
+            self.ledger.note_block_times(events)  # the receipts' days, without a block read each
 
         await self.reader.poll(apply)
         # Runners start once every page is in: a task that ended in a later page is never run.
@@ -171,6 +178,7 @@ class Coordinator:
         for key, event in self._wakeups.items():  # deadlines move with chain time: let every runner look
             if key in self._runners:
                 event.set()
+        self.ledger.kick()  # in the background: accounting never holds back a round
 
     async def stop(
         self, *, drain: bool = True, quit: bool = False, timeout_s: float = 60.0, close: bool = True
@@ -196,6 +204,7 @@ class Coordinator:
         if self._started:
             await self.sender.aclose()
             await self._http.aclose()
+            await self.ledger.aclose()
             await self.w3.provider.disconnect()
             self.sender.journal.close()
             self.store.close()
@@ -262,6 +271,8 @@ class Coordinator:
             )
         if self._poll_failure is not None:
             alerts.append(f"following the chain fails: {self._poll_failure}")
+        if self.ledger.failure is not None:
+            alerts.append(f"the ledger is not kept up: {self.ledger.failure}")
         return CoordinatorStatus(
             nodes=self.nodes.addresses,
             tasks=self.store.counts(),
@@ -270,4 +281,5 @@ class Coordinator:
             num_rounds_waiting_for_disk=len(self._waiting_for_disk),
             paused_cards=[key.hex() for key in paused],
             alerts=alerts,
+            ledger=self.ledger.totals(),
         )

@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry, Gauge, start_http_server
 from cluster.chain.contracts import NodeStatus
 from cluster.coordinator.round_state import Outcome, Step
 from cluster.failures import FailureCode
+from cluster.ledger.model import WEI_PER_CNX, LedgerKind
 from cluster.status.model import CoordinatorStatus, FarmStatus
 from cluster.workers.messages import WorkerInfo
 
@@ -96,6 +97,15 @@ class FarmMetrics:
             registry=r,
         )  # fmt: skip
         self.relay_up = Gauge("helium_relay_up", "1 when the relay answered the last status", registry=r)
+        # The ledger (cluster/ledger): what the farm's accounts earned and paid, from receipts and events.
+        self.ledger = Gauge(
+            "helium_ledger_cnx", "The ledger's totals by card model and kind (fee, gas, slashed, topup, ...)",
+            ["card", "kind"], registry=r,
+        )  # fmt: skip
+        self.net_of_gas = Gauge(
+            "helium_earned_net_of_gas_cnx", "Fees and compensations earned less the gas paid, in CNX",
+            registry=r,
+        )  # fmt: skip
 
     def serve(self, port: int) -> None:
         start_http_server(port, registry=self.registry)
@@ -115,6 +125,10 @@ class FarmMetrics:
         self.slashed.set(counts.ended(Outcome.SLASHED))
         self.paused_cards.set(len(status.paused_cards))
         self.waiting_for_disk.set(status.num_rounds_waiting_for_disk)
+        for card, amounts in status.ledger.by_card.items():
+            for kind in LedgerKind:  # every kind, an empty one as 0: the dashboard's sums have series
+                self.ledger.labels(card, kind.value).set(amounts[kind] / WEI_PER_CNX)
+        self.net_of_gas.set(status.ledger.farm.net_of_gas_wei / WEI_PER_CNX)
         for node, score in qos.items():
             self.qos.labels(node).set(score)
         for worker in workers:

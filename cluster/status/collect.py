@@ -54,6 +54,7 @@ async def collect_status(
         earned_wei=sum(earned.values()),
         alerts=_alerts(cards, nodes, own, [c for c in pool.card_models() if c not in joined]),
         last_selected_chain_s=store.last_selected_chain_s(),
+        ledger=own.ledger,
     )
 
 

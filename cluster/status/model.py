@@ -9,6 +9,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from cluster.coordinator.round_state import TaskCounts
+from cluster.ledger.model import LedgerTotals
 
 WEI_PER_CNX = 10**18
 
@@ -75,6 +76,7 @@ class CoordinatorStatus(_View):
     paused_cards: list[str]  # card model keys (hex) the card guard paused
     alerts: list[str]
     reference_checks: dict[str, str] = {}  # card short id -> the reference check's message
+    ledger: LedgerTotals = LedgerTotals()  # fees, gas, slashes, top-ups, payouts by card (cluster/ledger)
 
     @property
     def earned_cnx(self) -> float:
@@ -89,6 +91,7 @@ class FarmStatus(_View):
     earned_wei: int
     alerts: list[str]
     last_selected_chain_s: float | None = None  # the block time a farm node was last selected for a task
+    ledger: LedgerTotals = LedgerTotals()
 
     @property
     def earned_cnx(self) -> float:

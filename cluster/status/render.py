@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 from cluster.coordinator.round_state import TaskCounts
+from cluster.ledger.report import render_totals
 from cluster.status.model import WEI_PER_CNX, CoordinatorStatus, FarmStatus, WorkerView
 
 GIB = 1024**3
@@ -56,6 +57,7 @@ def render_status(status: FarmStatus) -> str:
             f"{node.stake_wei / WEI_PER_CNX:>10.2f} {node.earned_wei / WEI_PER_CNX:>11.4f}"
         )
     lines += ["", f"{render_task_counts(status.tasks)}; earned {status.earned_cnx:.4f} CNX"]
+    lines.append(render_totals(status.ledger))
     lines += ["alerts:"] + [f"  ! {alert}" for alert in status.alerts] if status.alerts else ["alerts: none"]
     return "\n".join(lines)
 
