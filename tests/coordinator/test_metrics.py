@@ -10,6 +10,7 @@ from cluster.chain.anvil import free_port
 from cluster.coordinator.metrics import FarmMetrics
 from cluster.coordinator.round_state import Outcome, Step, TaskCounts
 from cluster.failures import FailureCode
+from cluster.ledger.model import LedgerAmounts, LedgerTotals
 from cluster.protocol.cards import CardModel
 from cluster.status.model import CoordinatorStatus
 from cluster.workers.messages import WorkerInfo
@@ -69,3 +70,20 @@ def test_metrics_are_served_over_http():
     metrics.serve(port)
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
         assert 'helium_task_outcomes{outcome="paid"} 4.0' in response.read().decode()
+
+
+def test_metrics_show_the_ledger_with_earnings_net_of_gas():
+    card = LedgerAmounts(fee_wei=2 * 10**18, gas_wei=10**18 // 4, slashed_wei=400 * 10**18)
+    operator = LedgerAmounts(gas_wei=10**18 // 4)
+    ledger = LedgerTotals(farm=card + operator, by_card={"5f8cc037": card, "operator": operator})
+    metrics = FarmMetrics()
+    metrics.update(STATUS.model_copy(update={"ledger": ledger}), {}, [])
+    text = generate_latest(metrics.registry).decode()
+    for line in [
+        'helium_ledger_cnx{card="5f8cc037",kind="fee"} 2.0',
+        'helium_ledger_cnx{card="5f8cc037",kind="slashed"} 400.0',
+        'helium_ledger_cnx{card="operator",kind="gas"} 0.25',
+        'helium_ledger_cnx{card="operator",kind="payout"} 0.0',  # every kind: the dashboard sums have series
+        "helium_earned_net_of_gas_cnx 1.5",
+    ]:
+        assert line in text, line

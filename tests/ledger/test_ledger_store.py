@@ -112,3 +112,20 @@ def test_the_csv_is_exact_and_the_table_and_totals_read(tmp_path):
 def test_days_are_utc_dates_of_block_times():
     assert (day_of(DAY_1), day_of(DAY_2 - 1), day_of(DAY_2)) == ("2026-01-01", "2026-01-01", "2026-01-02")
     assert LedgerKind.GAS.value == "gas" and LedgerAmounts(fee_wei=5, gas_wei=7).net_of_gas_wei == -2
+
+
+def test_the_command_reads_a_stopped_farms_state_directory(tmp_path, capsys):
+    from cluster.__main__ import parse_command, run_command
+
+    store = LedgerStore(tmp_path / "coordinator" / "ledger.db")
+    store.note_accounts({NODE_A: "5f8cc037", OPERATOR: OPERATOR_CARD}, {"5f8cc037": "H100, 80 GB, vllm"})
+    store.add(entries())
+    store.close()
+    assert run_command(parse_command(["ledger", "--state-dir", str(tmp_path), "--csv"])) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [(r["day"], r["card"], r["account"]) for r in rows][:2] == [
+        ("2026-01-01", "5f8cc037", ""), ("2026-01-01", "operator", "")
+    ]  # fmt: skip
+    assert run_command(parse_command(["ledger", "--state-dir", str(tmp_path), "--accounts"])) == 0
+    assert NODE_A in capsys.readouterr().out
+    assert run_command(parse_command(["ledger", "--state-dir", str(tmp_path / "elsewhere")])) == 1
