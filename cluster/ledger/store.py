@@ -104,6 +104,9 @@ class LedgerStore:
     def add(self, entries: Iterable[Entry], *, receipts_row: int | None = None) -> int:
         """Add the entries not added before, in one transaction (with the receipts' watermark, if given);
         returns how many were new."""
+        entries = list(entries)
+        if not entries and receipts_row is None:
+            return 0  # nothing to write: no transaction (each is a write to the disk)
         num_new = 0
         with self._lock:
             self._db.execute("BEGIN")
