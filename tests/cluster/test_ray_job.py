@@ -40,6 +40,9 @@ RAY = str(Path(sys.executable).with_name("ray"))
 Account.enable_unaudited_hdwallet_features()
 APP = Account.from_mnemonic(DEV_MNEMONIC, account_path="m/44'/60'/0'/0/14")
 FUNDER = Account.from_mnemonic(DEV_MNEMONIC, account_path="m/44'/60'/0'/0/15")
+# The cpu-devnet rig's first card model alone: the three places a GPT task needs (six workers cost the
+# suite a quarter of a minute more and show nothing more here)
+ONE_CARD_MODEL = "rig.virtual_gpus=[{card_name:'Devnet Virtual Card A',vram_gb:8,count:3}]"
 
 
 def ray_cli(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -51,7 +54,7 @@ def ray_head(tmp_path):
     """A Ray head on loopback with the cpu-devnet rig's card resources, as an operator would start it;
     in the foreground (``--block``), so that its processes are its own and stopped with it."""
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        config = load_config(compose(config_name="config"))
+        config = load_config(compose(config_name="config", overrides=[ONE_CARD_MODEL]))
     resources = rig_ray_resources(config.rig, config.engine)
     temp_dir = Path(f"/tmp/rj-{secrets.token_hex(3)}")  # short: Ray's socket paths have a length limit
     dashboard_port = free_port()
@@ -138,8 +141,9 @@ def test_ray_job_submit_runs_the_cluster_and_serves_a_task(ray_head, w3, anvil, 
     with RunningRelay(relay_config) as relay:
         runtime_env = {"env_vars": {"HELIUM_OPERATOR_MNEMONIC": mnemonic, "HF_HUB_OFFLINE": "1"}}
         entrypoint = [
-            sys.executable, "-m", "cluster", "rig=cpu-devnet", f"network.chain.rpc_url={anvil.rpc_url}",
-            f"network.relay_url={relay.url}", f"network.chain.deployment_file={tmp_path / 'deployment.json'}",
+            sys.executable, "-m", "cluster", "rig=cpu-devnet", ONE_CARD_MODEL,
+            f"network.chain.rpc_url={anvil.rpc_url}", f"network.relay_url={relay.url}",
+            f"network.chain.deployment_file={tmp_path / 'deployment.json'}",
             f"state_dir={tmp_path / 'state'}", f"rig.model_cache_dir={tmp_path / 'hub'}", "metrics_port=0",
             f"engine.reference_model={models['gpt']}",
         ]  # fmt: skip
