@@ -20,6 +20,7 @@ from eth_account import Account
 from cluster.chain.accounts import OperatorKeys
 from cluster.coordinator.round_state import Outcome
 from cluster.status.model import CoordinatorStatus
+from tests.coordinator import crash_runner
 from tests.coordinator.crash_runner import CRASH_EXIT_CODE
 from tests.coordinator.factories import CARD, FUNDER, create_task, endpoints, gpt_args, upload
 
@@ -48,14 +49,15 @@ def test_a_killed_coordinator_resumes_every_task_without_a_slash(
     _, mnemonic = Account.create_with_mnemonic()
     operator = OperatorKeys.from_mnemonic(mnemonic).operator.address
     w3.eth.send_transaction({"from": FUNDER.address, "to": operator, "value": 5_000 * 10**18})
-    # the nodes must exist before the task is created, so a first process joins them and exits
+    # the nodes must exist before the task is created, so a first coordinator joins them and stops (in this
+    # process: only the two after it need to be processes of their own, one to die)
     config = {
         "endpoints": endpoints(anvil.rpc_url, deployment, relay.url).model_dump(),
         "state_dir": str(tmp_path / "state"), "cards": [CARD.join_args] * 3,
         "mnemonic": mnemonic, "task_ids": [], "timeout_s": 60,
     }  # fmt: skip
-    joined = run_coordinator(config, tmp_path / "join.json")
-    assert joined.returncode == 0, joined.stderr[-2000:]
+    (tmp_path / "join.json").write_text(json.dumps(config))
+    assert crash_runner.main(str(tmp_path / "join.json")) == 0
 
     args = gpt_args(tiny_lm_dir, seed=7)
     task_id = create_task(w3, deployment, args)
