@@ -5,6 +5,7 @@ A mistake in a rig file or an override fails here with the option's full name, n
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from omegaconf import DictConfig, OmegaConf
@@ -96,6 +97,23 @@ class OperatorConfig(_Section):
     mnemonic_env: str
     keystore_path: str | None
     keystore_password_env: str
+    # The farm's money (docs/operations.md, "The operator's money"): where earnings go, what each node
+    # account keeps for its gas, when the operator account is low.
+    payout_address: str | None = None  # earnings are swept here; null: no sweeps, `payout` refuses
+    sweep_threshold_cnx: float = Field(default=1.0, ge=0)  # a scheduled sweep waits for this much
+    sweep_every_s: float = Field(default=86_400.0, ge=0)  # the sweep schedule; 0: only on demand
+    gas_reserve_cnx: float = Field(default=0.1, ge=0)  # each node account keeps this for its gas, or
+    gas_reserve_rounds: int = Field(default=0, ge=0)  # this many rounds' gas at the gas price, if more
+    operator_low_cnx: float | None = Field(default=None, ge=0)  # alert below; null: a top-up of each node
+
+    @model_validator(mode="after")
+    def _payout_address(self) -> OperatorConfig:
+        address = self.payout_address
+        if address is not None and not re.fullmatch(r"0x[0-9a-fA-F]{40}", address):
+            raise ValueError(
+                f"network.operator.payout_address={address!r} is not a 0x-prefixed 20-byte address"
+            )
+        return self
 
 
 class NetworkConfig(_Section):

@@ -1,7 +1,8 @@
 """What a failure means, decided once for the whole product: try again, stop, or blame the task.
 
 - ``TRANSIENT``: the moment's (a chain node or the relay unreachable, a transaction not mined yet, a
-  deadline the chain has not reached yet, a full disk the operator will free). Retried with backoff while
+  deadline the chain has not reached yet, a full disk the operator will free, an account without the
+  funds for its gas, which the operator account tops up). Retried with backoff while
   the work's own deadline allows.
 - ``TASK_FAULT``: the task is at fault (arguments that fail validation, a model that cannot run them):
   reported as the task's error, never retried.
@@ -46,6 +47,10 @@ from cluster.relay import RelayNotReady, RelayRefused
 TRANSIENT_REVERTS = frozenset({"DeadlineNotPassed", "ArgumentsWaitNotPassed"})
 # A disk that is full (or over its quota) is the operator's to fix: the work waits for the space.
 DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+# How chain nodes refuse a transaction its account cannot pay for (geth: "insufficient funds for gas *
+# price + value", anvil: "Insufficient funds for gas * price + value"). The operator's to fix, like a full
+# disk: the farm tops the account up (cluster/coordinator/funds) and the step is tried again.
+INSUFFICIENT_FUNDS_PHRASES = ("insufficient funds", "insufficient balance")
 
 
 class Failure(Enum):
@@ -71,6 +76,7 @@ class FailureCode(StrEnum):
     MODEL_NOT_AVAILABLE = "model_not_available"  # ... because its model could not be fetched
     ENGINE_FAILED = "engine_failed"  # ... because the engine kept failing (memory, a driver, a lost worker)
     CONTRACT_REVERT = "contract_revert"  # the chain refused a transaction of the round
+    INSUFFICIENT_FUNDS = "insufficient_funds"  # its node account could not pay the gas (the round waited)
     RELAY_REFUSED = "relay_refused"  # the relay refused a request (4xx)
     TASK_FAULT = "task_fault"  # a task error raised where a report was not possible
     INTERNAL = "internal"  # a bug: the traceback is in the log
@@ -106,6 +112,11 @@ def is_disk_full(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS
 
 
+def is_insufficient_funds(exc: BaseException) -> bool:
+    """The chain node refused a transaction because its account cannot pay its gas (and value)."""
+    return isinstance(exc, RpcError) and exc.message_has(*INSUFFICIENT_FUNDS_PHRASES)
+
+
 def classify(exc: BaseException) -> Failure:
     if isinstance(exc, TaskExecutionError):  # the taxonomy says: RETRY is the moment's, REPORT the task's
         return Failure.TRANSIENT if exc.action is ErrorAction.RETRY else Failure.TASK_FAULT
@@ -139,4 +150,6 @@ def failure_code(exc: BaseException) -> FailureCode:
         return FailureCode.CONTRACT_REVERT
     if isinstance(exc, RelayRefused):
         return FailureCode.RELAY_REFUSED
+    if is_insufficient_funds(exc):
+        return FailureCode.INSUFFICIENT_FUNDS
     return FailureCode.INTERNAL

@@ -220,6 +220,21 @@ class TxJournal:
             )  # fmt: skip
         return receipts
 
+    def with_prefix(self, key_prefix: str) -> list[JournalEntry]:
+        """Rows whose key starts with ``key_prefix`` ("sweep:0xab..:"), read as a range of the key's index
+        (the journal holds every transaction the farm ever sent: no scan)."""
+        upper = key_prefix[:-1] + chr(ord(key_prefix[-1]) + 1)
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM tx_journal WHERE key >= ? AND key < ? ORDER BY key", (key_prefix, upper)
+            ).fetchall()
+        return [_entry(r) for r in rows]
+
+    def last_receipt_row(self) -> int:
+        """The rowid of the last receipt met: given to ``paid_receipts_after``, the receipts met since."""
+        with self._lock:
+            return int(self._db.execute("SELECT COALESCE(MAX(rowid), 0) FROM tx_receipts").fetchone()[0])
+
     def most_gas_used(self, key_prefix: str) -> int:
         """The most gas a mined transaction whose key starts with ``key_prefix`` used (0: none yet)."""
         with self._lock:

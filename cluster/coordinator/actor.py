@@ -19,6 +19,7 @@ from cluster.chain.accounts import OperatorKeys
 from cluster.chain.contracts import NodeStatus
 from cluster.config import ChainEndpoints, ClusterConfig
 from cluster.coordinator.coordinator import Coordinator, CoordinatorSettings
+from cluster.coordinator.funds.settings import FundsSettings
 from cluster.coordinator.metrics import FarmMetrics
 from cluster.coordinator.scheduling.pool import WorkerPool
 from cluster.coordinator.scheduling.reference_check import check_card_model, reference_tasks
@@ -26,7 +27,7 @@ from cluster.failures import Failure, classify
 from cluster.ledger.model import LedgerReport
 from cluster.protocol.cards import CardModel
 from cluster.status.collect import collect_status
-from cluster.status.model import CoordinatorStatus, FarmStatus
+from cluster.status.model import CoordinatorStatus, FarmStatus, PayoutReport
 
 log = logging.getLogger(__name__)
 ACTOR_NAME = "helium-coordinator"
@@ -58,6 +59,7 @@ class CoordinatorService:
             settings = CoordinatorSettings(
                 endpoints=self.endpoints, state_dir=state_dir_of(self.config), cards=cards,
                 guard_own_results=self.config.guard_own_results,
+                funds=FundsSettings.of(self.config.network.operator),
             )  # fmt: skip
             keys = OperatorKeys.from_mnemonic_source(env=self.config.network.operator.mnemonic_env)
             self.coordinator = Coordinator(settings, keys, self.pool)
@@ -135,6 +137,18 @@ class CoordinatorService:
         coordinator = await self.ensure_started()
         return coordinator.ledger.store.report(by_account=by_account, since_day=since_day)
 
+    async def payout(self, *, is_dry_run: bool = False) -> PayoutReport:
+        coordinator = await self.ensure_started()
+        return await coordinator.funds.payout(is_dry_run=is_dry_run)
+
+    async def retire(self, card_key: str | None) -> list[str]:
+        """Retire the node accounts of one card model (its key or a prefix), or all with None; the
+        accounts newly marked. Their progress shows in the status."""
+        coordinator = await self.ensure_started()
+        nodes = coordinator.nodes
+        accounts = nodes.accounts if card_key is None else nodes.of_card(nodes.card_named(card_key))
+        return coordinator.funds.retire(accounts)
+
     async def stop(self, *, quit: bool = False, timeout_s: float = 120.0) -> CoordinatorStatus | None:
         """Stop gracefully (the nodes paused, running tasks finished, quit if asked); the farm as it was
         left, or None when it was not running."""
@@ -197,6 +211,12 @@ class CoordinatorActor:
 
     async def ledger(self, *, by_account: bool = False, since_day: str = "") -> LedgerReport:
         return await self.service.ledger(by_account=by_account, since_day=since_day)
+
+    async def payout(self, is_dry_run: bool = False) -> PayoutReport:
+        return await self.service.payout(is_dry_run=is_dry_run)
+
+    async def retire(self, card_key: str | None) -> list[str]:
+        return await self.service.retire(card_key)
 
     async def stop(self, quit: bool = False) -> CoordinatorStatus | None:
         self._boot.cancel()

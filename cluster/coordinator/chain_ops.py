@@ -15,6 +15,7 @@ is refunded.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +49,9 @@ STEP_GAS_FLOORS = {
 # refunded.
 LIFECYCLE_GAS_FLOOR = 1_500_000
 GAS_HEADROOM = 1.5  # over the most gas a step was seen to use
+# Called before a node account signs: (its address, the gas limit, the value) -> returns once the account
+# can pay them (cluster/coordinator/funds/gas.py tops it up first when it could not).
+GasGate = Callable[[str, int, int], Awaitable[None]]
 
 
 class StepGas:
@@ -87,6 +91,7 @@ class ChainOps:
         self.step_gas = StepGas(sender.journal)
         self._steps = CallEncoder(self.task.address, load_artifact("Task").abi, STEP_GAS_FLOORS)
         self._views = CallEncoder(self.node.address, load_artifact("Node").abi, ["nodeStatus"])
+        self.gas_gate: GasGate | None = None  # set by the coordinator's funds once balances are known
 
     # -- reads --------------------------------------------------------------------------------------------
 
@@ -118,6 +123,26 @@ class ChainOps:
 
     async def balance(self, address: str) -> int:
         return hex_int(await self.sender.rpc.call("eth_getBalance", [address, "latest"]))
+
+    async def credits(self, contract: str, address: str) -> int:
+        """What ``contract`` ("Node" or "Task": both are Payouts) holds for ``address`` after it refused a
+        payment."""
+        return int(await self._payouts(contract).functions.credits(address).call())
+
+    # -- the operator's money (cluster/coordinator/funds) --------------------------------------------------
+
+    async def top_up(self, operator: LocalAccount, node: str, amount_wei: int, number: int) -> SentTx:
+        """The node's ``number``-th top-up of gas money from the operator account."""
+        return await self._send(operator, TxRequest(to=node, value_wei=amount_wei), f"topup:{node}:{number}")
+
+    async def withdraw(self, account: LocalAccount, contract: str, generation: int) -> SentTx:
+        """Pull the account's credit out of ``contract`` (estimated: a withdrawal with no credit reverts
+        unsent)."""
+        request = TxRequest.call(self._payouts(contract), "withdraw")
+        return await self._send(account, request, f"withdraw:{contract}:{account.address}:{generation}")
+
+    def _payouts(self, contract: str) -> Any:
+        return {"Node": self.node, "Task": self.task}[contract]
 
     # -- node lifecycle -----------------------------------------------------------------------------------
 
@@ -185,6 +210,9 @@ class ChainOps:
         return await self._send(account, request, f"cancel:task={task_id}:by={account.address}")
 
     async def _send(self, account: LocalAccount, request: TxRequest, key: str) -> SentTx:
+        if self.gas_gate is not None:  # an estimated call is signed with at least the life-cycle floor
+            gas = request.gas or max(request.gas_floor, LIFECYCLE_GAS_FLOOR)
+            await self.gas_gate(account.address, gas, request.value_wei)
         return await self.sender.send(account, request, key=key)
 
     async def _step(self, account: LocalAccount, method: str, args: tuple[Any, ...], key: str) -> SentTx:
@@ -192,6 +220,8 @@ class ChainOps:
         request = TxRequest(
             self.task.address, self._steps.encode(method, args), gas=self.step_gas.limit(method)
         )
+        if self.gas_gate is not None:
+            await self.gas_gate(account.address, request.gas or 0, 0)
         sent = await self.sender.send(account, request, key=key)
         self.step_gas.saw(method, sent.gas_used)
         return sent

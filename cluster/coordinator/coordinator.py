@@ -34,6 +34,8 @@ from cluster.config import ChainEndpoints
 from cluster.coordinator.chain_ops import ChainOps, abis
 from cluster.coordinator.chain_watch import ChainWatch
 from cluster.coordinator.clock import ChainClock
+from cluster.coordinator.funds.funds import Funds
+from cluster.coordinator.funds.settings import FundsSettings
 from cluster.coordinator.nodes import NodeAccount, NodeSet, bring_up, pause_all, quit_all
 from cluster.coordinator.round_state import NodeTask, Step
 from cluster.coordinator.rounds import RoundDriver
@@ -41,7 +43,7 @@ from cluster.coordinator.scheduling.runner import JobRunner
 from cluster.coordinator.store import RoundStore
 from cluster.coordinator.timeline import RoundTimeline
 from cluster.failpoints import NO_FAILPOINTS, Failpoints
-from cluster.failures import Failure, classify, failure_code, is_disk_full
+from cluster.failures import Failure, classify, failure_code, is_disk_full, is_insufficient_funds
 from cluster.ledger.follow import open_ledger
 from cluster.protocol.cards import CardModel
 from cluster.status.model import CoordinatorStatus
@@ -59,6 +61,7 @@ class CoordinatorSettings:
     poll_interval_s: float = 0.5
     guard_own_results: bool = True
     sender: SenderConfig = field(default_factory=SenderConfig)
+    funds: FundsSettings = field(default_factory=FundsSettings)  # gas reserve, payout address, sweeps
     failpoints: Failpoints = NO_FAILPOINTS
 
 
@@ -115,23 +118,28 @@ class Coordinator:
             failpoints=self.settings.failpoints, timeline=self.timeline,
         )  # fmt: skip
         self.clock.observe_block(await self.ops.latest_block_time_s())
+        # The operator's money: balances read once, then kept from receipts and fee events (funds/).
+        self.funds = Funds(
+            self.settings.funds, self.ops, self.store, self.nodes, self.keys.operator, state,
+            failpoints=self.settings.failpoints,
+        )  # fmt: skip
+        await self.funds.start()
         self._started = True
 
     async def join_nodes(self, accounts: Sequence[NodeAccount] | None = None) -> dict[str, NodeStatus]:
-        """Bring the accounts up (all by default): joined or resumed, or kept paused if their card is."""
-        chosen = self.nodes.accounts if accounts is None else accounts
+        """Bring the accounts up (all by default): joined or resumed, or kept paused if their card is.
+        Retiring accounts are left alone (``retire``)."""
+        chosen = [a for a in (self.nodes.accounts if accounts is None else accounts)
+                  if not self.funds.is_retiring(a.address)]  # fmt: skip
         paused = self.store.paused_cards()
         return await bring_up(
-            self.ops, self.keys.operator, chosen, paused, failpoints=self.settings.failpoints
-        )
+            self.ops, self.keys.operator, chosen, paused, failpoints=self.settings.failpoints,
+            gas_reserve_wei=await self.funds.gas.reserve_wei(),
+        )  # fmt: skip
 
     async def resume_card(self, key_text: str) -> dict[str, NodeStatus]:
         """Lift the guard's pause of a card model (its key or a prefix) and resume its nodes."""
-        matching = [card for card in self.nodes.cards if card.matches(key_text)]
-        if len(matching) != 1:
-            known = ", ".join(card.describe() for card in self.nodes.cards)
-            raise KeyError(f"{key_text!r} names {len(matching)} of this farm's card models: {known}")
-        card = matching[0]
+        card = self.nodes.card_named(key_text)
         if self.store.resume_card(card.key):
             log.warning("[coordinator] pause lifted card=%s", card.describe())
         return await self.join_nodes(self.nodes.of_card(card))
@@ -169,6 +177,7 @@ class Coordinator:
 
         async def apply(events: list[ChainEvent]) -> None:
             changed.update(((t.task_id, t.round), t) for t in self.watch.apply(events))
+            self.funds.observe(events)  # the fees paid to the farm's nodes
             self.ledger.note_block_times(events)  # the receipts' days, without a block read each
 
         await self.reader.poll(apply)
@@ -178,6 +187,7 @@ class Coordinator:
         for key, event in self._wakeups.items():  # deadlines move with chain time: let every runner look
             if key in self._runners:
                 event.set()
+        await self.funds.tick()  # top-ups, the sweep schedule, retirements
         self.ledger.kick()  # in the background: accounting never holds back a round
 
     async def stop(
@@ -202,6 +212,7 @@ class Coordinator:
         await asyncio.gather(*self._runners.values(), return_exceptions=True)
         self._runners.clear()
         if self._started:
+            await self.funds.close()
             await self.sender.aclose()
             await self._http.aclose()
             await self.ledger.aclose()
@@ -228,6 +239,7 @@ class Coordinator:
                 moved = await self.driver.advance(task)
                 backoff_s = RETRY_BACKOFF_S[0]
                 self._waiting_for_disk.discard(key)
+                self.funds.round_moved(task)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -235,6 +247,8 @@ class Coordinator:
                 if classify(exc) is Failure.TRANSIENT:
                     if is_disk_full(exc):  # the operator's to fix: the round keeps its place and waits
                         self._waiting_for_disk.add(key)
+                    elif is_insufficient_funds(exc):  # ... as for a node account that cannot pay its gas
+                        self.funds.round_waits_for_gas(task)
                     log.warning("[coordinator] step failed, retrying task=%d round=%d step=%s error=%r",
                                 *key, task.step, exc)  # fmt: skip
                     await asyncio.sleep(backoff_s)
@@ -271,6 +285,8 @@ class Coordinator:
             )
         if self._poll_failure is not None:
             alerts.append(f"following the chain fails: {self._poll_failure}")
+        funds = self.funds.status()
+        alerts += self.funds.alerts(funds)
         if self.ledger.failure is not None:
             alerts.append(f"the ledger is not kept up: {self.ledger.failure}")
         return CoordinatorStatus(
@@ -281,5 +297,6 @@ class Coordinator:
             num_rounds_waiting_for_disk=len(self._waiting_for_disk),
             paused_cards=[key.hex() for key in paused],
             alerts=alerts,
+            funds=funds,
             ledger=self.ledger.totals(),
         )

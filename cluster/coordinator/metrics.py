@@ -14,7 +14,7 @@ from cluster.chain.contracts import NodeStatus
 from cluster.coordinator.round_state import Outcome, Step
 from cluster.failures import FailureCode
 from cluster.ledger.model import WEI_PER_CNX, LedgerKind
-from cluster.status.model import CoordinatorStatus, FarmStatus
+from cluster.status.model import CoordinatorStatus, FarmStatus, FundsView
 from cluster.workers.messages import WorkerInfo
 
 
@@ -106,6 +106,25 @@ class FarmMetrics:
             "helium_earned_net_of_gas_cnx", "Fees and compensations earned less the gas paid, in CNX",
             registry=r,
         )  # fmt: skip
+        # The operator's money (cluster/coordinator/funds): the account that pays the nodes' gas.
+        self.operator_balance = Gauge(
+            "helium_operator_balance_cnx", "The operator account's balance, which tops up the nodes' gas",
+            registry=r,
+        )  # fmt: skip
+        self.operator_low = Gauge(
+            "helium_operator_low_balance_cnx", "Below this the operator account is low (network.operator)",
+            registry=r,
+        )  # fmt: skip
+        self.waiting_for_gas = Gauge(
+            "helium_rounds_waiting_for_gas", "Task rounds whose node account could not pay its gas",
+            registry=r,
+        )  # fmt: skip
+        self.topups = Gauge(
+            "helium_gas_topups", "Top-ups of node accounts mined since the coordinator started", registry=r
+        )
+        self.retiring = Gauge(
+            "helium_node_accounts_retiring", "Node accounts being retired, by phase", ["phase"], registry=r
+        )
 
     def serve(self, port: int) -> None:
         start_http_server(port, registry=self.registry)
@@ -129,6 +148,8 @@ class FarmMetrics:
             for kind in LedgerKind:  # every kind, an empty one as 0: the dashboard's sums have series
                 self.ledger.labels(card, kind.value).set(amounts[kind] / WEI_PER_CNX)
         self.net_of_gas.set(status.ledger.farm.net_of_gas_wei / WEI_PER_CNX)
+        if status.funds is not None:
+            self._update_funds(status.funds)
         for node, score in qos.items():
             self.qos.labels(node).set(score)
         for worker in workers:
@@ -139,6 +160,15 @@ class FarmMetrics:
                 self.gpu_utilization.labels(worker.worker_id).set(worker.gpu_utilization)
             if worker.gpu_memory_used_bytes is not None:
                 self.gpu_memory.labels(worker.worker_id).set(worker.gpu_memory_used_bytes)
+
+    def _update_funds(self, funds: FundsView) -> None:
+        if funds.operator_balance_wei is not None:
+            self.operator_balance.set(funds.operator_balance_wei / WEI_PER_CNX)
+        self.operator_low.set(funds.operator_low_wei / WEI_PER_CNX)
+        self.waiting_for_gas.set(funds.num_rounds_waiting_for_gas)
+        self.topups.set(funds.num_topups)
+        for phase, count in funds.retiring.items():
+            self.retiring.labels(phase).set(count)
 
     def update_farm(self, farm: FarmStatus) -> None:
         by_status = {status.name.lower(): 0 for status in NodeStatus}

@@ -25,7 +25,7 @@ from cluster.protocol.cards import CardModel
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-GAS_RESERVE_WEI = 10**17  # what a node keeps for the gas of its task transactions (0.1 CNX)
+GAS_RESERVE_WEI = 10**17  # what a node keeps for its gas by default (funds/ keeps it so afterwards)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +65,14 @@ class NodeSet:
     def of_card(self, card: CardModel) -> list[NodeAccount]:
         return [node for node in self.accounts if node.card == card]
 
+    def card_named(self, key_text: str) -> CardModel:
+        """The farm's one card model whose key is ``key_text`` or starts with it; KeyError otherwise."""
+        matching = [card for card in self.cards if card.matches(key_text)]
+        if len(matching) != 1:
+            known = ", ".join(card.describe() for card in self.cards)
+            raise KeyError(f"{key_text!r} names {len(matching)} of this farm's card models: {known}")
+        return matching[0]
+
 
 # Node accounts brought up at once: a farm of a thousand accounts joins in a minute, not one after another.
 # The sender gives concurrent sends of one account consecutive nonces (the operator funds them all).
@@ -78,6 +86,7 @@ async def bring_up(
     paused_cards: Collection[bytes] = (),
     *,
     failpoints: Failpoints = NO_FAILPOINTS,
+    gas_reserve_wei: int = GAS_RESERVE_WEI,
 ) -> dict[str, NodeStatus]:
     """Fund, join or resume every account, or pause those of a paused card model; each node's status after.
 
@@ -88,7 +97,9 @@ async def bring_up(
 
     async def one(node: NodeAccount) -> tuple[str, NodeStatus]:
         is_paused = node.card.key in paused_cards
-        return node.address, await _bring_up_one(ops, operator, node, stake_wei, is_paused, failpoints)
+        return node.address, await _bring_up_one(
+            ops, operator, node, stake_wei, gas_reserve_wei, is_paused, failpoints
+        )
 
     return dict(await _for_each(accounts, one))
 
@@ -98,6 +109,7 @@ async def _bring_up_one(
     operator: LocalAccount,
     node: NodeAccount,
     stake_wei: int,
+    gas_reserve_wei: int,
     is_paused: bool,
     failpoints: Failpoints,
 ) -> NodeStatus:
@@ -109,7 +121,7 @@ async def _bring_up_one(
             await ops.pause(node.account, generation)
             log.warning("[coordinator] node kept paused node=%s card=%s", address, node.card.short_id)
     elif status is NodeStatus.QUIT:
-        needed = stake_wei + GAS_RESERVE_WEI
+        needed = stake_wei + gas_reserve_wei
         balance = await ops.balance(address)
         if balance < needed:
             await ops.fund(operator, address, needed - balance, generation)

@@ -55,6 +55,7 @@ async def collect_status(
         alerts=_alerts(cards, nodes, own, [c for c in pool.card_models() if c not in joined]),
         last_selected_chain_s=store.last_selected_chain_s(),
         ledger=own.ledger,
+        funds=own.funds,
     )
 
 
@@ -87,6 +88,14 @@ async def _worker_view(worker_id: str, info: WorkerInfo | None, namespace: str) 
     )  # fmt: skip
 
 
+def _status_name(coordinator: Coordinator, address: str, status: NodeStatus) -> str:
+    """The status on chain, lower case; "retired" for an account the operator retired that has quit (out
+    of the network on purpose: no alert)."""
+    if status is NodeStatus.QUIT and coordinator.funds.is_retiring(address):
+        return "retired"
+    return status.name.lower()
+
+
 async def _node_view(coordinator: Coordinator, address: str, card: CardModel, earned_wei: int) -> NodeView:
     ops = coordinator.ops
     status, qos, info = await asyncio.gather(
@@ -95,7 +104,8 @@ async def _node_view(coordinator: Coordinator, address: str, card: CardModel, ea
     names = [c["name"] for c in ops.node.functions.nodeInfo(address).abi["outputs"][0]["components"]]
     stake_wei = int(dict(zip(names, info, strict=True))["stake"])
     return NodeView(
-        address=address, card_short_id=card.short_id, status=status.name.lower(), qos_score=int(qos),
+        address=address, card_short_id=card.short_id, status=_status_name(coordinator, address, status),
+        qos_score=int(qos),
         stake_wei=stake_wei, earned_wei=earned_wei,
     )  # fmt: skip
 

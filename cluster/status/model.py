@@ -65,6 +65,49 @@ class Endpoints(_View):
     contracts: dict[str, str]
 
 
+class FundsView(_View):
+    """The farm's money as the coordinator keeps it (cluster/coordinator/funds): gas, sweeps, retirement."""
+
+    operator: str  # the operator account, which pays the node accounts' top-ups
+    operator_balance_wei: int | None
+    operator_low_wei: int  # below this the operator account is low (an alert)
+    gas_reserve_wei: int  # what each node account keeps for its gas
+    num_topups: int = 0  # top-ups mined since the coordinator started
+    num_rounds_waiting_for_gas: int = 0  # rounds whose node could not pay its gas: they wait for a top-up
+    payout_address: str | None = None
+    last_sweep_s: float | None = None  # Unix time of the last scheduled or asked-for sweep
+    retiring: dict[str, int] = {}  # node accounts by retirement phase (pausing, draining, ..., retired)
+
+    @property
+    def is_operator_low(self) -> bool:
+        return self.operator_balance_wei is not None and self.operator_balance_wei < self.operator_low_wei
+
+
+class SweepLine(_View):
+    """One account's sweep: what went (or would go) to the payout address."""
+
+    node: str
+    balance_wei: int  # before the sweep (after any withdrawal)
+    amount_wei: int  # swept, or to be swept on a dry run; 0: nothing worth its gas above the reserve
+    withdrawn_wei: int = 0  # credits pulled out of the contracts first (or to be, on a dry run)
+    tx_hash: str | None = None
+    error: str | None = None  # this account failed; the others went on
+
+
+class PayoutReport(_View):
+    payout_address: str
+    is_dry_run: bool
+    lines: list[SweepLine]
+
+    @property
+    def total_wei(self) -> int:
+        return sum(line.amount_wei for line in self.lines)
+
+    @property
+    def errors(self) -> list[SweepLine]:
+        return [line for line in self.lines if line.error is not None]
+
+
 class CoordinatorStatus(_View):
     """What the coordinator knows from its own state, cheaply: the periodic line and the metrics."""
 
@@ -76,6 +119,7 @@ class CoordinatorStatus(_View):
     paused_cards: list[str]  # card model keys (hex) the card guard paused
     alerts: list[str]
     reference_checks: dict[str, str] = {}  # card short id -> the reference check's message
+    funds: FundsView | None = None  # the operator's money: gas, sweeps, retirement
     ledger: LedgerTotals = LedgerTotals()  # fees, gas, slashes, top-ups, payouts by card (cluster/ledger)
 
     @property
@@ -91,6 +135,7 @@ class FarmStatus(_View):
     earned_wei: int
     alerts: list[str]
     last_selected_chain_s: float | None = None  # the block time a farm node was last selected for a task
+    funds: FundsView | None = None
     ledger: LedgerTotals = LedgerTotals()
 
     @property

@@ -7,7 +7,14 @@ import time
 
 from cluster.coordinator.round_state import TaskCounts
 from cluster.ledger.report import render_totals
-from cluster.status.model import WEI_PER_CNX, CoordinatorStatus, FarmStatus, WorkerView
+from cluster.status.model import (
+    WEI_PER_CNX,
+    CoordinatorStatus,
+    FarmStatus,
+    FundsView,
+    PayoutReport,
+    WorkerView,
+)
 
 GIB = 1024**3
 
@@ -58,7 +65,46 @@ def render_status(status: FarmStatus) -> str:
         )
     lines += ["", f"{render_task_counts(status.tasks)}; earned {status.earned_cnx:.4f} CNX"]
     lines.append(render_totals(status.ledger))
+    if status.funds is not None:
+        lines += render_funds(status.funds)
     lines += ["alerts:"] + [f"  ! {alert}" for alert in status.alerts] if status.alerts else ["alerts: none"]
+    return "\n".join(lines)
+
+
+def render_funds(funds: FundsView) -> list[str]:
+    """The operator's money: the account that pays the gas, the reserve, the payout address, retirements."""
+    balance = "?" if funds.operator_balance_wei is None else f"{funds.operator_balance_wei / WEI_PER_CNX:.4f}"
+    low = "  LOW" if funds.is_operator_low else ""
+    payout = funds.payout_address or "none (network.operator.payout_address)"
+    last = time.strftime("%Y-%m-%d %H:%M", time.gmtime(funds.last_sweep_s)) if funds.last_sweep_s else "never"
+    lines = [
+        f"operator account {funds.operator}: {balance} CNX (alert below "
+        f"{funds.operator_low_wei / WEI_PER_CNX:.4f}){low}; {funds.num_topups} top-up(s) since start",
+        f"gas reserve per node account {funds.gas_reserve_wei / WEI_PER_CNX:.4f} CNX; payout to {payout}, "
+        f"last sweep {last}",
+    ]
+    if funds.retiring:
+        phases = ", ".join(f"{phase}={n}" for phase, n in sorted(funds.retiring.items()))
+        lines.append(f"retiring node accounts: {phases}")
+    return lines
+
+
+def render_payout(report: PayoutReport) -> str:
+    """``python -m cluster payout``: one line per account that had something to sweep, and the total."""
+    verb = "would sweep" if report.is_dry_run else "swept"
+    lines = []
+    for line in report.lines:
+        if line.error is not None:
+            lines.append(f"  {line.node}  FAILED: {line.error}")
+        elif line.amount_wei > 0:
+            credit = f" (credits {line.withdrawn_wei / WEI_PER_CNX:.6f} CNX)" if line.withdrawn_wei else ""
+            tx = f" tx {line.tx_hash}" if line.tx_hash else ""
+            lines.append(f"  {line.node}  {line.amount_wei / WEI_PER_CNX:.6f} CNX{credit}{tx}")
+    num_swept = sum(line.amount_wei > 0 for line in report.lines)
+    lines.append(
+        f"{verb} {report.total_wei / WEI_PER_CNX:.6f} CNX from {num_swept} of {len(report.lines)} node "
+        f"account(s) to {report.payout_address}; {len(report.errors)} failed"
+    )
     return "\n".join(lines)
 
 

@@ -4,7 +4,9 @@ Runs the coordinator (its nodes brought up, as every start does) until every row
 done, or, when ``crash_at`` names a checkpoint (``Failpoints.checkpoint``: of a round in
 cluster.coordinator.rounds, or of a node's bring-up in cluster.coordinator.nodes), dies the
 ``crash_after``-th time it is reached with ``os._exit(137)``: no finally blocks, no flush, no goodbye,
-as a killed process dies.
+as a killed process dies. With ``payout`` ("sweep" or "dry-run") it sweeps the node accounts to
+``funds.payout_address`` instead of waiting for tasks, as ``python -m cluster payout`` does, and prints
+the report.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 from cluster.chain.accounts import OperatorKeys
 from cluster.config import ChainEndpoints
 from cluster.coordinator.coordinator import Coordinator, CoordinatorSettings
+from cluster.coordinator.funds.settings import FundsSettings
 from cluster.coordinator.round_state import Step
 from cluster.failpoints import Failpoints
 from cluster.protocol.cards import CardModel
@@ -42,10 +45,24 @@ def main(config_path: str) -> int:
     settings = CoordinatorSettings(
         endpoints=ChainEndpoints.model_validate(config["endpoints"]), state_dir=Path(config["state_dir"]),
         cards=[CardModel(*c) for c in config["cards"]], poll_interval_s=0.05, sender=FAST,
-        failpoints=Failpoints(checkpoint=checkpoint),
+        failpoints=Failpoints(checkpoint=checkpoint), funds=FundsSettings(**config.get("funds", {})),
     )  # fmt: skip
     keys = OperatorKeys.from_mnemonic(config["mnemonic"])
+    if config.get("payout"):
+        return asyncio.run(_payout(settings, keys, is_dry_run=config["payout"] == "dry-run"))
     return asyncio.run(_run(settings, keys, config["task_ids"], config["timeout_s"]))
+
+
+async def _payout(settings: CoordinatorSettings, keys: OperatorKeys, *, is_dry_run: bool) -> int:
+    coordinator = Coordinator(settings, keys, LocalJobRunner(settings.state_dir / "hub-cache"))
+    await coordinator.start()
+    try:
+        await coordinator.join_nodes()
+        report = await coordinator.funds.payout(is_dry_run=is_dry_run)
+        print(report.model_dump_json())
+        return 1 if report.errors else 0
+    finally:
+        await coordinator.close()
 
 
 async def _run(

@@ -14,7 +14,14 @@ from cluster.chain.revert import ContractRevert
 from cluster.chain.rpc import RpcError, TransientRpcError
 from cluster.chain.tx_types import TxTimeout
 from cluster.coordinator.scheduling.runner import JobDeadlineExceeded
-from cluster.failures import ArgumentsMismatch, Failure, FailureCode, classify, failure_code
+from cluster.failures import (
+    ArgumentsMismatch,
+    Failure,
+    FailureCode,
+    classify,
+    failure_code,
+    is_insufficient_funds,
+)
 from cluster.protocol.errors import ArgumentsInvalid, ModelInvalid, ModelNotAvailable, OutOfMemory
 from cluster.relay import RelayNotReady, RelayRefused
 from network.app import WrongChain
@@ -36,6 +43,7 @@ from network.app import WrongChain
         ModelNotAvailable("the hub did not answer"),
         OSError(errno.ENOSPC, "No space left on device"),  # the operator frees space; the round waits
         OSError(errno.EDQUOT, "Disk quota exceeded"),
+        RpcError("eth_sendRawTransaction", -32003, "Insufficient funds for gas * price + value"),  # topped up
     ],
     ids=lambda e: type(e).__name__,
 )
@@ -87,8 +95,21 @@ def test_other_os_errors_are_final() -> None:
         (RelayRefused(403, "no"), FailureCode.RELAY_REFUSED),
         (ArgumentsInvalid("bad"), FailureCode.TASK_FAULT),
         (KeyError("a bug"), FailureCode.INTERNAL),
+        (RpcError("eth_sendRawTransaction", -32000, "insufficient funds for gas * price + value: balance 0"),
+         FailureCode.INSUFFICIENT_FUNDS),
     ],
     ids=lambda value: value.value if isinstance(value, FailureCode) else type(value).__name__,
 )  # fmt: skip
 def test_a_final_failure_is_named_by_its_code(error: BaseException, code: FailureCode) -> None:
     assert failure_code(error) is code
+
+
+@pytest.mark.parametrize(
+    "message", ["Insufficient funds for gas * price + value", "insufficient funds for gas * price + value"]
+)
+def test_a_send_refused_for_lack_of_funds_is_recognised(message: str) -> None:
+    # anvil's words and geth's: the round waits for a top-up (an alert), and is never silently dropped
+    error = RpcError("eth_sendRawTransaction", -32003, message)
+    assert is_insufficient_funds(error) and classify(error) is Failure.TRANSIENT
+    assert failure_code(error) is FailureCode.INSUFFICIENT_FUNDS
+    assert not is_insufficient_funds(RpcError("eth_sendRawTransaction", -32000, "nonce too low"))

@@ -1,0 +1,61 @@
+"""Each account's balance as the farm's own transactions and the fees paid to it move it.
+
+Read once per account when the coordinator starts; from then on every receipt the sender met (the
+journal's ``tx_receipts``: gas paid by the sender, value to the recipient) and every fee and compensation
+the chain watch delivers (``TaskNodeSuccess``, ``TaskNodeCompensated``) move it, so no balance is read per
+round. Whatever else moves a balance (a stake refunded, someone's transfer) is not counted: the book only
+ever errs low, and an account it believes low is read again before it is topped up (``GasKeeper``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from cluster.chain.events import ChainEvent
+from cluster.chain.task_events import NodeCompensated, TaskNodeSettled, task_event
+from cluster.chain.tx_journal import TxJournal
+
+
+class BalanceBook:
+    def __init__(self, journal: TxJournal):
+        self.journal = journal
+        self._wei: dict[str, int] = {}  # by lower-case address
+        self._receipt_row = journal.last_receipt_row()  # receipts before the reads are in the reads
+        self._paid_position = (-1, -1)  # the last payment counted: the reader may deliver a page again
+
+    def seed(self, address: str, balance_wei: int) -> None:
+        """A balance just read from the chain (at start, or to confirm one the book believes low)."""
+        self._wei[address.lower()] = balance_wei
+
+    def balance_wei(self, address: str) -> int | None:
+        """What the account holds at least, by the book; None for an account the book does not follow."""
+        self.catch_up()
+        return self._wei.get(address.lower())
+
+    def catch_up(self) -> None:
+        """Count the receipts the sender met since the last call (cheap: a range of the journal's rows)."""
+        while receipts := self.journal.paid_receipts_after(self._receipt_row):
+            for receipt in receipts:
+                self._receipt_row = receipt.row
+                sender, recipient = receipt.account.lower(), (receipt.to or "").lower()
+                if sender in self._wei:
+                    value = receipt.value_wei if receipt.status == "mined" else 0  # a revert keeps it
+                    self._wei[sender] -= receipt.gas_used * receipt.gas_price_wei + value
+                if receipt.status == "mined" and recipient in self._wei:
+                    self._wei[recipient] += receipt.value_wei
+
+    def observe(self, events: Iterable[ChainEvent]) -> None:
+        """Fees and compensations paid to followed accounts, each event counted once."""
+        for event in events:
+            if event.position <= self._paid_position:
+                continue
+            typed = task_event(event)
+            if isinstance(typed, TaskNodeSettled):
+                node, amount_wei = typed.node, typed.fee_wei  # 0 unless paid
+            elif isinstance(typed, NodeCompensated):
+                node, amount_wei = typed.node, typed.amount_wei
+            else:
+                continue
+            self._paid_position = event.position
+            if node.lower() in self._wei:
+                self._wei[node.lower()] += amount_wei
