@@ -5,6 +5,8 @@
     python -m cluster status [--json]          # the running farm at a glance
     python -m cluster resume-card <card key>    # lift the card guard's pause of a card model, once fixed
     python -m cluster ledger [--csv]            # earned, gas, slashed, top-ups, payouts per day and card
+    python -m cluster payout [--dry-run]        # the node accounts' earnings to the payout address
+    python -m cluster retire --card KEY | --all # pause, finish, quit for the stakes, sweep everything
 
 It connects to the Ray cluster in RAY_ADDRESS (so it works under ``ray job submit``) or starts a local
 one. Without a chain and relay configured it prints the configuration, the card model keys and the task
@@ -22,11 +24,12 @@ import hydra
 from omegaconf import DictConfig
 
 from cluster.config import ChainEndpoints, ConfigError, load_config
+from cluster.coordinator.funds import cli as funds_cli
 from cluster.ledger import cli as ledger_cli
 from cluster.summary import print_summary
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
-COMMANDS = ("status", "resume-card", "ledger")
+COMMANDS = ("status", "resume-card", "ledger", *funds_cli.COMMANDS)
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
@@ -77,6 +80,7 @@ def parse_command(argv: list[str]) -> argparse.Namespace:
         "--state-dir", type=Path, help="the farm's state_dir, when its coordinator is stopped"
     )
     ledger_cli.add_parser(commands)
+    funds_cli.add_parsers(commands)
     return parser.parse_args(argv)
 
 
@@ -123,6 +127,8 @@ def run_command(options: argparse.Namespace) -> int:
         report = ray.get(actor.ledger.remote(by_account=options.accounts, since_day=options.since))
         ledger_cli.print_report(report, as_csv=options.csv)
         return 0
+    if options.command in funds_cli.COMMANDS:
+        return funds_cli.run(options, actor)
     try:
         statuses = ray.get(actor.resume_card.remote(options.card_key))
     except ray.exceptions.RayTaskError as exc:

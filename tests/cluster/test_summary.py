@@ -32,7 +32,8 @@ def test_the_summary_prints_the_keys_the_workers_compute() -> None:
 
 
 def test_the_farm_commands_answer_help_without_a_cluster() -> None:
-    for command in (["resume-card", "--help"], ["status", "--help"]):
+    for name in ("resume-card", "status", "payout", "retire"):
+        command = [name, "--help"]
         shown = subprocess.run(
             [sys.executable, "-m", "cluster", *command], cwd=REPO, capture_output=True, text=True, timeout=60
         )
