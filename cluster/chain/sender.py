@@ -8,7 +8,9 @@ took its nonce). A mined revert is final: it is raised as ``ContractRevert`` and
 
 Nonces: one ``asyncio.Lock`` per account owns its next nonce; concurrent sends from one account take
 consecutive nonces and then wait for their receipts in parallel. The nonce is read from the chain's
-pending count on first use and again after "nonce too low" or a lost broadcast.
+pending count on first use and again after "nonce too low" or a lost broadcast, once the journal's
+unsettled signatures of the account are in the pool (a nonce the journal holds is never given to another
+key).
 """
 
 from __future__ import annotations
@@ -136,9 +138,7 @@ class TxSender:
         async with state.lock:
             for _ in range(self.config.max_nonce_resyncs + 1):
                 if state.next_nonce is None:
-                    state.next_nonce = hex_int(
-                        await self.rpc.call("eth_getTransactionCount", [account.address, "pending"])
-                    )
+                    state.next_nonce = await self._next_nonce(account.address)
                 fields = {"to": request.to, "data": request.data, "value": request.value_wei, "gas": gas}
                 fields |= {"nonce": state.next_nonce, "chainId": await self.chain.chain_id()}
                 fields |= await self.chain.fees()
@@ -161,6 +161,20 @@ class TxSender:
                 log.info("[sender] sent key=%s nonce=%d tx=%s", key, entry.nonce, entry.tx_hashes[-1])
                 return entry
         raise RuntimeError(f"key={key}: no usable nonce for {account.address} after resyncs")
+
+    async def _next_nonce(self, address: str) -> int:
+        """The chain's pending count, once the signatures an earlier process journaled for the account
+        above its mined count are in the pool. One killed between journaling and broadcasting holds a nonce
+        the chain does not count: a new transaction given that nonce would meet it when its key is settled
+        ("replacement transaction underpriced"), and a gap below it would hold every later one."""
+        mined = hex_int(await self.rpc.call("eth_getTransactionCount", [address, "latest"]))
+        for entry in self.journal.unfinished(address):
+            if entry.nonce >= mined:
+                try:
+                    await self._broadcast(entry)  # the same bytes: its key, sent again, finds the receipt
+                except RpcError as exc:  # replaced or refused: settling its key finds out which
+                    log.info("[sender] journaled key=%s nonce=%d not resent: %s", entry.key, entry.nonce, exc)
+        return hex_int(await self.rpc.call("eth_getTransactionCount", [address, "pending"]))
 
     def _sign(self, account: LocalAccount, key: str, fields: dict[str, Any]) -> JournalEntry:
         signed = account.sign_transaction(fields)

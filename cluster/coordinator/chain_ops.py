@@ -147,9 +147,13 @@ class ChainOps:
     # -- node lifecycle -----------------------------------------------------------------------------------
 
     async def fund(self, operator: LocalAccount, node: str, amount_wei: int, generation: int) -> SentTx:
-        return await self._send(
-            operator, TxRequest(to=node, value_wei=amount_wei), f"fund:{node}:{generation}"
-        )
+        """The node's stake and gas reserve, once per generation. A funding a killed process signed keeps
+        its amount: the reserve follows the gas price, so the amount asked for now may differ, and the
+        key names the change, not the amount."""
+        key = f"fund:{node}:{generation}"
+        if (signed := self.sender.journal.get(key)) is not None:
+            amount_wei = int(signed.tx_fields["value"])
+        return await self._send(operator, TxRequest(to=node, value_wei=amount_wei), key)
 
     async def join(self, account: LocalAccount, card: CardModel, stake_wei: int, generation: int) -> SentTx:
         request = TxRequest.call(

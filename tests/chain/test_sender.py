@@ -208,6 +208,30 @@ def test_restart_re_signs_only_when_another_tx_took_the_nonce(w3: Web3, anvil, p
     assert probe.functions.bumpsByTag(7).call() == 1
 
 
+def test_a_restarted_sender_never_gives_a_journaled_nonce_to_another_key(w3: Web3, anvil, probe, tmp_path):
+    """A process killed between journaling a transaction and broadcasting it: the next process's first new
+    transaction of that account takes the next nonce, not the journaled one (the two would meet in the
+    pool, "replacement transaction underpriced", or the journaled change be signed again), and the killed
+    process's key, sent again, settles with its own signed bytes."""
+    account, journal_path = KEYS.node(13), tmp_path / "j.db"
+
+    async def scenario() -> tuple[JournalEntry, SentTx, SentTx]:
+        crashed = CrashBeforeBroadcast(connect(anvil.rpc_url), TxJournal(journal_path), [probe.abi])
+        with pytest.raises(Crash):
+            await crashed.send(account, bump(probe, 21), key="fund:node=1")
+        await crashed.rpc.w3.provider.disconnect()
+        signed = TxJournal(journal_path).get("fund:node=1")
+        async with sender_on(anvil.rpc_url, journal_path, probe.abi) as restarted:
+            other = await restarted.send(account, bump(probe, 22), key="fund:node=2")  # a new key first
+            again = await restarted.send(account, bump(probe, 21), key="fund:node=1")
+        return signed, other, again
+
+    signed, other, again = run(scenario)
+    assert other.nonce == signed.nonce + 1
+    assert again.nonce == signed.nonce and again.tx_hash == signed.tx_hashes[0]  # the same signed bytes
+    assert [probe.functions.bumpsByTag(t).call() for t in (21, 22)] == [1, 1]
+
+
 def test_key_reused_for_a_different_change_is_refused(w3: Web3, anvil, probe, tmp_path):
     async def scenario() -> None:
         async with sender_on(anvil.rpc_url, tmp_path / "j.db", probe.abi) as sender:
