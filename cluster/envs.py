@@ -61,6 +61,19 @@ RPC_URL = EnvVar("HELIUM_RPC_URL", None, "the chain's JSON-RPC endpoint")
 CHAIN_ID = EnvVar("HELIUM_CHAIN_ID", None, "the chain id the RPC must answer")
 DEPLOYMENT_FILE = EnvVar("HELIUM_DEPLOYMENT_FILE", None, "the deployment JSON (addresses, first block)")
 RELAY_URL = EnvVar("HELIUM_RELAY_URL", None, "the relay's base URL")
+# the operator's money (conf/network/public.yaml: network.operator; docs/operations.md)
+PAYOUT_ADDRESS = EnvVar("HELIUM_PAYOUT_ADDRESS", None, "where sweeps send the earnings; unset: no sweeps")
+SWEEP_THRESHOLD_CNX = EnvVar(
+    "HELIUM_SWEEP_THRESHOLD_CNX", "1.0", "a scheduled sweep moves a node's surplus once it is at least this"
+)
+SWEEP_EVERY_S = EnvVar("HELIUM_SWEEP_EVERY_S", "86400", "seconds between scheduled sweeps; 0: on demand only")
+GAS_RESERVE_CNX = EnvVar("HELIUM_GAS_RESERVE_CNX", "0.1", "what each node account keeps for its gas")
+GAS_RESERVE_ROUNDS = EnvVar(
+    "HELIUM_GAS_RESERVE_ROUNDS", "0", "the reserve raised to this many rounds' gas at the current price"
+)
+OPERATOR_LOW_CNX = EnvVar(
+    "HELIUM_OPERATOR_LOW_CNX", None, "below this the operator account is low; unset: one top-up of every node"
+)
 
 # -- the relay (python -m network.relay) ---------------------------------------------------------------------
 RELAY_RECEIPT_KEY = EnvVar(
