@@ -206,6 +206,12 @@ def test_arguments_undelivered_by_the_deadline_cancel_the_task_for_its_refund(ne
     asyncio.run(main())
 
 
+def queue_rent_paid(net, task_id: int) -> int:
+    """What the task paid the treasury for its time in the queue (QueueRentPaid)."""
+    rents = net.task.events.QueueRentPaid().get_logs(from_block=0, argument_filters={"taskId": task_id})
+    return sum(e["args"]["amount"] for e in rents)
+
+
 def test_a_full_queue_rejects_a_lower_fee_and_evicts_for_a_higher_one(net, nodes, make_client):
     net.tx(net.queue.functions.setSizeLimit(1), net.owner)
     net.join_paused(net.accounts[25:28])  # nodes that could run every task, paused: each is queued
@@ -226,9 +232,16 @@ def test_a_full_queue_rejects_a_lower_fee_and_evicts_for_a_higher_one(net, nodes
                 TaskType.SD, SD_ARGS, fee_wei=rejected.suggested_fee_wei, request_id="sd-1"
             )
             evicted = await app.wait(first, timeout_s=5)
-            assert evicted.reason == AbortReason.FEE_TOO_LOW and evicted.refund_wei == 10**17
+            # refunded its fee less the queue's rent for its seconds queued (none within the second)
+            assert evicted.reason == AbortReason.FEE_TOO_LOW
+            assert evicted.refund_wei + queue_rent_paid(net, first) == 10**17
             assert evicted.selected_nodes == ()
-            assert await app.cancel(second) == rejected.suggested_fee_wei  # queued: cancel at any time
+            # queued: cancelled at any time, for the fee less the queue's rent for its 20 s or so queued
+            net.mine_after(20)
+            refund = await app.cancel(second)
+            rent = queue_rent_paid(net, second)
+            assert refund + rent == rejected.suggested_fee_wei
+            assert 0 < rent < rejected.suggested_fee_wei // 1000  # 10% an hour: 0.06% for 20 s
 
     asyncio.run(main())
 
