@@ -36,38 +36,51 @@ MARGIN = 0.10  # the premium's margin over the audits' expected cost: the pool's
 SAFETY = 2  # the stake bound's factor: a cheater may escape up to half of the audits drawn on it
 SHARES = (0.40, 0.36, 0.24)  # N = 1: position shares of the fee (awards 10/9/6, twice, over 50)
 
-# Measured gas per step (benchmarks/results/chain_gas.md: contracts of issue 25, three nodes, mean of 30
-# steady-state tasks on the chain of seed 0).
+# Gas per step of today's three-node lifecycle in a network of many nodes: `python benchmarks/gas_profile.py`
+# (10 nodes of one card model, long QoS histories, its deterministic chain; benchmarks/results/chain_gas.md's
+# scaling table shows createTask, the settling disclosure and the lifecycle flat from 10 to 10,000 nodes:
+# 358,113, 172,908 and 991-994k). Three-node networks cost more (chain_gas.md's first tables: 1.03M), since
+# a group falling below and rising back to three available nodes moves them between pools at every task.
+# SD: createTask from the scaling table (100-10,000 nodes); the other steps are GPT's plus the difference SD
+# makes in chain_gas.md's three-node tables (the disclosures compare image hashes, the upload no matter).
 MEASURED = {
     "gpt": {
-        "create3": 314_544,
-        "commit": 43_082,
-        "commit_last": 46_866,
-        "disclose1": 43_996,
-        "disclose2": 168_903,
-        "disclose3": 151_844,
-        "upload": 213_663,
+        "create3": 358_113,
+        "commit": 43_083,
+        "commit_last": 46_856,
+        "disclose1": 43_997,
+        "disclose2": 170_108,
+        "disclose3": 153_422,
+        "upload": 132_889,
+        "upload_executed": 140_357,  # its refund (the task's six slots deleted) exceeds its 21,000
     },
     "sd": {
-        "create3": 401_378,
-        "commit": 43_081,
-        "commit_last": 46_866,
-        "disclose1": 46_457,
-        "disclose2": 177_459,
-        "disclose3": 157_878,
-        "upload": 211_610,
+        "create3": 389_594,
+        "commit": 43_083,
+        "commit_last": 46_856,
+        "disclose1": 43_997 + 2_461,
+        "disclose2": 170_108 + 8_556,
+        "disclose3": 153_422 + 6_034,
+        "upload": 132_889 - 2_053,
+        "upload_executed": 140_357 - 2_053,
     },
 }
-# Estimated: what one more selected node adds to a call (its draw, its status change, its round slot
-# written fresh and deleted, its TaskStarted). GPT's 2nd and 3rd draws fall in the first one's group and
-# find its slots warm; SD's three draws walk the whole VRAM tree each (SD's createTask is 87k dearer).
-EXTRA_NODE = {"gpt": 52_000, "sd": 81_000}
+# Estimated from the createTask profile: what one more selected node adds (its round slot written fresh,
+# 20,000; its TaskStarted, ~2,900; in Node its draw and status change, about 8 cold reads and 6 writes,
+# ~45,000 of the 171,600 that Node spends on three). SD's draws each walk a VRAM tree (its createTask
+# costs 31,000 more for the same three nodes).
+EXTRA_NODE = {"gpt": 68_000, "sd": 91_000}
 TX_BASE = 21_000
 COLD_TASK_READS = 10_000  # the task's slots and the wiring read again by another transaction
 DRAW = 1_000  # BLOCKHASH, one keccak256 over two words, a modulo, the commit block (warm)
 POOL_CREDIT = 5_000  # the premium moved to the pool's balance (one slot, cold read and write)
 SEAL_COPY = 22_000  # the first node's commitment copied to a slot of the task's (fresh, then deleted)
-RELEASE = 45_000  # the first node released at the audit's start (a status change: ~9 slot writes)
+# A node's release at its round's end: Node's share of a settling disclosure in the profile (26,100 of
+# writes, 25,200 of cold reads, compute, event, the call). An audit moves the first node's release from
+# its settlement to startAudit.
+RELEASE = 60_000
+CLEAR_REFUND = 4_800  # EIP-3529: a slot set to zero
+CLEAR = 2_900  # writing it
 
 
 def path_gas(task_type: str) -> dict[str, dict[str, int]]:
@@ -75,9 +88,18 @@ def path_gas(task_type: str) -> dict[str, dict[str, int]]:
     m = MEASURED[task_type]
     extra = EXTRA_NODE[task_type]
     create1 = m["create3"] - 2 * extra
-    # the lone disclosure draws, credits the pool and ends the task: the upload report's work, less its
-    # transaction and its repeated cold reads (the files reached the relay before the disclosure)
-    settle = m["disclose1"] + DRAW + POOL_CREDIT + m["upload"] - TX_BASE - COLD_TASK_READS
+    # the lone disclosure draws, credits the pool and ends the task: the upload report's work without its
+    # transaction and its repeated cold reads (the files reached the relay before the disclosure); it
+    # deletes four slots of the task's, not six, and gets four slots' refund
+    settle = (
+        m["disclose1"]
+        + DRAW
+        + POOL_CREDIT
+        + m["upload_executed"]
+        - COLD_TASK_READS
+        - 2 * CLEAR
+        - 4 * CLEAR_REFUND
+    )
     start_audit = TX_BASE + COLD_TASK_READS + DRAW + POOL_CREDIT + 2 * extra + SEAL_COPY + RELEASE
     full = {
         "createTask (3 nodes)": m["create3"],
@@ -95,7 +117,10 @@ def path_gas(task_type: str) -> dict[str, dict[str, int]]:
         "commitment (the last: deadline, commit block)": m["commit_last"],
         "startAudit (draw, pool, 2 nodes, seal copy, release)": start_audit,
         "2 audit commitments": m["commit"] + m["commit_last"],
-        "3 disclosures": m["disclose1"] + m["disclose2"] + m["disclose3"],
+        "3 disclosures (one release fewer: the first node's was at startAudit)": m["disclose1"]
+        + m["disclose2"]
+        + m["disclose3"]
+        - RELEASE,
         "reportResultsUploaded": m["upload"],
     }
     return {"full": full, "unaudited": unaudited, "audited": audited}
@@ -303,9 +328,10 @@ def render(rows: list[Result], tasks: int, seed: int, honest: int) -> str:
         "",
         "## Gas per path (estimated)",
         "",
-        "Measured steps from benchmarks/results/chain_gas.md (three nodes, issue 25's contracts); the new "
-        "steps estimated as benchmarks/audit_incentives.py states (`EXTRA_NODE`, `DRAW`, `POOL_CREDIT`, "
-        "`SEAL_COPY`, `RELEASE`).",
+        "Today's steps in a network of many nodes, profiled by `python benchmarks/gas_profile.py` (issue "
+        "25's contracts; chain_gas.md's scaling table shows them flat from 10 to 10,000 nodes); the new "
+        "steps estimated from that profile as benchmarks/audit_incentives.py states (`EXTRA_NODE`, `DRAW`, "
+        "`POOL_CREDIT`, `SEAL_COPY`, `RELEASE`): within perhaps 20k a path.",
         "",
     ]
     for task_type in ("gpt", "sd"):
@@ -321,9 +347,11 @@ def render(rows: list[Result], tasks: int, seed: int, honest: int) -> str:
         lines.append("")
     lines += [
         "Target at N = 10: at most 0.45M gas and 1.25 GPU runs per task. The runs are met (1.20); the gas "
-        "is not: the one-node lifecycle alone is estimated at "
-        f"{gas_of('gpt', 'unaudited') / 1e6:.2f}M (GPT), held by createTask (the task's fresh slots and "
-        "its selection) and the settling disclosure (payment, QoS, the node's release, the deletion).",
+        f"is not: {mean_gas('gpt', 10) / 1e6:.3f}M (GPT). The one-node lifecycle "
+        f"({gas_of('gpt', 'unaudited') / 1e6:.3f}M) leaves 26k a task for the audits, which cost "
+        f"{(gas_of('gpt', 'audited') - gas_of('gpt', 'unaudited')) / 10 / 1e3:.0f}k a task at N = 10; "
+        "createTask (the task's fresh slots and one selection) is its largest step. At N = 100 the mean is "
+        f"{mean_gas('gpt', 100) / 1e6:.3f}M.",
         "",
         "## Minimum stake",
         "",
