@@ -3,6 +3,7 @@
     python benchmarks/cluster_overhead.py                    # every phase; records the results
     python benchmarks/cluster_overhead.py --phases capacity --slots 60 300
     HELIUM_BENCH_CODE=/tmp/before python benchmarks/cluster_overhead.py --phases capacity --label before
+    python benchmarks/cluster_overhead.py --phases capacity --slots 300 --label profile --profile sampling
 
 Phases (figures go to benchmarks/results/cluster_overhead.json under ``--label``, and from there into
 benchmarks/results/cluster_overhead.md, where the labels stand side by side):
@@ -37,6 +38,7 @@ if os.environ.get("HELIUM_BENCH_CODE"):  # an earlier version's cluster, for the
     sys.path.insert(0, os.environ["HELIUM_BENCH_CODE"])  # (cluster.envs lists it; this runs before imports)
 
 from benchmarks.overhead_phases import run_capacity, run_scheduling, run_stages  # noqa: E402
+from benchmarks.overhead_profile import markdown  # noqa: E402
 from benchmarks.overhead_report import write_report  # noqa: E402
 
 RESULTS_JSON = REPO / "benchmarks" / "results" / "cluster_overhead.json"
@@ -61,6 +63,11 @@ def main(argv: list[str] | None = None) -> None:
         "--setup", choices=["bring-up", "direct"], default="bring-up",
         help="node accounts joined by the coordinator, or directly (for an earlier version)",
     )  # fmt: skip
+    parser.add_argument(
+        "--profile", choices=["sampling", "cprofile"], default=None,
+        help="profile the coordinator over the capacity window (benchmarks/overhead_profile.py); no restart; "
+        "figures go to the label's 'profile' entry, not its capacity table",
+    )  # fmt: skip
     options = parser.parse_args(argv)
     results = json.loads(RESULTS_JSON.read_text()) if RESULTS_JSON.exists() else {}
     run = results.setdefault(options.label, {})
@@ -70,8 +77,12 @@ def main(argv: list[str] | None = None) -> None:
         print("stages:", json.dumps(dict(run["stages"]["median_s"])))
     if "capacity" in options.phases:
         for slots in options.slots:
-            figures = run_capacity(slots, options.seconds, options.setup)
-            run.setdefault("capacity", {})[str(slots)] = figures
+            figures = run_capacity(slots, options.seconds, options.setup, options.profile)
+            if options.profile:  # profiled figures are not the capacity's: their own entry
+                run.setdefault("profile", {}).setdefault(options.profile, {})[str(slots)] = figures
+                print(markdown(figures["profile"]))
+            else:
+                run.setdefault("capacity", {})[str(slots)] = figures
             print(f"capacity slots={slots}:", json.dumps(figures))
     if "scheduling" in options.phases:
         run["scheduling"] = run_scheduling()

@@ -122,8 +122,11 @@ def farm_gas(coordinator: Coordinator) -> dict[str, Any]:
     return {"gas_per_task": round(gas_per_task), "failed_txs": dict(failed), "most_gas_by_step": dict(most)}
 
 
-async def window(coordinator: Coordinator, seconds: float) -> dict[str, float]:
-    """Rounds paid, coordinator CPU and RPC calls over ``seconds`` of the running loop."""
+async def window(coordinator: Coordinator, seconds: float, profiler: Any = None) -> dict[str, Any]:
+    """Rounds paid, coordinator CPU and RPC calls over ``seconds`` of the running loop (profiled by
+    ``profiler``, a benchmarks.overhead_profile.WindowProfiler, when given)."""
+    if profiler is not None:
+        profiler.start()
     rounds0, cpu0, wall0, calls0 = (
         num_paid(coordinator),
         time.process_time(),
@@ -134,6 +137,16 @@ async def window(coordinator: Coordinator, seconds: float) -> dict[str, float]:
     rounds = num_paid(coordinator) - rounds0
     cpu_s, wall_s = time.process_time() - cpu0, time.monotonic() - wall0
     calls = rpc_calls(coordinator) - calls0
+    if profiler is not None:
+        profiler.stop()
+        return {
+            "rounds": rounds, "rounds_per_s": round(rounds / wall_s, 1),
+            "cpu_ms_per_round": round(1000 * cpu_s / max(rounds, 1), 2),
+            "rpc_calls_per_round": round(sum(calls.values()) / max(rounds, 1), 2),
+            "rpc_calls_per_round_by_method": {
+                m: round(n / max(rounds, 1), 2) for m, n in calls.most_common()
+            },
+        } | {"profile": profiler.result(rounds, 1000 * cpu_s / max(rounds, 1))}  # fmt: skip
     return {
         "rounds": rounds, "rounds_per_s": round(rounds / wall_s, 1),
         "cpu_ms_per_round": round(1000 * cpu_s / max(rounds, 1), 1),
@@ -143,7 +156,12 @@ async def window(coordinator: Coordinator, seconds: float) -> dict[str, float]:
 
 
 async def serve_and_restart(
-    config: Any, keys: OperatorKeys, seconds: float, setup: str, start_load: Callable[[], object]
+    config: Any,
+    keys: OperatorKeys,
+    seconds: float,
+    setup: str,
+    start_load: Callable[[], object],
+    profile: str | None = None,
 ) -> dict[str, Any]:
     coordinator = Coordinator(config, keys, SimulatedPool())
     await coordinator.start()
@@ -156,6 +174,14 @@ async def serve_and_restart(
     stop = asyncio.Event()
     loop = asyncio.create_task(coordinator.run(stop))
     await asyncio.sleep(max(20.0, len(config.cards) / 25))  # warm-up: every slot busy
+    if profile is not None:  # the sustained window profiled; no restart
+        from benchmarks.overhead_profile import WindowProfiler
+
+        figures |= await window(coordinator, seconds, WindowProfiler(profile, len(config.cards), seconds))
+        stop.set()
+        await loop
+        await coordinator.close()
+        return figures
     figures |= await window(coordinator, seconds) | farm_gas(coordinator)
     stop.set()
     await loop
@@ -180,7 +206,7 @@ async def serve_and_restart(
     return figures
 
 
-def run_capacity(slots: int, seconds: float, setup: str) -> dict[str, Any]:
+def run_capacity(slots: int, seconds: float, setup: str, profile: str | None = None) -> dict[str, Any]:
     keys = OperatorKeys.from_mnemonic(Account.create_with_mnemonic()[1])
     with tempfile.TemporaryDirectory() as tmp, network(Path(tmp)) as (anvil, deployment, relay_url):
         w3 = anvil.web3()
@@ -202,7 +228,9 @@ def run_capacity(slots: int, seconds: float, setup: str) -> dict[str, Any]:
             )
 
         try:
-            return {"slots": slots} | asyncio.run(serve_and_restart(config, keys, seconds, setup, start_load))
+            return {"slots": slots} | asyncio.run(
+                serve_and_restart(config, keys, seconds, setup, start_load, profile)
+            )
         finally:
             for load in loads:
                 load.kill()
