@@ -93,6 +93,15 @@ def classify_stack(frames: list[str]) -> tuple[str, str, str]:
     return REST, REST, f"{fn} ({path.split('/site-packages/')[-1].replace(str(_repo()) + '/', '')})"
 
 
+def root_of(frames: list[str]) -> str:
+    """The outermost frame above the loop's: the task or callback a sample runs in."""
+    for frame in frames:
+        fn, path = _frame_parts(frame)
+        if not frame.startswith(("thread (", "process ")) and not any(x in path for x in LOOP_FILES):
+            return f"{fn} ({path.split('/site-packages/')[-1].replace(str(_repo()) + '/', '')})"
+    return LOOP
+
+
 def _repo() -> Path:
     return Path(__file__).resolve().parents[1]
 
@@ -103,6 +112,7 @@ def summarize_samples(raw: Path, rounds: int, cpu_ms: float) -> dict[str, Any]:
     nested: dict[str, Counter[str]] = defaultdict(Counter)
     rest: Counter[str] = Counter()
     threads: Counter[str] = Counter()
+    roots: Counter[str] = Counter()  # the first frame above the loop: which task (a round's, the chain's)
     for line in raw.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         if not stack:
@@ -114,6 +124,7 @@ def summarize_samples(raw: Path, rounds: int, cpu_ms: float) -> dict[str, Any]:
         nested[category][innermost] += n
         if where:
             rest[where] += n
+        roots[root_of(frames)] += n
     total = sum(outer.values())
     scale = cpu_ms / max(total, 1)  # ms per round of one sample
 
@@ -126,6 +137,7 @@ def summarize_samples(raw: Path, rounds: int, cpu_ms: float) -> dict[str, Any]:
         "inside": {c: {i: ms(n) for i, n in nested[c].most_common() if i != c} for c in outer},
         "rest_top": [[w, ms(n)] for w, n in rest.most_common(25)],
         "threads": {t: round(n / max(total, 1), 3) for t, n in threads.most_common()},
+        "roots": [[r, ms(n)] for r, n in roots.most_common(15)],
     }  # fmt: skip
 
 
@@ -141,7 +153,7 @@ def summarize_cprofile(stats_path: Path, rounds: int, top: int = 20) -> dict[str
         })  # fmt: skip
     total_ms = 1000 * stats.total_tt / rounds  # type: ignore[attr-defined]
     by_own = sorted(rows, key=lambda r: -r["own_ms"])[:top]
-    by_cum = sorted(rows, key=lambda r: -r["cum_ms"])[: top * 3]
+    by_cum = sorted(rows, key=lambda r: -r["cum_ms"])[:top]
     return {
         "rounds": rounds, "profiled_ms_per_round": round(total_ms, 2), "top_own": by_own, "top_cum": by_cum,
     }  # fmt: skip
@@ -197,6 +209,8 @@ def markdown(summary: dict[str, Any]) -> str:
             lines.append(f"| {c} | {v} | {inside} |")
         lines += ["", "| the rest: innermost frame outside the loop | ms per round |", "|---|---:|"]
         lines += [f"| `{w}` | {m} |" for w, m in summary["rest_top"]]
+        lines += ["", "| task or callback (outermost frame above the loop) | ms per round |", "|---|---:|"]
+        lines += [f"| `{w}` | {m} |" for w, m in summary.get("roots", [])]
     if "top_own" in summary:
         lines += [
             "| function | calls per round | own ms per round | cumulative ms per round |",
