@@ -17,6 +17,7 @@ for people).
 from __future__ import annotations
 
 import errno
+import logging
 from enum import Enum, StrEnum
 
 import aiohttp
@@ -131,6 +132,19 @@ def classify(exc: BaseException) -> Failure:
     if is_disk_full(exc) or isinstance(exc, _TRANSIENT_TYPES):
         return Failure.TRANSIENT
     return Failure.FINAL
+
+
+def log_retried_failure(log: logging.Logger, what: str, exc: Exception, last: str | None) -> str:
+    """A failure of work tried again on its own schedule (a poll, a refresh, a check), logged so that it
+    neither floods the log nor hides: the moment's (transient) as a warning each time, anything else (a bug)
+    with its traceback once per distinct reason. Returns the reason, for the caller to keep until the work
+    succeeds again (and to show as an alert)."""
+    reason = f"{type(exc).__name__}: {exc}"
+    if classify(exc) is Failure.TRANSIENT:
+        log.warning("%s failed, tried again: %s", what, reason)
+    elif reason != last:
+        log.error("%s failed; tried again each time", what, exc_info=exc)
+    return reason
 
 
 def failure_code(exc: BaseException) -> FailureCode:

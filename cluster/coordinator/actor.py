@@ -23,7 +23,7 @@ from cluster.coordinator.funds.settings import FundsSettings
 from cluster.coordinator.metrics import FarmMetrics
 from cluster.coordinator.scheduling.pool import WorkerPool
 from cluster.coordinator.scheduling.reference_check import check_card_model, reference_tasks
-from cluster.failures import Failure, classify
+from cluster.failures import Failure, classify, log_retried_failure
 from cluster.ledger.model import LedgerReport
 from cluster.protocol.cards import CardModel
 from cluster.status.collect import collect_status
@@ -86,12 +86,7 @@ class CoordinatorService:
                 await self.refresh_metrics()
                 last_failure = None
             except Exception as exc:  # metrics must never stop the farm: the next refresh tries again
-                failure = f"{type(exc).__name__}: {exc}"
-                if classify(exc) is Failure.TRANSIENT:
-                    log.warning("[coordinator] metrics refresh failed: %s", failure)
-                elif failure != last_failure:  # a bug: its traceback once, not every refresh
-                    log.error("[coordinator] metrics refresh failed", exc_info=exc)
-                last_failure = failure
+                last_failure = log_retried_failure(log, "[coordinator] metrics refresh", exc, last_failure)
             await asyncio.sleep(every_s)
 
     async def refresh_metrics(self) -> None:

@@ -43,7 +43,14 @@ from cluster.coordinator.scheduling.runner import JobRunner
 from cluster.coordinator.store import RoundStore
 from cluster.coordinator.timeline import RoundTimeline
 from cluster.failpoints import NO_FAILPOINTS, Failpoints
-from cluster.failures import Failure, classify, failure_code, is_disk_full, is_insufficient_funds
+from cluster.failures import (
+    Failure,
+    classify,
+    failure_code,
+    is_disk_full,
+    is_insufficient_funds,
+    log_retried_failure,
+)
 from cluster.ledger.follow import open_ledger
 from cluster.protocol.cards import CardModel
 from cluster.status.model import CoordinatorStatus
@@ -164,12 +171,7 @@ class Coordinator:
         """The chain is followed again at the next poll whatever failed: the moment's failures are a warning;
         anything else (a bug, an event that does not decode) is logged with its traceback once and shown as
         an alert until a poll works again."""
-        reason = f"{type(exc).__name__}: {exc}"
-        if classify(exc) is Failure.TRANSIENT:
-            log.warning("[coordinator] poll failed, retrying: %s", reason)
-        elif reason != self._poll_failure:
-            log.error("[coordinator] poll failed; retrying at every poll", exc_info=exc)
-        self._poll_failure = reason
+        self._poll_failure = log_retried_failure(log, "[coordinator] poll", exc, self._poll_failure)
 
     async def poll_once(self) -> None:
         self.clock.observe_block(await self.ops.latest_block_time_s())

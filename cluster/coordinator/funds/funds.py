@@ -24,7 +24,7 @@ from cluster.coordinator.nodes import NodeAccount, NodeSet
 from cluster.coordinator.round_state import NodeTask
 from cluster.coordinator.store import RoundStore
 from cluster.failpoints import NO_FAILPOINTS, Failpoints
-from cluster.failures import Failure, FailureCode, classify
+from cluster.failures import FailureCode, log_retried_failure
 from cluster.status.model import WEI_PER_CNX, FundsView, PayoutReport
 
 log = logging.getLogger(__name__)
@@ -103,12 +103,7 @@ class Funds:
             self._maybe_sweep()
             self._last_tick_failure = None
         except Exception as exc:
-            failure = f"{type(exc).__name__}: {exc}"
-            if classify(exc) is Failure.TRANSIENT:
-                log.warning("[funds] check failed, again at the next poll: %s", failure)
-            elif failure != self._last_tick_failure:
-                log.error("[funds] check failed", exc_info=exc)
-            self._last_tick_failure = failure
+            self._last_tick_failure = log_retried_failure(log, "[funds] check", exc, self._last_tick_failure)
 
     def round_waits_for_gas(self, task: NodeTask) -> None:
         """A step of ``task`` was refused for lack of funds: the round waits for a top-up (an alert), and
