@@ -23,6 +23,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from cluster.cli_options import add_ray_address
 from cluster.config import ChainEndpoints, ConfigError, load_config
 from cluster.coordinator.funds import cli as funds_cli
 from cluster.ledger import cli as ledger_cli
@@ -61,10 +62,7 @@ def parse_command(argv: list[str]) -> argparse.Namespace:
         "relay it talks to.",
     )
     status.add_argument("--json", action="store_true", help="one JSON object, for scripts")
-    status.add_argument(
-        "--address", default=None,
-        help="the Ray cluster (default: $RAY_ADDRESS, else the cluster started last on this machine)",
-    )  # fmt: skip
+    add_ray_address(status)
     resume = commands.add_parser(
         "resume-card",
         help="lift the card guard's pause of a card model and resume its nodes",

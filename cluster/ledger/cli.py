@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from cluster.cli_options import add_ray_address
 from cluster.ledger.model import LedgerReport
 from cluster.ledger.report import render_csv, render_table
 
@@ -27,10 +28,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     ledger.add_argument(
         "--state-dir", type=Path, help="the farm's state_dir, when its coordinator is stopped"
     )
-    ledger.add_argument(
-        "--address", default=None,
-        help="the Ray cluster (default: $RAY_ADDRESS, else the cluster started last on this machine)",
-    )  # fmt: skip
+    add_ray_address(ledger)
 
 
 def read_offline(state_dir: Path, *, by_account: bool, since_day: str) -> LedgerReport | None:

@@ -8,8 +8,9 @@ import argparse
 import sys
 from typing import Any
 
+from cluster.cli_options import add_ray_address
+
 COMMANDS = ("payout", "retire")
-ADDRESS_HELP = "the Ray cluster (default: $RAY_ADDRESS, else the cluster started last on this machine)"
 
 
 def add_parsers(commands: Any) -> None:
@@ -22,7 +23,7 @@ def add_parsers(commands: Any) -> None:
         "journal).",
     )
     payout.add_argument("--dry-run", action="store_true", help="say what would be swept; send nothing")
-    payout.add_argument("--address", default=None, help=ADDRESS_HELP)
+    add_ray_address(payout)
     retire = commands.add_parser(
         "retire",
         help="pause node accounts, let their tasks finish, quit them and sweep everything",
@@ -37,7 +38,7 @@ def add_parsers(commands: Any) -> None:
         "--card", metavar="KEY", help="the card model's key, or a prefix such as its 8 hex digits"
     )
     which.add_argument("--all", action="store_true", help="every node account of the farm")
-    retire.add_argument("--address", default=None, help=ADDRESS_HELP)
+    add_ray_address(retire)
 
 
 def run(options: argparse.Namespace, actor: Any) -> int:
