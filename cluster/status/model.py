@@ -56,6 +56,29 @@ class NodeView(_View):
         return self.stake_wei / WEI_PER_CNX
 
 
+class MachineView(_View):
+    """One Ray node of the farm that holds GPU workers (a machine): what it gives and what state it is in.
+
+    States: ``serving`` (its places count in the farm's capacity), ``draining`` (its accounts paused, its
+    running jobs finishing), ``drained`` (its workers stopped: safe to remove), ``lost`` (Ray found it dead;
+    its places no longer count).
+    """
+
+    node_id: str  # the Ray node id (hex); a restarted raylet is a new machine
+    address: str  # the node's IP address as Ray knows it (NodeManagerAddress)
+    state: str  # serving | draining | drained | lost
+    gpus: dict[str, int]  # card model short id -> GPUs of it on this machine
+    num_workers: int = Field(ge=0)
+    num_alive_workers: int = Field(ge=0)
+    num_places: int = Field(ge=0)  # task places its workers give
+    num_running: int = Field(ge=0)  # jobs running on it now
+    since_s: float  # Unix time it entered its state
+
+    @property
+    def is_safe_to_remove(self) -> bool:
+        return self.state in ("drained", "lost")
+
+
 class Endpoints(_View):
     rpc_url: str
     chain_id: int | None = None
@@ -137,6 +160,7 @@ class FarmStatus(_View):
     last_selected_chain_s: float | None = None  # the block time a farm node was last selected for a task
     funds: FundsView | None = None
     ledger: LedgerTotals = LedgerTotals()
+    machines: list[MachineView] = []  # the Ray nodes with GPU workers, by address
 
     @property
     def earned_cnx(self) -> float:
