@@ -15,7 +15,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +31,7 @@ from cluster.chain.rpc import connect
 from cluster.chain.sender import SenderConfig, TxSender
 from cluster.chain.tx_journal import TxJournal
 from cluster.config import ChainEndpoints
+from cluster.coordinator.capacity import CapacityPlan, plan_capacity
 from cluster.coordinator.chain_ops import ChainOps, abis
 from cluster.coordinator.chain_watch import ChainWatch
 from cluster.coordinator.clock import ChainClock
@@ -84,6 +85,8 @@ class Coordinator:
         self._runners: dict[tuple[int, int], asyncio.Task[None]] = {}
         self._waiting_for_disk: set[tuple[int, int]] = set()  # rounds whose last step hit a full disk
         self._poll_failure: str | None = None  # why following the chain failed last, until it works again
+        self._spare: set[str] = set()  # accounts paused for want of places (capacity.py)
+        self._capacity_lock = asyncio.Lock()
         self._started = False
 
     @property
@@ -103,6 +106,7 @@ class Coordinator:
         self.sender = TxSender(self.w3, TxJournal(state / "transactions.db"), abis(), sender_config)
         self.ops = ChainOps(self.w3, self.sender, endpoints.addresses)
         self.store = RoundStore(state)
+        self._load_accounts()
         self.cursors = CursorStore(state / "cursor.db")
         decoder = EventDecoder({"Task": (endpoints.addresses["Task"], load_artifact("Task").abi)})
         self.reader = EventReader(
@@ -133,16 +137,79 @@ class Coordinator:
         await self.funds.start()
         self._started = True
 
+    def _load_accounts(self) -> None:
+        """The accounts as the registry has them; a state directory without one (a new farm, or one from
+        before machines could join) is given the accounts of ``settings.cards``, in derivation order."""
+        registry = self.store.node_accounts
+        if not registry.rows():
+            registry.add(enumerate(self.settings.cards))
+        rows = registry.rows()
+        self.nodes = NodeSet(self.keys)
+        self.nodes.add((row.index, row.card) for row in rows)
+        self._spare = {self.nodes.accounts[i].address for i, row in enumerate(rows) if row.is_spare}
+
     async def join_nodes(self, accounts: Sequence[NodeAccount] | None = None) -> dict[str, NodeStatus]:
-        """Bring the accounts up (all by default): joined or resumed, or kept paused if their card is.
-        Retiring accounts are left alone (``retire``)."""
+        """Bring the accounts up (all by default): joined or resumed, or kept paused if their card is or
+        they are spare. Retiring accounts are left alone (``retire``)."""
         chosen = [a for a in (self.nodes.accounts if accounts is None else accounts)
                   if not self.funds.is_retiring(a.address)]  # fmt: skip
         paused = self.store.paused_cards()
         return await bring_up(
-            self.ops, self.keys.operator, chosen, paused, failpoints=self.settings.failpoints,
-            gas_reserve_wei=await self.funds.gas.reserve_wei(),
+            self.ops, self.keys.operator, chosen, paused, kept_paused=self._spare,
+            failpoints=self.settings.failpoints, gas_reserve_wei=await self.funds.gas.reserve_wei(),
         )  # fmt: skip
+
+    async def follow_capacity(self, places: Mapping[CardModel, int]) -> CapacityPlan:
+        """Make each card model's serving accounts as many as its ``places`` (``capacity.py``): spare ones
+        paused on chain, spare ones resumed, new ones derived, funded and joined. What changed is stored
+        before the chain hears of it. Returns what was done (empty when nothing needed to change)."""
+        async with self._capacity_lock:
+            busy_addresses = {task.node for task in self.store.unfinished()}
+            leaving = {n.index for n in self.nodes.accounts if self.funds.is_retiring(n.address)}
+            plan = plan_capacity(
+                self.store.node_accounts.rows(), places, leaving=leaving,
+                busy={n.index for n in self.nodes.accounts if n.address in busy_addresses},
+            )  # fmt: skip
+            if plan.is_empty:
+                return plan
+            registry, by_index = self.store.node_accounts, {n.index: n for n in self.nodes.accounts}
+            registry.set_spare(plan.spare, True)
+            registry.set_spare(plan.serve, False)
+            new = list(enumerate(plan.derive, start=self.nodes.next_index))
+            registry.add(new)
+            added = self.nodes.add(new)
+            spared = [by_index[i] for i in plan.spare]
+            served = [by_index[i] for i in plan.serve] + added
+            self._spare = (self._spare | {n.address for n in spared}) - {n.address for n in served}
+            if added:
+                self.ledger.note_accounts({n.address: n.card for n in added}, self.keys.operator.address)
+                await self.funds.follow([n.address for n in added])
+            log.info("[coordinator] capacity: %d account(s) paused, %d resumed, %d new, %d card model(s) "
+                     "superseded", len(spared), len(plan.serve), len(added), len(plan.superseded))  # fmt: skip
+            await pause_all(self.ops, spared)  # idle ones now, busy ones when their task ends
+            if served:
+                await self.join_nodes(served)
+            for card in plan.superseded:
+                await self._retire_superseded(card)
+            return plan
+
+    async def _retire_superseded(self, card: CardModel) -> None:
+        """An upgrade moved the card model's GPUs to another runtime tag: its accounts quit (their stakes
+        come back), and with a payout address they are retired (paused, drained, quit, swept)."""
+        accounts = [n for n in self.nodes.of_card(card) if not self.funds.is_retiring(n.address)]
+        if self.funds.settings.payout_address is not None:
+            self.funds.retire(accounts)
+            log.warning("[coordinator] card model %s superseded: retiring %d account(s)", card.short_id,
+                        len(accounts))  # fmt: skip
+            return
+        await quit_all(self.ops, accounts)  # a busy one quits when its task ends
+        log.warning("[coordinator] card model %s superseded: its accounts quit; their stakes are in the "
+                    "accounts until `python -m cluster payout`", card.short_id)  # fmt: skip
+
+    @property
+    def spare_accounts(self) -> set[str]:
+        """Accounts paused because the farm has fewer places of their card model than accounts."""
+        return set(self._spare)
 
     async def resume_card(self, key_text: str) -> dict[str, NodeStatus]:
         """Lift the guard's pause of a card model (its key or a prefix) and resume its nodes."""

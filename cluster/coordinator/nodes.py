@@ -42,11 +42,26 @@ class NodeAccount:
 
 
 class NodeSet:
-    """The farm's accounts, found by address or by card model."""
+    """The farm's accounts, found by address or by card model. Accounts are only ever added (a machine
+    that joins brings places; a place lost pauses its account, it does not remove it)."""
 
-    def __init__(self, keys: OperatorKeys, cards: Sequence[CardModel]):
-        self.accounts = [NodeAccount(i, keys.node(i), card) for i, card in enumerate(cards)]
-        self._by_address = {node.address: node for node in self.accounts}
+    def __init__(self, keys: OperatorKeys, cards: Sequence[CardModel] = ()):
+        self.keys = keys
+        self.accounts: list[NodeAccount] = []
+        self._by_address: dict[str, NodeAccount] = {}
+        self.add(enumerate(cards))
+
+    def add(self, accounts: Iterable[tuple[int, CardModel]]) -> list[NodeAccount]:
+        """Derive the accounts of these indices (each with its card model); the ones added."""
+        added = [NodeAccount(i, self.keys.node(i), card) for i, card in accounts]
+        self.accounts += added
+        self.accounts.sort(key=lambda node: node.index)
+        self._by_address.update((node.address, node) for node in added)
+        return added
+
+    @property
+    def next_index(self) -> int:
+        return max((node.index for node in self.accounts), default=-1) + 1
 
     def __contains__(self, address: object) -> bool:
         return address in self._by_address
@@ -85,10 +100,12 @@ async def bring_up(
     accounts: Iterable[NodeAccount],
     paused_cards: Collection[bytes] = (),
     *,
+    kept_paused: Collection[str] = (),
     failpoints: Failpoints = NO_FAILPOINTS,
     gas_reserve_wei: int = GAS_RESERVE_WEI,
 ) -> dict[str, NodeStatus]:
-    """Fund, join or resume every account, or pause those of a paused card model; each node's status after.
+    """Fund, join or resume every account, or pause those of a paused card model and the ``kept_paused``
+    ones (spare: the farm has fewer places than accounts); each node's status after.
 
     Safe to run again at any point: what a crash left half done is finished, nothing is done twice (the
     transactions' keys carry the node's own transaction count; a node that joined is no longer Quit).
@@ -96,7 +113,7 @@ async def bring_up(
     stake_wei = await ops.node_stake_wei()
 
     async def one(node: NodeAccount) -> tuple[str, NodeStatus]:
-        is_paused = node.card.key in paused_cards
+        is_paused = node.card.key in paused_cards or node.address in kept_paused
         return node.address, await _bring_up_one(
             ops, operator, node, stake_wei, gas_reserve_wei, is_paused, failpoints
         )

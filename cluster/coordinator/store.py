@@ -15,13 +15,15 @@ import threading
 import time
 from dataclasses import fields, replace
 from enum import StrEnum
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from cluster.atomic_files import read_indexed_files, write_indexed_files
 from cluster.coordinator.round_state import NodeTask, Outcome, Step, TaskCounts
 from cluster.durable_sqlite import open_durable
 from cluster.failures import FailureCode
+from cluster.protocol.cards import CardModel
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS node_tasks (
@@ -57,6 +59,14 @@ CREATE TABLE IF NOT EXISTS paused_cards (
     card_key TEXT PRIMARY KEY,
     reason TEXT NOT NULL,
     paused_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS node_accounts (
+    idx INTEGER PRIMARY KEY,
+    gpu_name TEXT NOT NULL,
+    vram_gb INTEGER NOT NULL,
+    runtime TEXT NOT NULL,
+    is_spare INTEGER NOT NULL DEFAULT 0,
+    changed_at REAL NOT NULL
 );
 """
 # Columns renamed or added since a state directory may have been written (oldest first).
@@ -119,6 +129,7 @@ class RoundStore:
         self._db = open_durable(self.state_dir / "tasks.db", rows_by_name=True)
         _migrate(self._db)
         self._db.executescript(SCHEMA)
+        self.node_accounts = AccountRegistry(self._db, self._lock)
 
     def close(self) -> None:
         with self._lock:
@@ -260,6 +271,48 @@ class RoundStore:
         with self._lock:
             rows = self._db.execute("SELECT card_key, reason FROM paused_cards ORDER BY paused_at").fetchall()
         return {bytes.fromhex(key): reason for key, reason in rows}
+
+
+class AccountRow(NamedTuple):
+    """A node account the farm derived: its key's index, its card model, and whether it is spare (paused
+    on chain because the farm has fewer places of its card model than accounts)."""
+
+    index: int
+    card: CardModel
+    is_spare: bool
+
+
+class AccountRegistry:
+    """Which derivation index stands for which card model, kept in ``tasks.db``: a machine that joins later
+    adds accounts at the next indices, and a restart finds every account under the card it joined with,
+    whatever order the machines came up in."""
+
+    def __init__(self, db: sqlite3.Connection, lock: threading.Lock):
+        self._db, self._lock = db, lock
+
+    def rows(self) -> list[AccountRow]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT idx, gpu_name, vram_gb, runtime, is_spare FROM node_accounts ORDER BY idx"
+            ).fetchall()
+        return [AccountRow(idx, CardModel(name, vram, runtime), bool(spare)) for idx, name, vram, runtime, spare
+                in rows]  # fmt: skip
+
+    def add(self, accounts: Iterable[tuple[int, CardModel]]) -> None:
+        now = time.time()
+        with self._lock:
+            self._db.executemany(
+                "INSERT INTO node_accounts (idx, gpu_name, vram_gb, runtime, changed_at) VALUES (?, ?, ?, ?, ?)",
+                [(index, *card.join_args, now) for index, card in accounts],
+            )
+
+    def set_spare(self, indices: Iterable[int], is_spare: bool) -> None:
+        now = time.time()
+        with self._lock:
+            self._db.executemany(
+                "UPDATE node_accounts SET is_spare = ?, changed_at = ? WHERE idx = ?",
+                [(int(is_spare), now, index) for index in indices],
+            )
 
 
 def _migrate(db: sqlite3.Connection) -> None:

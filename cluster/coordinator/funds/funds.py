@@ -75,6 +75,11 @@ class Funds:
             log.info("[funds] carrying on with %d retirement(s)", len(under_way))
             self.retirement.start(under_way)
 
+    async def follow(self, addresses: Iterable[str]) -> None:
+        """Accounts added while the farm runs (a machine joined): their balances read once, then kept."""
+        for address in addresses:
+            self.book.seed(address, await self.ops.balance(address))
+
     async def close(self) -> None:
         if self._sweep is not None:
             self._sweep.cancel()
