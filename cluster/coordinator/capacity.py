@@ -29,7 +29,7 @@ class CapacityPlan:
     spare: list[int] = field(default_factory=list)  # serving account indices to pause
     serve: list[int] = field(default_factory=list)  # spare account indices to resume
     derive: list[CardModel] = field(default_factory=list)  # one new account per place still short
-    superseded: list[CardModel] = field(default_factory=list)  # card models an upgrade replaced, no place left
+    superseded: list[CardModel] = field(default_factory=list)  # upgraded away, no place left
 
     @property
     def is_empty(self) -> bool:

@@ -185,7 +185,8 @@ class Coordinator:
                 self.ledger.note_accounts({n.address: n.card for n in added}, self.keys.operator.address)
                 await self.funds.follow([n.address for n in added])
             log.info("[coordinator] capacity: %d account(s) paused, %d resumed, %d new, %d card model(s) "
-                     "superseded", len(spared), len(plan.serve), len(added), len(plan.superseded))  # fmt: skip
+                     "superseded", len(spared), len(plan.serve), len(added),
+                     len(plan.superseded))  # fmt: skip
             await pause_all(self.ops, spared)  # idle ones now, busy ones when their task ends
             if served:
                 await self.join_nodes(served)

@@ -13,9 +13,9 @@ import shutil
 import sqlite3
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import fields, replace
 from enum import StrEnum
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -295,14 +295,15 @@ class AccountRegistry:
             rows = self._db.execute(
                 "SELECT idx, gpu_name, vram_gb, runtime, is_spare FROM node_accounts ORDER BY idx"
             ).fetchall()
-        return [AccountRow(idx, CardModel(name, vram, runtime), bool(spare)) for idx, name, vram, runtime, spare
-                in rows]  # fmt: skip
+        return [AccountRow(idx, CardModel(name, vram, runtime), bool(spare))
+                for idx, name, vram, runtime, spare in rows]  # fmt: skip
 
     def add(self, accounts: Iterable[tuple[int, CardModel]]) -> None:
         now = time.time()
         with self._lock:
             self._db.executemany(
-                "INSERT INTO node_accounts (idx, gpu_name, vram_gb, runtime, changed_at) VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO node_accounts (idx, gpu_name, vram_gb, runtime, changed_at) "
+                "VALUES (?, ?, ?, ?, ?)",
                 [(index, *card.join_args, now) for index, card in accounts],
             )
 

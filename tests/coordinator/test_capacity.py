@@ -82,9 +82,8 @@ def test_accounts_follow_places_down_and_up_and_a_new_card_model_joins_without_a
             restarted_statuses = await statuses(restarted)
             restarted_spare = restarted.spare_accounts
             restarted_cards = {n.address: n.card for n in restarted.accounts}
-        return busy, shrink, during, after_task, grow, grown, cards, spare, restarted_statuses, restarted_spare, (
-            restarted_cards
-        )
+        return (busy, shrink, during, after_task, grow, grown, cards, spare, restarted_statuses,
+                restarted_spare, restarted_cards)  # fmt: skip
 
     (busy, shrink, during, after_task, grow, grown, cards, spare, restarted_statuses, restarted_spare,
      restarted_cards) = asyncio.run(scenario())  # fmt: skip
