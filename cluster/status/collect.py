@@ -16,12 +16,16 @@ import ray
 from cluster.chain.contracts import NodeStatus
 from cluster.coordinator.round_state import Outcome
 from cluster.protocol.cards import CardModel
+from cluster.status.machines import machine_alerts
 from cluster.status.model import CardView, CoordinatorStatus, Endpoints, FarmStatus, NodeView, WorkerView
 from cluster.workers.messages import WorkerInfo
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from cluster.coordinator.coordinator import Coordinator
     from cluster.coordinator.scheduling.pool import WorkerPool
+    from cluster.status.model import MachineView
 
 log = logging.getLogger(__name__)
 RELAY_PROBE_TIMEOUT_S = 3.0
@@ -125,7 +129,11 @@ async def _endpoints(coordinator: Coordinator) -> Endpoints:
 
 
 def _alerts(
-    cards: list[CardView], nodes: list[NodeView], own: CoordinatorStatus, kept_out: list[CardModel]
+    cards: list[CardView],
+    nodes: list[NodeView],
+    own: CoordinatorStatus,
+    kept_out: list[CardModel],
+    machines: Sequence[MachineView] = (),  # the pool's: a lost or drained one is an alert
 ) -> list[str]:
     """What needs the operator: the same conditions as the Prometheus rules (k8s/monitoring)."""
     alerts = list(own.alerts)
@@ -139,4 +147,4 @@ def _alerts(
         alerts.append(
             f"{len(quit_nodes)} node(s) out of the network (quit, kicked out or slashed): {quit_nodes}"
         )
-    return alerts
+    return alerts + machine_alerts(machines)

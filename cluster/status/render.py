@@ -7,11 +7,13 @@ import time
 
 from cluster.coordinator.round_state import TaskCounts
 from cluster.ledger.report import render_totals
+from cluster.status.machines import count_by_state, short_node_id
 from cluster.status.model import (
     WEI_PER_CNX,
     CoordinatorStatus,
     FarmStatus,
     FundsView,
+    MachineView,
     PayoutReport,
     WorkerView,
 )
@@ -38,7 +40,42 @@ def _worker_line(worker: WorkerView) -> str:
     )
 
 
-def render_status(status: FarmStatus) -> str:
+def _age(seconds: float) -> str:
+    """A duration as people read it: 45s, 12m, 3h05m, 2d04h."""
+    seconds = max(0, int(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m"
+    if seconds < 86400:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
+
+
+def render_machines(machines: list[MachineView], now: float) -> list[str]:
+    """The machines section: a headline with the states that need the operator, then one line each
+    (address, short node id, state and for how long, workers alive/total, places, running jobs, GPUs)."""
+    if not machines:  # a coordinator that reports none (older, or before its pool has placed workers)
+        return []
+    counts = count_by_state(machines)
+    needs = ", ".join(f"{n} {state}" for state, n in counts.items() if n and state != "serving")
+    lines = [
+        "",
+        f"machines: {len(machines)}" + (f" ({needs})" if needs else ""),
+        f"  {'address':<15} {'node':<8} {'state':<8} {'for':>6} {'workers':>7} {'places':>6} "
+        f"{'running':>7}  GPUs",
+    ]
+    for m in machines:
+        gpus = ", ".join(f"{card} x{n}" for card, n in sorted(m.gpus.items())) or "none"
+        workers = f"{m.num_alive_workers}/{m.num_workers}"
+        lines.append(
+            f"  {m.address:<15} {short_node_id(m):<8} {m.state:<8} {_age(now - m.since_s):>6} {workers:>7} "
+            f"{m.num_places:>6} {m.num_running:>7}  {gpus}"
+        )
+    return lines
+
+
+def render_status(status: FarmStatus, now: float | None = None) -> str:
     ep = status.endpoints
     relay = "reachable" if ep.is_relay_reachable else "NOT reachable"
     lines = [
@@ -63,6 +100,7 @@ def render_status(status: FarmStatus) -> str:
             f"  {node.address:<42} {node.card_short_id:<8} {node.status:<13} {node.qos_score:>5} "
             f"{node.stake_wei / WEI_PER_CNX:>10.2f} {node.earned_wei / WEI_PER_CNX:>11.4f}"
         )
+    lines += render_machines(status.machines, time.time() if now is None else now)
     lines += ["", f"{render_task_counts(status.tasks)}; earned {status.earned_cnx:.4f} CNX"]
     lines.append(render_totals(status.ledger))
     if status.funds is not None:

@@ -9,10 +9,36 @@ from prometheus_client import generate_latest
 from cluster.coordinator.metrics import FarmMetrics
 from cluster.coordinator.round_state import Outcome, Step, TaskCounts
 from cluster.failures import FailureCode
-from cluster.status.model import CardView, Endpoints, FarmStatus, NodeView, WorkerView
+from cluster.status.collect import _alerts
+from cluster.status.machines import machine_alerts
+from cluster.status.model import (
+    CardView,
+    CoordinatorStatus,
+    Endpoints,
+    FarmStatus,
+    MachineView,
+    NodeView,
+    WorkerView,
+)
 from cluster.status.render import render_status
 
 CNX = 10**18
+NOW = 1_800_000_000.0
+
+
+def machines() -> list[MachineView]:
+    """Four machines, one in each state, entered 2h05m, 5m, 45s and 1d01h before NOW."""
+    return [
+        MachineView(node_id="a1b2c3d4" + "0" * 48, address="10.0.0.5", state="serving", gpus={"5f8cc037": 4},
+                    num_workers=4, num_alive_workers=4, num_places=8, num_running=3, since_s=NOW - 7_500),
+        MachineView(node_id="e5f6a7b8" + "1" * 48, address="10.0.0.6", state="draining",
+                    gpus={"9d0e1f2a": 1, "5f8cc037": 2}, num_workers=3, num_alive_workers=3, num_places=6,
+                    num_running=1, since_s=NOW - 300),
+        MachineView(node_id="0c0ffee0" + "2" * 48, address="10.0.0.7", state="lost", gpus={"5f8cc037": 4},
+                    num_workers=4, num_alive_workers=0, num_places=8, num_running=0, since_s=NOW - 45),
+        MachineView(node_id="deadbeef" + "3" * 48, address="10.0.0.8", state="drained", gpus={"9d0e1f2a": 2},
+                    num_workers=0, num_alive_workers=0, num_places=0, num_running=0, since_s=NOW - 90_000),
+    ]  # fmt: skip
 
 
 def farm() -> FarmStatus:
@@ -36,7 +62,8 @@ def farm() -> FarmStatus:
     tasks = TaskCounts(by_step={Step.DONE: 4, Step.COMMITTED: 1}, by_outcome={Outcome.PAID: 4},
                        by_failure={FailureCode.MODEL_NOT_AVAILABLE: 2})  # fmt: skip
     return FarmStatus(endpoints=endpoints, cards=[card], nodes=nodes, tasks=tasks, earned_wei=CNX // 2,
-                      alerts=["card model 5f8cc037 paused"], last_selected_chain_s=1000.0)  # fmt: skip
+                      alerts=["card model 5f8cc037 paused"], last_selected_chain_s=1000.0,
+                      machines=machines())  # fmt: skip
 
 
 def test_the_text_view_shows_workers_nodes_alerts_and_endpoints():
@@ -58,6 +85,41 @@ def test_the_json_round_trips_for_scripts():
     again = FarmStatus.model_validate(json.loads(status.model_dump_json()))
     assert again == status and again.nodes[0].stake_cnx == 400.0
     assert json.loads(status.model_dump_json())["tasks"]["by_outcome"] == {"paid": 4}  # keyed by name
+    lost = json.loads(status.model_dump_json())["machines"][2]
+    assert lost["node_id"].startswith("0c0ffee0") and lost["state"] == "lost" and lost["num_places"] == 8
+    assert lost["gpus"] == {"5f8cc037": 4} and lost["since_s"] == NOW - 45
+
+
+def test_the_text_view_lists_each_machine_its_state_and_what_it_gives():
+    text = render_status(farm(), now=NOW)
+    assert "\nmachines: 4 (1 draining, 1 drained, 1 lost)\n" in text  # the states that need the operator
+    for shown in [
+        "  address         node     state       for workers places running  GPUs",
+        "  10.0.0.5        a1b2c3d4 serving   2h05m     4/4      8       3  5f8cc037 x4",
+        "  10.0.0.6        e5f6a7b8 draining     5m     3/3      6       1  5f8cc037 x2, 9d0e1f2a x1",
+        "  10.0.0.7        0c0ffee0 lost        45s     0/4      8       0  5f8cc037 x4",
+        "  10.0.0.8        deadbeef drained   1d01h     0/0      0       0  9d0e1f2a x2",
+    ]:  # fmt: skip
+        assert shown in text, shown
+
+
+def test_a_farm_of_serving_machines_says_only_how_many_and_none_shows_no_section():
+    serving = [m for m in machines() if m.state == "serving"]
+    text = render_status(farm().model_copy(update={"machines": serving}), now=NOW)
+    assert "\nmachines: 1\n" in text
+    assert "machines" not in render_status(farm().model_copy(update={"machines": []}), now=NOW)
+
+
+def test_a_lost_machine_and_a_drained_one_are_alerts_in_the_status():
+    expected = [
+        "machine 10.0.0.7 (0c0ffee0) is lost: its 8 place(s) no longer count",
+        "machine 10.0.0.8 (deadbeef) is drained: safe to remove",
+    ]
+    assert machine_alerts(machines()) == expected  # serving and draining need nothing of the operator
+    own = CoordinatorStatus(nodes=[], tasks=TaskCounts(), earned_wei=0, num_running_rounds=0, paused_cards=[],
+                            alerts=["the coordinator's own"])  # fmt: skip
+    assert _alerts([], [], own, [], machines()) == ["the coordinator's own", *expected]
+    assert _alerts([], [], own, []) == ["the coordinator's own"]
 
 
 def test_the_status_feeds_the_alerting_metrics():
