@@ -14,7 +14,8 @@ from cluster.chain.contracts import NodeStatus
 from cluster.coordinator.round_state import Outcome, Step
 from cluster.failures import FailureCode
 from cluster.ledger.model import WEI_PER_CNX, LedgerKind
-from cluster.status.model import CoordinatorStatus, FarmStatus, FundsView
+from cluster.status.machines import MACHINE_STATES, count_by_state, short_node_id
+from cluster.status.model import CoordinatorStatus, FarmStatus, FundsView, MachineView
 from cluster.workers.messages import WorkerInfo
 
 
@@ -125,6 +126,31 @@ class FarmMetrics:
         self.retiring = Gauge(
             "helium_node_accounts_retiring", "Node accounts being retired, by phase", ["phase"], registry=r
         )
+        # The machines (Ray nodes with GPU workers), named by their node id's first 8 hex digits. A machine
+        # that leaves the status leaves these gauges too (_set_machine_series).
+        self.machines = Gauge(
+            "helium_machines", "The farm's machines by state (serving, draining, drained, lost)", ["state"],
+            registry=r,
+        )  # fmt: skip
+        machine = ["machine", "address"]
+        self.machine_state = Gauge(
+            "helium_machine_state", "1 for a machine's state, 0 for the others", [*machine, "state"],
+            registry=r,
+        )  # fmt: skip
+        self.machine_places = Gauge(
+            "helium_machine_places", "Task places a machine's workers give", machine, registry=r
+        )
+        self.machine_workers = Gauge("helium_machine_workers", "Workers on a machine", machine, registry=r)
+        self.machine_workers_alive = Gauge(
+            "helium_machine_workers_alive", "Workers alive on a machine", machine, registry=r
+        )
+        self.machine_running = Gauge(
+            "helium_machine_running_jobs", "Jobs running on a machine now", machine, registry=r
+        )
+        self.machine_gpus = Gauge(
+            "helium_machine_gpus", "GPUs on a machine, by card model", [*machine, "card"], registry=r
+        )
+        self._machine_series: dict[Gauge, set[tuple[str, ...]]] = {}
 
     def serve(self, port: int) -> None:
         start_http_server(port, registry=self.registry)
@@ -187,3 +213,37 @@ class FarmMetrics:
         if farm.last_selected_chain_s is not None:
             self.last_task.set(farm.last_selected_chain_s)
         self.relay_up.set(1 if farm.endpoints.is_relay_reachable else 0)
+        self._update_machines(farm.machines)
+
+    def _update_machines(self, machines: list[MachineView]) -> None:
+        for state, count in count_by_state(machines).items():  # every state, an empty one as 0
+            self.machines.labels(state).set(count)
+        series: dict[Gauge, dict[tuple[str, ...], float]] = {
+            gauge: {}
+            for gauge in (
+                self.machine_state, self.machine_places, self.machine_workers, self.machine_workers_alive,
+                self.machine_running, self.machine_gpus,
+            )
+        }  # fmt: skip
+        for m in machines:
+            labels = (short_node_id(m), m.address)
+            for state in dict.fromkeys([*MACHINE_STATES, m.state]):
+                series[self.machine_state][(*labels, state)] = 1 if state == m.state else 0
+            series[self.machine_places][labels] = m.num_places
+            series[self.machine_workers][labels] = m.num_workers
+            series[self.machine_workers_alive][labels] = m.num_alive_workers
+            series[self.machine_running][labels] = m.num_running
+            for card, num_gpus in m.gpus.items():
+                series[self.machine_gpus][(*labels, card)] = num_gpus
+        for gauge, values in series.items():
+            self._set_machine_series(gauge, values)
+
+    def _set_machine_series(self, gauge: Gauge, values: dict[tuple[str, ...], float]) -> None:
+        """Set a per-machine gauge's series and drop those of machines no longer in the status (removed
+        from the cluster): a gone machine's last values would otherwise be exported, and alerted on,
+        for ever."""
+        for labels, value in values.items():
+            gauge.labels(*labels).set(value)
+        for labels in self._machine_series.get(gauge, set()) - values.keys():
+            gauge.remove(*labels)
+        self._machine_series[gauge] = set(values)

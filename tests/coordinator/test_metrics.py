@@ -12,7 +12,7 @@ from cluster.coordinator.round_state import Outcome, Step, TaskCounts
 from cluster.failures import FailureCode
 from cluster.ledger.model import LedgerAmounts, LedgerTotals
 from cluster.protocol.cards import CardModel
-from cluster.status.model import CoordinatorStatus
+from cluster.status.model import CoordinatorStatus, Endpoints, FarmStatus, MachineView
 from cluster.workers.messages import WorkerInfo
 
 STATUS = CoordinatorStatus(
@@ -85,5 +85,60 @@ def test_metrics_show_the_ledger_with_earnings_net_of_gas():
         'helium_ledger_cnx{card="operator",kind="gas"} 0.25',
         'helium_ledger_cnx{card="operator",kind="payout"} 0.0',  # every kind: the dashboard sums have series
         "helium_earned_net_of_gas_cnx 1.5",
+    ]:
+        assert line in text, line
+
+
+def machine(node_id: str, address: str, state: str, **given: object) -> MachineView:
+    counts = {"num_workers": 4, "num_alive_workers": 4, "num_places": 8, "num_running": 0}
+    return MachineView(node_id=node_id + "0" * 48, address=address, state=state,
+                       gpus=given.pop("gpus", {"5f8cc037": 4}), since_s=1000.0, **counts | given)  # fmt: skip
+
+
+def farm_of(machines: list[MachineView]) -> FarmStatus:
+    endpoints = Endpoints(
+        rpc_url="http://chain", relay_url="http://relay", is_relay_reachable=True, contracts={}
+    )
+    return FarmStatus(endpoints=endpoints, cards=[], nodes=[], tasks=TaskCounts(), earned_wei=0, alerts=[],
+                      machines=machines)  # fmt: skip
+
+
+def test_metrics_show_each_machine_its_state_and_what_it_gives():
+    metrics = FarmMetrics()
+    metrics.update_farm(farm_of([
+        machine("a1b2c3d4", "10.0.0.5", "serving", num_running=3, gpus={"5f8cc037": 2, "9d0e1f2a": 1}),
+        machine("0c0ffee0", "10.0.0.7", "lost", num_alive_workers=0, num_places=6),
+        machine("e5f6a7b8", "10.0.0.6", "serving"),
+    ]))  # fmt: skip
+    text = generate_latest(metrics.registry).decode()
+    serving, lost = 'address="10.0.0.5",machine="a1b2c3d4"', 'address="10.0.0.7",machine="0c0ffee0"'
+    for line in [
+        'helium_machines{state="serving"} 2.0', 'helium_machines{state="lost"} 1.0',
+        'helium_machines{state="draining"} 0.0',  # every state is shown, an empty one as 0
+        f'helium_machine_state{{{serving},state="serving"}} 1.0',
+        f'helium_machine_state{{{serving},state="lost"}} 0.0',
+        f'helium_machine_state{{{lost},state="lost"}} 1.0',
+        f'helium_machine_state{{{lost},state="serving"}} 0.0',
+        f"helium_machine_places{{{lost}}} 6.0", f"helium_machine_places{{{serving}}} 8.0",
+        f"helium_machine_workers{{{lost}}} 4.0", f"helium_machine_workers_alive{{{lost}}} 0.0",
+        f"helium_machine_workers_alive{{{serving}}} 4.0", f"helium_machine_running_jobs{{{serving}}} 3.0",
+        'helium_machine_gpus{address="10.0.0.5",card="5f8cc037",machine="a1b2c3d4"} 2.0',
+        'helium_machine_gpus{address="10.0.0.5",card="9d0e1f2a",machine="a1b2c3d4"} 1.0',
+    ]:  # fmt: skip
+        assert line in text, line
+
+
+def test_a_machine_gone_from_the_status_leaves_the_metrics():
+    metrics = FarmMetrics()
+    kept = machine("a1b2c3d4", "10.0.0.5", "serving")
+    metrics.update_farm(farm_of([kept, machine("0c0ffee0", "10.0.0.7", "lost")]))
+    assert 'machine="0c0ffee0"' in generate_latest(metrics.registry).decode()
+    metrics.update_farm(farm_of([kept]))  # taken out of the cluster: no series left to alert on for ever
+    text = generate_latest(metrics.registry).decode()
+    assert "0c0ffee0" not in text and "10.0.0.7" not in text
+    for line in [
+        'helium_machines{state="lost"} 0.0',
+        'helium_machine_places{address="10.0.0.5",machine="a1b2c3d4"} 8.0',
+        'helium_machine_state{address="10.0.0.5",machine="a1b2c3d4",state="serving"} 1.0',
     ]:
         assert line in text, line
