@@ -12,6 +12,7 @@ from tests.deploy.manifests import render
 REQUIRED_ALERTS = {  # issue 16: slashed or kicked out, a card paused, a worker down, a download, no tasks
     "HeliumNodeSlashed", "HeliumNodeOutOfNetwork", "HeliumCardModelPaused", "HeliumWorkerDown",
     "HeliumModelDownloadFailed", "HeliumNoTasks",
+    "HeliumMachineLost",  # issue 26: a machine of the farm lost
 }  # fmt: skip
 
 
