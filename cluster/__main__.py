@@ -7,6 +7,8 @@
     python -m cluster ledger [--csv]            # earned, gas, slashed, top-ups, payouts per day and card
     python -m cluster payout [--dry-run]        # the node accounts' earnings to the payout address
     python -m cluster retire --card KEY | --all # pause, finish, quit for the stakes, sweep everything
+    python -m cluster drain MACHINE             # take a machine out (its accounts paused, jobs finished)
+    python -m cluster undrain MACHINE           # and back
 
 It connects to the Ray cluster in RAY_ADDRESS (so it works under ``ray job submit``) or starts a local
 one. Without a chain and relay configured it prints the configuration, the card model keys and the task
@@ -26,11 +28,12 @@ from omegaconf import DictConfig
 from cluster.cli_options import add_ray_address
 from cluster.config import ChainEndpoints, ConfigError, load_config
 from cluster.coordinator.funds import cli as funds_cli
+from cluster.coordinator.scheduling import drain_cli
 from cluster.ledger import cli as ledger_cli
 from cluster.summary import print_summary
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
-COMMANDS = ("status", "resume-card", "ledger", *funds_cli.COMMANDS)
+COMMANDS = ("status", "resume-card", "ledger", *funds_cli.COMMANDS, *drain_cli.COMMANDS)
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
@@ -79,6 +82,7 @@ def parse_command(argv: list[str]) -> argparse.Namespace:
     )
     ledger_cli.add_parser(commands)
     funds_cli.add_parsers(commands)
+    drain_cli.add_parsers(commands)
     return parser.parse_args(argv)
 
 
@@ -127,6 +131,8 @@ def run_command(options: argparse.Namespace) -> int:
         return 0
     if options.command in funds_cli.COMMANDS:
         return funds_cli.run(options, actor)
+    if options.command in drain_cli.COMMANDS:
+        return drain_cli.run(options, actor)
     try:
         statuses = ray.get(actor.resume_card.remote(options.card_key))
     except ray.exceptions.RayTaskError as exc:

@@ -142,7 +142,10 @@ class ClusterConfig(_Section):
     metrics_port: int = Field(default=9400, ge=0, le=65535)
     # Ray resources the coordinator actor needs, e.g. {"helium-coordinator": 1} to keep it on a CPU pod
     # that declares that resource (off the head pod on KubeRay). Empty: anywhere.
-    coordinator_resources: dict[str, float] = {}  # Prometheus metrics of the coordinator; 0: off
+    coordinator_resources: dict[str, float] = {}
+    # How often the coordinator looks at Ray's nodes (machines joining or lost); a lost one is seen after
+    # Ray's own health check (about 15 s by default) plus this.
+    machines_poll_s: float = Field(default=2.0, gt=0)
 
 
 class ChainEndpoints(_Section):

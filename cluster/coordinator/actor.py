@@ -9,6 +9,7 @@ a crash the actor Ray restarts resumes on its own, whoever drives it and whether
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from pathlib import Path
 
@@ -21,13 +22,14 @@ from cluster.config import ChainEndpoints, ClusterConfig
 from cluster.coordinator.coordinator import Coordinator, CoordinatorSettings
 from cluster.coordinator.funds.settings import FundsSettings
 from cluster.coordinator.metrics import FarmMetrics
+from cluster.coordinator.scheduling.machines import DrainedMachines
 from cluster.coordinator.scheduling.pool import WorkerPool
 from cluster.coordinator.scheduling.reference_check import check_card_model, reference_tasks
 from cluster.failures import Failure, classify, log_retried_failure
 from cluster.ledger.model import LedgerReport
 from cluster.protocol.cards import CardModel
 from cluster.status.collect import collect_status
-from cluster.status.model import CoordinatorStatus, FarmStatus, PayoutReport
+from cluster.status.model import CoordinatorStatus, FarmStatus, MachineView, PayoutReport
 
 log = logging.getLogger(__name__)
 ACTOR_NAME = "helium-coordinator"
@@ -44,6 +46,9 @@ class CoordinatorService:
         self.pool: WorkerPool | None = None
         self.group_checks: dict[str, str] = {}
         self._loop_task: asyncio.Task[None] | None = None
+        self._machines_task: asyncio.Task[None] | None = None
+        self._places: dict[CardModel, int] = {}
+        self._kept_out: set[CardModel] = set()  # card models whose workers disagreed on the reference
         self._stop = asyncio.Event()
         self._starting = asyncio.Lock()
         self.metrics = FarmMetrics()
@@ -53,22 +58,99 @@ class CoordinatorService:
         async with self._starting:
             if self.coordinator is not None and self._loop_task is not None and not self._loop_task.done():
                 return self.coordinator
+            state_dir = state_dir_of(self.config)
+            self.drained = DrainedMachines(state_dir / "drained_machines.json")
             if self.pool is None:
-                self.pool = await WorkerPool.create(self.config.rig, self.config.engine, namespace=NAMESPACE)
-            cards = await self._checked_cards()
+                self.pool = await WorkerPool.create(
+                    self.config.rig, self.config.engine, namespace=NAMESPACE, drained=self.drained.node_ids()
+                )  # fmt: skip
+            places = await self._checked_places()
             settings = CoordinatorSettings(
-                endpoints=self.endpoints, state_dir=state_dir_of(self.config), cards=cards,
+                endpoints=self.endpoints, state_dir=state_dir,
+                cards=[card for card, count in sorted(places.items(), key=lambda kv: kv[0].key)
+                       for _ in range(count)],
                 guard_own_results=self.config.guard_own_results,
                 funds=FundsSettings.of(self.config.network.operator),
             )  # fmt: skip
             keys = OperatorKeys.from_mnemonic_source(env=self.config.network.operator.mnemonic_env)
             self.coordinator = Coordinator(settings, keys, self.pool)
             await self.coordinator.start()
+            await self.coordinator.follow_capacity(places)  # the registry's accounts to today's places
             await self.coordinator.join_nodes()
+            self._places = places
             self._stop = asyncio.Event()
             self._loop_task = asyncio.create_task(self.coordinator.run(self._stop))
+            self._machines_task = asyncio.create_task(self._follow_machines(self._stop))
             self._start_metrics()
             return self.coordinator
+
+    async def _follow_machines(self, stop: asyncio.Event) -> None:
+        """Machines join, fail and come back: the pool follows Ray's nodes and the accounts follow the
+        places (capacity.py). Never raises: a failure is retried at the next look."""
+        last_failure = None
+        while not stop.is_set():
+            try:
+                await self.follow_machines_once()
+                last_failure = None
+            except Exception as exc:
+                last_failure = log_retried_failure(log, "[coordinator] machines", exc, last_failure)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=self.config.machines_poll_s)
+
+    async def follow_machines_once(self) -> None:
+        assert self.pool is not None and self.coordinator is not None
+        await self.pool.follow_machines()
+        places = await self._checked_places()
+        if places != self._places:
+            await self.coordinator.follow_capacity(places)
+            self._places = places
+
+    async def _checked_places(self) -> dict[CardModel, int]:
+        """Places per card model, for the card models whose workers agree (the reference check runs once
+        per card model, when its first workers serve)."""
+        assert self.pool is not None
+        model = self.config.engine.reference_model
+        places = {}
+        for card, count in self.pool.places().items():
+            if model and card.short_id not in self.group_checks:
+                check = await check_card_model(self.pool, card, reference_tasks(model))
+                self.group_checks[card.short_id] = check.message
+                self._kept_out |= set() if check.ok else {card}
+                if not check.ok:
+                    log.error("[coordinator] card model kept out: %s", check.message)
+            if card not in self._kept_out:
+                places[card] = count
+        return places
+
+    async def drain(self, machine_text: str, *, wait: bool = True, timeout_s: float = 900.0) -> MachineView:
+        """Take a machine out: its places stop counting, so its share of the accounts is paused on chain
+        (mined) before anything else; its running jobs finish; then its workers stop (DRAINED: safe to
+        remove). The drain is kept in the state directory: a restarted coordinator does not start workers
+        there again until ``undrain``."""
+        await self.ensure_started()
+        assert self.pool is not None and self.coordinator is not None
+        machine = self.pool.machine(machine_text)
+        self.drained.add(machine.node_id)
+        self.pool.start_drain(machine)
+        self._places = await self._checked_places()
+        await self.coordinator.follow_capacity(self._places)
+        if wait:
+            await self.pool.finish_drain(machine, timeout_s)
+        return self._view(machine.node_id)
+
+    async def undrain(self, machine_text: str) -> MachineView:
+        await self.ensure_started()
+        assert self.pool is not None and self.coordinator is not None
+        machine = self.pool.machine(machine_text)
+        self.drained.remove(machine.node_id)
+        await self.pool.undrain(machine)
+        self._places = await self._checked_places()
+        await self.coordinator.follow_capacity(self._places)
+        return self._view(machine.node_id)
+
+    def _view(self, node_id: str) -> MachineView:
+        assert self.pool is not None
+        return next(view for view in self.pool.machines() if view.node_id == node_id)
 
     def _start_metrics(self) -> None:
         if not self.config.metrics_port or self._metrics_task is not None:
@@ -104,22 +186,6 @@ class CoordinatorService:
         assert self.pool is not None
         return await collect_status(coordinator, self.pool, self.group_checks)
 
-    async def _checked_cards(self) -> list[CardModel]:
-        """One card model per node account (a task place), for the card models whose workers agree."""
-        assert self.pool is not None
-        cards: list[CardModel] = []
-        model = self.config.engine.reference_model
-        reference = reference_tasks(model) if model else None
-        for card in self.pool.card_models():
-            if reference is not None:
-                check = await check_card_model(self.pool, card, reference)
-                self.group_checks[card.short_id] = check.message
-                if not check.ok:
-                    log.error("[coordinator] card model kept out: %s", check.message)
-                    continue
-            cards += [card] * self.pool.num_places(card)  # one node account per concurrent task place
-        return cards
-
     async def status(self) -> CoordinatorStatus:
         coordinator = await self.ensure_started()
         return coordinator.status().model_copy(update={"reference_checks": dict(self.group_checks)})
@@ -152,6 +218,8 @@ class CoordinatorService:
         self._stop.set()
         if self._loop_task is not None:
             await self._loop_task
+        if self._machines_task is not None:
+            await self._machines_task
         await self.coordinator.stop(drain=True, quit=quit, timeout_s=timeout_s, close=False)
         final = self.coordinator.status()
         await self.coordinator.close()
@@ -212,6 +280,12 @@ class CoordinatorActor:
 
     async def retire(self, card_key: str | None) -> list[str]:
         return await self.service.retire(card_key)
+
+    async def drain(self, machine: str, wait: bool = True, timeout_s: float = 900.0) -> MachineView:
+        return await self.service.drain(machine, wait=wait, timeout_s=timeout_s)
+
+    async def undrain(self, machine: str) -> MachineView:
+        return await self.service.undrain(machine)
 
     async def stop(self, quit: bool = False) -> CoordinatorStatus | None:
         self._boot.cancel()

@@ -50,16 +50,18 @@ async def collect_status(
     )
     own = coordinator.status()  # the counts and the coordinator's own alerts (guard pauses, disk, chain)
     joined = {node.card for node in coordinator.accounts}
+    machines = pool.machines()
     return FarmStatus(
         endpoints=await _endpoints(coordinator),
         cards=cards,
         nodes=sorted(nodes, key=lambda node: (node.card_short_id, node.address)),
         tasks=own.tasks,
         earned_wei=sum(earned.values()),
-        alerts=_alerts(cards, nodes, own, [c for c in pool.card_models() if c not in joined]),
+        alerts=_alerts(cards, nodes, own, [c for c in pool.card_models() if c not in joined], machines),
         last_selected_chain_s=store.last_selected_chain_s(),
         ledger=own.ledger,
         funds=own.funds,
+        machines=machines,
     )
 
 

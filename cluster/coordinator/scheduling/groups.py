@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +27,13 @@ class WorkerState:
     num_jobs: int = 0
     loaded_models: frozenset[str] = frozenset()
     is_alive: bool = True
+    is_draining: bool = False  # its machine is draining: no new job
+    is_gone: bool = False  # its machine was lost or drained: never brought back
+    has_served: bool = False  # answered once: a crash and a restart do not take its places away
+
+    def serves(self, loaded_models: Iterable[str]) -> None:
+        """It answered: in rotation, with the models it holds."""
+        self.loaded_models, self.is_alive, self.has_served = frozenset(loaded_models), True, True
 
     @property
     def worker_id(self) -> str:
@@ -46,7 +54,10 @@ class CardGroup:
         free = [
             w
             for w in self.workers
-            if w.is_alive and w.num_running < w.placement.num_places and only in (None, w.worker_id)
+            if w.is_alive
+            and not w.is_draining
+            and w.num_running < w.placement.num_places
+            and only in (None, w.worker_id)
         ]
         # A retry goes to a sibling when one is free, else back to the worker that failed.
         candidates = [w for w in free if w.worker_id != avoid] or free

@@ -4,13 +4,16 @@ A worker owns one GPU, several GPUs of one node (``rig.worker_layouts``: a ``kx`
 share of one GPU (``rig.gpu_sharing=replicas``); in batched mode one worker runs ``rig.places_per_gpu``
 tasks at once.
 
-Workers are named by card model and their place in its group (``helium-worker-<card>-<i>``), so a
-restarted coordinator finds the same actors again, and adding a card model never renames another's.
+Workers are named by card model, machine and their place there (``helium-worker-<card>-<node>-<i>``, the
+node's id cut to 8 hex digits), so a restarted coordinator finds the same actors again, and a machine
+that joins or leaves never renames another's. A worker is pinned to its machine: it dies with it, and its
+jobs run again on the card model's other workers.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -45,10 +48,12 @@ class WorkerPlacement:
     num_gpus: int = 1  # GPUs it owns: > 1 for a model larger than one GPU
     num_replicas: int = 1  # workers sharing its one GPU (rig.gpu_sharing=replicas)
     num_places: int = 1  # tasks it runs at once (rig.gpu_sharing=batched: rig.places_per_gpu)
+    node_id: str = ""  # the Ray node (machine) it is pinned to; "" where Ray places it
 
     @property
     def name(self) -> str:
-        return f"{WORKER_NAME_PREFIX}{self.card.short_id}-{self.group_index}"
+        machine = f"{self.node_id[:8]}-" if self.node_id else ""
+        return f"{WORKER_NAME_PREFIX}{self.card.short_id}-{machine}{self.group_index}"
 
     @property
     def gpu_card(self) -> CardModel:
@@ -95,6 +100,17 @@ def plan_workers(
                 card = gpu.of_worker(num_gpus, tag, replicas)
                 specs += [(card, gpu, num_gpus, replicas, places)] * replicas
     return _numbered(specs)
+
+
+def plan_machine(
+    node_id: str, gpus: Sequence[CardModel], rig: RigConfig, engine: EngineConfig, *, first_index: int = 0
+) -> list[WorkerPlacement]:
+    """One machine's workers (``plan_workers`` for its GPUs), pinned to it; numbered from ``first_index``
+    across the farm, and within the machine per card model."""
+    return [
+        dataclasses.replace(placement, node_id=node_id, index=first_index + placement.index)
+        for placement in plan_workers([gpus], rig, engine)
+    ]
 
 
 def _numbered(specs: Iterable[tuple[CardModel, CardModel, int, int, int]]) -> list[WorkerPlacement]:
@@ -217,4 +233,6 @@ def actor_options(placement: WorkerPlacement, rig: RigConfig, namespace: str) ->
     }
     if rig.device == "cuda":
         options["num_gpus"] = placement.gpu_share  # whole GPUs on one node, or a replica's fraction of one
+    if placement.node_id:  # on its machine or nowhere: a worker never moves to another machine's GPUs
+        options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(placement.node_id, soft=False)
     return options

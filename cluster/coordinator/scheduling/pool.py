@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Collection, Coroutine
 from typing import Any
 
 import ray
@@ -21,15 +22,22 @@ from ray.exceptions import RayError
 
 from cluster.config import EngineConfig, RigConfig
 from cluster.coordinator.scheduling.groups import CardGroup, WorkerState
+from cluster.coordinator.scheduling.machines import (
+    Machine,
+    MachineState,
+    alive_nodes,
+    find_machine,
+    node_gpus,
+    offers_gpus,
+)
 from cluster.coordinator.scheduling.placement import (
     PoolError,
     WorkerPlacement,
     actor_options,
-    check_cluster_resources,
     check_node_capacity,
-    discovered_cards,
-    plan_workers,
-    virtual_cards,
+    plan_machine,
+    required_resources,
+    virtual_workers,
 )
 from cluster.coordinator.scheduling.recovery import (
     BACKOFF_INITIAL_S,
@@ -40,6 +48,7 @@ from cluster.coordinator.scheduling.recovery import (
 )
 from cluster.protocol.cards import CardModel
 from cluster.protocol.errors import ExecutionError
+from cluster.status.model import MachineView
 from cluster.workers.messages import JobReply, JobRequest, WorkerInfo
 
 logger = logging.getLogger(__name__)
@@ -53,6 +62,8 @@ class WorkerPool:
         self.engine = engine
         self.namespace = namespace
         self._groups: dict[CardModel, CardGroup] = {}
+        self._machines: dict[str, Machine] = {}  # by Ray node id, lost and drained ones included
+        self._plans: dict[str, list[WorkerPlacement]] = {}  # each machine's workers, planned once
         self._background: set[asyncio.Task[None]] = set()
         self._is_shut_down = False
 
@@ -64,18 +75,23 @@ class WorkerPool:
         *,
         namespace: str = "helium",
         ready_timeout_s: float = READY_TIMEOUT_S,
+        drained: Collection[str] = (),
     ) -> WorkerPool:
-        """Get or create the rig's workers (``placement.plan_workers``) and wait until all are up."""
+        """Get or create the workers of every machine with GPUs (``placement.plan_machine``) and wait until
+        all are up. Machines in ``drained`` (node ids the operator drained) get none until undrained."""
         if not ray.is_initialized():
             raise PoolError("connect to Ray (ray.init) before WorkerPool.create")
-        nodes = await discovered_cards(engine) if rig.discover_gpus else [virtual_cards(rig, engine)]
-        placements = plan_workers(nodes, rig, engine)
-        check_cluster_resources(placements, ray.cluster_resources())
-        check_node_capacity(placements, [node["Resources"] for node in ray.nodes() if node["Alive"]])
         pool = cls(rig, engine, namespace)
-        for placement in placements:
-            group = pool._groups.setdefault(placement.card, CardGroup(placement.card))
-            group.workers.append(WorkerState(placement, pool._spawn(placement)))
+        nodes = [node for node in alive_nodes().values() if offers_gpus(node, rig, engine)]
+        if not nodes:
+            raise PoolError(_no_gpus_message(rig, engine))
+        for node in sorted(nodes, key=lambda node: (node["NodeManagerAddress"], node["NodeID"])):
+            machine = await pool._add_machine(node)
+            if machine.node_id in drained:
+                machine.enter(MachineState.DRAINED)
+            else:
+                pool._start_workers(machine)
+        check_node_capacity(pool._placements_all(), [node["Resources"] for node in nodes])
         await pool._wait_ready(ready_timeout_s)
         return pool
 
@@ -105,8 +121,153 @@ class WorkerPool:
         except WORKER_LOST_ERRORS as exc:
             raise PoolError(f"a worker failed to start: {exc}") from exc
         for worker, models in zip(workers, loaded, strict=True):
-            worker.loaded_models = frozenset(models)
+            worker.serves(models)
         logger.info("[pool] ready workers=%d card_models=%d", len(workers), len(self._groups))
+
+    # --- machines: they join, drain, fail and come back ---
+
+    async def _add_machine(self, node: dict[str, Any]) -> Machine:
+        gpus = await node_gpus(node, self.rig, self.engine)
+        machine = Machine(node["NodeID"], node["NodeManagerAddress"], gpus)
+        first = sum(len(plan) for plan in self._plans.values())
+        self._plans[machine.node_id] = plan_machine(machine.node_id, gpus, self.rig, self.engine,
+                                                    first_index=first)  # fmt: skip
+        self._machines[machine.node_id] = machine
+        logger.info("[pool] machine joined machine=%s address=%s gpus=%d", machine.node_id[:8],
+                    machine.address, len(gpus))  # fmt: skip
+        return machine
+
+    def _start_workers(self, machine: Machine) -> list[WorkerState]:
+        """Spawn (or find, by name) the machine's workers; they join their groups once they answer."""
+        started = []
+        for placement in self._plans[machine.node_id]:
+            group = self._groups.setdefault(placement.card, CardGroup(placement.card))
+            if group.find(placement.name) is None:
+                worker = WorkerState(placement, self._spawn(placement), is_alive=False)
+                group.workers.append(worker)
+                started.append(worker)
+        machine.enter(MachineState.SERVING)
+        return started
+
+    def _placements_all(self) -> list[WorkerPlacement]:
+        return [placement for plan in self._plans.values() for placement in plan]
+
+    def _workers_of(self, machine: Machine) -> list[WorkerState]:
+        names = {placement.name for placement in self._plans[machine.node_id]}
+        return [w for w in self._all_workers() if w.worker_id in names]
+
+    async def follow_machines(self, ready_timeout_s: float = READY_TIMEOUT_S) -> bool:
+        """Look at Ray's nodes once: a machine found dead is LOST (its workers leave their groups and their
+        jobs run again on siblings); a new machine with GPUs gets its workers, which serve once they answer.
+        True when the farm's places may have changed."""
+        alive = alive_nodes()
+        changed = False
+        for machine in self._machines.values():
+            if machine.node_id not in alive and machine.state is not MachineState.LOST:
+                logger.warning("[pool] machine lost machine=%s address=%s state=%s", machine.node_id[:8],
+                               machine.address, machine.state)  # fmt: skip
+                self._remove_workers(machine)
+                machine.enter(MachineState.LOST)
+                changed = True
+        for node_id, node in alive.items():
+            if node_id not in self._machines and offers_gpus(node, self.rig, self.engine):
+                machine = await self._add_machine(node)
+                self._in_background(self._bring_up(self._start_workers(machine), ready_timeout_s))
+                changed = True
+        return changed
+
+    async def _bring_up(self, workers: list[WorkerState], timeout_s: float) -> None:
+        """A joining machine's workers serve once each answers (a cold start loads models, the rest of the
+        farm goes on meanwhile)."""
+        calls = [ray_future(w.handle.loaded_models.remote()) for w in workers]
+        for worker, done in zip(workers, await asyncio.gather(*calls, return_exceptions=True), strict=True):
+            if isinstance(done, BaseException):
+                logger.error("[pool] worker failed to start worker=%s: %r", worker.worker_id, done)
+                self._in_background(bring_back(self._spawn, self._groups[worker.placement.card], worker))
+                continue
+            worker.serves(done)
+            self._groups[worker.placement.card].wake()
+
+    def _remove_workers(self, machine: Machine) -> list[WorkerState]:
+        """Take the machine's workers out of their groups (a job running there fails over to a sibling)."""
+        gone = self._workers_of(machine)
+        for worker in gone:
+            worker.is_alive, worker.is_gone = False, True
+            group = self._groups[worker.placement.card]
+            group.workers.remove(worker)
+            group.wake()
+        return gone
+
+    def machine(self, text: str) -> Machine:
+        """The machine ``text`` names: its address, or its node id or a prefix of it."""
+        return find_machine(list(self._machines.values()), text)
+
+    def start_drain(self, machine: Machine) -> None:
+        """No new job for the machine's workers; the running ones go on. Its places stop counting."""
+        if machine.state in (MachineState.SERVING, MachineState.DRAINING):
+            for worker in self._workers_of(machine):
+                worker.is_draining = True
+            machine.enter(MachineState.DRAINING)
+
+    async def finish_drain(self, machine: Machine, timeout_s: float) -> bool:
+        """Wait until the draining machine's running jobs end, then stop its workers: DRAINED (safe to
+        remove). False if jobs still ran at ``timeout_s`` (the machine stays DRAINING)."""
+        deadline = time.monotonic() + timeout_s
+        while machine.state is MachineState.DRAINING:
+            workers = self._workers_of(machine)
+            if not any(w.num_running for w in workers):
+                for worker in self._remove_workers(machine):
+                    _kill(worker)
+                machine.enter(MachineState.DRAINED)
+                logger.info("[pool] machine drained machine=%s address=%s", machine.node_id[:8],
+                            machine.address)  # fmt: skip
+                return True
+            if time.monotonic() > deadline:
+                return False
+            await self._idle_or(deadline)
+        return machine.state is MachineState.DRAINED
+
+    async def _idle_or(self, deadline: float) -> None:
+        """Until a job ends somewhere (the groups' lines wake) or a second passes."""
+        await asyncio.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+
+    async def undrain(self, machine: Machine, ready_timeout_s: float = READY_TIMEOUT_S) -> None:
+        """Take a draining or drained machine back: its workers serve again (started again if stopped)."""
+        if machine.state is MachineState.DRAINING:
+            for worker in self._workers_of(machine):
+                worker.is_draining = False
+            machine.enter(MachineState.SERVING)
+            for group in self._groups.values():
+                group.wake()
+        elif machine.state is MachineState.DRAINED:
+            await self._bring_up(self._start_workers(machine), ready_timeout_s)
+
+    def places(self) -> dict[CardModel, int]:
+        """Task places per card model on serving machines, of workers that answered once (one being
+        brought back after a crash still counts: its machine is there)."""
+        places: dict[CardModel, int] = {}
+        for group in self._groups.values():
+            for worker in group.workers:
+                machine = self._machines.get(worker.placement.node_id)
+                is_serving = machine is None or machine.is_serving
+                if is_serving and not worker.is_draining and (worker.is_alive or worker.has_served):
+                    places[group.card] = places.get(group.card, 0) + worker.placement.num_places
+        return places
+
+    def machines(self) -> list[MachineView]:
+        views = []
+        for machine in self._machines.values():
+            plan, workers = self._plans[machine.node_id], self._workers_of(machine)
+            gpus: dict[str, int] = {}
+            for gpu in machine.gpus:
+                gpus[gpu.short_id] = gpus.get(gpu.short_id, 0) + 1
+            views.append(MachineView(
+                node_id=machine.node_id, address=machine.address, state=machine.state.value, gpus=gpus,
+                num_workers=len(plan), num_alive_workers=sum(w.is_alive for w in workers),
+                num_places=sum(p.num_places for p in plan), num_running=sum(w.num_running for w in workers),
+                since_s=machine.since_s,
+            ))  # fmt: skip
+        return sorted(views, key=lambda view: (view.address, view.node_id))
 
     # --- what the coordinator reads ---
 
@@ -209,7 +370,7 @@ class WorkerPool:
             self._mark_lost(group, worker)
 
     def _mark_lost(self, group: CardGroup, worker: WorkerState) -> None:
-        if worker.is_alive and not self._is_shut_down:
+        if worker.is_alive and not self._is_shut_down and not worker.is_gone:
             worker.is_alive = False
             worker.loaded_models = frozenset()
             self._in_background(bring_back(self._spawn, group, worker))
@@ -225,11 +386,25 @@ class WorkerPool:
         for task in list(self._background):
             task.cancel()
         for worker in self._all_workers():
-            try:
-                ray.kill(worker.handle, no_restart=True)
-            except Exception:  # an actor already gone; shutting down the rest matters more
-                logger.warning("[pool] kill failed worker=%s", worker.worker_id, exc_info=True)
-            worker.is_alive = False
+            _kill(worker)
         for group in self._groups.values():
             group.wake()
         logger.info("[pool] shut down workers=%d", len(self._all_workers()))
+
+
+def _kill(worker: WorkerState) -> None:
+    try:
+        ray.kill(worker.handle, no_restart=True)
+    except Exception:  # an actor already gone; stopping the rest matters more
+        logger.warning("[pool] kill failed worker=%s", worker.worker_id, exc_info=True)
+    worker.is_alive = False
+
+
+def _no_gpus_message(rig: RigConfig, engine: EngineConfig) -> str:
+    if rig.discover_gpus:
+        return ("rig.discover_gpus is true but no alive Ray node offers a GPU; "
+                "start the GPU nodes first, or use a rig with virtual_gpus (rig=cpu-devnet)")  # fmt: skip
+    needed = required_resources(virtual_workers(rig, engine))
+    return (f"no alive Ray node declares the rig's virtual card resources {json.dumps(needed)}: "
+            "ray.init(resources=...) on one machine, or `ray start --resources` per simulated "
+            "machine")  # fmt: skip
