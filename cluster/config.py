@@ -21,6 +21,9 @@ class VirtualGpus(_Section):
     card_name: str = Field(min_length=1)
     vram_gb: int = Field(ge=1)
     count: int = Field(ge=1)
+    # The runtime tag of these GPUs' card model; None: the engine's (runtime_tag_of). Another tag stands for
+    # machines on another software version (a rolling upgrade, simulated on one host).
+    runtime_tag: str | None = None
 
 
 class WorkerLayout(_Section):

@@ -112,7 +112,7 @@ class WorkerBase:
         store = ModelStore(rig.model_cache_dir, is_offline=is_hub_offline())
         self.cache = ModelCache(cache_budget_bytes(rig, card, num_replicas))
         self.text, self.image = self._engines(engine, rig, store)
-        self._check_runtime(engine)
+        self._check_runtime(engine, rig)
         if rig.prefetch_models:
             store.prefetch(rig.prefetch_models)
         self._lock = threading.Lock()
@@ -146,8 +146,12 @@ class WorkerBase:
                     "Ray node"
                 )
 
-    def _check_runtime(self, engine: EngineConfig) -> None:
+    def _check_runtime(self, engine: EngineConfig, rig: RigConfig) -> None:
         runtime = engine.runtime_tag or self.text.runtime_tag()
+        declared = {group.runtime_tag for group in rig.virtual_gpus
+                    if not rig.discover_gpus and group.card_name == self.gpu.gpu_name}  # fmt: skip
+        if self.gpu.runtime in declared:  # a virtual GPU on a simulated software version: the rig says so
+            return
         if runtime != self.gpu.runtime:
             # The pool computed the card model elsewhere (another node's software): GPT results could differ.
             raise GpuDiscoveryError(

@@ -27,6 +27,7 @@ T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[2]
 CARD_A = "Devnet Virtual Card A"
 CARD_B = "Devnet Virtual Card B"
+UPGRADED = "devnet-upgraded"  # the runtime tag of card A's GPUs on machines rolled to a new version
 HEALTH_CHECKS = {  # a dead raylet is found after period x threshold (+ the timeout): about 2 s
     "health_check_initial_delay_ms": 0,
     "health_check_period_ms": 500,
@@ -37,11 +38,13 @@ MNEMONIC_ENV = "HELIUM_OPERATOR_MNEMONIC"
 
 
 def farm_config(state_dir: Path, cache_dir: Path, *overrides: str) -> ClusterConfig:
-    """The cpu-devnet rig with its two virtual card models (one GPU each: which machine has how many is
-    what each machine declares), no metrics port."""
+    """The cpu-devnet rig with its two virtual card models, and card A on an upgraded runtime (one GPU
+    each: which machine has how many is what each machine declares), no metrics port."""
+    gpus = (f"{{card_name:'{CARD_A}',vram_gb:8,count:1}},{{card_name:'{CARD_B}',vram_gb:16,count:1}},"
+            f"{{card_name:'{CARD_A}',vram_gb:8,count:1,runtime_tag:{UPGRADED}}}")  # fmt: skip
     base = [
         "rig=cpu-devnet",
-        f"rig.virtual_gpus=[{{card_name:'{CARD_A}',vram_gb:8,count:1}},{{card_name:'{CARD_B}',vram_gb:16,count:1}}]",
+        f"rig.virtual_gpus=[{gpus}]",
         f"state_dir={state_dir}", f"rig.model_cache_dir={cache_dir}", "metrics_port=0", "machines_poll_s=0.5",
     ]  # fmt: skip
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
@@ -57,11 +60,12 @@ class SimulatedFarm:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="farm-loop")
 
-    @property
-    def cards(self) -> dict[str, CardModel]:
+    def card(self, key: str) -> CardModel:
+        """The card model of "a", "b" or "a_new" (card A on the upgraded runtime)."""
         from cluster.coordinator.scheduling.placement import virtual_cards
 
-        return {card.gpu_name: card for card in virtual_cards(self.config.rig, self.config.engine)}
+        a, b, a_new = virtual_cards(self.config.rig, self.config.engine)
+        return {"a": a, "b": b, "a_new": a_new}[key]
 
     def start_ray(self) -> None:
         import ray
@@ -80,9 +84,8 @@ class SimulatedFarm:
         self._thread.start()
 
     def add_machine(self, **gpus: int) -> str:
-        """A machine with ``gpus`` virtual GPUs per card name key ("a", "b"); its Ray node id."""
-        names = {"a": CARD_A, "b": CARD_B}
-        resources = {self.cards[names[key]].resource_name: count for key, count in gpus.items()}
+        """A machine with ``gpus`` virtual GPUs per card key ("a", "b", "a_new"); its Ray node id."""
+        resources = {self.card(key).resource_name: count for key, count in gpus.items()}
         node = self.cluster.add_node(num_cpus=0, resources=resources, object_store_memory=80 * 1024**2)
         self.machines[node.node_id] = node
         return node.node_id

@@ -5,7 +5,8 @@ relay and an application paying for GPT tasks.
 The farm starts with three machines of two virtual GPUs of card A: six places, six node accounts. The
 tests share it (starting raylets and worker processes is most of their time) and run in this order: a
 machine lost while tasks stream and one back; a machine of a new card model added; a machine drained and
-taken back. Each leaves every account of card A serving.
+taken back; and last, a rolling upgrade of card A's machines to a new runtime tag. Each but the last
+leaves every account of card A serving.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from network.relay.background import RunningRelay
 from network.relay.config import RelayConfig
 from tests.coordinator.factories import APP, FUNDER, endpoints, gpt_args
 from tests.coordinator.scheduling.factories import gpt_job
-from tests.farm.simulated import CARD_A, CARD_B, SimulatedFarm, farm_config
+from tests.farm.simulated import SimulatedFarm, farm_config
 
 pytestmark = pytest.mark.timeout(600)
 LONG_JOB = {"max_new_tokens": 160}  # a second or more on a CPU worker: long enough to be caught running
@@ -139,7 +140,7 @@ def test_a_machine_lost_while_tasks_stream_loses_no_task_and_its_accounts_pause_
 
 def test_a_machine_added_brings_its_new_card_model_s_accounts_without_a_restart(farm, tiny_lm):
     coordinator, pool = farm.service.coordinator, farm.service.pool
-    card_b = farm.cards[CARD_B]
+    card_b = farm.card("b")
     node_id = farm.add_machine(b=1)
     farm.wait_for(lambda: any(n.card == card_b for n in coordinator.accounts), timeout_s=180,
                   what="an account of card B")  # fmt: skip
@@ -156,7 +157,7 @@ def test_a_drained_machine_loses_no_task_and_its_accounts_pause_before_its_worke
     from concurrent.futures import ThreadPoolExecutor
 
     service, pool = farm.service, farm.service.pool
-    card_a = farm.cards[CARD_A]
+    card_a = farm.card("a")
     target = next(m.node_id for m in pool.machines() if m.state == "serving" and m.gpus.get(card_a.short_id))
     seen_when_workers_stop: list[int] = []
     finish_drain = pool.finish_drain
@@ -193,3 +194,33 @@ def test_a_drained_machine_loses_no_task_and_its_accounts_pause_before_its_worke
     view = farm.run(service.undrain(target))
     farm.wait_for(lambda: num_paused(farm) == 0, timeout_s=120, what="its accounts resumed")
     assert view.state == "serving" and view.num_alive_workers == 2
+
+
+def test_a_rolling_upgrade_moves_card_a_to_its_new_runtime_and_the_old_accounts_quit_with_their_stakes(
+    farm, anvil, deployment, relay, tiny_lm, tmp_path
+):
+    service, pool, coordinator = farm.service, farm.service.pool, farm.service.coordinator
+    old, new = farm.card("a"), farm.card("a_new")
+    rolled = [m.node_id for m in pool.machines() if m.state == "serving" and m.gpus.get(old.short_id)]
+    old_accounts = [n.address for n in coordinator.nodes.of_card(old)]
+    balances = {a: farm.run(coordinator.ops.balance(a)) for a in old_accounts}
+    upgraded = farm.add_machine(a_new=3)  # the first machine on the new version (three places)
+    for node_id in rolled:  # then machine by machine: drained, taken away (to be upgraded)
+        assert farm.run(service.drain(node_id, timeout_s=300)).state == "drained"
+        farm.kill_machine(node_id)
+    farm.wait_for(lambda: len([n for n in coordinator.accounts if n.card == new]) == 3, timeout_s=180,
+                  what="the new runtime's accounts")  # fmt: skip
+    farm.wait_for(lambda: {statuses(farm)[a] for a in old_accounts} == {NodeStatus.QUIT}, timeout_s=120,
+                  what="the old runtime's accounts quit")  # fmt: skip
+    stake = int(deployment.bind(farm_w3(anvil)).contract("Node").functions.nodeStake().call())
+    for address in old_accounts:  # the stake came back to each (less the gas of its pause and quit)
+        assert farm.run(coordinator.ops.balance(address)) > balances[address] + stake * 9 // 10
+    (files,) = pay_for_tasks(anvil, deployment, relay, tiny_lm, range(20, 21), tmp_path / "app")
+    assert files and machine(farm, upgraded).state == "serving"
+    no_slash(farm)
+
+
+def farm_w3(anvil):
+    from web3 import Web3
+
+    return Web3(Web3.HTTPProvider(anvil.rpc_url))

@@ -134,7 +134,8 @@ def check_gpu_sharing(rig: RigConfig, engine: EngineConfig) -> None:
 
 def virtual_cards(rig: RigConfig, engine: EngineConfig) -> list[CardModel]:
     runtime = runtime_tag_of(engine)
-    return [spec.card_model(runtime) for spec in virtual_gpus(rig)]
+    tags = [group.runtime_tag or runtime for group in rig.virtual_gpus for _ in range(group.count)]
+    return [spec.card_model(tag) for spec, tag in zip(virtual_gpus(rig), tags, strict=True)]
 
 
 def virtual_workers(rig: RigConfig, engine: EngineConfig) -> list[WorkerPlacement]:
