@@ -32,9 +32,11 @@ def test_the_summary_prints_the_keys_the_workers_compute() -> None:
 
 
 def test_the_farm_commands_answer_help_without_a_cluster() -> None:
-    for name in ("resume-card", "status", "payout", "retire"):
+    for name in ("resume-card", "status", "payout", "retire", "ledger", "drain", "undrain"):
         command = [name, "--help"]
         shown = subprocess.run(
             [sys.executable, "-m", "cluster", *command], cwd=REPO, capture_output=True, text=True, timeout=60
         )
         assert shown.returncode == 0 and "usage: python -m cluster" in shown.stdout, shown.stderr
+        if name == "drain":  # what the preStop hook waits for, said where the operator reads it
+            assert "safe to remove" in " ".join(shown.stdout.split()), shown.stdout
