@@ -29,6 +29,7 @@ from cluster.failures import Failure, classify, log_retried_failure
 from cluster.ledger.model import LedgerReport
 from cluster.protocol.cards import CardModel
 from cluster.status.collect import collect_status
+from cluster.status.machines import machine_alerts
 from cluster.status.model import CoordinatorStatus, FarmStatus, MachineView, PayoutReport
 
 log = logging.getLogger(__name__)
@@ -101,9 +102,9 @@ class CoordinatorService:
         assert self.pool is not None and self.coordinator is not None
         await self.pool.follow_machines()
         places = await self._checked_places()
-        if places != self._places:
-            await self.coordinator.follow_capacity(places)
+        if places != self._places or not self.coordinator.is_capacity_settled:
             self._places = places
+            await self.coordinator.follow_capacity(places)
 
     async def _checked_places(self) -> dict[CardModel, int]:
         """Places per card model, for the card models whose workers agree (the reference check runs once
@@ -187,8 +188,13 @@ class CoordinatorService:
         return await collect_status(coordinator, self.pool, self.group_checks)
 
     async def status(self) -> CoordinatorStatus:
+        """The coordinator's own status, with the machines' alerts (a lost machine, a drained one): the
+        periodic line shows them too."""
         coordinator = await self.ensure_started()
-        return coordinator.status().model_copy(update={"reference_checks": dict(self.group_checks)})
+        own = coordinator.status()
+        machines = machine_alerts(self.pool.machines()) if self.pool is not None else []
+        return own.model_copy(update={"reference_checks": dict(self.group_checks),
+                                      "alerts": own.alerts + machines})  # fmt: skip
 
     async def resume_card(self, key_text: str) -> dict[str, NodeStatus]:
         coordinator = await self.ensure_started()

@@ -86,6 +86,7 @@ class Coordinator:
         self._waiting_for_disk: set[tuple[int, int]] = set()  # rounds whose last step hit a full disk
         self._poll_failure: str | None = None  # why following the chain failed last, until it works again
         self._spare: set[str] = set()  # accounts paused for want of places (capacity.py)
+        self._unsettled: set[str] = set()  # accounts whose capacity changed and the chain has not followed
         self._capacity_lock = asyncio.Lock()
         self._started = False
 
@@ -171,6 +172,7 @@ class Coordinator:
                 busy={n.index for n in self.nodes.accounts if n.address in busy_addresses},
             )  # fmt: skip
             if plan.is_empty:
+                await self._settle_capacity()
                 return plan
             registry, by_index = self.store.node_accounts, {n.index: n for n in self.nodes.accounts}
             registry.set_spare(plan.spare, True)
@@ -181,18 +183,35 @@ class Coordinator:
             spared = [by_index[i] for i in plan.spare]
             served = [by_index[i] for i in plan.serve] + added
             self._spare = (self._spare | {n.address for n in spared}) - {n.address for n in served}
+            self._unsettled |= {n.address for n in spared + served}
             if added:
                 self.ledger.note_accounts({n.address: n.card for n in added}, self.keys.operator.address)
-                await self.funds.follow([n.address for n in added])
             log.info("[coordinator] capacity: %d account(s) paused, %d resumed, %d new, %d card model(s) "
                      "superseded", len(spared), len(plan.serve), len(added),
                      len(plan.superseded))  # fmt: skip
-            await pause_all(self.ops, spared)  # idle ones now, busy ones when their task ends
-            if served:
-                await self.join_nodes(served)
+            await self._settle_capacity()
             for card in plan.superseded:
                 await self._retire_superseded(card)
             return plan
+
+    async def _settle_capacity(self) -> None:
+        """Bring the chain to what the registry says of the accounts changed: spare ones paused (idle ones
+        now, busy ones when their task ends), the others joined or resumed. What failed (the chain did not
+        answer, the operator could not fund) stays to settle and is tried at the next call."""
+        if not self._unsettled:
+            return
+        accounts = [self.nodes[address] for address in sorted(self._unsettled)]
+        await pause_all(self.ops, [n for n in accounts if n.address in self._spare])
+        serving = [n for n in accounts if n.address not in self._spare]
+        await self.funds.follow([n.address for n in serving])  # new accounts' balances, once
+        if serving:
+            await self.join_nodes(serving)
+        self._unsettled -= {n.address for n in accounts}
+
+    @property
+    def is_capacity_settled(self) -> bool:
+        """False while accounts whose capacity changed wait for the chain (``follow_capacity`` again)."""
+        return not self._unsettled
 
     async def _retire_superseded(self, card: CardModel) -> None:
         """An upgrade moved the card model's GPUs to another runtime tag: its accounts quit (their stakes

@@ -126,3 +126,42 @@ def test_an_upgraded_card_model_takes_the_places_and_the_old_accounts_quit_with_
     stake = int(deployment.bind(w3).contract("Node").functions.nodeStake().call())
     for address, (_, balance) in old_after.items():  # the stake came back, less the gas of pause and quit
         assert balance > before[address] + stake * 9 // 10
+
+
+def test_accounts_the_chain_did_not_take_are_settled_at_the_next_call(w3, anvil, deployment, relay, tmp_path):
+    """The operator cannot fund a new card model's account: the registry has it, the chain does not; once
+    the operator is funded, the next call (same places) joins it."""
+    from eth_account import Account
+
+    from cluster.chain.accounts import OperatorKeys
+    from tests.coordinator.factories import FUNDER
+
+    _, mnemonic = Account.create_with_mnemonic()
+    poor = OperatorKeys.from_mnemonic(mnemonic)
+    stake = int(deployment.bind(w3).contract("Node").functions.nodeStake().call())
+    w3.eth.send_transaction(
+        {"from": FUNDER.address, "to": poor.operator.address, "value": 3 * stake + 10**18}
+    )
+    farm = settings(anvil, deployment, relay, tmp_path / "farm" / "coordinator", cards=(CARD,) * 2)
+
+    async def scenario():
+        async with running_coordinator(farm, poor, LocalJobRunner(tmp_path)) as coordinator:
+            failure = None
+            try:
+                await coordinator.follow_capacity({CARD: 2, CARD_B: 2})  # two more stakes: more than it has
+            except Exception as exc:
+                failure = exc
+            unsettled = not coordinator.is_capacity_settled
+            w3.eth.send_transaction({"from": FUNDER.address, "to": poor.operator.address, "value": 5 * stake})
+            await coordinator.follow_capacity({CARD: 2, CARD_B: 2})
+            ops = coordinator.ops
+            return (
+                failure,
+                unsettled,
+                coordinator.is_capacity_settled,
+                [await ops.node_status(n.address) for n in coordinator.nodes.of_card(CARD_B)],
+            )
+
+    failure, unsettled, settled, statuses_b = asyncio.run(scenario())
+    assert failure is not None and unsettled
+    assert settled and statuses_b == [NodeStatus.AVAILABLE] * 2

@@ -78,7 +78,8 @@ class Funds:
     async def follow(self, addresses: Iterable[str]) -> None:
         """Accounts added while the farm runs (a machine joined): their balances read once, then kept."""
         for address in addresses:
-            self.book.seed(address, await self.ops.balance(address))
+            if self.book.balance_wei(address) is None:
+                self.book.seed(address, await self.ops.balance(address))
 
     async def close(self) -> None:
         if self._sweep is not None:
