@@ -27,6 +27,7 @@ RAY_TESTS = (
     "tests/cluster/test_ray_job.py",
     "tests/coordinator/scheduling/",
     "tests/devnet/test_devnet.py",
+    "tests/farm/",
     "tests/workers/test_gpu_sharing.py",
 )
 

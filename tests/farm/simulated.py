@@ -72,7 +72,6 @@ class SimulatedFarm:
         from ray.cluster_utils import Cluster
 
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         self.cluster = Cluster(
             initialize_head=True,
             head_node_args={"num_cpus": 1, "include_dashboard": False, "_system_config": HEALTH_CHECKS,
