@@ -156,7 +156,7 @@ class WorkerPool:
         names = {placement.name for placement in self._plans[machine.node_id]}
         return [w for w in self._all_workers() if w.worker_id in names]
 
-    async def follow_machines(self, ready_timeout_s: float = READY_TIMEOUT_S) -> bool:
+    async def follow_machines(self) -> bool:
         """Look at Ray's nodes once: a machine found dead is LOST (its workers leave their groups and their
         jobs run again on siblings); a new machine with GPUs gets its workers, which serve once they answer.
         True when the farm's places may have changed."""
@@ -172,13 +172,14 @@ class WorkerPool:
         for node_id, node in alive.items():
             if node_id not in self._machines and offers_gpus(node, self.rig, self.engine):
                 machine = await self._add_machine(node)
-                self._in_background(self._bring_up(self._start_workers(machine), ready_timeout_s))
+                self._in_background(self._bring_up(self._start_workers(machine)))
                 changed = True
         return changed
 
-    async def _bring_up(self, workers: list[WorkerState], timeout_s: float) -> None:
+    async def _bring_up(self, workers: list[WorkerState]) -> None:
         """A joining machine's workers serve once each answers (a cold start loads models, the rest of the
-        farm goes on meanwhile)."""
+        farm goes on meanwhile; one that never gets its resources never serves, and its places never
+        count)."""
         calls = [ray_future(w.handle.loaded_models.remote()) for w in workers]
         for worker, done in zip(workers, await asyncio.gather(*calls, return_exceptions=True), strict=True):
             if isinstance(done, BaseException):
@@ -231,7 +232,7 @@ class WorkerPool:
         """Until a job ends somewhere (the groups' lines wake) or a second passes."""
         await asyncio.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
 
-    async def undrain(self, machine: Machine, ready_timeout_s: float = READY_TIMEOUT_S) -> None:
+    async def undrain(self, machine: Machine) -> None:
         """Take a draining or drained machine back: its workers serve again (started again if stopped)."""
         if machine.state is MachineState.DRAINING:
             for worker in self._workers_of(machine):
@@ -240,7 +241,7 @@ class WorkerPool:
             for group in self._groups.values():
                 group.wake()
         elif machine.state is MachineState.DRAINED:
-            await self._bring_up(self._start_workers(machine), ready_timeout_s)
+            await self._bring_up(self._start_workers(machine))
 
     def places(self) -> dict[CardModel, int]:
         """Task places per card model on serving machines, of workers that answered once (one being
