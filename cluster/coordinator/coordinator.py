@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
+import aiohttp
 from web3 import AsyncWeb3
 
 from cluster.chain.accounts import OperatorKeys
@@ -121,9 +121,11 @@ class Coordinator:
         self.ledger.note_accounts({n.address: n.card for n in self.accounts}, self.keys.operator.address)
         self.timers = await self.ops.task_timers()  # then followed through their events by the watch
         self.watch = ChainWatch(self.store, self.nodes.__contains__, self.timers, self.timeline)
-        # Every round talks to the relay: connections are kept (a new one costs more than the request).
-        limits = httpx.Limits(max_connections=RELAY_CONNECTIONS, max_keepalive_connections=RELAY_CONNECTIONS)
-        self._http = httpx.AsyncClient(timeout=30.0, limits=limits)
+        # Every round talks to the relay: connections are kept (a new one costs more than the request), on
+        # aiohttp, whose cost per request does not grow with the requests waiting (cluster/relay/client.py).
+        self._http = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=RELAY_CONNECTIONS), timeout=aiohttp.ClientTimeout(total=30.0)
+        )
         self.driver = RoundDriver(
             self.store, self.ops, self.pool, self.nodes, self.clock, self.timers,
             relay_url=endpoints.relay_url, http=self._http, guard_own_results=self.settings.guard_own_results,
@@ -303,7 +305,7 @@ class Coordinator:
         if self._started:
             await self.funds.close()
             await self.sender.aclose()
-            await self._http.aclose()
+            await self._http.close()
             await self.ledger.aclose()
             await self.w3.provider.disconnect()
             self.sender.journal.close()

@@ -19,7 +19,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-import httpx
+import aiohttp
 from eth_account.signers.local import LocalAccount
 
 from cluster.chain.revert import ContractRevert
@@ -48,7 +48,7 @@ class RoundDriver:
 
     def __init__(
         self, store: RoundStore, ops: ChainOps, pool: JobRunner, nodes: NodeSet, clock: ChainClock,
-        timers: TaskTimers, *, relay_url: str, http: httpx.AsyncClient, guard_own_results: bool = True,
+        timers: TaskTimers, *, relay_url: str, http: aiohttp.ClientSession, guard_own_results: bool = True,
         failpoints: Failpoints = NO_FAILPOINTS,
         timeline: RoundTimeline | None = None,
     ):  # fmt: skip
@@ -265,5 +265,5 @@ class RoundDriver:
 
     def _relay_for(self, node: str) -> RelayClient:
         if node not in self._relays:
-            self._relays[node] = RelayClient(self._relay_url, self.nodes[node].account, http=self._http)
+            self._relays[node] = RelayClient(self._relay_url, self.nodes[node].account, session=self._http)
         return self._relays[node]
