@@ -153,8 +153,14 @@ class WorkerPool:
         return [placement for plan in self._plans.values() for placement in plan]
 
     def _workers_of(self, machine: Machine) -> list[WorkerState]:
-        names = {placement.name for placement in self._plans[machine.node_id]}
-        return [w for w in self._all_workers() if w.worker_id in names]
+        return self._workers_by_machine().get(machine.node_id, [])
+
+    def _workers_by_machine(self) -> dict[str, list[WorkerState]]:
+        """The workers in rotation (or being brought back) per machine, in one pass over the farm."""
+        by_machine: dict[str, list[WorkerState]] = {}
+        for worker in self._all_workers():
+            by_machine.setdefault(worker.placement.node_id, []).append(worker)
+        return by_machine
 
     async def follow_machines(self) -> bool:
         """Look at Ray's nodes once: a machine found dead is LOST (its workers leave their groups and their
@@ -256,9 +262,9 @@ class WorkerPool:
         return places
 
     def machines(self) -> list[MachineView]:
-        views = []
+        views, by_machine = [], self._workers_by_machine()
         for machine in self._machines.values():
-            plan, workers = self._plans[machine.node_id], self._workers_of(machine)
+            plan, workers = self._plans[machine.node_id], by_machine.get(machine.node_id, [])
             gpus: dict[str, int] = {}
             for gpu in machine.gpus:
                 gpus[gpu.short_id] = gpus.get(gpu.short_id, 0) + 1
