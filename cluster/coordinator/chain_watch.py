@@ -65,7 +65,13 @@ class ChainWatch:
         self.timers = timers  # read at start, then followed by their events (shared with the rounds)
 
     def apply(self, events: list[ChainEvent]) -> list[NodeTask]:
-        """Apply a page of events; returns the rows that changed and may have a step to take."""
+        """Apply a page of events, in one transaction (the page's rows on disk at once, before the cursor
+        moves past it; none of them if it fails); returns the rows that changed and may have a step to
+        take."""
+        with self.store.transaction():
+            return self._apply(events)
+
+    def _apply(self, events: list[ChainEvent]) -> list[NodeTask]:
         changed: dict[tuple[int, int], NodeTask] = {}
         for event in events:
             match timing_event(event):
@@ -140,8 +146,7 @@ class ChainWatch:
         """Write this event's fields (only those) to each row; returns the rows as they are now."""
         updated = []
         for row in rows:
-            if self.store.patch(row.task_id, row.round, unless_done=unless_done, **changes):
-                fresh = self.store.get(row.task_id, row.round)
-                if fresh is not None:
-                    updated.append(fresh)
+            fresh = self.store.patched(row.task_id, row.round, unless_done=unless_done, **changes)
+            if fresh is not None:
+                updated.append(fresh)
         return updated

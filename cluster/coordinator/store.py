@@ -9,11 +9,12 @@ same signed bytes or nothing. Result files live beside the database, written ato
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import fields, replace
 from enum import StrEnum
 from pathlib import Path
@@ -118,6 +119,18 @@ def _from_row(row: sqlite3.Row) -> NodeTask:
     return NodeTask(**values)
 
 
+def _update(task_id: int, round_: int, unless_done: bool, changes: dict[str, Any]) -> tuple[str, list[Any]]:
+    """The UPDATE of ``RoundStore.patch``: only the named fields, and not a row the chain ended."""
+    unknown = set(changes) - set(_COLUMNS)
+    if unknown:
+        raise KeyError(f"not fields of a task row: {sorted(unknown)}")
+    row = {name: _to_row(_with(name, value))[name] for name, value in changes.items()}
+    assignments = ", ".join(f"{name} = ?" for name in row) + ", updated_at = ?"
+    where = "task_id = ? AND round = ?" + (" AND step != ?" if unless_done else "")
+    params = [*row.values(), time.time(), task_id, round_, *([Step.DONE.value] if unless_done else [])]
+    return f"UPDATE node_tasks SET {assignments} WHERE {where}", params
+
+
 class RoundStore:
     """SQLite (WAL, synchronous=FULL): a write has reached the disk when the call returns."""
 
@@ -125,7 +138,7 @@ class RoundStore:
         self.state_dir = Path(state_dir)
         self.files_dir = self.state_dir / "results"
         self.files_dir.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entered by the writes of a ``transaction``
         self._db = open_durable(self.state_dir / "tasks.db", rows_by_name=True)
         _migrate(self._db)
         self._db.executescript(SCHEMA)
@@ -134,6 +147,23 @@ class RoundStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """The writes inside as one transaction, on disk (one fsync) when the block ends, or none of them
+        if it raises: for the rows one page of chain events changes, whose cursor moves only after it.
+        Other threads wait for the end; a transaction inside one is part of it."""
+        with self._lock:
+            if self._db.in_transaction:
+                yield
+                return
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
 
     def add(self, task: NodeTask) -> bool:
         """Record a selection; False (and nothing changed) when this (task, round) is already known."""
@@ -153,16 +183,18 @@ class RoundStore:
         fields, so neither overwrites what the other learned; ``unless_done`` keeps a runner that finishes
         a step late from moving a row the chain already ended.
         """
-        unknown = set(changes) - set(_COLUMNS)
-        if unknown:
-            raise KeyError(f"not fields of a task row: {sorted(unknown)}")
-        row = {name: _to_row(_with(name, value))[name] for name, value in changes.items()}
-        assignments = ", ".join(f"{name} = ?" for name in row) + ", updated_at = ?"
-        where = "task_id = ? AND round = ?" + (" AND step != ?" if unless_done else "")
-        params = [*row.values(), time.time(), task_id, round_, *([Step.DONE.value] if unless_done else [])]
+        sql, params = _update(task_id, round_, unless_done, changes)
         with self._lock:
-            cursor = self._db.execute(f"UPDATE node_tasks SET {assignments} WHERE {where}", params)
-            return cursor.rowcount == 1
+            return self._db.execute(sql, params).rowcount == 1
+
+    def patched(
+        self, task_id: int, round_: int, *, unless_done: bool = True, **changes: Any
+    ) -> NodeTask | None:
+        """``patch``, returning the row as written (None when nothing was), in the same statement."""
+        sql, params = _update(task_id, round_, unless_done, changes)
+        with self._lock:  # every row read, to the statement's end: committed before the lock is let go
+            written = self._db.execute(sql + " RETURNING *", params).fetchall()
+        return _from_row(written[0]) if written else None
 
     def get(self, task_id: int, round_: int) -> NodeTask | None:
         with self._lock:

@@ -101,3 +101,30 @@ def test_a_pending_task_s_cap_is_kept_until_it_is_forgotten(tmp_path: Path) -> N
         assert store.pending_cap(5) is None
     finally:
         store.close()
+
+
+def test_a_page_of_patches_is_one_transaction_seen_by_another_reader_only_at_its_end(tmp_path: Path) -> None:
+    store = RoundStore(tmp_path)
+    try:
+        for round_ in range(3):
+            store.add(NodeTask(5, round_, "0xNode", 1, b"\x01", Step.SELECTED, 99.0))
+        other = sqlite3.connect(tmp_path / "tasks.db")  # a second process reading the file
+        with store.transaction():
+            fresh = store.patched(5, 0, commitments_ready=True)
+            assert fresh is not None and fresh.commitments_ready and fresh.step is Step.SELECTED
+            store.patch(5, 1, commitments_ready=True)
+            assert store.get(5, 1).commitments_ready  # this connection sees its own writes at once
+            assert other.execute("SELECT SUM(commitments_ready) FROM node_tasks").fetchone() == (0,)
+        assert other.execute("SELECT SUM(commitments_ready) FROM node_tasks").fetchone() == (2,)
+        try:  # a page that fails leaves none of its rows changed (its cursor does not move either)
+            with store.transaction():
+                store.patch(5, 2, step=Step.DONE, outcome=Outcome.PAID)
+                raise RuntimeError("an event that does not decode")
+        except RuntimeError:
+            pass
+        assert store.get(5, 2).step is Step.SELECTED
+        store.patch(5, 2, step=Step.DONE)
+        assert store.patched(5, 2, step=Step.EXECUTED) is None  # a done row is not reopened
+        other.close()
+    finally:
+        store.close()
