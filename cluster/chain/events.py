@@ -23,9 +23,9 @@ from typing import Any
 
 from eth_abi import decode
 from eth_hash.auto import keccak
-from eth_utils import to_checksum_address
 from web3 import AsyncWeb3
 
+from cluster.chain.checksums import checksum_address
 from cluster.chain.revert import abi_type, normalize
 from cluster.chain.rpc import RpcClient, RpcError, TransientRpcError, hex_int
 from cluster.durable_sqlite import open_durable
@@ -95,17 +95,17 @@ class EventDecoder:
                     data_names=tuple(i["name"] for i in inputs if not i.get("indexed")),
                     data_types=tuple(abi_type(i) for i in inputs if not i.get("indexed")),
                 )
-                self._by_key[(to_checksum_address(address), event_topic(item))] = entry
+                self._by_key[(checksum_address(address), event_topic(item))] = entry
 
     @property
     def addresses(self) -> list[str]:
-        return sorted({to_checksum_address(address) for address, _ in self.contracts.values()})
+        return sorted({checksum_address(address) for address, _ in self.contracts.values()})
 
     def decode(self, raw: Mapping[str, Any]) -> ChainEvent | None:
         topics = [bytes.fromhex(t[2:]) for t in raw["topics"]]
         if not topics:
             return None
-        address = to_checksum_address(raw["address"])
+        address = checksum_address(raw["address"])
         entry = self._by_key.get((address, topics[0]))
         if entry is None or len(topics) - 1 != len(entry.indexed):
             return None

@@ -15,7 +15,8 @@ from eth_abi import decode
 from eth_abi.exceptions import DecodingError
 from eth_abi.grammar import ABIType, BasicType, TupleType, parse
 from eth_hash.auto import keccak
-from eth_utils import to_checksum_address
+
+from cluster.chain.checksums import checksum_address
 
 ERROR_STRING_SELECTOR = bytes.fromhex("08c379a0")
 PANIC_SELECTOR = bytes.fromhex("4e487b71")
@@ -37,7 +38,7 @@ def normalize(type_str: str | ABIType, value: Any) -> Any:
     if isinstance(kind, TupleType):
         return [normalize(c, v) for c, v in zip(kind.components, value, strict=True)]
     if isinstance(kind, BasicType) and kind.base == "address":
-        return to_checksum_address(value)
+        return checksum_address(value)
     return value
 
 

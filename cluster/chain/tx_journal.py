@@ -19,8 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from eth_utils import to_checksum_address
-
+from cluster.chain.checksums import checksum_address
 from cluster.durable_sqlite import open_durable
 
 TxStatus = Literal["signed", "mined", "reverted", "failed"]
@@ -216,7 +215,7 @@ class TxJournal:
             to = fields.get("to")
             receipts.append(
                 PaidReceipt(rowid, tx_hash, key, status, account, gas_used, gas_price, block,
-                            to_checksum_address(to) if to else None, int(fields.get("value") or 0))
+                            checksum_address(to) if to else None, int(fields.get("value") or 0))
             )  # fmt: skip
         return receipts
 
