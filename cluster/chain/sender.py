@@ -144,7 +144,7 @@ class TxSender:
                 fields |= await self.chain.fees()
                 entry = self._sign(account, key, fields)
                 try:
-                    await self._broadcast(entry)
+                    await self._broadcast_new(entry)
                 except RpcError as exc:
                     if exc.message_has("nonce too low", "nonce is too low", "already mined"):
                         log.warning(
@@ -198,6 +198,16 @@ class TxSender:
                 raise
 
         await self.rpc.retrying(f"broadcast key={entry.key}", attempt)
+
+    async def _broadcast_new(self, entry: JournalEntry) -> None:
+        """The first broadcast of newly signed bytes, their receipt watched for from before it: the loop
+        reading whole blocks hands it over, with no receipt request of its own (cluster/chain/receipts.py)."""
+        await self.receipts.expect(entry.tx_hashes[-1])
+        try:
+            await self._broadcast(entry)
+        except BaseException:
+            self.receipts.forget(entry.tx_hashes[-1])
+            raise
 
     async def _is_known(self, tx_hash: str) -> bool:
         return await self.rpc.call("eth_getTransactionByHash", [tx_hash]) is not None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 
+from eth_account import Account
 from web3 import Web3
 
 from cluster.chain.receipts import ReceiptWatcher
@@ -124,3 +125,39 @@ def test_a_transaction_mined_between_the_direct_check_and_the_first_head_read_is
     finally:
         w3.provider.make_request("evm_setAutomine", [True])
     assert receipt is not None and receipt["transactionHash"] == hashes[0]
+
+
+def test_transactions_expected_before_their_broadcast_need_no_receipt_request_of_their_own(
+    w3: Web3, anvil
+) -> None:
+    """The sender's new transactions: mined at once (automine), before the loop's next look, and still
+    handed over from the block's receipts."""
+    account = Account.create()
+    w3.provider.make_request("anvil_setBalance", [account.address, hex(10**20)])
+    chain_id, fee = w3.eth.chain_id, 2 * w3.eth.gas_price
+    signed = [
+        account.sign_transaction({
+            "to": w3.eth.accounts[6], "value": i + 1, "gas": 21_000, "nonce": i, "chainId": chain_id,
+            "maxFeePerGas": fee, "maxPriorityFeePerGas": 1,
+        })
+        for i in range(5)
+    ]  # fmt: skip
+    hashes = ["0x" + bytes(s.hash).hex() for s in signed]
+
+    async def scenario():
+        rpc = _AnsweredCounts(connect(anvil.rpc_url))
+        watcher = ReceiptWatcher(rpc, poll_interval_s=0.05)
+        try:
+            for tx_hash, tx in zip(hashes, signed, strict=True):
+                await watcher.expect(tx_hash)
+                await rpc.request("eth_sendRawTransaction", ["0x" + bytes(tx.raw_transaction).hex()])
+            watcher.forget(hashes[0])  # (for a broadcast that failed; here: waited for as an old one)
+            receipts = await asyncio.gather(*(watcher.wait([h], timeout_s=10) for h in hashes))
+            return receipts, rpc, watcher
+        finally:
+            await rpc.w3.provider.disconnect()
+
+    receipts, rpc, watcher = asyncio.run(scenario())
+    assert [r["transactionHash"] for r in receipts] == hashes
+    assert rpc.num_calls["eth_getTransactionReceipt"] == 1  # only the forgotten one's direct check
+    assert not watcher._waiting and not watcher._expected
