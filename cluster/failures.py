@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import sqlite3
 from enum import Enum, StrEnum
 
 import aiohttp
@@ -110,6 +111,9 @@ _TRANSIENT_TYPES: tuple[type[BaseException], ...] = (
 
 
 def is_disk_full(exc: BaseException) -> bool:
+    """No space left: for a file (ENOSPC, EDQUOT), or for a SQLite database (SQLITE_FULL)."""
+    if isinstance(exc, sqlite3.Error):
+        return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
     return isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS
 
 

@@ -105,16 +105,17 @@ class RoundDriver:
         if reply.error is not None:  # the pool returns only task errors; transient ones it retried
             return self._found_error(task, reply.error)
         files, result = list(reply.files), reply.result
-        self.store.write_files(task.task_id, task.round, files)
-        # result, nonce and files on disk before the commitment can be sent
-        self.store.patch(
-            task.task_id,
-            task.round,
-            step=Step.EXECUTED,
-            result=result,
-            nonce=new_nonce(),
-            num_files=len(files),
-        )
+        # result, nonce and files on disk before the commitment can be sent: one transaction (store.py)
+        with self.store.transaction():
+            self.store.write_files(task.task_id, task.round, files)
+            self.store.patch(
+                task.task_id,
+                task.round,
+                step=Step.EXECUTED,
+                result=result,
+                nonce=new_nonce(),
+                num_files=len(files),
+            )
         self.timeline.mark(task.key, "executed")
         log.info("[coordinator] executed task=%d round=%d node=%s", task.task_id, task.round, task.node)
         return True

@@ -52,6 +52,13 @@ CREATE TABLE IF NOT EXISTS node_tasks (
     PRIMARY KEY (task_id, round)
 );
 CREATE INDEX IF NOT EXISTS node_tasks_step ON node_tasks (step);
+CREATE TABLE IF NOT EXISTS result_files (
+    task_id INTEGER NOT NULL,
+    round INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (task_id, round, idx)
+);
 CREATE TABLE IF NOT EXISTS pending_caps (
     task_id INTEGER PRIMARY KEY,
     cap TEXT NOT NULL
@@ -79,6 +86,9 @@ _HEX_FIELDS = {"task_hash", "result", "nonce"}
 _COLUMNS = [f.name for f in fields(NodeTask)]
 
 
+# Result files up to this size in all are kept in the database, written with the row that names their
+# result (one fsync); larger ones in files beside it (a temporary directory and three fsyncs).
+INLINE_FILES_MAX_BYTES = 256 * 1024
 _BIG_INT_FIELDS = {"fee_earned", "cap"}  # may not fit SQLite's 64-bit integers: stored as text
 
 
@@ -273,12 +283,30 @@ class RoundStore:
         return self.files_dir / f"{task_id}-{round_}"
 
     def write_files(self, task_id: int, round_: int, files: list[bytes]) -> None:
+        """A round's result files, replacing any a replay left (a crash between this write and the row's
+        update). Small ones go in the database: inside a ``transaction`` with the row's update, both are
+        on disk in one fsync, or neither."""
         folder = self.files_path(task_id, round_)
-        if folder.exists():  # a replay after a crash between the write and the row update
+        if folder.exists():
             shutil.rmtree(folder)
+        with self.transaction():
+            self._db.execute("DELETE FROM result_files WHERE task_id = ? AND round = ?", (task_id, round_))
+            if files and sum(map(len, files)) <= INLINE_FILES_MAX_BYTES:
+                self._db.executemany(
+                    "INSERT INTO result_files (task_id, round, idx, data) VALUES (?, ?, ?, ?)",
+                    [(task_id, round_, index, data) for index, data in enumerate(files)],
+                )
+                return
         write_indexed_files(folder, files)
 
     def read_files(self, task_id: int, round_: int) -> list[bytes]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT data FROM result_files WHERE task_id = ? AND round = ? ORDER BY idx",
+                (task_id, round_),
+            ).fetchall()
+        if rows:
+            return [bytes(data) for (data,) in rows]
         return read_indexed_files(self.files_path(task_id, round_))
 
     # -- card models the guard paused: they stay paused across restarts until the operator lifts them ----

@@ -4,6 +4,7 @@ is named by a code."""
 from __future__ import annotations
 
 import errno
+import sqlite3
 
 import aiohttp
 import httpx
@@ -113,3 +114,18 @@ def test_a_send_refused_for_lack_of_funds_is_recognised(message: str) -> None:
     assert is_insufficient_funds(error) and classify(error) is Failure.TRANSIENT
     assert failure_code(error) is FailureCode.INSUFFICIENT_FUNDS
     assert not is_insufficient_funds(RpcError("eth_sendRawTransaction", -32000, "nonce too low"))
+
+
+def test_a_full_sqlite_database_is_a_full_disk_and_other_sqlite_errors_are_final(tmp_path) -> None:
+    """Small result files are written to the round's database (cluster/coordinator/store.py): a disk that
+    fills up there is the operator's to fix, as it is for files."""
+    db = sqlite3.connect(tmp_path / "full.db")
+    db.execute("CREATE TABLE t (data BLOB)")
+    db.execute("PRAGMA max_page_count = 2")  # a database that cannot grow: SQLite's SQLITE_FULL
+    with pytest.raises(sqlite3.OperationalError) as full:
+        db.execute("INSERT INTO t VALUES (?)", (b"x" * 100_000,))
+    assert classify(full.value) is Failure.TRANSIENT
+    with pytest.raises(sqlite3.OperationalError) as bug:
+        db.execute("SELECT no_such_column FROM t")
+    assert classify(bug.value) is Failure.FINAL
+    db.close()

@@ -128,3 +128,38 @@ def test_a_page_of_patches_is_one_transaction_seen_by_another_reader_only_at_its
         other.close()
     finally:
         store.close()
+
+
+def test_small_result_files_are_written_with_their_row_and_large_ones_beside_it(tmp_path: Path) -> None:
+    store = RoundStore(tmp_path)
+    try:
+        for round_ in range(3):
+            store.add(NodeTask(6, round_, "0xNode", 1, b"\x01", Step.SELECTED, 99.0))
+        try:  # the step's write: files, result and nonce together, or none of them
+            with store.transaction():
+                store.write_files(6, 0, [b"first answer", b""])
+                store.patch(6, 0, step=Step.EXECUTED, result=b"\x02", num_files=2)
+                raise OSError(28, "No space left on device")
+        except OSError:
+            pass
+        assert store.get(6, 0).step is Step.SELECTED and not store.files_path(6, 0).exists()
+        with store.transaction():
+            store.write_files(6, 0, [b"first answer", b""])
+            store.patch(6, 0, step=Step.EXECUTED, result=b"\x02", num_files=2)
+        assert store.read_files(6, 0) == [b"first answer", b""] and not store.files_path(6, 0).exists()
+        big = [bytes(200_000), b"\x01" * 100_000]  # over INLINE_FILES_MAX_BYTES: files beside the database
+        store.write_files(6, 1, big)
+        assert store.read_files(6, 1) == big and store.files_path(6, 1).is_dir()
+        store.write_files(6, 1, [b"smaller"])  # a replay replaces what was there
+        assert store.read_files(6, 1) == [b"smaller"] and not store.files_path(6, 1).exists()
+        store.write_files(6, 0, big)
+        assert store.read_files(6, 0) == big
+        store.write_files(6, 2, [])
+        assert store.read_files(6, 2) == []
+    finally:
+        store.close()
+    store = RoundStore(tmp_path)  # a restarted coordinator reads them back
+    try:
+        assert store.read_files(6, 1) == [b"smaller"]
+    finally:
+        store.close()
