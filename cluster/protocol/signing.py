@@ -14,6 +14,7 @@ its own clock, so a captured request cannot be replayed later.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import time
@@ -26,6 +27,11 @@ from eth_hash.auto import keccak
 from eth_keys import keys
 from eth_keys.exceptions import BadSignature, ValidationError
 from eth_utils import to_checksum_address
+
+try:
+    from coincurve import PrivateKey
+except ImportError:  # pragma: no cover - coincurve is a dependency; eth_account signs without it
+    PrivateKey = None
 
 MAX_CLOCK_SKEW_S = 60
 SIGNATURE_BYTES = 65
@@ -91,8 +97,23 @@ def sign_request(
 ) -> tuple[int, str]:
     """Sign a request's parameters; returns ``(timestamp, signature_hex)`` to send beside them."""
     timestamp = int(time.time()) if timestamp is None else int(timestamp)
-    signed = Account.unsafe_sign_hash(signing_digest(params, timestamp), private_key)
-    return timestamp, "0x" + bytes(signed.signature).hex()
+    digest = signing_digest(params, timestamp)
+    if PrivateKey is None:
+        return timestamp, "0x" + bytes(Account.unsafe_sign_hash(digest, private_key).signature).hex()
+    # libsecp256k1 directly: eth_account's bytes (r || s || 27 + recovery id, low s), without its overhead
+    signature = _secp256k1_key(_key_bytes(private_key)).sign_recoverable(digest, hasher=None)
+    return timestamp, "0x" + signature[:64].hex() + f"{signature[64] + 27:02x}"
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _secp256k1_key(secret: bytes) -> Any:
+    return PrivateKey(secret)
+
+
+def _key_bytes(private_key: bytes | str) -> bytes:
+    if isinstance(private_key, str):
+        return bytes.fromhex(private_key[2:] if private_key.startswith(("0x", "0X")) else private_key)
+    return bytes(private_key)
 
 
 def _decode_signature(signature: str) -> keys.Signature:

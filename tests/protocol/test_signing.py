@@ -143,3 +143,14 @@ def test_the_high_s_twin_of_a_signature_is_refused():
 def test_params_must_not_carry_the_signature_fields():
     with pytest.raises(ValueError, match="timestamp"):
         sign_request({**PARAMS, "timestamp": NOW}, ALICE.key, NOW)
+
+
+@pytest.mark.parametrize("seed", range(50))
+def test_a_request_is_signed_to_eth_account_s_bytes(seed: int) -> None:
+    """sign_request signs with libsecp256k1 directly: the signature eth_account's unsafe_sign_hash gives
+    (r || s || 27 + recovery id, low s), for a key as bytes or as hex."""
+    account = Account.from_key(keccak(seed.to_bytes(4, "big")))
+    params = {"task_id": seed, "method": "GET", "path": f"/v1/inference_tasks/{seed}"}
+    expected = Account.unsafe_sign_hash(keccak(signing_payload(params, NOW + seed)), account.key)
+    key = account.key if seed % 2 else "0x" + bytes(account.key).hex()
+    assert sign_request(params, key, NOW + seed) == (NOW + seed, "0x" + bytes(expected.signature).hex())
