@@ -206,9 +206,13 @@ class Coordinator:
         await pause_all(self.ops, [n for n in accounts if n.address in self._spare])
         serving = [n for n in accounts if n.address not in self._spare]
         await self.funds.follow([n.address for n in serving])  # new accounts' balances, once
-        if serving:
-            await self.join_nodes(serving)
-        self._unsettled -= {n.address for n in accounts}
+        statuses = await self.join_nodes(serving) if serving else {}
+        # A pause asked while the account was busy cannot be taken back: it becomes Paused when its task
+        # ends, and is resumed at a later look (a machine lost and back within one task).
+        paused_cards = self.store.paused_cards()
+        waiting = {address for address, status in statuses.items() if status is NodeStatus.PENDING_PAUSE
+                   and self.nodes[address].card.key not in paused_cards}  # fmt: skip
+        self._unsettled -= {n.address for n in accounts} - waiting
 
     @property
     def is_capacity_settled(self) -> bool:

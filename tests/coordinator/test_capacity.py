@@ -165,3 +165,39 @@ def test_accounts_the_chain_did_not_take_are_settled_at_the_next_call(w3, anvil,
     failure, unsettled, settled, statuses_b = asyncio.run(scenario())
     assert failure is not None and unsettled
     assert settled and statuses_b == [NodeStatus.AVAILABLE] * 2
+
+
+def test_a_place_back_while_its_account_s_pause_waits_for_a_task_resumes_it_once_the_task_ends(
+    w3, anvil, deployment, relay, operator, tiny_lm_dir, tmp_path
+):
+    """A machine lost and back within one task: the busy account's pause (PendingPause) cannot be taken
+    back on chain; it stays to settle and is resumed at the next look after its task ends."""
+    farm = settings(anvil, deployment, relay, tmp_path / "farm" / "coordinator", cards=(CARD,) * 3)
+    runner = LocalJobRunner(tmp_path)
+    args = gpt_args(tiny_lm_dir, seed=9)
+
+    async def scenario():
+        async with running_coordinator(farm, operator, runner) as coordinator:
+            runner.gate.clear()
+            task_id = create_task(w3, deployment, args)
+            await upload(relay, task_id, args)
+            await run_until(coordinator, lambda: len(coordinator.store.of_task(task_id)) == 3)
+            (spared,) = (await coordinator.follow_capacity({CARD: 2})).spare  # every account is busy
+            address = coordinator.nodes.accounts[spared].address
+            await coordinator.follow_capacity({CARD: 3})  # back before the task ended
+            during = await coordinator.ops.node_status(address), coordinator.is_capacity_settled
+            runner.gate.set()
+            await run_until(coordinator, rounds_end(coordinator, task_id, Outcome.PAID))
+            after_task = await coordinator.ops.node_status(address)
+            await coordinator.follow_capacity({CARD: 3})  # the next look
+            return (
+                during,
+                after_task,
+                await coordinator.ops.node_status(address),
+                coordinator.is_capacity_settled,
+            )
+
+    (during, settled_during), after_task, resumed, settled = asyncio.run(scenario())
+    assert during is NodeStatus.PENDING_PAUSE and not settled_during
+    assert after_task is NodeStatus.PAUSED
+    assert resumed is NodeStatus.AVAILABLE and settled
