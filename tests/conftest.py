@@ -18,6 +18,7 @@ from cluster.chain.anvil import Anvil
 from cluster.chain.anvil_states import stale_states, state_root
 from cluster.chain.deploy import Deployment, deploy_network
 from network.relay.local_postgres import LocalPostgres, PostgresUnavailable
+from tests.chain_clock import catch_up_chain_time
 
 # The tests that start a Ray cluster run on one xdist worker, one after another (`--dist loadgroup`,
 # scripts/test.sh): two Ray clusters on two cores starve each other's actors. Each stops only its own
@@ -58,8 +59,10 @@ def deployment(anvil: Anvil) -> Deployment:
 
 @pytest.fixture
 def w3(anvil: Anvil) -> Iterator[Web3]:
-    """A Web3 on the session's anvil; the chain is reverted to its state before the test afterwards."""
+    """A Web3 on the session's anvil, its clock caught up with the host's; the chain is reverted to its
+    state before the test afterwards."""
     web3 = anvil.web3()
+    catch_up_chain_time(web3)
     snapshot = web3.provider.make_request("evm_snapshot", [])["result"]
     try:
         yield web3

@@ -25,6 +25,7 @@ from cluster.status.model import MachineView
 from network.app.client import ApplicationClient
 from network.relay.background import RunningRelay
 from network.relay.config import RelayConfig
+from tests.chain_clock import catch_up_chain_time
 from tests.coordinator.factories import APP, FUNDER, endpoints, gpt_args
 from tests.coordinator.scheduling.factories import gpt_job
 from tests.farm.simulated import SimulatedFarm, farm_config
@@ -55,6 +56,8 @@ def farm(anvil, deployment, relay, tmp_path_factory) -> Iterator[SimulatedFarm]:
     from web3 import Web3
 
     w3 = Web3(Web3.HTTPProvider(anvil.rpc_url))
+    catch_up_chain_time(w3)
+    snapshot = w3.provider.make_request("evm_snapshot", [])["result"]  # the farm's nodes leave with it
     operator, mnemonic = Account.create_with_mnemonic()
     w3.eth.send_transaction({"from": FUNDER.address, "to": operator.address, "value": 5_000 * 10**18})
     root = tmp_path_factory.mktemp("farm")
@@ -68,6 +71,7 @@ def farm(anvil, deployment, relay, tmp_path_factory) -> Iterator[SimulatedFarm]:
         yield farm
     finally:
         farm.close()
+        w3.provider.make_request("evm_revert", [snapshot])
 
 
 def statuses(farm: SimulatedFarm) -> dict[str, NodeStatus]:
