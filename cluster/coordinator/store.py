@@ -4,7 +4,8 @@ for (``round_state.NodeTask``), the caps of tasks seen pending, and the card mod
 The rule that makes restarts safe: a step's inputs are written here *before* the transaction that depends
 on them is sent (the result bytes, the nonce and the files before the commitment), and every transaction
 is sent under an idempotency key (cluster.chain.sender), so replaying any step after a crash re-sends the
-same signed bytes or nothing. Result files live beside the database, written atomically.
+same signed bytes or nothing. Result files up to ``INLINE_FILES_MAX_BYTES`` are kept in the database,
+written in the transaction of the row that names their result; larger ones beside it, written atomically.
 """
 
 from __future__ import annotations
