@@ -22,6 +22,7 @@ from cluster.config import ChainEndpoints, ClusterConfig
 from cluster.coordinator.coordinator import Coordinator, CoordinatorSettings
 from cluster.coordinator.funds.settings import FundsSettings
 from cluster.coordinator.metrics import FarmMetrics
+from cluster.coordinator.scheduling.drain_cli import DEFAULT_TIMEOUT_S as DRAIN_TIMEOUT_S
 from cluster.coordinator.scheduling.machines import DrainedMachines
 from cluster.coordinator.scheduling.pool import WorkerPool
 from cluster.coordinator.scheduling.reference_check import check_card_model, reference_tasks
@@ -99,8 +100,14 @@ class CoordinatorService:
                 await asyncio.wait_for(stop.wait(), timeout=self.config.machines_poll_s)
 
     async def follow_machines_once(self) -> None:
-        assert self.pool is not None and self.coordinator is not None
+        assert self.pool is not None
         await self.pool.follow_machines()
+        await self._follow_places()
+
+    async def _follow_places(self) -> None:
+        """The accounts to the places the pool has now, when they changed or the chain has not followed
+        the last change yet."""
+        assert self.coordinator is not None
         places = await self._checked_places()
         if places != self._places or not self.coordinator.is_capacity_settled:
             self._places = places
@@ -116,14 +123,16 @@ class CoordinatorService:
             if model and card.short_id not in self.group_checks:
                 check = await check_card_model(self.pool, card, reference_tasks(model))
                 self.group_checks[card.short_id] = check.message
-                self._kept_out |= set() if check.ok else {card}
                 if not check.ok:
+                    self._kept_out.add(card)
                     log.error("[coordinator] card model kept out: %s", check.message)
             if card not in self._kept_out:
                 places[card] = count
         return places
 
-    async def drain(self, machine_text: str, *, wait: bool = True, timeout_s: float = 900.0) -> MachineView:
+    async def drain(
+        self, machine_text: str, *, wait: bool = True, timeout_s: float = DRAIN_TIMEOUT_S
+    ) -> MachineView:
         """Take a machine out: its places stop counting, so its share of the accounts is paused on chain
         (mined) before anything else; its running jobs finish; then its workers stop (DRAINED: safe to
         remove). The drain is kept in the state directory: a restarted coordinator does not start workers
@@ -133,8 +142,7 @@ class CoordinatorService:
         machine = self.pool.machine(machine_text)
         self.drained.add(machine.node_id)
         self.pool.start_drain(machine)
-        self._places = await self._checked_places()
-        await self.coordinator.follow_capacity(self._places)
+        await self._follow_places()
         if wait:
             await self.pool.finish_drain(machine, timeout_s)
         return self._view(machine.node_id)
@@ -145,8 +153,7 @@ class CoordinatorService:
         machine = self.pool.machine(machine_text)
         self.drained.remove(machine.node_id)
         await self.pool.undrain(machine)
-        self._places = await self._checked_places()
-        await self.coordinator.follow_capacity(self._places)
+        await self._follow_places()
         return self._view(machine.node_id)
 
     def _view(self, node_id: str) -> MachineView:
@@ -287,7 +294,7 @@ class CoordinatorActor:
     async def retire(self, card_key: str | None) -> list[str]:
         return await self.service.retire(card_key)
 
-    async def drain(self, machine: str, wait: bool = True, timeout_s: float = 900.0) -> MachineView:
+    async def drain(self, machine: str, wait: bool = True, timeout_s: float = DRAIN_TIMEOUT_S) -> MachineView:
         return await self.service.drain(machine, wait=wait, timeout_s=timeout_s)
 
     async def undrain(self, machine: str) -> MachineView:

@@ -148,8 +148,8 @@ class Coordinator:
             registry.add(enumerate(self.settings.cards))
         rows = registry.rows()
         self.nodes = NodeSet(self.keys)
-        self.nodes.add((row.index, row.card) for row in rows)
-        self._spare = {self.nodes.accounts[i].address for i, row in enumerate(rows) if row.is_spare}
+        added = self.nodes.add((row.index, row.card) for row in rows)
+        self._spare = {node.address for node, row in zip(added, rows, strict=True) if row.is_spare}
 
     async def join_nodes(self, accounts: Sequence[NodeAccount] | None = None) -> dict[str, NodeStatus]:
         """Bring the accounts up (all by default): joined or resumed, or kept paused if their card is or

@@ -22,8 +22,10 @@ import ray
 
 from cluster.atomic_files import write_file
 from cluster.config import EngineConfig, RigConfig
-from cluster.coordinator.scheduling.placement import _discover_node, virtual_cards
+from cluster.coordinator.scheduling.placement import virtual_cards
 from cluster.protocol.cards import CardModel
+from cluster.workers.engines import runtime_tag_of
+from cluster.workers.gpu import discover_nvml_gpus
 
 
 class MachineState(StrEnum):
@@ -65,6 +67,13 @@ def offers_gpus(node: dict[str, Any], rig: RigConfig, engine: EngineConfig) -> b
     if rig.discover_gpus:
         return resources.get("GPU", 0) >= 1
     return any(resources.get(card.resource_name, 0) >= 1 for card in virtual_cards(rig, engine))
+
+
+@ray.remote(num_cpus=0)
+def _discover_node(engine: EngineConfig, num_gpus: int) -> list[CardModel]:
+    # Runs on the GPU node itself: NVML sees only local GPUs, and the runtime tag is that node's software.
+    runtime = runtime_tag_of(engine)
+    return [spec.card_model(runtime) for spec in discover_nvml_gpus()[:num_gpus]]
 
 
 async def node_gpus(node: dict[str, Any], rig: RigConfig, engine: EngineConfig) -> list[CardModel]:

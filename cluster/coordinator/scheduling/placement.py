@@ -12,7 +12,6 @@ jobs run again on the card model's other workers.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 from collections import Counter
@@ -20,13 +19,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from cluster.config import EngineConfig, RigConfig
 from cluster.protocol.cards import CardModel
 from cluster.workers.engines import parallel_tag, runtime_tag_of
-from cluster.workers.gpu import discover_nvml_gpus, virtual_gpus
+from cluster.workers.gpu import virtual_gpus
 
 WORKER_NAME_PREFIX = "helium-worker-"
 # Ray restarts a crashed worker process in place this many times; past that the pool replaces it.
@@ -141,33 +139,6 @@ def virtual_cards(rig: RigConfig, engine: EngineConfig) -> list[CardModel]:
 def virtual_workers(rig: RigConfig, engine: EngineConfig) -> list[WorkerPlacement]:
     """A rig of virtual GPUs's workers: its virtual GPUs are one Ray node's."""
     return plan_workers([virtual_cards(rig, engine)], rig, engine)
-
-
-@ray.remote(num_cpus=0)
-def _discover_node(engine: EngineConfig, num_gpus: int) -> list[CardModel]:
-    # Runs on the GPU node itself: NVML sees only local GPUs, and the runtime tag is that node's software.
-    runtime = runtime_tag_of(engine)
-    return [spec.card_model(runtime) for spec in discover_nvml_gpus()[:num_gpus]]
-
-
-async def discovered_cards(engine: EngineConfig) -> list[list[CardModel]]:
-    """Per alive Ray node that offers GPUs (in address order), the card model of each GPU it offers."""
-    nodes = sorted(
-        (node for node in ray.nodes() if node["Alive"] and node["Resources"].get("GPU", 0) >= 1),
-        key=lambda node: (node["NodeManagerAddress"], node["NodeID"]),
-    )
-    if not nodes:
-        raise PoolError(
-            "rig.discover_gpus is true but no alive Ray node offers a GPU; "
-            "start the GPU nodes first, or use a rig with virtual_gpus (rig=cpu-devnet)"
-        )
-    refs = [
-        _discover_node.options(
-            scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
-        ).remote(engine, int(node["Resources"]["GPU"]))  # a node may offer Ray fewer GPUs than it has
-        for node in nodes
-    ]
-    return list(await asyncio.gather(*refs))
 
 
 def required_resources(placements: Iterable[WorkerPlacement]) -> dict[str, float]:

@@ -14,6 +14,7 @@ import dataclasses
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Collection, Coroutine
 from typing import Any
 
@@ -231,12 +232,8 @@ class WorkerPool:
                 return True
             if time.monotonic() > deadline:
                 return False
-            await self._idle_or(deadline)
+            await asyncio.sleep(min(1.0, max(0.0, deadline - time.monotonic())))  # jobs end in seconds
         return machine.state is MachineState.DRAINED
-
-    async def _idle_or(self, deadline: float) -> None:
-        """Until a job ends somewhere (the groups' lines wake) or a second passes."""
-        await asyncio.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
 
     async def undrain(self, machine: Machine) -> None:
         """Take a draining or drained machine back: its workers serve again (started again if stopped)."""
@@ -257,7 +254,7 @@ class WorkerPool:
             for worker in group.workers:
                 machine = self._machines.get(worker.placement.node_id)
                 is_serving = machine is None or machine.is_serving
-                if is_serving and not worker.is_draining and (worker.is_alive or worker.has_served):
+                if is_serving and (worker.is_alive or worker.has_served):  # a draining one's machine is not
                     places[group.card] = places.get(group.card, 0) + worker.placement.num_places
         return places
 
@@ -265,9 +262,7 @@ class WorkerPool:
         views, by_machine = [], self._workers_by_machine()
         for machine in self._machines.values():
             plan, workers = self._plans[machine.node_id], by_machine.get(machine.node_id, [])
-            gpus: dict[str, int] = {}
-            for gpu in machine.gpus:
-                gpus[gpu.short_id] = gpus.get(gpu.short_id, 0) + 1
+            gpus = dict(Counter(gpu.short_id for gpu in machine.gpus))
             views.append(MachineView(
                 node_id=machine.node_id, address=machine.address, state=machine.state.value, gpus=gpus,
                 num_workers=len(plan), num_alive_workers=sum(w.is_alive for w in workers),
