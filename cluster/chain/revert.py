@@ -60,6 +60,9 @@ class ContractRevert(Exception):
         shown = f"{name}({', '.join(f'{k}={v!r}' for k, v in args.items())})" if name else f"0x{data.hex()}"
         super().__init__(f"reverted{where}: {shown}")
 
+    def __reduce__(self) -> tuple[Any, ...]:  # whole across processes (a round driver's send)
+        return (_contract_revert, (self.name, self.error_args, self.data, self.tx_hash))
+
     @property
     def is_mined(self) -> bool:
         return self.tx_hash is not None
@@ -103,3 +106,9 @@ class RevertDecoder:
         if isinstance(error_data, str) and error_data.startswith("0x"):
             return error_data
         return None
+
+
+def _contract_revert(
+    name: str | None, args: dict[str, Any], data: bytes, tx_hash: str | None
+) -> ContractRevert:
+    return ContractRevert(name, args, data, tx_hash=tx_hash)

@@ -38,6 +38,9 @@ class RpcError(Exception):
         self.message = message
         self.data = data
 
+    def __reduce__(self) -> tuple[Any, ...]:  # whole across processes (a round driver's send)
+        return (type(self), (self.method, self.code, self.message, self.data))
+
     def message_has(self, *phrases: str) -> bool:
         text = self.message.lower()
         return any(phrase in text for phrase in phrases)

@@ -50,6 +50,9 @@ class RelayNotReady(Exception):
         super().__init__(message)
         self.last_status = last_status
 
+    def __reduce__(self) -> tuple[Any, ...]:  # whole across processes (a round driver's error)
+        return (type(self), (str(self), self.last_status))
+
     @property
     def says_missing(self) -> bool:
         """The relay itself answered, last, that it has no such thing yet (404): not an outage."""

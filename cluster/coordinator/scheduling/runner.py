@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 from cluster.failures import FinalError
 from cluster.protocol.cards import CardModel
@@ -18,6 +18,15 @@ class JobDeadlineExceeded(FinalError, TimeoutError):
         super().__init__(message)
         self.attempts = attempts
         self.last_error = last_error
+
+    def __reduce__(self) -> tuple[Any, ...]:  # whole across processes (a job a round driver asked for)
+        return (_job_deadline_exceeded, (str(self), self.attempts, self.last_error))
+
+
+def _job_deadline_exceeded(
+    message: str, attempts: int, last_error: TaskExecutionError | None
+) -> JobDeadlineExceeded:
+    return JobDeadlineExceeded(message, attempts=attempts, last_error=last_error)
 
 
 class JobRunner(Protocol):
