@@ -66,6 +66,10 @@ class RigConfig(_Section):
     model_cache_dir: str
     vram_budget_fraction: float = Field(gt=0.0, le=1.0)
     prefetch_models: list[str] = []
+    # Processes that drive the rounds (docs/coordinator.md, "Round drivers"): 0 runs them on the
+    # coordinator's own loop; N on N round-driver actors on the coordinator's machine, each owning a share
+    # of the node accounts; null follows the places (round_drivers_for).
+    round_drivers: int | None = Field(default=None, ge=0, le=64)
 
     @model_validator(mode="before")
     @classmethod
@@ -149,6 +153,19 @@ class ClusterConfig(_Section):
     # How often the coordinator looks at Ray's nodes (machines joining or lost); a lost one is seen after
     # Ray's own health check (about 15 s by default) plus this.
     machines_poll_s: float = Field(default=2.0, gt=0)
+
+
+PLACES_PER_ROUND_DRIVER = (
+    1_000  # one driver process feeds about 100 rounds/s (benchmarks/cluster_overhead.md)
+)
+
+
+def round_drivers_for(places: int, setting: int | None) -> int:
+    """The rig's setting, or by default none below 1,000 places (the coordinator's own loop keeps up) and
+    one per 1,000 places from there (4 at the 4,000 places of a 1,000-GPU batched farm)."""
+    if setting is not None:
+        return setting
+    return 0 if places < PLACES_PER_ROUND_DRIVER else -(-places // PLACES_PER_ROUND_DRIVER)
 
 
 class ChainEndpoints(_Section):

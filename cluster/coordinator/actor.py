@@ -18,8 +18,9 @@ import ray
 from cluster import envs
 from cluster.chain.accounts import OperatorKeys
 from cluster.chain.contracts import NodeStatus
-from cluster.config import ChainEndpoints, ClusterConfig
+from cluster.config import ChainEndpoints, ClusterConfig, round_drivers_for
 from cluster.coordinator.coordinator import Coordinator, CoordinatorSettings
+from cluster.coordinator.drivers.fleet import DriverHost
 from cluster.coordinator.funds.settings import FundsSettings
 from cluster.coordinator.metrics import FarmMetrics
 from cluster.coordinator.scheduling.drain_cli import DEFAULT_TIMEOUT_S as DRAIN_TIMEOUT_S
@@ -73,6 +74,8 @@ class CoordinatorService:
                        for _ in range(count)],
                 guard_own_results=self.config.guard_own_results,
                 funds=FundsSettings.of(self.config.network.operator),
+                round_drivers=round_drivers_for(sum(places.values()), self.config.rig.round_drivers),
+                mnemonic_env=self.config.network.operator.mnemonic_env,
             )  # fmt: skip
             keys = OperatorKeys.from_mnemonic_source(env=self.config.network.operator.mnemonic_env)
             self.coordinator = Coordinator(settings, keys, self.pool)
@@ -246,7 +249,10 @@ def state_dir_of(config: ClusterConfig) -> Path:
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
-class CoordinatorActor:
+class CoordinatorActor(DriverHost):
+    def hosted_coordinator(self) -> Coordinator | None:
+        return self.service.coordinator
+
     def __init__(self, config: ClusterConfig, endpoints: ChainEndpoints):
         logging.basicConfig(level=envs.LOG_LEVEL.get())
         self.service = CoordinatorService(config, endpoints)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from eth_account.signers.local import LocalAccount
 from web3 import AsyncWeb3
@@ -52,6 +52,12 @@ GAS_HEADROOM = 1.5  # over the most gas a step was seen to use
 # Called before a node account signs: (its address, the gas limit, the value) -> returns once the account
 # can pay them (cluster/coordinator/funds/gas.py tops it up first when it could not).
 GasGate = Callable[[str, int, int], Awaitable[None]]
+
+
+class AccountSender(Protocol):
+    """Sends a transaction of one of the farm's accounts exactly once (``TxSender``, or a round driver)."""
+
+    async def send(self, account: LocalAccount, request: TxRequest, *, key: str) -> SentTx: ...
 
 
 class StepGas:
@@ -92,6 +98,9 @@ class ChainOps:
         self._steps = CallEncoder(self.task.address, load_artifact("Task").abi, STEP_GAS_FLOORS)
         self._views = CallEncoder(self.node.address, load_artifact("Node").abi, ["nodeStatus"])
         self.gas_gate: GasGate | None = None  # set by the coordinator's funds once balances are known
+        # With round drivers, a node account's transactions are signed, journaled and sent by the driver
+        # that owns its nonces (drivers/fleet.py): None here means this process's own sender.
+        self.route: Callable[[str], AccountSender | None] = lambda address: None
 
     # -- reads --------------------------------------------------------------------------------------------
 
@@ -133,13 +142,13 @@ class ChainOps:
 
     async def top_up(self, operator: LocalAccount, node: str, amount_wei: int, number: int) -> SentTx:
         """The node's ``number``-th top-up of gas money from the operator account."""
-        return await self._send(operator, TxRequest(to=node, value_wei=amount_wei), f"topup:{node}:{number}")
+        return await self.send(operator, TxRequest(to=node, value_wei=amount_wei), f"topup:{node}:{number}")
 
     async def withdraw(self, account: LocalAccount, contract: str, generation: int) -> SentTx:
         """Pull the account's credit out of ``contract`` (estimated: a withdrawal with no credit reverts
         unsent)."""
         request = TxRequest.call(self._payouts(contract), "withdraw")
-        return await self._send(account, request, f"withdraw:{contract}:{account.address}:{generation}")
+        return await self.send(account, request, f"withdraw:{contract}:{account.address}:{generation}")
 
     def _payouts(self, contract: str) -> Any:
         return {"Node": self.node, "Task": self.task}[contract]
@@ -153,25 +162,25 @@ class ChainOps:
         key = f"fund:{node}:{generation}"
         if (signed := self.sender.journal.get(key)) is not None:
             amount_wei = int(signed.tx_fields["value"])
-        return await self._send(operator, TxRequest(to=node, value_wei=amount_wei), key)
+        return await self.send(operator, TxRequest(to=node, value_wei=amount_wei), key)
 
     async def join(self, account: LocalAccount, card: CardModel, stake_wei: int, generation: int) -> SentTx:
         request = TxRequest.call(
             self.node, "join", *card.join_args, value_wei=stake_wei, gas_floor=LIFECYCLE_GAS_FLOOR
         )
-        return await self._send(account, request, f"join:{account.address}:{generation}")
+        return await self.send(account, request, f"join:{account.address}:{generation}")
 
     async def resume(self, account: LocalAccount, generation: int) -> SentTx:
         request = TxRequest.call(self.node, "resume", gas_floor=LIFECYCLE_GAS_FLOOR)
-        return await self._send(account, request, f"resume:{account.address}:{generation}")
+        return await self.send(account, request, f"resume:{account.address}:{generation}")
 
     async def pause(self, account: LocalAccount, generation: int) -> SentTx:
         request = TxRequest.call(self.node, "pause", gas_floor=LIFECYCLE_GAS_FLOOR)
-        return await self._send(account, request, f"pause:{account.address}:{generation}")
+        return await self.send(account, request, f"pause:{account.address}:{generation}")
 
     async def quit(self, account: LocalAccount, generation: int) -> SentTx:
         request = TxRequest.call(self.node, "quit", gas_floor=LIFECYCLE_GAS_FLOOR)
-        return await self._send(account, request, f"quit:{account.address}:{generation}")
+        return await self.send(account, request, f"quit:{account.address}:{generation}")
 
     # -- task steps ---------------------------------------------------------------------------------------
 
@@ -190,7 +199,7 @@ class ChainOps:
         request = TxRequest.call(
             self.task, "reportNoArguments", task_id, round_, gas_floor=LIFECYCLE_GAS_FLOOR
         )
-        return await self._send(account, request, f"noargs:task={task_id}:round={round_}")
+        return await self.send(account, request, f"noargs:task={task_id}:round={round_}")
 
     async def report_error(self, account: LocalAccount, task_id: int, round_: int) -> SentTx:
         return await self._step(
@@ -211,13 +220,19 @@ class ChainOps:
 
     async def cancel(self, account: LocalAccount, task_id: int) -> SentTx:
         request = TxRequest.call(self.task, "cancelTask", task_id, gas_floor=LIFECYCLE_GAS_FLOOR)
-        return await self._send(account, request, f"cancel:task={task_id}:by={account.address}")
+        return await self.send(account, request, f"cancel:task={task_id}:by={account.address}")
 
-    async def _send(self, account: LocalAccount, request: TxRequest, key: str) -> SentTx:
-        if self.gas_gate is not None:  # an estimated call is signed with at least the life-cycle floor
+    async def send(
+        self, account: LocalAccount, request: TxRequest, key: str, *, gated: bool = True
+    ) -> SentTx:
+        """Any transaction of the farm's accounts, sent by the account's owner; ``gated``: the account topped
+        up first if the book says it cannot pay (not for a sweep, which sends what is above its reserve)."""
+        if (
+            gated and self.gas_gate is not None
+        ):  # an estimated call is signed with at least the life-cycle floor
             gas = request.gas or max(request.gas_floor, LIFECYCLE_GAS_FLOOR)
             await self.gas_gate(account.address, gas, request.value_wei)
-        return await self.sender.send(account, request, key=key)
+        return await (self.route(account.address) or self.sender).send(account, request, key=key)
 
     async def _step(self, account: LocalAccount, method: str, args: tuple[Any, ...], key: str) -> SentTx:
         """A task step: sent with its dearest path's gas (see the module doc), its use remembered."""
@@ -226,7 +241,7 @@ class ChainOps:
         )
         if self.gas_gate is not None:
             await self.gas_gate(account.address, request.gas or 0, 0)
-        sent = await self.sender.send(account, request, key=key)
+        sent = await (self.route(account.address) or self.sender).send(account, request, key=key)
         self.step_gas.saw(method, sent.gas_used)
         return sent
 

@@ -1,11 +1,11 @@
 """The coordinator's loop: follow the chain for the farm's nodes and drive every round to its end.
 
-One asyncio task per unfinished (task, round) asks the ``RoundDriver`` for its next step and sleeps until
-the chain watch wakes it. A failure is classified once (``cluster.failures.classify``): a transient one is
-retried with backoff (a full disk also raises an alert until the round writes again), a final one, or the
-task's fault raised where no report was possible, is recorded on the round with its code and ends its
-driving. Nothing stops the loop. Everything the loop knows is in the state directory, so a new process
-(or a restarted Ray actor) picks up where the last one stopped.
+The coordinator keeps the operator's identity (the key, the node accounts, bring-up and capacity), the
+operator's money, the job queue and the card guard, and reads the chain once. The rounds are driven by a
+``RoundShard`` on this loop (``round_drivers: 0``, a farm of few places) or by N round-driver actors, each
+owning its share of the accounts' nonces, journal and rows (``drivers/fleet.py``). Nothing stops the loop.
+Everything the loop knows is in the state directory, so a new process (or a restarted Ray actor) picks up
+where the last one stopped.
 """
 
 from __future__ import annotations
@@ -19,10 +19,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import aiohttp
 from web3 import AsyncWeb3
 
-from cluster.chain.accounts import OperatorKeys
+from cluster.chain.accounts import MNEMONIC_ENV, OperatorKeys
 from cluster.chain.artifacts import load_artifact
 from cluster.chain.contracts import NodeStatus
 from cluster.chain.crypto_backend import log_signing_backend
@@ -35,21 +34,18 @@ from cluster.coordinator.capacity import CapacityPlan, plan_capacity
 from cluster.coordinator.chain_ops import ChainOps, abis
 from cluster.coordinator.chain_watch import ChainWatch
 from cluster.coordinator.clock import ChainClock
+from cluster.coordinator.drivers.fleet import DriverFleet, Rounds, check_driver_count
+from cluster.coordinator.drivers.guard import CardGuard, store_siblings
+from cluster.coordinator.drivers.shard import RoundShard
 from cluster.coordinator.funds.funds import Funds
 from cluster.coordinator.funds.settings import FundsSettings
 from cluster.coordinator.nodes import NodeAccount, NodeSet, bring_up, pause_all, quit_all
-from cluster.coordinator.round_state import NodeTask, Step
-from cluster.coordinator.rounds import RoundDriver
+from cluster.coordinator.rounds import Guard, RoundDriver, relay_session
 from cluster.coordinator.scheduling.runner import JobRunner
 from cluster.coordinator.store import RoundStore
 from cluster.coordinator.timeline import RoundTimeline
 from cluster.failpoints import NO_FAILPOINTS, Failpoints
 from cluster.failures import (
-    Failure,
-    classify,
-    failure_code,
-    is_disk_full,
-    is_insufficient_funds,
     log_retried_failure,
 )
 from cluster.ledger.follow import open_ledger
@@ -57,8 +53,6 @@ from cluster.protocol.cards import CardModel
 from cluster.status.model import CoordinatorStatus
 
 log = logging.getLogger(__name__)
-RETRY_BACKOFF_S = (0.5, 10.0)
-RELAY_CONNECTIONS = 32  # a transient failure's first and longest wait before the step is retried
 
 
 @dataclass(frozen=True)
@@ -71,6 +65,8 @@ class CoordinatorSettings:
     sender: SenderConfig = field(default_factory=SenderConfig)
     funds: FundsSettings = field(default_factory=FundsSettings)  # gas reserve, payout address, sweeps
     failpoints: Failpoints = NO_FAILPOINTS
+    round_drivers: int = 0  # 0: the rounds run on this loop; N: on N round-driver actors (drivers/)
+    mnemonic_env: str = MNEMONIC_ENV  # where round drivers read the operator's mnemonic (never sent to them)
 
 
 class Coordinator:
@@ -81,9 +77,6 @@ class Coordinator:
         self.nodes = NodeSet(keys, settings.cards)
         self.clock = ChainClock()
         self.timeline = RoundTimeline()
-        self._wakeups: dict[tuple[int, int], asyncio.Event] = {}
-        self._runners: dict[tuple[int, int], asyncio.Task[None]] = {}
-        self._waiting_for_disk: set[tuple[int, int]] = set()  # rounds whose last step hit a full disk
         self._poll_failure: str | None = None  # why following the chain failed last, until it works again
         self._spare: set[str] = set()  # accounts paused for want of places (capacity.py)
         self._unsettled: set[str] = set()  # accounts whose capacity changed and the chain has not followed
@@ -120,25 +113,42 @@ class Coordinator:
         )  # fmt: skip
         self.ledger.note_accounts({n.address: n.card for n in self.accounts}, self.keys.operator.address)
         self.timers = await self.ops.task_timers()  # then followed through their events by the watch
-        self.watch = ChainWatch(self.store, self.nodes.__contains__, self.timers, self.timeline)
-        # Every round talks to the relay: connections are kept (a new one costs more than the request), on
-        # aiohttp, whose cost per request does not grow with the requests waiting (cluster/relay/client.py).
-        self._http = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=RELAY_CONNECTIONS), timeout=aiohttp.ClientTimeout(total=30.0)
-        )
-        self.driver = RoundDriver(
-            self.store, self.ops, self.pool, self.nodes, self.clock, self.timers,
-            relay_url=endpoints.relay_url, http=self._http, guard_own_results=self.settings.guard_own_results,
-            failpoints=self.settings.failpoints, timeline=self.timeline,
-        )  # fmt: skip
+        self._http = relay_session()
         self.clock.observe_block(await self.ops.latest_block_time_s())
+        check_driver_count(state, self.settings.round_drivers, self.store)
+        if self.settings.round_drivers > 0:
+            self.fleet: DriverFleet | None = DriverFleet(self, self.settings.round_drivers)
+            await self.fleet.start()
+            self.rounds: Rounds = self.fleet
+            siblings = self.fleet.siblings
+        else:
+            self.fleet, siblings = None, store_siblings(self.store)
+            self.rounds = self._own_shard()
+        self.guard = CardGuard(self.store, self.ops, self.nodes, siblings)
         # The operator's money: balances read once, then kept from receipts and fee events (funds/).
         self.funds = Funds(
-            self.settings.funds, self.ops, self.store, self.nodes, self.keys.operator, state,
-            failpoints=self.settings.failpoints,
+            self.settings.funds, self.ops, lambda: self.rounds.summary().busy_nodes, self.nodes,
+            self.keys.operator, state, failpoints=self.settings.failpoints,
         )  # fmt: skip
+        if self.fleet is not None:
+            self.fleet.follow_journals(self.funds.book)
         await self.funds.start()
         self._started = True
+
+    def _own_shard(self) -> RoundShard:
+        """The rounds on this loop: the chain watch over the store, the steps signed by this sender."""
+        watch = ChainWatch(self.store, self.nodes.__contains__, self.timers, self.timeline)
+        self.driver = RoundDriver(
+            self.store, self.ops, self.pool, self.nodes, self.clock, self.timers,
+            relay_url=self.settings.endpoints.relay_url, http=self._http, guard=self._guard_hook(),
+            failpoints=self.settings.failpoints, timeline=self.timeline,
+        )  # fmt: skip
+        return RoundShard(self.store, watch, self.driver, poll_interval_s=self.settings.poll_interval_s)
+
+    def _guard_hook(self) -> Guard | None:
+        if not self.settings.guard_own_results:
+            return None
+        return lambda task: self.guard.holds(task)
 
     def _load_accounts(self) -> None:
         """The accounts as the registry has them; a state directory without one (a new farm, or one from
@@ -167,7 +177,8 @@ class Coordinator:
         paused on chain, spare ones resumed, new ones derived, funded and joined. What changed is stored
         before the chain hears of it. Returns what was done (empty when nothing needed to change)."""
         async with self._capacity_lock:
-            busy_addresses = {task.node for task in self.store.unfinished()}
+            await self.rounds.refresh()
+            busy_addresses = self.rounds.summary().busy_nodes
             leaving = {n.index for n in self.nodes.accounts if self.funds.is_retiring(n.address)}
             plan = plan_capacity(
                 self.store.node_accounts.rows(), places, leaving=leaving,
@@ -188,6 +199,8 @@ class Coordinator:
             self._unsettled |= {n.address for n in spared + served}
             if added:
                 self.ledger.note_accounts({n.address: n.card for n in added}, self.keys.operator.address)
+                if self.fleet is not None:  # the drivers that own them hold their keys before the joins
+                    await self.fleet.tell_accounts()
             log.info("[coordinator] capacity: %d account(s) paused, %d resumed, %d new, %d card model(s) "
                      "superseded", len(spared), len(plan.serve), len(added),
                      len(plan.superseded))  # fmt: skip
@@ -213,6 +226,10 @@ class Coordinator:
         waiting = {address for address, status in statuses.items() if status is NodeStatus.PENDING_PAUSE
                    and self.nodes[address].card.key not in paused_cards}  # fmt: skip
         self._unsettled -= {n.address for n in accounts} - waiting
+
+    async def driver_pids(self) -> list[int]:
+        """The round drivers' process ids (none when the rounds run on this loop)."""
+        return [] if self.fleet is None else await self.fleet.current_pids()
 
     @property
     def is_capacity_settled(self) -> bool:
@@ -254,8 +271,7 @@ class Coordinator:
             except Exception as exc:
                 self._poll_failed(exc)
             if is_first_poll:  # what the last process left, once the events since have ended what they end
-                for task in self.store.unfinished():
-                    self._ensure_runner(task)
+                self.rounds.resume_unfinished()
                 is_first_poll = False
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=self.settings.poll_interval_s)
@@ -268,20 +284,14 @@ class Coordinator:
 
     async def poll_once(self) -> None:
         self.clock.observe_block(await self.ops.latest_block_time_s())
-        changed: dict[tuple[int, int], NodeTask] = {}
 
         async def apply(events: list[ChainEvent]) -> None:
-            changed.update(((t.task_id, t.round), t) for t in self.watch.apply(events))
+            await self.rounds.apply(events)  # the rounds' rows, here or at their drivers
             self.funds.observe(events)  # the fees paid to the farm's nodes
             self.ledger.note_block_times(events)  # the receipts' days, without a block read each
 
         await self.reader.poll(apply)
-        # Runners start once every page is in: a task that ended in a later page is never run.
-        for task in changed.values():
-            self._ensure_runner(task)
-        for key, event in self._wakeups.items():  # deadlines move with chain time: let every runner look
-            if key in self._runners:
-                event.set()
+        await self.rounds.after_poll()
         await self.funds.tick()  # top-ups, the sweep schedule, retirements
         self.ledger.kick()  # in the background: accounting never holds back a round
 
@@ -293,7 +303,10 @@ class Coordinator:
         await pause_all(self.ops, self.nodes.accounts)
         if drain:
             deadline = time.monotonic() + timeout_s
-            while self.store.unfinished() and time.monotonic() < deadline:
+            while time.monotonic() < deadline:
+                await self.rounds.refresh()
+                if not self.rounds.summary().counts.num_unfinished:
+                    break
                 await self.poll_once()
                 await asyncio.sleep(self.settings.poll_interval_s)
         if quit:
@@ -302,11 +315,8 @@ class Coordinator:
             await self.close()
 
     async def close(self) -> None:
-        for runner in self._runners.values():
-            runner.cancel()
-        await asyncio.gather(*self._runners.values(), return_exceptions=True)
-        self._runners.clear()
         if self._started:
+            await self.rounds.close()
             await self.funds.close()
             await self.sender.aclose()
             await self._http.close()
@@ -317,79 +327,31 @@ class Coordinator:
             self.cursors.close()
             self._started = False
 
-    # -- events and runners -------------------------------------------------------------------------------
-
-    def _ensure_runner(self, task: NodeTask) -> None:
-        key = (task.task_id, task.round)
-        self._wakeups.setdefault(key, asyncio.Event()).set()
-        if task.step is not Step.DONE and (key not in self._runners or self._runners[key].done()):
-            self._runners[key] = asyncio.create_task(self._drive(key), name=f"task-{key[0]}-{key[1]}")
-
-    async def _drive(self, key: tuple[int, int]) -> None:
-        wakeup = self._wakeups.setdefault(key, asyncio.Event())
-        backoff_s = RETRY_BACKOFF_S[0]
-        while (task := self.store.get(*key)) is not None and task.step is not Step.DONE:
-            wakeup.clear()
-            try:
-                moved = await self.driver.advance(task)
-                backoff_s = RETRY_BACKOFF_S[0]
-                self._waiting_for_disk.discard(key)
-                self.funds.round_moved(task)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                moved = False
-                if classify(exc) is Failure.TRANSIENT:
-                    if is_disk_full(exc):  # the operator's to fix: the round keeps its place and waits
-                        self._waiting_for_disk.add(key)
-                    elif is_insufficient_funds(exc):  # ... as for a node account that cannot pay its gas
-                        self.funds.round_waits_for_gas(task)
-                    log.warning("[coordinator] step failed, retrying task=%d round=%d step=%s error=%r",
-                                *key, task.step, exc)  # fmt: skip
-                    await asyncio.sleep(backoff_s)
-                    backoff_s = min(backoff_s * 2, RETRY_BACKOFF_S[1])
-                elif not self._record_failure(task, exc):
-                    return  # even the deadline's cancel failed for good: nothing is left to try
-            if not moved:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wakeup.wait(), timeout=max(self.settings.poll_interval_s, 1.0))
-        self._wakeups.pop(key, None)
-        self._waiting_for_disk.discard(key)
-
-    def _record_failure(self, task: NodeTask, exc: Exception) -> bool:
-        """Record a final failure (or the task's fault, raised where no report was possible) on its round,
-        with its code; False when the round had failed already (the failure came from the deadline's
-        cancel)."""
-        log.error("[coordinator] round failed task=%d round=%d step=%s", task.task_id, task.round, task.step,
-                  exc_info=exc)  # fmt: skip
-        if task.failure is not None:
-            return False
-        failure = f"{task.step.value}: {type(exc).__name__}: {exc}"
-        self.store.patch(task.task_id, task.round, failure=failure, failure_code=failure_code(exc))
-        return True
-
     # -- at a glance ----------------------------------------------------------------------------------------
 
     def status(self) -> CoordinatorStatus:
         paused = self.store.paused_cards()
         alerts = list(paused.values())
-        if self._waiting_for_disk:
+        rounds = self.rounds.summary()
+        if rounds.num_waiting_for_disk:
             alerts.append(
-                f"the state disk is full ({self.settings.state_dir}): {len(self._waiting_for_disk)} round(s) "
+                f"the state disk is full ({self.settings.state_dir}): {rounds.num_waiting_for_disk} round(s) "
                 "wait to write their results; free space and they go on by themselves"
             )
         if self._poll_failure is not None:
             alerts.append(f"following the chain fails: {self._poll_failure}")
-        funds = self.funds.status()
+        funds = self.funds.status(rounds.num_waiting_for_gas)
         alerts += self.funds.alerts(funds)
+        if self.fleet is not None:
+            alerts += self.fleet.alerts()
         if self.ledger.failure is not None:
             alerts.append(f"the ledger is not kept up: {self.ledger.failure}")
         return CoordinatorStatus(
             nodes=self.nodes.addresses,
-            tasks=self.store.counts(),
-            earned_wei=self.store.earnings_wei(),
-            num_running_rounds=len([r for r in self._runners.values() if not r.done()]),
-            num_rounds_waiting_for_disk=len(self._waiting_for_disk),
+            tasks=rounds.counts,
+            earned_wei=sum(rounds.earnings_by_node.values()),
+            num_running_rounds=rounds.num_running,
+            num_rounds_waiting_for_disk=rounds.num_waiting_for_disk,
             paused_cards=[key.hex() for key in paused],
             alerts=alerts,
             funds=funds,

@@ -25,7 +25,7 @@ from eth_account.signers.local import LocalAccount
 from cluster.chain.revert import ContractRevert
 from cluster.coordinator.chain_ops import ChainOps, TaskTimers
 from cluster.coordinator.clock import ChainClock
-from cluster.coordinator.nodes import NodeSet, pause_all
+from cluster.coordinator.nodes import NodeSet
 from cluster.coordinator.round_state import NodeTask, Step
 from cluster.coordinator.scheduling.runner import JobRunner
 from cluster.coordinator.store import RoundStore
@@ -34,12 +34,21 @@ from cluster.failpoints import NO_FAILPOINTS, Failpoints
 from cluster.failures import ArgumentsMismatch, FailureCode
 from cluster.protocol.errors import TaskExecutionError
 from cluster.protocol.hashes import new_nonce, task_hash
-from cluster.protocol.results import results_match
 from cluster.protocol.task import check_within_cap, parse_task_args
 from cluster.relay import RelayClient, RelayNotReady
 from cluster.workers.messages import JobRequest
 
 log = logging.getLogger(__name__)
+Guard = Callable[[NodeTask], Awaitable[bool]]
+RELAY_CONNECTIONS = 32
+
+
+def relay_session() -> aiohttp.ClientSession:
+    """Every round talks to the relay: connections are kept (a new one costs more than the request), on
+    aiohttp, whose cost per request does not grow with the requests waiting (cluster/relay/client.py)."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=RELAY_CONNECTIONS), timeout=aiohttp.ClientTimeout(total=30.0)
+    )
 
 
 class RoundDriver:
@@ -48,7 +57,7 @@ class RoundDriver:
 
     def __init__(
         self, store: RoundStore, ops: ChainOps, pool: JobRunner, nodes: NodeSet, clock: ChainClock,
-        timers: TaskTimers, *, relay_url: str, http: aiohttp.ClientSession, guard_own_results: bool = True,
+        timers: TaskTimers, *, relay_url: str, http: aiohttp.ClientSession, guard: Guard | None = None,
         failpoints: Failpoints = NO_FAILPOINTS,
         timeline: RoundTimeline | None = None,
     ):  # fmt: skip
@@ -58,13 +67,12 @@ class RoundDriver:
         self.nodes = nodes
         self.clock = clock
         self.timers = timers  # the chain watch follows them
-        self.guard_own_results = guard_own_results
+        self.guard = guard  # the card guard (drivers/guard.py): True while it holds the commitment
         self.failpoints = failpoints
         self.timeline = timeline or RoundTimeline()
         self._relay_url = relay_url
         self._http = http
         self._relays: dict[str, RelayClient] = {}
-        self._paused_on_chain: set[bytes] = set()  # card models whose nodes this process paused
         self._handlers: dict[Step, Callable[[NodeTask], Awaitable[bool]]] = {
             Step.SELECTED: self._execute,
             Step.EXECUTED: self._commit,
@@ -165,7 +173,7 @@ class RoundDriver:
 
     async def _commit(self, task: NodeTask) -> bool:
         assert task.result is not None and task.nonce is not None
-        if self.guard_own_results and await self._held_by_guard(task):
+        if self.guard is not None and await self.guard(task):
             return False  # nothing of ours is committed; the task is cancelled at its deadline
         self.failpoints.reached("before_commit", task.key)
         async with self._on_chain(task, "committed"):
@@ -221,35 +229,6 @@ class RoundDriver:
                 raise  # still running: a real refusal (e.g. the deadline by chain time not yet passed)
             log.info("[coordinator] task already ended task=%d", task.task_id)  # and its storage deleted
         return False  # TaskAborted / TaskNodeCancelled mark it done
-
-    # -- the card guard: the farm's own rounds of a task must agree before any of them commits -----------
-
-    async def _held_by_guard(self, task: NodeTask) -> bool:
-        """True (and the card model paused) when the farm's other rounds of this task got another result;
-        True too while one of them is still running: the farm's rounds of a task commit once all have
-        executed. A round that committed and then did not disclose would be slashed (Task.cancelTask),
-        so the card guard holds the commitments, not the disclosures; a round that never committed is
-        only cancelled."""
-        assert task.result is not None
-        others = [t for t in self.store.of_task(task.task_id) if t.round != task.round]
-        if any(t.step is Step.SELECTED and t.failure is None for t in others):
-            return True  # not a disagreement yet: wait for the sibling's result
-        siblings = {t.round: t.result for t in others if t.result}
-        if all(results_match(task.task_type, task.result, other) for other in siblings.values()):
-            return False
-        card = self.nodes[task.node].card
-        rounds = sorted([task.round, *siblings])
-        reason = (
-            f"the farm's own rounds disagree on task {task.task_id} (rounds {rounds}); card model "
-            f"{card.describe()} paused, nothing committed; `python -m cluster resume-card {card.short_id}` "
-            "once the card is fixed"
-        )
-        if self.store.pause_card(card.key, reason):  # durable before the chain hears of it
-            log.error("[coordinator] ALERT %s", reason)
-        if card.key not in self._paused_on_chain:
-            await pause_all(self.ops, self.nodes.of_card(card))
-            self._paused_on_chain.add(card.key)
-        return True
 
     # -- plumbing ----------------------------------------------------------------------------------------
 

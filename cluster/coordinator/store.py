@@ -226,6 +226,19 @@ class RoundStore:
             )
             return [_from_row(r) for r in rows.fetchall()]
 
+    def unsettled(self) -> list[tuple[int, int, str]]:
+        """(task, round, node) of the rows the chain has not settled: their events are still to come."""
+        with self._lock:
+            return self._db.execute(
+                "SELECT task_id, round, node FROM node_tasks WHERE outcome = ''"
+            ).fetchall()
+
+    def busy_nodes(self) -> set[str]:
+        """The accounts with an unfinished round."""
+        with self._lock:
+            rows = self._db.execute("SELECT DISTINCT node FROM node_tasks WHERE step != ?", (Step.DONE,))
+            return {node for (node,) in rows.fetchall()}
+
     def counts(self) -> TaskCounts:
         """Rows by step, finished rows by outcome, failed rows by failure code: the farm at a glance."""
         with self._lock:

@@ -40,8 +40,8 @@ async def collect_status(
         await _card_view(card, pool, infos, group_checks.get(card.short_id, ""), card.key in paused)
         for card in pool.card_models()
     ]
-    store = coordinator.store
-    earned = store.earnings_by_node()
+    rounds = coordinator.rounds.summary()  # here, or merged from the round drivers
+    earned = rounds.earnings_by_node
     nodes = await asyncio.gather(
         *(
             _node_view(coordinator, node.address, node.card, earned.get(node.address, 0))
@@ -58,7 +58,7 @@ async def collect_status(
         tasks=own.tasks,
         earned_wei=sum(earned.values()),
         alerts=_alerts(cards, nodes, own, [c for c in pool.card_models() if c not in joined], machines),
-        last_selected_chain_s=store.last_selected_chain_s(),
+        last_selected_chain_s=rounds.last_selected_chain_s,
         ledger=own.ledger,
         funds=own.funds,
         machines=machines,

@@ -1,7 +1,7 @@
 """The one object the coordinator holds for the operator's money, and its few hooks into the loop:
 ``start`` (balances read once), ``observe`` (fee events), ``tick`` (each poll: top-ups, the sweep
-schedule, retirements), ``round_waits_for_gas``/``round_moved`` (a round its node could not pay for),
-``status``/``alerts``, and the commands ``payout`` and ``retire``."""
+schedule, retirements), ``status``/``alerts``, and the commands ``payout`` and ``retire``. Rounds that
+wait for a top-up are the rounds' to count (``drivers/runners.py``)."""
 
 from __future__ import annotations
 
@@ -17,14 +17,12 @@ from cluster.chain.events import ChainEvent
 from cluster.coordinator.chain_ops import ChainOps
 from cluster.coordinator.funds.book import BalanceBook
 from cluster.coordinator.funds.gas import GasKeeper
-from cluster.coordinator.funds.retire import FundsState, Phase, Retirement
+from cluster.coordinator.funds.retire import BusyNodes, FundsState, Phase, Retirement
 from cluster.coordinator.funds.settings import FundsSettings, require_payout_address
 from cluster.coordinator.funds.sweep import Sweeper
 from cluster.coordinator.nodes import NodeAccount, NodeSet
-from cluster.coordinator.round_state import NodeTask
-from cluster.coordinator.store import RoundStore
 from cluster.failpoints import NO_FAILPOINTS, Failpoints
-from cluster.failures import FailureCode, log_retried_failure
+from cluster.failures import log_retried_failure
 from cluster.status.model import WEI_PER_CNX, FundsView, PayoutReport
 
 log = logging.getLogger(__name__)
@@ -36,7 +34,7 @@ class Funds:
         self,
         settings: FundsSettings,
         ops: ChainOps,
-        rounds: RoundStore,
+        busy_nodes: BusyNodes,
         nodes: NodeSet,
         operator: LocalAccount,
         state_dir: Path,
@@ -44,14 +42,12 @@ class Funds:
     ):
         self.settings = settings
         self.ops = ops
-        self.rounds = rounds
         self.nodes = nodes
-        self.book = BalanceBook(ops.sender.journal)
+        self.book = BalanceBook([ops.sender.journal])
         self.gas = GasKeeper(ops, self.book, operator, settings)
         self.sweeper = Sweeper(ops, settings, failpoints)
         self.state = FundsState(state_dir / "funds.db")
-        self.retirement = Retirement(ops, rounds, self.state, self.sweeper)
-        self._waiting_for_gas: set[str] = set()  # rounds (task.key) refused for lack of funds
+        self.retirement = Retirement(ops, busy_nodes, self.state, self.sweeper)
         self._sweep: asyncio.Task[PayoutReport] | None = None
         self._last_tick_failure: str | None = None
 
@@ -111,19 +107,6 @@ class Funds:
         except Exception as exc:
             self._last_tick_failure = log_retried_failure(log, "[funds] check", exc, self._last_tick_failure)
 
-    def round_waits_for_gas(self, task: NodeTask) -> None:
-        """A step of ``task`` was refused for lack of funds: the round waits for a top-up (an alert), and
-        keeps the code if it ends so (never silently)."""
-        self._waiting_for_gas.add(task.key)
-        if task.failure_code is None:
-            self.rounds.patch(task.task_id, task.round, failure_code=FailureCode.INSUFFICIENT_FUNDS)
-
-    def round_moved(self, task: NodeTask) -> None:
-        if task.key in self._waiting_for_gas:
-            self._waiting_for_gas.discard(task.key)
-            if task.failure is None:  # it went on after all: no failure to count
-                self.rounds.patch(task.task_id, task.round, failure_code=None)
-
     # -- commands ------------------------------------------------------------------------------------------
 
     async def payout(self, *, is_dry_run: bool = False) -> PayoutReport:
@@ -167,7 +150,7 @@ class Funds:
 
     # -- at a glance -----------------------------------------------------------------------------------------
 
-    def status(self) -> FundsView:
+    def status(self, num_rounds_waiting_for_gas: int = 0) -> FundsView:
         num_active = len(self.active)
         reserve_wei = self.gas.last_reserve_wei
         return FundsView(
@@ -176,7 +159,7 @@ class Funds:
             operator_low_wei=self.gas.operator_low_wei(num_active, reserve_wei),
             gas_reserve_wei=reserve_wei,
             num_topups=self.gas.num_topups,
-            num_rounds_waiting_for_gas=len(self._waiting_for_gas),
+            num_rounds_waiting_for_gas=num_rounds_waiting_for_gas,
             payout_address=self.settings.payout_address,
             last_sweep_s=self.state.last_sweep_s(),
             retiring=self.retirement.counts(),
@@ -193,10 +176,10 @@ class Funds:
             )
         if self.gas.last_failure is not None:
             alerts.append(f"topping up node accounts fails: {self.gas.last_failure}")
-        if self._waiting_for_gas:
+        if view.num_rounds_waiting_for_gas:
             alerts.append(
-                f"{len(self._waiting_for_gas)} round(s) wait for gas: their node accounts cannot pay their "
-                f"transactions; the operator account {view.operator} tops them up once it has funds"
+                f"{view.num_rounds_waiting_for_gas} round(s) wait for gas: their node accounts cannot pay "
+                f"their transactions; the operator account {view.operator} tops them up once it has funds"
             )
         if self.retirement.last_failure is not None:
             failure = self.retirement.last_failure

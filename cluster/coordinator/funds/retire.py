@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 
@@ -28,9 +29,9 @@ from cluster.chain.contracts import NodeStatus
 from cluster.coordinator.chain_ops import ChainOps
 from cluster.coordinator.funds.sweep import Sweeper
 from cluster.coordinator.nodes import NodeAccount
-from cluster.coordinator.store import RoundStore
 from cluster.durable_sqlite import open_durable
 
+BusyNodes = Callable[[], set[str] | frozenset[str]]  # the accounts with an unfinished round
 log = logging.getLogger(__name__)
 STATUS_EVERY_S = 10.0  # a draining account's chain status is read at least this often
 
@@ -84,15 +85,15 @@ class FundsState:
 
 
 class Retirement:
-    def __init__(self, ops: ChainOps, rounds: RoundStore, state: FundsState, sweeper: Sweeper):
+    def __init__(self, ops: ChainOps, busy_nodes: BusyNodes, state: FundsState, sweeper: Sweeper):
         self.ops = ops
-        self.rounds = rounds
+        self.busy_nodes = busy_nodes
         self.state = state
         self.sweeper = sweeper
         self.phases = state.phases()  # by address; the table's copy, kept in step with it
         self._polled = asyncio.Event()  # set at each poll of the coordinator: draining accounts look again
         self._running: dict[str, asyncio.Task[None]] = {}
-        self._nodes_with_rounds: set[str] = {task.node for task in rounds.unfinished()}
+        self._nodes_with_rounds: set[str] = set(busy_nodes())
         self.last_failure: str | None = None
 
     def is_retiring(self, address: str) -> bool:
@@ -118,7 +119,7 @@ class Retirement:
     def polled(self) -> None:
         """The coordinator polled the chain: draining accounts look again (one store read for all)."""
         if self._running:
-            self._nodes_with_rounds = {task.node for task in self.rounds.unfinished()}
+            self._nodes_with_rounds = set(self.busy_nodes())
         self._polled.set()
         self._polled = asyncio.Event()
 

@@ -92,7 +92,7 @@ class Sweeper:
             )
         self.failpoints.reached("sweeping", f"node={node.index}")
         request = TxRequest(to=payout, value_wei=amount_wei, gas=gas)
-        sent = await self.ops.sender.send(node.account, request, key=f"sweep:{address}:{count}")
+        sent = await self.ops.send(node.account, request, f"sweep:{address}:{count}", gated=False)
         self.failpoints.reached("swept", f"node={node.index}")
         log.info("[funds] swept node=%s wei=%d to=%s tx=%s", address, amount_wei, payout, sent.tx_hash)
         return SweepLine(
