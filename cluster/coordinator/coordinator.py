@@ -131,7 +131,7 @@ class Coordinator:
             self.keys.operator, state, failpoints=self.settings.failpoints,
         )  # fmt: skip
         if self.fleet is not None:
-            self.fleet.follow_journals(self.funds.book)
+            self.fleet.follow_journals(self.funds.book, self.ledger)
         await self.funds.start()
         self._started = True
 

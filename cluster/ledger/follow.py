@@ -53,7 +53,7 @@ class LedgerFollower:
         interval_s: float = FOLLOW_INTERVAL_S,
     ):
         self.store = store
-        self.journal = journal
+        self.journals = {"": journal}  # by name: "" the coordinator's, "driver-<i>" each round driver's
         self.interval_s = interval_s
         abis = {contract: (addresses[contract], _events_of(contract)) for contract, _ in EVENT_KINDS}
         topics = ["0x" + event_topic(item).hex() for _, items in abis.values() for item in items]
@@ -66,6 +66,10 @@ class LedgerFollower:
         self._last_follow_s = float("-inf")
         self._polling = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None  # the follow in the background, while it runs
+
+    def follow_journal(self, name: str, journal: TxJournal) -> None:
+        """Count a round driver's receipts too (its watermark is its own)."""
+        self.journals[name] = journal
 
     def note_accounts(self, cards: Mapping[str, CardModel], operator: str) -> None:
         """The farm's node accounts and their card models, and the operator account."""
@@ -119,21 +123,22 @@ class LedgerFollower:
         """Count the new events, then every receipt in a block the events are read through."""
         async with self._polling:  # a test's own poll and the background one count one after the other
             await self.reader.poll(self._apply)
-            await self._count_receipts(through_block=self.reader.next_block - 1)
+            for name, journal in self.journals.items():
+                await self._count_receipts(name, journal, through_block=self.reader.next_block - 1)
 
     async def _apply(self, events: list[ChainEvent]) -> None:
         self.note_block_times(events)
         self.store.add(event_entries(events, self.store.is_known))
 
-    async def _count_receipts(self, through_block: int) -> None:
+    async def _count_receipts(self, name: str, journal: TxJournal, through_block: int) -> None:
         while True:
-            receipts = self.journal.paid_receipts_after(self.store.receipts_row(), RECEIPTS_PER_STEP)
+            receipts = journal.paid_receipts_after(self.store.receipts_row(name), RECEIPTS_PER_STEP)
             ready = list(takewhile(lambda r: r.block_number <= through_block, receipts))
             if not ready:
                 return
             times = await self._block_times_of({r.block_number for r in ready})
             entries = [entry for r in ready for entry in receipt_entries(r, times[r.block_number])]
-            self.store.add(entries, receipts_row=ready[-1].row)
+            self.store.add(entries, receipts_row=ready[-1].row, journal=name)
             if len(ready) < RECEIPTS_PER_STEP:
                 return
 

@@ -101,9 +101,9 @@ class LedgerStore:
 
     # -- entries -------------------------------------------------------------------------------------------
 
-    def add(self, entries: Iterable[Entry], *, receipts_row: int | None = None) -> int:
-        """Add the entries not added before, in one transaction (with the receipts' watermark, if given);
-        returns how many were new."""
+    def add(self, entries: Iterable[Entry], *, receipts_row: int | None = None, journal: str = "") -> int:
+        """Add the entries not added before, in one transaction (with the watermark of ``journal``'s
+        receipts, if given: "" the coordinator's, "driver-<i>" a round driver's); how many were new."""
         entries = list(entries)
         if not entries and receipts_row is None:
             return 0  # nothing to write: no transaction (each is a write to the disk)
@@ -118,7 +118,7 @@ class LedgerStore:
                 if receipts_row is not None:
                     self._db.execute(
                         "INSERT OR REPLACE INTO progress (name, value) VALUES (?, ?)",
-                        (RECEIPTS_WATERMARK, receipts_row),
+                        (_watermark(journal), receipts_row),
                     )
                 self._db.execute("COMMIT")
             except BaseException:
@@ -156,11 +156,11 @@ class LedgerStore:
         )
         return True
 
-    def receipts_row(self) -> int:
-        """The last journal receipt (rowid) counted: the next read starts after it."""
+    def receipts_row(self, journal: str = "") -> int:
+        """The last receipt (rowid) of ``journal`` counted: the next read starts after it."""
         with self._lock:
             row = self._db.execute(
-                "SELECT value FROM progress WHERE name = ?", (RECEIPTS_WATERMARK,)
+                "SELECT value FROM progress WHERE name = ?", (_watermark(journal),)
             ).fetchone()
         return int(row[0]) if row else 0
 
@@ -207,3 +207,7 @@ class LedgerStore:
 def _sort_key(key: tuple[str, str, str | None]) -> tuple[str, str, str]:
     day, card, account = key
     return day, card, account or ""
+
+
+def _watermark(journal: str) -> str:
+    return f"{RECEIPTS_WATERMARK}:{journal}" if journal else RECEIPTS_WATERMARK

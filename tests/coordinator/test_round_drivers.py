@@ -22,7 +22,7 @@ from cluster.chain.accounts import MNEMONIC_ENV, OperatorKeys
 from cluster.coordinator.round_state import Outcome
 from cluster.failpoints import Failpoints
 from tests.coordinator.driver_host import CoordinatorHost, CrashOnce
-from tests.coordinator.factories import FUNDER, create_task, gpt_args, settings, upload
+from tests.coordinator.factories import CARD, FUNDER, create_task, gpt_args, settings, upload
 from tests.coordinator.local_runner import LocalJobRunner
 
 NUM_TASKS = 3
@@ -60,6 +60,7 @@ def test_a_killed_round_driver_resumes_its_rounds_and_each_ends_exactly_once(
     )  # fmt: skip
     cache = tmp_path / "hub-cache"
     host = CoordinatorHost.remote(config, farm_mnemonic, lambda: LocalJobRunner(cache))
+    join_block = w3.eth.block_number + 1  # the drivers send the joins too
     first_pids = ray.get(host.start.remote(), timeout=180)
     assert len(first_pids) == 2
     start_block = w3.eth.block_number
@@ -90,16 +91,23 @@ def test_a_killed_round_driver_resumes_its_rounds_and_each_ends_exactly_once(
     paid = Counter((e["args"]["taskId"], e["args"]["node"]) for e in successes)
     assert set(paid) == {(t, n) for t in task_ids for n in nodes} and set(paid.values()) == {1}
     commit = task.encode_abi("submitTaskResultCommitment", args=[0, 0, b"\0" * 32])[2:10]
-    commits, reverted = Counter(), []
-    for number in range(start_block, w3.eth.block_number + 1):
+    commits, reverted, gas_wei = Counter(), [], 0
+    for number in range(join_block, w3.eth.block_number + 1):
         for tx in w3.eth.get_block(number, full_transactions=True).transactions:
             if tx["from"] in nodes:
-                if w3.eth.get_transaction_receipt(tx["hash"]).status != 1:
+                receipt = w3.eth.get_transaction_receipt(tx["hash"])
+                gas_wei += receipt.gasUsed * receipt.effectiveGasPrice
+                if receipt.status != 1:
                     reverted.append(tx["hash"].hex())
                 if tx["input"][:4].hex() == commit:
                     commits[tx["from"]] += 1
     assert reverted == []
     assert commits == {n: NUM_TASKS for n in nodes}
+    # The coordinator's ledger counts the gas its drivers' journals paid, every transaction once.
+    card = CARD.short_id
+    wait_for(lambda: ray.get(host.status.remote(), timeout=60).ledger.by_card.get(card, None) is not None)
+    wait_for(lambda: ray.get(host.status.remote(), timeout=60).ledger.by_card[card].gas_wei >= gas_wei)
+    assert ray.get(host.status.remote(), timeout=60).ledger.by_card[card].gas_wei == gas_wei
 
     final = ray.get(host.stop.remote(), timeout=180)
     assert final.tasks.ended(Outcome.PAID) == 3 * NUM_TASKS

@@ -45,6 +45,7 @@ from cluster.coordinator.drivers.summary import RoundsSummary, merge
 from cluster.coordinator.funds.book import BalanceBook
 from cluster.coordinator.round_state import NodeTask
 from cluster.coordinator.store import RoundStore
+from cluster.ledger.follow import LedgerFollower
 from cluster.protocol.cards import CardModel
 from cluster.workers.messages import JobReply, JobRequest
 
@@ -110,6 +111,7 @@ class DriverFleet:
         self._summary_at = 0.0
         self._failure: str | None = None
         self._root = Path(coordinator.settings.state_dir) / "drivers"
+        self._journals: list[TxJournal] = []  # the drivers', read here
 
     # -- life cycle -----------------------------------------------------------------------------------------
 
@@ -152,10 +154,14 @@ class DriverFleet:
         """The drivers' processes now (a restarted driver has a new one)."""
         return list(await asyncio.gather(*(handle.ready.remote() for handle in self.handles)))
 
-    def follow_journals(self, book: BalanceBook) -> None:
-        """The drivers' receipts move the accounts' balances in the coordinator's book (they share a disk)."""
+    def follow_journals(self, book: BalanceBook, ledger: LedgerFollower) -> None:
+        """The drivers' receipts move the accounts' balances in the coordinator's book and are the gas in
+        its ledger (the journals are on the coordinator's disk)."""
         for index in range(self.num_drivers):
-            book.follow(TxJournal(self._root / str(index) / "transactions.db"))
+            journal = TxJournal(self._root / str(index) / "transactions.db")
+            self._journals.append(journal)
+            book.follow(journal)
+            ledger.follow_journal(f"driver-{index}", journal)
 
     async def close(self) -> None:
         """A stop: the drivers close their journals and go (a crash of the coordinator leaves them be)."""
@@ -163,6 +169,8 @@ class DriverFleet:
         for handle in self.handles:
             ray.kill(handle, no_restart=True)
         self.handles.clear()
+        for journal in self._journals:
+            journal.close()
 
     # -- accounts -------------------------------------------------------------------------------------------
 
