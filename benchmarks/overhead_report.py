@@ -58,6 +58,43 @@ def _stages(stages: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _dash(value: Any) -> str:
+    return "-" if value is None else str(value)
+
+
+def _control_plane(run: dict[str, Any]) -> list[str]:
+    """The control-plane rows (benchmarks/control_plane.py): by places, then by round drivers."""
+    rows = [run["control_plane"][p][d] for p in sorted(run["control_plane"], key=int)
+            for d in sorted(run["control_plane"][p], key=int)]  # fmt: skip
+    machine = run.get("control_plane_machine") or run.get("machine") or {}
+    lines = [
+        "Recorded by `python benchmarks/cluster_overhead.py --phases control-plane --slots 300 1000 4000 "
+        f"--drivers 0` ({machine.get('date', '?')}, load average {machine.get('load_at_start', '?')} at the "
+        "start, the machine's 2 cores shared by the coordinator, the fake network and whatever else ran). "
+        f"What was real and what was a fake: {rows[0]['real']}. Rounds/s are rounds paid on the (fake) chain "
+        "over the window after the warm-up, every node account kept busy; CPU per round is each process's "
+        "CPU time over the window over those rounds (the coordinator's process holds the simulated GPU "
+        "workers too, as in the capacity table); RPC calls per round are all the control plane's, as the "
+        "fake chain counted them; failed transactions are all the run's, warm-up included.",
+        "",
+        "| places | round drivers | rounds/s (paid on chain) | rounds/s (paid in the coordinator's store) "
+        "| coordinator CPU ms/round | coordinator CPU (cores) | each driver's CPU ms/round "
+        "| fake network CPU ms/round | RPC calls/round | relay requests/round | failed txs |",
+        "|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        drivers = ", ".join(str(ms) for ms in r["driver_cpu_ms_per_round"]) or "-"
+        in_store = r.get("rounds_per_s_coordinator_count")
+        lines.append(
+            f"| {r['places']:,} | {r['drivers']} | {r['rounds_per_s']} | {_dash(in_store)} "
+            f"| {r['cpu_ms_per_round']} | {r['coordinator_cpu_share']} | {drivers} "
+            f"| {r['fake_network_cpu_ms_per_round']} | {r['rpc_calls_per_round']} "
+            f"| {r['relay_requests_per_round']} | {r['failed_txs']} |"
+        )
+    notes = sorted({r["note"] for r in rows if r.get("note")})
+    return lines + ([""] + [f"Note: {note}" for note in notes] if notes else [])
+
+
 def write_report(results: dict[str, Any]) -> Path:
     after = results.get("after", {})
     machine = after.get("machine") or next(iter(results.values()))["machine"]
@@ -92,6 +129,8 @@ def write_report(results: dict[str, Any]) -> Path:
         ],
         "",
     ]
+    if "control_plane" in after:
+        lines += ["## Control plane at 4,000 places (fake chain and relay)", "", *_control_plane(after), ""]
     if "stages" in after:
         lines += ["## Stages of a task on the local network", "", *_stages(after["stages"]), ""]
     if "scheduling" in after:
