@@ -4,7 +4,7 @@ the same bytes for the same GPT task.
 Three nodes of one card model must agree bit for bit on a GPT result. A faulty GPU, or a driver or library
 that differs under the same runtime tag, would otherwise get the farm's nodes slashed one task at a time.
 So before a card model joins, every worker runs the same reference tasks (greedy and seeded sampling) and
-the result bytes are compared. Once it serves, the card guard (``cluster.coordinator.rounds``) pauses a
+the result bytes are compared. Once it serves, the card guard (``cluster.coordinator.drivers.guard``) pauses a
 card model whose own rounds of one task disagree.
 """
 
