@@ -3,6 +3,7 @@ change: plain Python (no Ray, no chain), the fleet's routing over a real store."
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from pathlib import Path
 from types import SimpleNamespace
@@ -15,6 +16,7 @@ from cluster.chain.contracts import Events
 from cluster.chain.events import ChainEvent
 from cluster.config import ConfigError, round_drivers_for
 from cluster.coordinator.drivers.fleet import DriverFleet, check_driver_count
+from cluster.coordinator.drivers.guard import Sibling
 from cluster.coordinator.nodes import NodeSet
 from cluster.coordinator.round_state import NodeTask, Step
 from cluster.coordinator.store import RoundStore
@@ -107,3 +109,28 @@ def test_the_driver_count_changes_only_once_the_old_split_has_no_unfinished_roun
     assert (tmp_path / "drivers" / "count").read_text() == "4"
     assert not (tmp_path / "drivers" / "1").exists()  # the old split's rows are kept aside, not reused
     assert [p.name.split("-")[:3] for p in tmp_path.glob("drivers-*")] == [["drivers", "2", "1"]]
+
+
+class FakeDriver:
+    """A driver's handle as the fleet calls it: ``sibling.remote`` answers from its rows."""
+
+    def __init__(self, rows: dict[tuple[int, int], Sibling]):
+        self.rows = rows
+        self.asked: list[tuple[int, int]] = []
+        self.sibling = SimpleNamespace(remote=self._sibling)
+
+    async def _sibling(self, task_id: int, round_: int) -> Sibling | None:
+        self.asked.append((task_id, round_))
+        return self.rows.get((task_id, round_))
+
+
+def test_the_guard_asks_only_the_drivers_of_rounds_that_have_not_asked_it_yet(fleet):
+    accounts = fleet.coordinator.nodes.accounts
+    route(
+        fleet, [started(9, r, accounts[r].address, r) for r in range(3)]
+    )  # rounds 0, 2: driver 0; 1: driver 1
+    drivers = [FakeDriver({(9, 2): Sibling(2, True, None)}), FakeDriver({(9, 1): Sibling(1, False, "0xbb")})]
+    fleet.handles = drivers
+    found = asyncio.run(fleet.siblings(9, 0, {0: "0xaa", 1: "0xbb"}))
+    assert sorted(found, key=lambda s: s.round) == [Sibling(1, False, "0xbb"), Sibling(2, True, None)]
+    assert drivers[0].asked == [(9, 2)] and drivers[1].asked == []  # round 1 had asked: its result is known

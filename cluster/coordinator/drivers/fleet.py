@@ -19,6 +19,7 @@ import hashlib
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -255,13 +256,16 @@ class DriverFleet:
 
     # -- what the coordinator reads -------------------------------------------------------------------------
 
-    async def siblings(self, task_id: int, round_: int) -> list[Sibling]:
-        """The farm's other rounds of the task, from the drivers that own them (for the card guard)."""
+    async def siblings(self, task_id: int, round_: int, asked: Mapping[int, str]) -> list[Sibling]:
+        """The farm's other rounds of the task (for the card guard): those that asked the guard already have
+        their result; the others are asked of the drivers that own them."""
         others = [(r, node) for r, node in self.routes.get(task_id, {}).items() if r != round_]
+        known = [Sibling(r, False, asked[r]) for r, _ in others if r in asked]
         found = await asyncio.gather(
-            *(_ask(self.handles[self._driver_of(node)].sibling.remote(task_id, r)) for r, node in others)
-        )
-        return [sibling for sibling in found if sibling is not None]
+            *(_ask(self.handles[self._driver_of(node)].sibling.remote(task_id, r))
+              for r, node in others if r not in asked)
+        )  # fmt: skip
+        return known + [sibling for sibling in found if sibling is not None]
 
     async def refresh(self) -> None:
         """The drivers' summaries, merged; a driver started with fewer accounts than it owns is told them."""

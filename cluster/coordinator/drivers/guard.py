@@ -9,7 +9,8 @@ drivers that own their accounts (``fleet.py``); on the coordinator's own loop th
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from cluster.coordinator.chain_ops import ChainOps
@@ -34,7 +35,9 @@ class Sibling:
         return cls(task.round, task.step is Step.SELECTED and task.failure is None, task.result)
 
 
-Siblings = Callable[[int, int], Awaitable[list[Sibling]]]  # (task id, this round) -> the farm's other rounds
+# (task id, this round, the results of the rounds that asked already) -> the farm's other rounds
+Siblings = Callable[[int, int, Mapping[int, str]], Awaitable[list[Sibling]]]
+REMEMBERED_TASKS = 10_000  # tasks whose rounds' results the guard keeps (a round asks again until it commits)
 
 
 class CardGuard:
@@ -44,13 +47,19 @@ class CardGuard:
         self.nodes = nodes
         self.siblings = siblings
         self._paused_on_chain: set[bytes] = set()  # card models whose nodes this process paused
+        self._asked: OrderedDict[int, dict[int, str]] = OrderedDict()  # task -> results of rounds that asked
 
     async def holds(self, task: NodeTask) -> bool:
         """True (and the card model paused) when the farm's other rounds of this task got another result;
         True too while one of them is still running: the farm's rounds of a task commit once all have
         executed."""
         assert task.result is not None
-        others = await self.siblings(task.task_id, task.round)
+        asked = self._asked.setdefault(task.task_id, {})
+        asked[task.round] = task.result  # a round that asks has executed: a sibling needs no call for it
+        self._asked.move_to_end(task.task_id)
+        while len(self._asked) > REMEMBERED_TASKS:
+            self._asked.popitem(last=False)
+        others = await self.siblings(task.task_id, task.round, asked)
         if any(other.is_running for other in others):
             return True  # not a disagreement yet: wait for the sibling's result
         results = {other.round: other.result for other in others if other.result}
@@ -74,7 +83,7 @@ class CardGuard:
 def store_siblings(store: RoundStore) -> Siblings:
     """The siblings on the coordinator's own loop: the rows of its store."""
 
-    async def siblings(task_id: int, round_: int) -> list[Sibling]:
+    async def siblings(task_id: int, round_: int, asked: Mapping[int, str]) -> list[Sibling]:
         return [Sibling.of(t) for t in store.of_task(task_id) if t.round != round_]
 
     return siblings
