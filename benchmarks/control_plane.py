@@ -7,14 +7,21 @@ event reader, the chain watch, the rounds, the sender with its signing, journal 
 store, funds and ledger, the relay client), talking HTTP to the chain and the relay. Fakes: the chain and
 the relay are ``benchmarks/fake_network.py``, one subprocess (a model of the Task contract that keeps every
 node account busy with tasks it creates itself, so there is no application process); the GPU workers are
-``benchmarks/farm_sim.SimulatedPool`` (answers at once, in this process, as in the capacity phase). The
-node accounts are Available on the fake from the start: no bring-up transactions.
+``benchmarks/farm_sim.SimulatedPool`` (answers at once, in the coordinator's process, as in the capacity
+phase). The node accounts are Available on the fake from the start: no bring-up transactions.
 
-Figures over ``seconds`` after a warm-up: rounds paid per second (TaskNodeSuccess events of the farm's
-accounts the fake emitted; the coordinator's own count of paid rounds beside it where it has a store),
-this process's CPU ms per round, each round driver's (``num_drivers`` > 0: its process, read with psutil),
-the fake's, RPC calls per round as the fake counted them (all the control plane's processes), failed
-transactions (mined with status 0 by the fake, over the whole run, warm-up included).
+With 0 round drivers the coordinator runs on this process's loop (today's default below 1,000 places;
+``--profile`` profiles it). With N > 0 it runs in a Ray actor (tests/coordinator/driver_host.py's
+``CoordinatorHost``, as the product's ``CoordinatorActor``: the drivers call it back for jobs and the card
+guard) with its N ``RoundDriverActor``s beside it on the local Ray, the operator's mnemonic in their
+environment; the coordinator's CPU is then its actor's process's.
+
+Figures over ``seconds`` after a warm-up (at least ``warmup_s``, then until every place has ended a round,
+on average: the start's burst of rounds would not be a steady state; at most 480 s): rounds paid per
+second (TaskNodeSuccess events of the farm's accounts the fake emitted; the coordinator's own count of
+paid rounds beside it), the coordinator's CPU ms per round, each round driver's (its process, read with
+psutil), the fake's, RPC calls per round as the fake counted them (all the control plane's processes),
+failed transactions (mined with status 0 by the fake, over the whole run, warm-up included).
 """
 
 from __future__ import annotations
@@ -50,7 +57,8 @@ BLOCK_TIME_S = 1.0
 CHILD_ENV = {k: v for k, v in os.environ.items() if k not in ("ECC_BACKEND_CLASS", "HELIUM_BENCH_CODE")}
 REAL_PARTS = (
     "real: the coordinator's loop and everything it runs in its process (event reader, chain watch, rounds, "
-    "signing, journal, receipts, store, funds, ledger, relay client), over HTTP; fakes: the chain and the "
+    "signing, journal, receipts, store, funds, ledger, relay client) and, with N > 0, its N round-driver "
+    "Ray actors, all over HTTP; fakes: the chain and the "
     "relay (benchmarks/fake_network.py, one process: a model of the Task contract, blocks every "
     f"{BLOCK_TIME_S:g} s, relay signatures not checked), the application (tasks created by the fake chain "
     "for every idle account), the GPU workers (benchmarks/farm_sim.SimulatedPool, answers at once)"
@@ -125,6 +133,29 @@ def coordinator_settings(fake: FakeNetworkProcess, state_dir: Path, places: int,
     )
 
 
+MAX_WARMUP_S = 480.0
+
+
+def _is_warm(fake: FakeNetworkProcess, places: int) -> bool:
+    """Every place has ended its first round, on average: the fake has created a second task's worth for
+    each (the first window after a start would measure the start's burst of rounds, not a steady state)."""
+    return fake.stats()["tasks_created"] >= 2 * (places // 3)
+
+
+async def _warm_up(fake: FakeNetworkProcess, places: int, min_s: float) -> tuple[float, bool]:
+    started = time.monotonic()
+    await asyncio.sleep(min_s)
+    while not (warm := await asyncio.to_thread(_is_warm, fake, places)):
+        if time.monotonic() - started > MAX_WARMUP_S:
+            break
+        await asyncio.sleep(2.0)
+    return round(time.monotonic() - started, 1), warm
+
+
+def _warm_up_sync(fake: FakeNetworkProcess, places: int, min_s: float) -> tuple[float, bool]:
+    return asyncio.run(_warm_up(fake, places, min_s))
+
+
 def _paid_in_store(coordinator: Coordinator) -> int | None:
     from benchmarks.overhead_phases import num_paid
 
@@ -142,6 +173,93 @@ def _process_cpu_s(pids: list[int]) -> dict[int, float]:
     return cpu
 
 
+def _figures(
+    *, places: int, wall_s: float, cpu_s: float, stats: tuple[dict[str, Any], dict[str, Any]],
+    fake_cpu_s: float, driver_cpu_s: list[float], paid_in_store: int | None,
+) -> dict[str, Any]:  # fmt: skip
+    """The window's figures from the fake's counters before and after it and the processes' CPU."""
+    stats0, stats1 = stats
+    rounds = stats1["rounds_paid"] - stats0["rounds_paid"]
+    per_round = max(rounds, 1)
+    calls = {m: stats1["rpc_calls"].get(m, 0) - stats0["rpc_calls"].get(m, 0) for m in stats1["rpc_calls"]}
+    relay = {k: stats1["relay"].get(k, 0) - stats0["relay"].get(k, 0) for k in stats1["relay"]}
+    return {
+        "places": places, "drivers": len(driver_cpu_s), "seconds": round(wall_s, 1), "rounds": rounds,
+        "rounds_per_s": round(rounds / wall_s, 1),
+        "rounds_per_s_coordinator_count": None if paid_in_store is None else round(paid_in_store / wall_s, 1),
+        "cpu_ms_per_round": round(1000 * cpu_s / per_round, 2),
+        "coordinator_cpu_share": round(cpu_s / wall_s, 2),
+        "driver_cpu_ms_per_round": [round(1000 * s / per_round, 2) for s in driver_cpu_s],
+        "fake_network_cpu_ms_per_round": round(1000 * fake_cpu_s / per_round, 2),
+        "rpc_calls_per_round": round(sum(v for m, v in calls.items() if ":" not in m) / per_round, 2),
+        "rpc_calls_per_round_by_method": {
+            m: round(n / per_round, 2) for m, n in sorted(calls.items(), key=lambda kv: -kv[1]) if n
+        },
+        "relay_requests_per_round": round(sum(relay.values()) / per_round, 2),
+        "relay_requests_per_round_by_endpoint": {k: round(n / per_round, 2) for k, n in relay.items()},
+        "failed_txs": stats1["txs_failed"], "failed_by_reason": stats1["failed_by_reason"],
+        "txs_refused_at_broadcast": stats1["txs_refused"], "unknown_rpc": stats1["unknown"],
+        "rounds_slashed": stats1["rounds_slashed"], "rounds_cancelled": stats1["rounds_cancelled"],
+        "tasks_created": stats1["tasks_created"], "load_average_1m_at_end": round(os.getloadavg()[0], 2),
+        "real": REAL_PARTS, "coordinator_code": str(Path(cluster.__file__).resolve().parent),
+    }  # fmt: skip
+
+
+def _measure_with_drivers(
+    settings: Any, mnemonic: str, fake: FakeNetworkProcess, seconds: float, warmup_s: float
+) -> dict[str, Any]:
+    """The coordinator in a Ray actor (what round drivers call back: the job runner, the card guard), its
+    ``settings.round_drivers`` drivers beside it; each process's CPU read with psutil."""
+    import ray
+
+    from tests.coordinator.driver_host import CoordinatorHost
+
+    # the drivers read the operator's mnemonic from their environment, never from an argument
+    env = {settings.mnemonic_env: mnemonic}
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env})
+    try:
+        host = CoordinatorHost.remote(settings, mnemonic, SimulatedPool)
+        started = time.monotonic()
+        driver_pids = list(ray.get(host.start.remote(), timeout=900))
+        start_s = round(time.monotonic() - started, 1)
+        host_pid = ray.get(host.__ray_call__.remote(lambda self: os.getpid()), timeout=60)
+        warmed_s, is_warm = _warm_up_sync(fake, len(settings.cards), warmup_s)
+        stats0, fake0, paid0 = fake.stats(), fake.cpu_s(), _paid_in_status(host)
+        cpu0, drivers0, wall0 = _process_cpu_s([host_pid]), _process_cpu_s(driver_pids), time.monotonic()
+        time.sleep(seconds)
+        cpu1, drivers1, wall_s = (
+            _process_cpu_s([host_pid]),
+            _process_cpu_s(driver_pids),
+            time.monotonic() - wall0,
+        )
+        stats1, fake1, paid1 = fake.stats(), fake.cpu_s(), _paid_in_status(host)
+        restarted = sorted(ray.get(host.driver_pids.remote(), timeout=60)) != sorted(driver_pids)
+    finally:
+        ray.shutdown()  # the local Ray: the host and its (detached) drivers end with it
+    return _figures(
+        places=len(settings.cards),
+        wall_s=wall_s,
+        cpu_s=cpu1[host_pid] - cpu0[host_pid],
+        stats=(stats0, stats1),
+        fake_cpu_s=fake1 - fake0,
+        driver_cpu_s=[drivers1[p] - drivers0[p] for p in driver_pids],
+        paid_in_store=None if paid0 is None or paid1 is None else paid1 - paid0,
+    ) | {"warmup_s": warmed_s, "warm": is_warm, "start_s": start_s, "unfinished_at_stop": None,
+         "driver_restarted": restarted}  # fmt: skip
+
+
+def _paid_in_status(host: Any) -> int | None:
+    """Rounds paid as the coordinator's status counts them (its drivers' summaries)."""
+    import ray
+
+    from cluster.coordinator.round_state import Outcome
+
+    try:
+        return int(ray.get(host.status.remote(), timeout=60).tasks.ended(Outcome.PAID))
+    except Exception:  # a status of another shape: the chain's count stands alone
+        return None
+
+
 async def _measure(
     coordinator: Coordinator, fake: FakeNetworkProcess, seconds: float, warmup_s: float, profile: str | None
 ) -> dict[str, Any]:
@@ -153,7 +271,7 @@ async def _measure(
     driver_pids = list(await coordinator.driver_pids()) if hasattr(coordinator, "driver_pids") else []
     stop = asyncio.Event()
     loop = asyncio.create_task(coordinator.run(stop))
-    await asyncio.sleep(warmup_s)
+    warmed_s, is_warm = await _warm_up(fake, len(coordinator.settings.cards), warmup_s)
     profiler = None
     if profile is not None:
         from benchmarks.overhead_profile import WindowProfiler
@@ -173,34 +291,17 @@ async def _measure(
     await loop
     unfinished = len(coordinator.store.unfinished()) if hasattr(coordinator, "store") else None
     await coordinator.close()
-    rounds = stats1["rounds_paid"] - stats0["rounds_paid"]
+    figures = _figures(
+        places=len(coordinator.settings.cards),
+        wall_s=wall_s,
+        cpu_s=cpu_s,
+        stats=(stats0, stats1),
+        fake_cpu_s=fake1 - fake0,
+        driver_cpu_s=[drivers1[p] - drivers0[p] for p in driver_pids],
+        paid_in_store=None if paid0 is None or paid1 is None else paid1 - paid0,
+    ) | {"warmup_s": warmed_s, "warm": is_warm, "start_s": start_s, "unfinished_at_stop": unfinished}
+    rounds = figures["rounds"]
     per_round = max(rounds, 1)
-    calls = {m: stats1["rpc_calls"].get(m, 0) - stats0["rpc_calls"].get(m, 0) for m in stats1["rpc_calls"]}
-    relay = {k: stats1["relay"].get(k, 0) - stats0["relay"].get(k, 0) for k in stats1["relay"]}
-    figures: dict[str, Any] = {
-        "places": len(coordinator.settings.cards), "drivers": len(driver_pids), "seconds": round(wall_s, 1),
-        "warmup_s": warmup_s, "start_s": start_s, "rounds": rounds,
-        "rounds_per_s": round(rounds / wall_s, 1),
-        "rounds_per_s_coordinator_count": None if paid0 is None or paid1 is None
-        else round((paid1 - paid0) / wall_s, 1),
-        "cpu_ms_per_round": round(1000 * cpu_s / per_round, 2),
-        "coordinator_cpu_share": round(cpu_s / wall_s, 2),
-        "driver_cpu_ms_per_round": [
-            round(1000 * (drivers1[p] - drivers0[p]) / per_round, 2) for p in driver_pids
-        ],
-        "fake_network_cpu_ms_per_round": round(1000 * (fake1 - fake0) / per_round, 2),
-        "rpc_calls_per_round": round(sum(v for m, v in calls.items() if ":" not in m) / per_round, 2),
-        "rpc_calls_per_round_by_method": {
-            m: round(n / per_round, 2) for m, n in sorted(calls.items(), key=lambda kv: -kv[1]) if n
-        },
-        "relay_requests_per_round": round(sum(relay.values()) / per_round, 2),
-        "relay_requests_per_round_by_endpoint": {k: round(n / per_round, 2) for k, n in relay.items()},
-        "failed_txs": stats1["txs_failed"], "failed_by_reason": stats1["failed_by_reason"],
-        "txs_refused_at_broadcast": stats1["txs_refused"], "unknown_rpc": stats1["unknown"],
-        "rounds_slashed": stats1["rounds_slashed"], "rounds_cancelled": stats1["rounds_cancelled"],
-        "tasks_created": stats1["tasks_created"], "unfinished_at_stop": unfinished,
-        "real": REAL_PARTS, "coordinator_code": str(Path(cluster.__file__).resolve().parent),
-    }  # fmt: skip
     if profiler is not None:
         figures["profile"] = profiler.result(rounds, 1000 * cpu_s / per_round)
     return figures
@@ -217,19 +318,19 @@ def run_control_plane(
 ) -> dict[str, Any]:
     """Rounds/s and the control plane's CPU per round with ``places`` node accounts, the real coordinator
     (and ``num_drivers`` round drivers) against the fake chain and relay; see the module doc."""
-    if num_drivers > 0:
-        import ray
-
-        if not ray.is_initialized():
-            ray.init(num_cpus=max(2, num_drivers + 1), include_dashboard=False, log_to_driver=False)
-    keys = OperatorKeys.from_mnemonic(Account.create_with_mnemonic()[1])
+    mnemonic = Account.create_with_mnemonic()[1]
+    keys = OperatorKeys.from_mnemonic(mnemonic)
     addresses = [keys.node(i).address for i in range(places)]  # derived once: the coordinator reuses them
-    warmup = warmup_s if warmup_s is not None else max(20.0, places / 50)
+    warmup = warmup_s if warmup_s is not None else 20.0  # at least; then until every place ended a round
     with (
         tempfile.TemporaryDirectory() as tmp,
         fake_network(addresses, Path(tmp), block_time_s=block_time_s) as fake,
     ):
         settings = coordinator_settings(fake, Path(tmp) / "farm", places, num_drivers)
+        if num_drivers > 0:
+            if profile is not None:
+                raise ValueError("--profile profiles the coordinator in this process: with 0 drivers only")
+            return _measure_with_drivers(settings, mnemonic, fake, seconds, warmup)
         coordinator = Coordinator(settings, keys, SimulatedPool())
         return asyncio.run(_measure(coordinator, fake, seconds, warmup, profile))
 

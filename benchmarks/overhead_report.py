@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 RESULTS_MD = Path(__file__).resolve().parent / "results" / "cluster_overhead.md"
+REPO_ROOT = Path(__file__).resolve().parents[1]
 # Written by hand from a profile (benchmarks/overhead_profile.py): kept as it is when the rest is rewritten.
 KEPT_SECTION = "## Where a round's CPU goes (profile)"
 CAPACITY_ROWS = [
@@ -69,9 +70,12 @@ def _control_plane(run: dict[str, Any]) -> list[str]:
     machine = run.get("control_plane_machine") or run.get("machine") or {}
     lines = [
         "Recorded by `python benchmarks/cluster_overhead.py --phases control-plane --slots 300 1000 4000 "
-        f"--drivers 0` ({machine.get('date', '?')}, load average {machine.get('load_at_start', '?')} at the "
-        "start, the machine's 2 cores shared by the coordinator, the fake network and whatever else ran). "
-        f"What was real and what was a fake: {rows[0]['real']}. Rounds/s are rounds paid on the (fake) chain "
+        "--drivers 0` and `... --slots 4000 --drivers 1 2 4` (benchmarks/control_plane.py; "
+        f"{machine.get('date', '?')}, load average {machine.get('load_at_start', '?')} at the start: the "
+        "machine's 2 cores are shared by the coordinator, its drivers, Ray, the fake network and whatever "
+        f"else ran). What was real and what was a fake: {rows[0]['real']}. With 0 drivers the coordinator "
+        "runs in the benchmark's process; with N it runs in a Ray actor, its N round drivers in N more. "
+        "Rounds/s are rounds paid on the (fake) chain "
         "over the window after the warm-up, every node account kept busy; CPU per round is each process's "
         "CPU time over the window over those rounds (the coordinator's process holds the simulated GPU "
         "workers too, as in the capacity table); RPC calls per round are all the control plane's, as the "
@@ -79,8 +83,9 @@ def _control_plane(run: dict[str, Any]) -> list[str]:
         "",
         "| places | round drivers | rounds/s (paid on chain) | rounds/s (paid in the coordinator's store) "
         "| coordinator CPU ms/round | coordinator CPU (cores) | each driver's CPU ms/round "
-        "| fake network CPU ms/round | RPC calls/round | relay requests/round | failed txs |",
-        "|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|",
+        "| fake network CPU ms/round | RPC calls/round | relay requests/round | failed txs "
+        "| machine load (1 min) at the end |",
+        "|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         drivers = ", ".join(str(ms) for ms in r["driver_cpu_ms_per_round"]) or "-"
@@ -89,10 +94,41 @@ def _control_plane(run: dict[str, Any]) -> list[str]:
             f"| {r['places']:,} | {r['drivers']} | {r['rounds_per_s']} | {_dash(in_store)} "
             f"| {r['cpu_ms_per_round']} | {r['coordinator_cpu_share']} | {drivers} "
             f"| {r['fake_network_cpu_ms_per_round']} | {r['rpc_calls_per_round']} "
-            f"| {r['relay_requests_per_round']} | {r['failed_txs']} |"
+            f"| {r['relay_requests_per_round']} | {r['failed_txs']} "
+            f"| {_dash(r.get('load_average_1m_at_end'))} |"
         )
     notes = sorted({r["note"] for r in rows if r.get("note")})
     return lines + ([""] + [f"Note: {note}" for note in notes] if notes else [])
+
+
+def _control_plane_profile(results: dict[str, Any]) -> list[str]:
+    """cProfile's top entries at 4,000 places, 0 drivers (``--profile cprofile``), where recorded."""
+    profiles = [
+        (label, run["profile"]["cprofile"][key])
+        for label, run in results.items()
+        for key in ("control-plane-4000-0",)
+        if key in run.get("profile", {}).get("cprofile", {})
+    ]
+    if not profiles:
+        return []
+    label, figures = profiles[-1]
+    profile = figures["profile"]
+    lines = [
+        f"cProfile of the coordinator over {figures['seconds']} s at 4,000 places, 0 drivers "
+        f"(`--label {label} --profile cprofile`): ms per round paid on chain, cProfile's own cost "
+        "included (it measures wall time, so SQLite's waits for the disk count too); "
+        f"{figures['rounds_per_s']} rounds/s paid on chain, {figures['rounds_per_s_coordinator_count']} "
+        "in the coordinator's store.",
+        "",
+        "| function | calls per round | own ms per round | cumulative ms per round |",
+        "|---|---:|---:|---:|",
+    ]
+    for row in profile["top_cum"][:25]:
+        name = (
+            row["function"].replace(str(REPO_ROOT) + "/", "").replace("/root/.pyenv/versions/3.11.7/lib/", "")
+        )
+        lines.append(f"| `{name}` | {row['calls_per_round']} | {row['own_ms']} | {row['cum_ms']} |")
+    return lines
 
 
 def write_report(results: dict[str, Any]) -> Path:
@@ -131,6 +167,8 @@ def write_report(results: dict[str, Any]) -> Path:
     ]
     if "control_plane" in after:
         lines += ["## Control plane at 4,000 places (fake chain and relay)", "", *_control_plane(after), ""]
+        if profile := _control_plane_profile(results):
+            lines += [*profile, ""]
     if "stages" in after:
         lines += ["## Stages of a task on the local network", "", *_stages(after["stages"]), ""]
     if "scheduling" in after:
