@@ -73,6 +73,7 @@ class RoundDriver:
         self._relay_url = relay_url
         self._http = http
         self._relays: dict[str, RelayClient] = {}
+        self._uploaded: set[tuple[int, int]] = set()  # rounds whose upload was reported: they wait to be paid
         self._handlers: dict[Step, Callable[[NodeTask], Awaitable[bool]]] = {
             Step.SELECTED: self._execute,
             Step.EXECUTED: self._commit,
@@ -205,6 +206,8 @@ class RoundDriver:
         return True
 
     async def _upload(self, task: NodeTask) -> bool:
+        if (task.task_id, task.round) in self._uploaded:
+            return False  # done in this process: TaskNodeSuccess ends it (a restart uploads once more)
         files = self.store.read_files(task.task_id, task.round)
         self.failpoints.reached("before_upload", task.key)
         wait_s = max(1.0, self.clock.seconds_left(task.deadline_chain_s))
@@ -213,7 +216,12 @@ class RoundDriver:
         async with self._on_chain(task, "uploaded"):
             await self.ops.report_uploaded(self._account(task), task.task_id, task.round)
         log.info("[coordinator] results uploaded task=%d node=%s", task.task_id, task.node)
+        self._uploaded.add((task.task_id, task.round))
         return False  # TaskNodeSuccess marks it done
+
+    def round_ended(self, key: tuple[int, int]) -> None:
+        """The round's runner is done: forget what this process kept of it."""
+        self._uploaded.discard(key)
 
     @staticmethod
     def _may_act_late(task: NodeTask) -> bool:

@@ -21,6 +21,7 @@ from cluster.failures import Failure, FailureCode, classify, failure_code, is_di
 
 log = logging.getLogger(__name__)
 RETRY_BACKOFF_S = (0.5, 10.0)  # a transient failure's first and longest wait before the step is retried
+MAX_IDLE_S = 30.0  # a round waiting for the chain looks again at least this often, events or not
 
 
 class GasWaits:
@@ -54,6 +55,7 @@ class RoundRunners:
         self._wakeups: dict[tuple[int, int], asyncio.Event] = {}
         self._runners: dict[tuple[int, int], asyncio.Task[None]] = {}
         self.waiting_for_disk: set[tuple[int, int]] = set()  # rounds whose last step hit a full disk
+        self._deadlines: dict[tuple[int, int], float] = {}  # waiting rounds' deadlines (chain time)
 
     @property
     def num_running(self) -> int:
@@ -71,11 +73,14 @@ class RoundRunners:
         for task in self.store.unfinished():
             self.ensure(task)
 
-    def wake_all(self) -> None:
-        """Deadlines move with chain time: let every runner look."""
-        for key, event in self._wakeups.items():
-            if key in self._runners:
-                event.set()
+    def wake_due(self) -> None:
+        """Deadlines pass with chain time: the waiting rounds whose deadline the latest block passed look
+        (a cancel, or what may still be done late). The others sleep until an event of theirs: waking every
+        round at every poll cost more than the rounds themselves at 4,000 places."""
+        now_s = self.driver.clock.now_s()
+        for key, deadline_s in self._deadlines.items():
+            if deadline_s <= now_s:
+                self._wakeups[key].set()
 
     async def close(self) -> None:
         for runner in self._runners.values():
@@ -109,10 +114,22 @@ class RoundRunners:
                 elif not self._record_failure(task, exc):
                     return  # even the deadline's cancel failed for good: nothing is left to try
             if not moved:
+                self._deadlines[key] = task.deadline_chain_s
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wakeup.wait(), timeout=max(self.poll_interval_s, 1.0))
+                    await asyncio.wait_for(wakeup.wait(), timeout=self._idle_s(task))
+                self._deadlines.pop(key, None)
         self._wakeups.pop(key, None)
         self.waiting_for_disk.discard(key)
+        self.driver.round_ended(key)
+
+    def _idle_s(self, task: NodeTask) -> float:
+        """How long a round that did not move sleeps unless woken: one held by the card guard (its siblings
+        still executing: no event of its own will come) or not yet run looks again within a second; one that
+        waits for the chain sleeps until its deadline (an event or ``wake_due`` wakes it before)."""
+        soon_s = max(self.poll_interval_s, 1.0)
+        if task.failure is None and task.step in (Step.SELECTED, Step.EXECUTED, Step.ERROR_FOUND):
+            return soon_s
+        return min(MAX_IDLE_S, max(soon_s, self.driver.clock.seconds_left(task.deadline_chain_s)))
 
     def _record_failure(self, task: NodeTask, exc: Exception) -> bool:
         """Record a final failure (or the task's fault, raised where no report was possible) on its round,

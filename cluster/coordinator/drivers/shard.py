@@ -34,7 +34,7 @@ class RoundShard:
         for task in self._changed.values():
             self.runners.ensure(task)
         self._changed.clear()
-        self.runners.wake_all()  # deadlines move with chain time: let every runner look
+        self.runners.wake_due()  # deadlines pass with chain time
 
     def resume_unfinished(self) -> None:
         self.runners.resume_unfinished()
