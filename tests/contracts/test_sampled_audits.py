@@ -67,13 +67,17 @@ def committed_and_drawn(net: Net, *, audited: bool, result: bytes = R_RIGHT) -> 
 
 
 def complete_audit(net: Net, task_id: int, result: bytes) -> None:
-    """Starts the task's audit; the auditors agree with the first node, all disclose, the result uploads."""
+    """Starts the task's audit; the auditors agree with the first node, all disclose, the result uploads
+    (an empty result is three sealed errors: the decision ends the task)."""
     net.tx(net.task.functions.startAudit(task_id), net.accounts[1])
     net.commit(task_id, 1, result)
     net.commit(task_id, 2, result)
     receipts = [net.disclose(task_id, r) for r in (0, 1, 2)]
-    (success,) = [a for r in receipts for a in net.event_args(r, "TaskSuccess")]
-    result_node = success["resultNode"]
+    successes = [a for r in receipts for a in net.event_args(r, "TaskSuccess")]
+    if not successes:  # three sealed errors: "Task error reported", the task ended at the decision
+        assert net.task_status(task_id) == TaskStatus.NONE
+        return
+    result_node = successes[0]["resultNode"]
     net.upload(task_id, net.selected(task_id).index(result_node), result_node)
 
 
@@ -285,3 +289,19 @@ def test_a_sampled_run_pay_above_the_stake_bound_is_refused(sampled_net: Net):
     )
     assert err.name == "SampledFeeTooHigh"
     assert err.error_args == {"runPay": run_pay(fee), "maxRunPay": stake // (2 * N)}
+
+
+def test_an_audit_of_three_sealed_errors_ends_the_task_error_reported(sampled_net: Net):
+    net = sampled_net
+    task_id, first = committed_and_drawn(net, audited=True, result=b"")
+    net.tx(net.task.functions.startAudit(task_id), net.accounts[1])
+    auditors = net.selected(task_id)[1:]
+    net.report_error(task_id, 1)  # an auditor reports its error in the open, as today's nodes do
+    net.commit(task_id, 2, b"")
+    before = {n: net.ledger.received(n) for n in (first, *auditors)}
+    receipts = [net.disclose(task_id, r) for r in (0, 2)]
+    events = [e for r in receipts for e in net.events(r)]
+    assert [e.args["reason"] for e in events if e.name == "TaskAborted"] == [AbortReason.ERROR_REPORTED]
+    assert [e.name for e in events if e.name == "TaskNodeSlashed"] == []
+    assert {n: net.ledger.received(n) - before[n] for n in before} == dict.fromkeys(before, run_pay(ETHER))
+    assert net.task_status(task_id) == TaskStatus.NONE
