@@ -1,5 +1,8 @@
 """Gas of every contract call and of whole task lifecycles (GPT and SD, 3 nodes), on a local anvil.
 
+Also the sampled audits of issue 28: mean gas and GPU runs per GPT task at audit rates N = 1, 10 and 100,
+audits included (``--audit-rates``), on a network of six seasoned nodes of one card model.
+
 Run: python benchmarks/chain_gas.py  (writes benchmarks/results/chain_gas.md and chain_gas.json)
 
 The numbers are a snapshot committed beside the code, so that a change in cost shows in review. The
@@ -54,6 +57,13 @@ LIFECYCLE_WARM_UP = 10
 LIFECYCLE_RUNS = 30
 LIFECYCLE_SEEDS = (0, 1, 2, 3, 4, 5)  # the first is the chain of everything else
 MAX_CHANGE = 0.01
+AUDIT_RATES = (1, 10, 100)
+AUDIT_TASKS = 100  # tasks drawn at each rate (after AUDIT_WARM_UP)
+AUDIT_WARM_UP = 10
+FORCED_AUDITS = 10  # audited tasks measured apart at each rate > 1 (the draw over a zero block hash)
+AUDIT_NODES = 6  # one card model: a sampled task's node from a trio, its audit's two of the same model
+AUDIT_POOL = 100 * ETHER
+SAMPLED = 1  # ITask.Validation.Sampled
 LIFECYCLES = (
     ("GPT task, 3 nodes agree", TaskType.GPT, keccak(b"gpt result")),
     ("SD task (2 images), 3 nodes agree", TaskType.SD, bytes.fromhex("0123456789abcdef" * 2)),
@@ -64,6 +74,7 @@ LIFECYCLES = (
 class GasBook:
     calls: dict[str, int] = field(default_factory=dict)  # label -> gas used
     lifecycles: dict[str, dict[str, int | str]] = field(default_factory=dict)
+    audits: dict[str, dict[str, Any]] = field(default_factory=dict)  # "N = 10" -> its row and paths
 
 
 class Bench:
@@ -165,6 +176,83 @@ class Bench:
         steps["reportResultsUploaded (pays, deletes the task)"] = upload["gasUsed"]
         return steps
 
+    # -- sampled audits (issue 28) ------------------------------------------------------------------------
+
+    def audit_rates(self, rates: list[int], num_tasks: int) -> None:
+        """Per rate N: `num_tasks` GPT tasks whose draws decide (createTask at N = 1, Sampled above), the
+        mean gas and GPU runs per task; and the two paths' means apart (FORCED_AUDITS audited tasks: a
+        draw read more than 256 blocks after the commitment audits), weighted 1 - 1/N and 1/N."""
+        for rate in rates:
+            snap = self.snapshot()
+            nodes = self.accounts[3 : 3 + AUDIT_NODES]
+            season(self.rpc, self.deployment, nodes)
+            stake = self.node.functions.nodeStake().call()
+            for n in nodes:
+                self.send(self.node.functions.join(*GPU_A), n, stake)
+            self.send(self.task.functions.setAuditRate(rate), self.accounts[0])
+            self.send(self.task.functions.fundAuditPool(), self.accounts[0], AUDIT_POOL)
+            for _ in range(AUDIT_WARM_UP):
+                self._audit_task(rate)
+            drawn = [self._audit_task(rate) for _ in range(num_tasks)]
+            row: dict[str, Any] = {
+                "tasks": num_tasks,
+                "audited": sum(runs == 3 for _, runs, _ in drawn) if rate > 1 else 0,
+                "gas per task": round(mean(gas for gas, _, _ in drawn)),
+                "GPU runs per task": mean(runs for _, runs, _ in drawn),
+            }
+            if rate > 1:
+                alone = [(gas, steps) for gas, runs, steps in drawn if runs == 1]
+                audited = [self._audit_task(rate, force_audit=True) for _ in range(FORCED_AUDITS)]
+                alone_gas = mean(gas for gas, _ in alone)
+                audited_gas = mean(gas for gas, _, _ in audited)
+                row["not audited: gas"] = round(alone_gas)
+                row["audited: gas"] = round(audited_gas)
+                row["expected gas per task"] = round((1 - 1 / rate) * alone_gas + audited_gas / rate)
+                row["expected GPU runs per task"] = 1 + 2 / rate
+                row["not audited: steps"] = _mean_steps([steps for _, steps in alone])
+                row["audited: steps"] = _mean_steps([steps for _, _, steps in audited])
+            else:
+                row["expected gas per task"] = row["gas per task"]
+                row["expected GPU runs per task"] = 3
+                row["steps"] = _mean_steps([steps for _, _, steps in drawn])
+            self.book.audits[f"N = {rate}"] = row
+            self.revert(snap)
+
+    def _audit_task(self, rate: int, force_audit: bool = False) -> tuple[int, int, dict[str, int]]:
+        """One GPT task at audit rate `rate` whose results agree: (gas, GPU runs, gas by step)."""
+        if rate == 1:
+            steps = self._one_task(TaskType.GPT, keccak(b"gpt result"))
+            return sum(steps.values()), 3, steps
+        result = keccak(b"gpt result")
+        creator = self.accounts[1]
+        steps: dict[str, int] = {}
+        call = self.task.functions.createTaskWithValidation(
+            int(TaskType.GPT), self.fixed_bytes("task"), b"\0" * 32, 0, 1, SAMPLED
+        )
+        receipt = self.send(call, creator, ETHER)
+        task_id = self.task.events.TaskPending().process_receipt(receipt, errors=DISCARD)[0]["args"]["taskId"]
+        steps["createTaskWithValidation (Sampled: starts, selects 1 node)"] = receipt["gasUsed"]
+        steps["submitTaskResultCommitment"] = self.commit(task_id, 0, result)["gasUsed"]
+        # The draw reads the hash of the block after the commitment's: time passes (empty blocks; a
+        # call runs in the latest block's context, which must be c + 2 for blockhash(c + 1) to exist).
+        self.rpc.call("anvil_mine", [hex(260 if force_audit else 2)])
+        is_drawn, is_audited = self.task.functions.auditDraw(task_id).call()
+        assert is_drawn
+        if not is_audited:
+            steps["discloseTaskResult (draws, pays, ends the task)"] = self.disclose(task_id, 0)["gasUsed"]
+            return sum(steps.values()), 1, steps
+        steps["startAudit (selects 2 nodes)"] = self.send(self.task.functions.startAudit(task_id), creator)[
+            "gasUsed"
+        ]
+        for r in (1, 2):
+            steps[f"submitTaskResultCommitment (auditor {r})"] = self.commit(task_id, r, result)["gasUsed"]
+        steps["discloseTaskResult #1 (first node)"] = self.disclose(task_id, 0)["gasUsed"]
+        steps["discloseTaskResult #2 (TaskSuccess, pays)"] = self.disclose(task_id, 1)["gasUsed"]
+        steps["discloseTaskResult #3 (pays)"] = self.disclose(task_id, 2)["gasUsed"]
+        upload = self.send(self.task.functions.reportResultsUploaded(task_id, 0), self.rounds(task_id)[0])
+        steps["reportResultsUploaded (pays, deletes the task)"] = upload["gasUsed"]
+        return sum(steps.values()), 3, steps
+
     def join_three(self, card: tuple[str, int, str], first: int = 3, seasoned: bool = False) -> list[str]:
         """Three nodes of ``card`` join; ``seasoned``: with a long QoS history (chain_scaling.season)."""
         nodes = self.accounts[first : first + 3]
@@ -243,6 +331,10 @@ class Bench:
         self.disclose(task_id, 0)
         self.disclose(task_id, 1, "Task.discloseTaskResult #2 (pays, starts a queued task)")
         self.revert(snap)
+
+
+def _mean_steps(runs: list[dict[str, int]]) -> dict[str, int]:
+    return {step: round(mean(run[step] for run in runs)) for step in runs[0]} if runs else {}
 
 
 def read_artifacts(directory: Path) -> dict[str, Artifact]:
@@ -338,6 +430,8 @@ def write_results(run: Run, out_dir: Path) -> None:
         "lifecycles": book.lifecycles,
         "deployed_bytes": sizes,
     }
+    if book.audits:
+        data["audits"] = book.audits
     if scaling is not None:
         data["scaling"] = {"sizes": scaling.sizes, "gas": scaling.gas}
     if run.baseline is not None:
@@ -394,6 +488,8 @@ def write_results(run: Run, out_dir: Path) -> None:
             for step, gas in steps.items()
         ]
         lines.append("")
+    if book.audits:
+        lines += _audits_markdown(book.audits)
     if run.baseline is not None:
         lines += _baseline_markdown(run)
     lines += ["## Single calls", "", "| call | gas |", "|---|---:|"]
@@ -409,6 +505,45 @@ def write_results(run: Run, out_dir: Path) -> None:
     if scaling is not None:
         lines += ["", *scaling_markdown(scaling)]
     (out_dir / "chain_gas.md").write_text("\n".join(lines) + "\n")
+
+
+def _audits_markdown(audits: dict[str, dict[str, Any]]) -> list[str]:
+    text = (
+        f"GPT tasks on {AUDIT_NODES} seasoned nodes of one card model (a sampled task's node is drawn from"
+        " a group of at least three available nodes, its audit's two from the same card model), the audit"
+        f" pool funded, {AUDIT_WARM_UP} warm-up tasks, then {AUDIT_TASKS} tasks whose draws decide: N = 1"
+        " is createTask (three nodes, today's protocol), N > 1 createTaskWithValidation(Sampled)."
+        " Two empty blocks between the commitment and the disclosure let the draw be read (it needs the"
+        " hash of the block after the commitment's). Gas per task counts every transaction of the task, the"
+        " audits' too (startAudit, the auditors' commitments and disclosures, the upload). The drawn"
+        " tasks' audits are few (about 1 in N), so each path is also measured apart: the unaudited tasks"
+        f" of the draw, and {FORCED_AUDITS} audited tasks (a draw read over 256 blocks after its"
+        " commitment audits); the expected figures weigh them by 1 - 1/N and 1/N."
+    )
+    lines = [
+        "## Sampled audits: gas and GPU runs per GPT task (issue 28)",
+        "",
+        *textwrap.wrap(text, 100),
+        "",
+        "| audit rate | tasks drawn | audited | gas per task (drawn) | GPU runs per task (drawn) |"
+        " expected gas per task | expected GPU runs per task |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, row in audits.items():
+        lines.append(
+            f"| {name} | {row['tasks']} | {row['audited']} | {row['gas per task']:,} |"
+            f" {row['GPU runs per task']:.2f} | {row['expected gas per task']:,} |"
+            f" {row['expected GPU runs per task']:.2f} |"
+        )
+    lines.append("")
+    for name, row in audits.items():
+        for path in ("steps", "not audited: steps", "audited: steps"):
+            if row.get(path):
+                title = "three nodes" if path == "steps" else path.removesuffix(": steps")
+                lines += [f"### {name}, {title}", "", "| step | gas |", "|---|---:|"]
+                lines += [f"| {step} | {gas:,} |" for step, gas in row[path].items()]
+                lines += [f"| total | {sum(row[path].values()):,} |", ""]
+    return lines
 
 
 def _baseline_markdown(run: Run) -> list[str]:
@@ -465,6 +600,12 @@ def main() -> None:
     parser.add_argument("--baseline", type=Path, help="a previous run's chain_gas.json to compare with")
     parser.add_argument("--baseline-label", default="the baseline", help="what the baseline measured")
     parser.add_argument("--max-change", type=float, default=MAX_CHANGE)
+    parser.add_argument(
+        "--audit-rates",
+        default=",".join(map(str, AUDIT_RATES)),
+        help="audit rates N of the sampled-audit rows, comma-separated ('' to skip them)",
+    )
+    parser.add_argument("--audit-tasks", type=int, default=AUDIT_TASKS, help="tasks drawn at each rate")
     args = parser.parse_args()
     artifacts = read_artifacts(args.artifacts) if args.artifacts else None
     baseline = None
@@ -478,6 +619,9 @@ def main() -> None:
                 bench.lifecycle(name, task_type, result)
             bench.node_calls()
             bench.task_calls()
+            rates = [int(n) for n in args.audit_rates.split(",") if n]
+            if rates:
+                bench.audit_rates(rates, args.audit_tasks)
         over_seeds(bench.book, seeds)
         sizes = [int(n) for n in args.scaling.split(",") if n]
         scaling = measure_scaling(sizes, seed=seeds[0]) if sizes else None

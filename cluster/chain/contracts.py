@@ -11,7 +11,16 @@ from enum import IntEnum, StrEnum
 
 from cluster.protocol.task import TaskType
 
-__all__ = ["AbortReason", "Decision", "Events", "NodeStatus", "RoundState", "TaskStatus", "TaskType"]
+__all__ = [
+    "AbortReason",
+    "Decision",
+    "Events",
+    "NodeStatus",
+    "RoundState",
+    "TaskStatus",
+    "TaskType",
+    "Validation",
+]
 
 
 class NodeStatus(IntEnum):
@@ -49,8 +58,16 @@ class RoundState(IntEnum):
     CANCELLED = 3
 
 
+class Validation(IntEnum):
+    """Task.createTaskWithValidation's choice (issue 28): three nodes, or one audited 1 time in auditRate."""
+
+    FULL = 0
+    SAMPLED = 1
+    SAMPLED_RESULT_AFTER_AUDIT = 2
+
+
 class AbortReason(StrEnum):
-    """The ``reason`` strings of ``TaskAborted`` (REASON_* of Task.sol and TaskArguments.sol)."""
+    """The ``reason`` strings of ``TaskAborted`` (REASON_* of TaskCore.sol and TaskArguments.sol)."""
 
     RESULT_ILLEGAL = "Task result illegal"
     ERROR_REPORTED = "Task error reported"

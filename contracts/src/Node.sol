@@ -243,6 +243,56 @@ contract Node is Owned, Payouts, NodeSelection, INode {
     }
 
     /// @inheritdoc INode
+    /// @dev A sampled task's node (`count` 1, `sameModelAs` 0): SD one node with VRAM >= vramLimit by
+    /// weight; GPT one node of pool TRIO by weight (its card model has two more available, so its audit
+    /// can likely find them at once). An audit (`count` 2, `sameModelAs` the first node, which still holds
+    /// the task and so is not available): SD any two with VRAM >= vramLimit, GPT two of the first node's
+    /// card model, by weight. Each drawn node leaves its lists as a status change does (a group falling
+    /// below 3 changes pool then), so draws are without replacement.
+    function selectNodesFor(
+        uint256 taskId,
+        TaskType taskType,
+        uint256 vramLimit,
+        bytes32 taskHash,
+        uint256 count,
+        address sameModelAs
+    ) external onlyTask returns (address[3] memory selected) {
+        if (vramLimit > MAX_VRAM_GB) return selected;
+        if (count == NODES_PER_TASK) {
+            return taskType == TaskType.SD ? _selectSd(taskId, vramLimit, taskHash) : _selectGpt(taskId, vramLimit, taskHash);
+        }
+        bool isSd = taskType == TaskType.SD;
+        bytes32 key = _nodes[sameModelAs].cardModelKey;
+        uint256 trioWeight;
+        if (isSd) {
+            (uint256 small, uint256 trio) = _poolSumsFrom(vramLimit);
+            if ((small >> COUNT_SHIFT) + (trio >> COUNT_SHIFT) < count) return selected;
+        } else if (sameModelAs == address(0)) {
+            trioWeight = _sumFrom(POOL_TRIO, vramLimit) & WEIGHT_MASK;
+            if (trioWeight == 0) return selected;
+        } else if (_groups[key].size < count) {
+            return selected;
+        }
+        uint256 seed = _random(taskHash);
+        for (uint256 i; i < count; ++i) {
+            uint256 random = uint256(keccak256(abi.encode(seed, i)));
+            address chosen;
+            if (isSd) {
+                (uint256 small, uint256 trio) = _poolSumsFrom(vramLimit);
+                chosen = _drawAny(vramLimit, small, trio, random);
+            } else if (sameModelAs == address(0)) {
+                chosen = _drawFrom(POOL_TRIO, vramLimit, random % trioWeight);
+            } else {
+                chosen = _drawInGroup(key, random);
+            }
+            NodeRecord storage n = _nodes[chosen];
+            n.taskId = uint64(taskId);
+            _setStatus(chosen, n, NodeStatus.Busy);
+            selected[i] = chosen;
+        }
+    }
+
+    /// @inheritdoc INode
     function finishTask(address node, bool isKickedOut) external onlyTask returns (uint256 availableVram) {
         NodeRecord storage n = _nodes[node];
         NodeStatus status = _requireInTask(node, n);

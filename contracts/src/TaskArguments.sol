@@ -44,7 +44,7 @@ abstract contract TaskArguments is TaskSeals {
         if (block.timestamp < waitEnds) revert ArgumentsWaitNotPassed(taskId, waitEnds, block.timestamp);
         rd.isNoArgs = true;
         emit TaskNoArgumentsReported(taskId, round, msg.sender);
-        if (_numNoArgs(t) == 2) _moveDeadline(taskId, t, block.timestamp + responseWindow);
+        if (_numNoArgs(t) == _noArgsQuorum(t)) _moveDeadline(taskId, t, block.timestamp + responseWindow);
     }
 
     /// @notice The relay's receipt (lib/ArgumentsReceipt.sol) shows the arguments stored at `storedAt`, at
@@ -78,7 +78,7 @@ abstract contract TaskArguments is TaskSeals {
         uint256[3] memory scores;
         for (uint256 r; r < NUM_ROUNDS; ++r) {
             Round storage rd = t.rounds[r];
-            if (rd.state != RoundState.Pending) continue;
+            if (rd.state != RoundState.Pending || rd.node == address(0)) continue;
             if (isRefuted && rd.isNoArgs) {
                 outcomes[r] = RoundState.Slashed;
                 continue;
@@ -88,6 +88,11 @@ abstract contract TaskArguments is TaskSeals {
             if (rd.isNoArgs != isRefuted) _compensate(taskId, t, rd.node);
         }
         _endOpenRounds(taskId, t, outcomes, scores);
+    }
+
+    /// @dev The reports that stand for the task: one for a lone sampled node (nobody else can), else two.
+    function _noArgsQuorum(TaskInfo storage t) internal view returns (uint256) {
+        return _numRounds(t) == 1 ? 1 : 2;
     }
 
     /// @dev The rounds that reported the arguments missing.

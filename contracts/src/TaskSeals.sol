@@ -76,7 +76,7 @@ abstract contract TaskSeals is TaskSettings {
     /// @dev A round committed (or reported an error): once all three have, disclosures open, for
     /// responseWindow at least.
     function _afterCommit(uint256 taskId, TaskInfo storage t) internal {
-        if (t.numCommits == NUM_ROUNDS) {
+        if (t.numCommits == _numRounds(t)) {
             t.status = TaskStatus.CommitmentsReady;
             emit TaskResultCommitmentsReady(taskId);
             _giveResponseWindow(taskId, t);
@@ -100,12 +100,17 @@ abstract contract TaskSeals is TaskSettings {
     function _openSeal(uint256 taskId, uint256 round, TaskType taskType, bytes calldata result, bytes32 nonce)
         internal
     {
+        _checkSeal(taskId, round, result, nonce);
+        _seals[msg.sender] = keccak256(result);
+        if (taskType == TaskType.SD) _images[msg.sender] = result;
+    }
+
+    /// @dev `result` and `nonce` are what the caller committed (reverts otherwise).
+    function _checkSeal(uint256 taskId, uint256 round, bytes calldata result, bytes32 nonce) internal view {
         if (result.length > MAX_RESULT_BYTES) revert ResultTooLong(result.length, MAX_RESULT_BYTES);
         if (keccak256(abi.encodePacked(result, nonce, msg.sender)) != _seals[msg.sender]) {
             revert CommitmentMismatch(taskId, round);
         }
-        _seals[msg.sender] = keccak256(result);
-        if (taskType == TaskType.SD) _images[msg.sender] = result;
     }
 
     /// @dev A round's seal while it is its node's: committed with a result (not an error report) and not
@@ -203,7 +208,11 @@ abstract contract TaskSeals is TaskSettings {
                 outcomes[r] = RoundState.Slashed;
             } else {
                 outcomes[r] = RoundState.Cancelled;
-                scores[r] = 2 * _award(isNoneCommitted ? r + 1 : rd.commitPos);
+                // A lone node that never committed scores 0: the compensation is for three that waited
+                // on one another.
+                if (!isNoneCommitted || _numRounds(t) != 1) {
+                    scores[r] = 2 * _award(isNoneCommitted ? r + 1 : rd.commitPos);
+                }
             }
         }
         _endOpenRounds(taskId, t, outcomes, scores);
@@ -219,7 +228,8 @@ abstract contract TaskSeals is TaskSettings {
     ) internal {
         bool[3] memory isOpen;
         for (uint256 r; r < NUM_ROUNDS; ++r) {
-            isOpen[r] = t.rounds[r].state == RoundState.Pending;
+            // A sampled task's rounds 1 and 2 have no node until an audit.
+            isOpen[r] = t.rounds[r].state == RoundState.Pending && t.rounds[r].node != address(0);
         }
         for (uint256 r; r < NUM_ROUNDS; ++r) {
             if (isOpen[r]) _endRound(taskId, t, r, outcomes[r], scores[r]);
@@ -275,6 +285,11 @@ abstract contract TaskSeals is TaskSettings {
     /*//////////////////////////////////////////////////////////////
                                 POSITIONS
     //////////////////////////////////////////////////////////////*/
+
+    /// @dev The rounds a task runs now: 1 for a sampled task before its audit, else 3.
+    function _numRounds(TaskInfo storage t) internal view returns (uint256) {
+        return t.auditRate != 0 && !t.isAudited ? 1 : NUM_ROUNDS;
+    }
 
     /// @dev The round that disclosed at `position` (1-based); one exists for every position <= numDisclosed.
     function _roundAt(TaskInfo storage t, uint256 position) internal view returns (uint256 r) {

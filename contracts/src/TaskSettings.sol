@@ -19,6 +19,9 @@ abstract contract TaskSettings is Owned, ITask {
     uint256 public constant MAX_COMPENSATION_BPS = 3_000;
     uint256 public constant MAX_QUEUE_RENT_BPS_PER_HOUR = 100_000;
     uint256 internal constant BPS = 10_000;
+    /// @notice The audit pool's drift: a sampled task's premium is 2 (1 + margin) / N of its run pay, the
+    /// audits' expected cost 2 / N (docs/protocol-decisions.md, "Sampled audits", 2).
+    uint256 public constant AUDIT_MARGIN_BPS = 1_000;
 
     /// @dev The EIP-712 domain of the relay's receipts: this contract on this chain.
     bytes32 internal immutable _receiptDomain;
@@ -44,6 +47,8 @@ abstract contract TaskSettings is Owned, ITask {
     uint256 public queueRentBpsPerHour = 1_000;
     /// @notice The relay's signing address: its receipts refute false "no arguments" reports (none: 0).
     address public relaySigner;
+    /// @notice N: a sampled task is audited with probability 1 / N; 1 = every task has three nodes.
+    uint256 public auditRate = 1;
 
     constructor() {
         _receiptDomain = ArgumentsReceipt.domainSeparator(address(this));
@@ -96,6 +101,13 @@ abstract contract TaskSettings is Owned, ITask {
         if (bpsPerHour > MAX_QUEUE_RENT_BPS_PER_HOUR) revert InvalidQueueRent(bpsPerHour);
         queueRentBpsPerHour = bpsPerHour;
         emit QueueRentSet(bpsPerHour);
+    }
+
+    /// @notice Applies to tasks created afterwards; 1 turns sampling off (every task Full).
+    function setAuditRate(uint256 auditRate_) external onlyOwner {
+        if (auditRate_ == 0 || auditRate_ > type(uint16).max) revert InvalidAuditRate(auditRate_);
+        auditRate = auditRate_;
+        emit AuditRateSet(auditRate_);
     }
 
     /// @notice The relay's signing key (its address); the zero address: no receipt refutes anything.

@@ -36,7 +36,13 @@ NOT_ABOUT_A_TASK = {"Wired", "OwnershipTransferred", "TaskTimeoutSet", "Distance
     "ResponseWindowSet",
     "QueueRentSet",
     "RelaySignerSet",
+    "AuditRateSet",
+    "AuditPoolFunded",
+    "AuditPoolWithdrawn",
 }
+# Issue 28's events of a sampled task: the contracts emit them; cluster/chain/events.py types them when the
+# coordinator runs sampled tasks (docs/protocol-decisions.md, "Sampled audits", 11).
+NOT_TYPED_YET = {"TaskSampled", "TaskAuditDrawn", "TaskAuditStarted"}
 
 
 def read_task_events(anvil, deployment, first: int):
@@ -101,11 +107,12 @@ def test_a_cancelled_task_decodes_its_abort_and_refund(w3, anvil, deployment):
 
 def test_every_task_event_of_the_abi_is_typed_or_deliberately_left_out():
     events = {item["name"] for item in load_artifact("Task").abi if item["type"] == "event"}
-    typed = {name for name in events if name not in NOT_ABOUT_A_TASK}
+    typed = {name for name in events if name not in NOT_ABOUT_A_TASK | NOT_TYPED_YET}
     assert typed == set(TYPED_EVENT_NAMES)
 
 
 def test_abort_reasons_mirror_the_contract_s_constants():
-    source = "".join((REPO_ROOT / "contracts/src" / f).read_text() for f in ("Task.sol", "TaskArguments.sol"))
+    files = ("TaskCore.sol", "TaskArguments.sol")
+    source = "".join((REPO_ROOT / "contracts/src" / f).read_text() for f in files)
     constants = dict(re.findall(r'string public constant REASON_(\w+) = "([^"]+)";', source))
     assert {reason.name: reason.value for reason in AbortReason} == constants

@@ -3,7 +3,8 @@
 Every transaction goes through ``Net.tx`` so the ledger knows each account's gas costs; the ledger then
 checks, to the wei, that no native currency appeared or vanished: over all dev accounts and the five
 contracts, balance changes + gas paid sum to zero, and each contract's balance equals what its books say
-it holds (Node: stakes of nodes that have not quit + deferred credits; Task: fees of live tasks + credits).
+it holds (Node: stakes of nodes that have not quit + deferred credits; Task: fees of live tasks + credits +
+the audit pool).
 """
 
 from __future__ import annotations
@@ -229,6 +230,34 @@ class Net:
         (pending,) = self.event_args(receipt, "TaskPending")
         return pending["taskId"], receipt
 
+    def create_task_with_validation(
+        self,
+        creator: str,
+        validation: int,
+        task_type: TaskType = TaskType.GPT,
+        fee: int = ETHER,
+        *,
+        vram_limit: int = 0,
+        cap: int = 1,
+    ) -> tuple[int, Any]:
+        """createTaskWithValidation: 0 Full, 1 Sampled, 2 Sampled with the result after the audit."""
+        call = self.task.functions.createTaskWithValidation(
+            int(task_type), secrets.token_bytes(32), b"\0" * 32, vram_limit, cap, int(validation)
+        )
+        receipt = self.tx(call, creator, fee)
+        (pending,) = self.event_args(receipt, "TaskPending")
+        return pending["taskId"], receipt
+
+    def set_audit_rate(self, rate: int, *, pool: int = 0) -> None:
+        """The audit rate N for tasks created afterwards, and `pool` funded into the audit pool."""
+        self.tx(self.task.functions.setAuditRate(rate), self.owner)
+        if pool:
+            self.tx(self.task.functions.fundAuditPool(), self.owner, pool)
+
+    def audit_draw(self, task_id: int) -> tuple[bool, bool]:
+        """(whether the draw can be read yet, whether it audits the task)."""
+        return self.view(self.task, "auditDraw", task_id)
+
     def get_task(self, task_id: int) -> dict[str, Any]:
         return self._task_dict(self.view(self.task, "getTask", task_id))
 
@@ -333,7 +362,8 @@ class Net:
         escrow = sum(task["balance"] for task in live.values())
         assert self.view(self.task, "totalEscrowed") == escrow
         task_balance = self.w3.eth.get_balance(self.task.address)
-        assert task_balance == escrow + self.view(self.task, "totalCredits")
+        task_owes = self.view(self.task, "totalCredits") + self.view(self.task, "auditPool")
+        assert task_balance == escrow + task_owes
         self._assert_stats(list(statuses.values()), list(live.values()))
         return statuses
 

@@ -17,7 +17,7 @@ from cluster.chain.artifacts import (
     load_artifact,
     source_hash,
 )
-from cluster.chain.contracts import Decision, NodeStatus, RoundState, TaskStatus, TaskType
+from cluster.chain.contracts import Decision, NodeStatus, RoundState, TaskStatus, TaskType, Validation
 
 ARTIFACTS_DIR = Path(__file__).resolve().parents[2] / "cluster/chain/artifacts"
 REBUILD_HINT = "artifacts are stale: run `npm run build` in contracts/ and commit cluster/chain/artifacts"
@@ -73,7 +73,8 @@ def _upper_snake(name: str) -> str:
 @pytest.mark.parametrize(
     ("source", "enum"),
     [("lib/Types.sol", NodeStatus), ("lib/Types.sol", TaskType), ("interfaces/ITask.sol", TaskStatus),
-     ("interfaces/ITask.sol", Decision), ("interfaces/ITask.sol", RoundState)],
+     ("interfaces/ITask.sol", Decision), ("interfaces/ITask.sol", RoundState),
+     ("interfaces/ITask.sol", Validation)],
 )  # fmt: skip
 def test_python_enums_mirror_the_solidity_enums(source: str, enum: type[IntEnum]):
     names = _solidity_enum((CONTRACTS_DIR / "src" / source).read_text(), enum.__name__)

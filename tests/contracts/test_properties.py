@@ -1,6 +1,8 @@
 """Random sequences of joins, pauses, resumes, quits, tasks, commits, disclosures, error reports, "no
 arguments" reports and their refutations by the relay's receipt, uploads, cancels (withholders slashed),
-queue rent and the passing of time, driven by hypothesis against the real contracts.
+queue rent and the passing of time, driven by hypothesis against the real contracts; at audit rate 1
+(today's protocol, createTask) and 10 (createTaskWithValidation, Full or Sampled: one node, its draw,
+startAudit, the audits' two more nodes, the audit pool).
 
 After every step: the native currency is conserved to the wei, each contract's balance equals its books,
 NetworkStats agrees with the nodes' statuses and with an independent count of the task events, every
@@ -18,6 +20,7 @@ import pytest
 from eth_account import Account
 from eth_hash.auto import keccak
 from hypothesis import HealthCheck, given, settings
+from hypothesis import event as hypothesis_event
 from hypothesis import strategies as st
 from web3 import Web3
 
@@ -49,13 +52,16 @@ NODE_ACTIONS = {
 }
 # Weighted action kinds: nodes at work most often, so that tasks reach their decisions.
 KINDS = ["work"] * 8 + ["create"] * 3 + ["join"] * 2 + ["node"] * 2 + ["time", "cancel"]
+# Fees: mostly valid ones (an integer strategy over 1..5 CNX drew fees below the minimum for nearly every
+# task, so few tasks ever started), of every residue mod 3 (which picks the validation at N > 1).
+FEES = [1, MIN_FEE - 1, MIN_FEE, ETHER // 3, ETHER, ETHER + 1, 2 * ETHER, 3 * ETHER, 5 * ETHER]
 ACTION = st.tuples(
-    st.sampled_from(KINDS), st.integers(0, 2**16), st.integers(0, 2**16), st.integers(1, 5 * ETHER)
+    st.sampled_from(KINDS), st.integers(0, 2**16), st.integers(0, 2**16), st.sampled_from(FEES)
 )
 
 
 class Scenario:
-    def __init__(self, w3: Web3, deployment: Deployment, num_joined: int):
+    def __init__(self, w3: Web3, deployment: Deployment, num_joined: int, audit_rate: int = 1):
         self.w3 = w3
         self.net = Net(w3, deployment, num_tracked_accounts=3 + NUM_NODES)
         self.nodes = self.net.accounts[3 : 3 + NUM_NODES]
@@ -65,6 +71,10 @@ class Scenario:
         self.send(self.net.queue.functions.setSizeLimit(3), self.net.owner)  # so that the queue fills up
         self.relay = Account.create()  # its receipts refute "no arguments" reports
         self.send(self.net.task.functions.setRelaySigner(self.relay.address), self.net.owner)
+        self.audit_rate = audit_rate
+        if audit_rate != 1:
+            self.send(self.net.task.functions.setAuditRate(audit_rate), self.net.owner)
+            self.send(self.net.task.functions.fundAuditPool(), self.net.owner, 10 * ETHER)
         for i in range(num_joined):
             self.join(i)
 
@@ -86,6 +96,8 @@ class Scenario:
                 self.num_succeeded += 1
             elif event.name == "TaskAborted":
                 self.num_aborted += 1
+            elif event.name in ("TaskSampled", "TaskAuditStarted", "TaskAuditDrawn", "TaskResultUploaded"):
+                hypothesis_event(event.name)  # --hypothesis-show-statistics: how often each path ran
         return receipt
 
     def try_send(self, call: Any, sender: str, value: int = 0) -> ContractRevert | None:
@@ -99,7 +111,7 @@ class Scenario:
         if kind == "work":
             self.work(a, RESULTS[b % 2])
         elif kind == "create":
-            self.create_task(a % 2, TaskType(b % 2), fee, [0, 0, 0, 16, 48][a % 5], b % 4)
+            self.create_task(a % 2, TaskType(b % 2), fee, [0, 0, 0, 16, 48][a % 5], b % 4, fee % 3)
         elif kind == "join":
             self.join(a % NUM_NODES)
         elif kind == "node":
@@ -131,9 +143,17 @@ class Scenario:
         else:
             assert err is not None and err.name == "InvalidNodeStatus"
 
-    def create_task(self, creator: int, task_type: TaskType, fee: int, vram_limit: int, cap: int) -> None:
+    def create_task(
+        self, creator: int, task_type: TaskType, fee: int, vram_limit: int, cap: int, validation: int
+    ) -> None:
         task_hash = keccak(fee.to_bytes(32, "big"))
-        call = self.net.task.functions.createTask(int(task_type), task_hash, b"\0" * 32, vram_limit, cap)
+        fns = self.net.task.functions
+        if self.audit_rate == 1:  # today's callers: createTask
+            call = fns.createTask(int(task_type), task_hash, b"\0" * 32, vram_limit, cap)
+        else:
+            call = fns.createTaskWithValidation(
+                int(task_type), task_hash, b"\0" * 32, vram_limit, cap, validation
+            )
         err = self.try_send(call, self.creators[creator], fee)
         if fee < MIN_FEE:
             assert err is not None and err.name == "FeeBelowMinimum"
@@ -153,6 +173,10 @@ class Scenario:
             assert (err is None) == (caller == task["creator"])
         else:
             now = self.w3.eth.get_block("latest")["timestamp"]
+            if err is not None and now >= task["deadline"] and _is_alone(task):
+                # A lone commitment's cancel reads the draw: audited, it starts the audit, which may wait.
+                assert err.name in AUDIT_WAITS, err
+                return
             assert (err is None) == (now >= task["deadline"]), err  # the cancel's block is 1 s later
 
     def work(self, pick: int, result: bytes) -> None:
@@ -167,7 +191,12 @@ class Scenario:
                 continue
             if any(r[5] for r in task["rounds"]):  # a round reported the arguments missing
                 moves.append(("refute", task_id, task["startedAt"]))
-            for r, (_, commit_pos, disclose_pos, _, state, is_no_args) in enumerate(task["rounds"]):
+            alone = _is_alone(task)
+            if alone and task["status"] == TaskStatus.COMMITMENTS_READY:
+                moves.append(("audit", task_id, 0))
+            for r, (node, commit_pos, disclose_pos, _, state, is_no_args, _) in enumerate(task["rounds"]):
+                if int(node, 16) == 0:  # a sampled task's rounds 1 and 2 before an audit
+                    continue
                 if commit_pos == 0 and not is_no_args:
                     moves += [("commit", task_id, r)] * 3 + [("error", task_id, r), ("noargs", task_id, r)]
                 elif disclose_pos == 0 and task["status"] == TaskStatus.COMMITMENTS_READY:
@@ -182,6 +211,13 @@ class Scenario:
             return
         move, task_id, r = moves[pick % len(moves)]
         fns = self.net.task.functions
+        if move == "audit":
+            err = self.try_send(fns.startAudit(task_id), self.creators[0])
+            assert err is None or err.name in ("TaskNotAudited", *AUDIT_WAITS), err
+            return
+        alone = _is_alone(self.net.get_task(task_id))
+        if move == "error" and alone:  # a lone node seals its error as the empty result
+            move, result = "commit", b""
         if move == "refute":  # a receipt dated at the start: the arguments were there all along
             receipt = sign_receipt(self.relay.key, self.w3.eth.chain_id, self.net.task.address, task_id, r)
             signature = bytes.fromhex(receipt.signature[2:])
@@ -204,7 +240,8 @@ class Scenario:
             assert err is None or err.name in ("ArgumentsWaitNotPassed", *late), err
         elif move == "disclose":
             result, nonce = self.net._secrets[(task_id, r)]
-            self.send(fns.discloseTaskResult(task_id, r, result, nonce), node)
+            err = self.try_send(fns.discloseTaskResult(task_id, r, result, nonce), node)
+            assert err is None or (alone and err.name in ("AuditNotDrawn", "TaskAudited")), err
         else:
             self.send(fns.reportResultsUploaded(task_id, r), node)
 
@@ -235,15 +272,24 @@ class Scenario:
             assert dict(zip(members, member_weights, strict=True)) == weights
 
 
+AUDIT_WAITS = ("AuditNotDrawn", "AuditNodesUnavailable", "AuditPoolTooLow")
+
+
+def _is_alone(task: dict[str, Any]) -> bool:
+    """A sampled task before its audit: one round, its node's."""
+    return task["auditRate"] != 0 and not task["isAudited"]
+
+
 @pytest.mark.slow
 @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
 @given(num_joined=st.integers(2, 8), actions=st.lists(ACTION, min_size=25, max_size=40))
+@pytest.mark.parametrize("audit_rate", [1, 10])
 def test_random_sequences_conserve_funds_and_keep_counters(
-    w3: Web3, deployment: Deployment, num_joined, actions
+    w3: Web3, deployment: Deployment, audit_rate, num_joined, actions
 ):
     snapshot = w3.provider.make_request("evm_snapshot", [])["result"]
     try:
-        scenario = Scenario(w3, deployment, num_joined)
+        scenario = Scenario(w3, deployment, num_joined, audit_rate)
         scenario.check()
         for action in actions:
             scenario.apply(*action)

@@ -21,6 +21,21 @@ interface INode {
         external
         returns (address[3] memory selected);
 
+    /// @notice Selects `count` (1 or 2) nodes for `taskId` (Task only) and makes them Busy: a sampled
+    /// task's one node, or an audit's two (of `sameModelAs`'s card model for GPT, any with VRAM >=
+    /// vramLimit for SD); zero addresses (nothing changed) when the available nodes cannot take it now.
+    function selectNodesFor(
+        uint256 taskId,
+        TaskType taskType,
+        uint256 vramLimit,
+        bytes32 taskHash,
+        uint256 count,
+        address sameModelAs
+    ) external returns (address[3] memory selected);
+
+    /// @notice What a node pays to join (bounds a sampled task's run pay: docs/protocol-decisions.md).
+    function nodeStake() external view returns (uint256);
+
     /// @notice Ends a node's task (Task only): back to Available / Paused / Quit, or kicked out. Returns
     /// the node's VRAM when it became Available (only then can a queued task have become runnable), else 0.
     function finishTask(address node, bool isKickedOut) external returns (uint256 availableVram);

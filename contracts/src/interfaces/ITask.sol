@@ -27,6 +27,15 @@ interface ITask {
         ErrorReported
     }
 
+    /// @dev What an application asks at creation (createTaskWithValidation): three nodes (today's
+    /// protocol, the three-node price), or one node audited by two more with probability 1 / auditRate,
+    /// the result served at once or only after the task's decision (a relay's rule: the chain keeps it).
+    enum Validation {
+        Full,
+        Sampled,
+        SampledResultAfterAudit
+    }
+
     enum RoundState {
         Pending,
         Settled,
@@ -42,6 +51,7 @@ interface ITask {
         bool isError;
         RoundState state;
         bool isNoArgs; // reported the arguments missing
+        uint40 commitBlock; // a sampled task's first round: the block of its commitment (the draw's base)
     }
 
     /// @dev A task's storage and, through `getTask`, its view.
@@ -55,6 +65,9 @@ interface ITask {
         uint8 numEnded; // rounds Settled, Slashed or Cancelled
         uint8 resultRound;
         bool isEnded; // the task's end (Succeeded / Aborted) was reported
+        uint16 auditRate; // 0: Full validation (three rounds from the start); N >= 2: sampled, 1 in N audited
+        bool isAudited; // a sampled task whose audit started: rounds 1 and 2 hold its auditors
+        bool resultAfterAudit; // Validation.SampledResultAfterAudit
         uint128 fee;
         uint128 balance;
         uint64 vramLimit;
@@ -121,6 +134,16 @@ interface ITask {
     event QueueRentPaid(uint256 indexed taskId, address indexed treasury, uint256 amount);
     /// @notice The relay's receipt shows the arguments were stored: the "no arguments" reports were false.
     event TaskNoArgumentsRefuted(uint256 indexed taskId, uint256 storedAt);
+    /// @notice Tasks created afterwards with Validation.Sampled are audited with probability 1 / auditRate.
+    event AuditRateSet(uint256 auditRate);
+    /// @notice The task goes to one node; `auditRate` is its own (a later change does not touch it).
+    event TaskSampled(uint256 indexed taskId, uint256 auditRate, bool resultAfterAudit);
+    /// @notice The draw was read (at the disclosure or startAudit): the premium went to the audit pool.
+    event TaskAuditDrawn(uint256 indexed taskId, bool isAudited);
+    /// @notice Rounds 1 and 2 (TaskStarted, with zero hashes: TaskPending has them) audit round 0.
+    event TaskAuditStarted(uint256 indexed taskId, address firstNode, address auditor1, address auditor2);
+    event AuditPoolFunded(address indexed from, uint256 amount);
+    event AuditPoolWithdrawn(address indexed to, uint256 amount);
 
     /*//////////////////////////////////////////////////////////////
                                  ERRORS
@@ -195,6 +218,24 @@ interface ITask {
     error ReceiptTooLate(uint256 taskId, uint256 storedAt, uint256 latest);
     /// @dev No round of the task reported its arguments missing.
     error NothingToRefute(uint256 taskId);
+    /// @dev The audit rate must be in 1..65,535 (1: every task is validated by three nodes).
+    error InvalidAuditRate(uint256 auditRate);
+    /// @dev validation must be 0 (Full), 1 (Sampled) or 2 (SampledResultAfterAudit).
+    error InvalidValidation(uint256 validation);
+    /// @dev The draw reads the hash of the block after the commitment's: it exists from `drawableAt` on.
+    error AuditNotDrawn(uint256 taskId, uint256 drawableAt);
+    /// @dev The draw audits this task: its first node discloses only once the auditors committed.
+    error TaskAudited(uint256 taskId);
+    /// @dev startAudit needs a sampled task whose node committed, drawn for an audit not started yet.
+    error TaskNotAudited(uint256 taskId);
+    /// @dev The available nodes cannot audit the task now: startAudit again once nodes are free.
+    error AuditNodesUnavailable(uint256 taskId);
+    /// @dev The audit pool cannot pay the audit's two runs: the owner funds it (fundAuditPool).
+    error AuditPoolTooLow(uint256 auditPool, uint256 needed);
+    /// @dev A sampled task's run pay must be at most nodeStake / (2 * auditRate): ask Full validation.
+    error SampledFeeTooHigh(uint256 runPay, uint256 maxRunPay);
+    /// @dev A sampled task's first round seals an error as a commitment to the empty result.
+    error SampledErrorMustBeSealed(uint256 taskId);
 
     /*//////////////////////////////////////////////////////////////
                        CALLED BY NODE AND NETWORKSTATS
