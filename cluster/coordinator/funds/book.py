@@ -33,9 +33,12 @@ class BalanceBook:
         """A balance just read from the chain (at start, or to confirm one the book believes low)."""
         self._wei[address.lower()] = balance_wei
 
-    def balance_wei(self, address: str) -> int | None:
-        """What the account holds at least, by the book; None for an account the book does not follow."""
-        self.catch_up()
+    def balance_wei(self, address: str, *, caught_up: bool = False) -> int | None:
+        """What the account holds at least, by the book; None for an account the book does not follow.
+        ``caught_up``: the caller called ``catch_up`` just before (a look at all accounts reads each
+        journal once)."""
+        if not caught_up:
+            self.catch_up()
         return self._wei.get(address.lower())
 
     def catch_up(self) -> None:

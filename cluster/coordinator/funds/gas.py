@@ -84,10 +84,12 @@ class GasKeeper:
             self.book.catch_up()
             self.book.seed(self.operator.address, await self.ops.balance(self.operator.address))
         reserve = await self.reserve_wei()
+        self.book.catch_up()  # once for all the accounts (a query per journal), not once per account
         due = [
             address for address in addresses
             if address not in self._topping
-            and (balance := self.book.balance_wei(address)) is not None and balance < reserve * TOP_UP_BELOW
+            and (balance := self.book.balance_wei(address, caught_up=True)) is not None
+            and balance < reserve * TOP_UP_BELOW
         ]  # fmt: skip
         for address in due:
             self._start(address, reserve, reserve)
