@@ -197,3 +197,66 @@ def test_the_chain_client_does_not_wait_on_web3_s_process_wide_session_lock(anvi
     finally:
         HTTPSessionManager._lock.release()
     assert block >= 0 and raw >= 0
+
+
+def test_static_words_decode_as_eth_abi_decodes_them_for_every_event_of_the_contracts():
+    """The decoder reads one-word values itself (the fast path); each event of every contract, with random
+    values, must decode to what eth_abi and ``normalize`` give."""
+    import random
+
+    from eth_abi import decode, encode
+
+    from cluster.chain.artifacts import all_abis
+    from cluster.chain.events import EventDecoder, event_topic
+    from cluster.chain.revert import abi_type, normalize
+
+    def value(kind: str, rng: random.Random):
+        if kind == "address":
+            return "0x" + rng.randbytes(20).hex()
+        if kind == "bool":
+            return rng.random() < 0.5
+        if kind.startswith("uint"):
+            return rng.getrandbits(int(kind[4:] or 256))
+        if kind.startswith("int"):
+            bits = int(kind[3:] or 256)
+            return rng.getrandbits(bits) - (1 << (bits - 1))
+        if kind.startswith("bytes") and kind[5:].isdigit():
+            return rng.randbytes(int(kind[5:]))
+        if kind in ("string",):
+            return "x" * rng.randrange(40)
+        if kind == "bytes":
+            return rng.randbytes(rng.randrange(70))
+        raise AssertionError(kind)
+
+    rng = random.Random(7)
+    address = "0x" + "12" * 20
+    checked = 0
+    for name, abi in all_abis().items():
+        decoder = EventDecoder({name: (address, abi)})
+        for item in abi:
+            if item.get("type") != "event" or item.get("anonymous"):
+                continue
+            inputs = item["inputs"]
+            if any("[" in abi_type(i) or abi_type(i).startswith("(") for i in inputs):
+                continue  # arrays and structs go to eth_abi whole: nothing of the fast path to compare
+            for _ in range(5):
+                values = {i["name"]: value(abi_type(i), rng) for i in inputs}
+                indexed = [i for i in inputs if i.get("indexed")]
+                data = [i for i in inputs if not i.get("indexed")]
+                topics = [event_topic(item)] + [encode([abi_type(i)], [values[i["name"]]]) for i in indexed]
+                encoded = encode([abi_type(i) for i in data], [values[i["name"]] for i in data])
+                raw = {
+                    "address": address, "topics": ["0x" + t.hex() for t in topics], "blockNumber": "0x1",
+                    "logIndex": "0x0", "transactionHash": "0x" + "00" * 32, "data": "0x" + encoded.hex(),
+                }  # fmt: skip
+                event = decoder.decode(raw)
+                assert event is not None and event.name == item["name"]
+                for i in inputs:
+                    kind = abi_type(i)
+                    if i.get("indexed") and kind in ("string", "bytes"):
+                        continue  # a hash in the log
+                    # eth_abi's reading of the value, normalized, is the reference
+                    expected = normalize(kind, decode([kind], encode([kind], [values[i["name"]]]))[0])
+                    assert event.args[i["name"]] == expected, (name, item["name"], i["name"])
+                checked += 1
+    assert checked > 100
