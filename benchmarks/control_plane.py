@@ -205,8 +205,26 @@ def _figures(
     }  # fmt: skip
 
 
+def _profile_on(host: Any) -> None:
+    """cProfile in the coordinator's actor, over its event loop's thread (``--profile cprofile``)."""
+    import ray
+
+    ray.get(host.profile_start.remote(), timeout=60)
+
+
+def _profile_off(host: Any, path: Path) -> None:
+    import ray
+
+    ray.get(host.profile_stop.remote(str(path)), timeout=120)
+
+
 def _measure_with_drivers(
-    settings: Any, mnemonic: str, fake: FakeNetworkProcess, seconds: float, warmup_s: float
+    settings: Any,
+    mnemonic: str,
+    fake: FakeNetworkProcess,
+    seconds: float,
+    warmup_s: float,
+    profile: str | None = None,
 ) -> dict[str, Any]:
     """The coordinator in a Ray actor (what round drivers call back: the job runner, the card guard), its
     ``settings.round_drivers`` drivers beside it; each process's CPU read with psutil."""
@@ -224,6 +242,14 @@ def _measure_with_drivers(
         start_s = round(time.monotonic() - started, 1)
         host_pid = ray.get(host.__ray_call__.remote(lambda self: os.getpid()), timeout=60)
         warmed_s, is_warm = _warm_up_sync(fake, len(settings.cards), warmup_s)
+        profiler = None
+        if profile is not None:
+            from benchmarks.overhead_profile import WindowProfiler
+
+            if profile != "cprofile":
+                raise ValueError("with round drivers, --profile cprofile only (in the coordinator's actor)")
+            profiler = WindowProfiler(profile, len(settings.cards), seconds)
+            _profile_on(host)
         stats0, fake0, paid0 = fake.stats(), fake.cpu_s(), _paid_in_status(host)
         cpu0, drivers0, wall0 = _process_cpu_s([host_pid]), _process_cpu_s(driver_pids), time.monotonic()
         time.sleep(seconds)
@@ -233,10 +259,12 @@ def _measure_with_drivers(
             time.monotonic() - wall0,
         )
         stats1, fake1, paid1 = fake.stats(), fake.cpu_s(), _paid_in_status(host)
+        if profiler is not None:
+            _profile_off(host, profiler.path)
         restarted = sorted(ray.get(host.driver_pids.remote(), timeout=60)) != sorted(driver_pids)
     finally:
         ray.shutdown()  # the local Ray: the host and its (detached) drivers end with it
-    return _figures(
+    figures = _figures(
         places=len(settings.cards),
         wall_s=wall_s,
         cpu_s=cpu1[host_pid] - cpu0[host_pid],
@@ -246,6 +274,9 @@ def _measure_with_drivers(
         paid_in_store=None if paid0 is None or paid1 is None else paid1 - paid0,
     ) | {"warmup_s": warmed_s, "warm": is_warm, "start_s": start_s, "unfinished_at_stop": None,
          "driver_restarted": restarted}  # fmt: skip
+    if profiler is not None:
+        figures["profile"] = profiler.result(max(figures["rounds"], 1), figures["cpu_ms_per_round"])
+    return figures
 
 
 def _paid_in_status(host: Any) -> int | None:
@@ -328,9 +359,7 @@ def run_control_plane(
     ):
         settings = coordinator_settings(fake, Path(tmp) / "farm", places, num_drivers)
         if num_drivers > 0:
-            if profile is not None:
-                raise ValueError("--profile profiles the coordinator in this process: with 0 drivers only")
-            return _measure_with_drivers(settings, mnemonic, fake, seconds, warmup)
+            return _measure_with_drivers(settings, mnemonic, fake, seconds, warmup, profile)
         coordinator = Coordinator(settings, keys, SimulatedPool())
         return asyncio.run(_measure(coordinator, fake, seconds, warmup, profile))
 

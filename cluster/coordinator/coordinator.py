@@ -127,7 +127,7 @@ class Coordinator:
         self.guard = CardGuard(self.store, self.ops, self.nodes, siblings)
         # The operator's money: balances read once, then kept from receipts and fee events (funds/).
         self.funds = Funds(
-            self.settings.funds, self.ops, lambda: self.rounds.summary().busy_nodes, self.nodes,
+            self.settings.funds, self.ops, lambda: self.rounds.busy_nodes(), self.nodes,
             self.keys.operator, state, failpoints=self.settings.failpoints,
         )  # fmt: skip
         if self.fleet is not None:
@@ -178,7 +178,7 @@ class Coordinator:
         before the chain hears of it. Returns what was done (empty when nothing needed to change)."""
         async with self._capacity_lock:
             await self.rounds.refresh()
-            busy_addresses = self.rounds.summary().busy_nodes
+            busy_addresses = self.rounds.busy_nodes()
             leaving = {n.index for n in self.nodes.accounts if self.funds.is_retiring(n.address)}
             plan = plan_capacity(
                 self.store.node_accounts.rows(), places, leaving=leaving,

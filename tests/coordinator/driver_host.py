@@ -63,6 +63,17 @@ class CoordinatorHost(DriverHost):
         """Any other coroutine method of the coordinator (benchmarks read what they measure)."""
         return await getattr(self.coordinator, method)(*args)
 
+    async def profile_start(self) -> None:
+        """cProfile over the actor's event loop (the coordinator's own work), until ``profile_stop``."""
+        import cProfile
+
+        self._profile = cProfile.Profile()
+        self._profile.enable()
+
+    async def profile_stop(self, path: str) -> None:
+        self._profile.disable()
+        self._profile.dump_stats(path)
+
     async def stop(self) -> CoordinatorStatus:
         self._stop.set()
         if self._loop is not None:

@@ -12,17 +12,22 @@ import pytest
 from eth_account import Account
 
 from cluster.chain.accounts import OperatorKeys
-from cluster.chain.contracts import Events
+from cluster.chain.contracts import Events, TaskType
 from cluster.chain.events import ChainEvent
 from cluster.config import ConfigError, round_drivers_for
+from cluster.coordinator.drivers import fleet as fleet_module
 from cluster.coordinator.drivers.fleet import DriverFleet, check_driver_count
 from cluster.coordinator.drivers.guard import Sibling
 from cluster.coordinator.nodes import NodeSet
 from cluster.coordinator.round_state import NodeTask, Step
 from cluster.coordinator.store import RoundStore
-from tests.coordinator.factories import CARD
+from cluster.protocol.errors import ArgumentsInvalid
+from cluster.protocol.task import parse_task_args
+from cluster.workers.messages import JobReply, JobRequest
+from tests.coordinator.factories import CARD, gpt_args
 
 OUTSIDER = "0x" + "7" * 40
+ARGS = parse_task_args(TaskType.GPT, gpt_args(Path("tiny-lm")))
 HASH = b"\x11" * 32
 
 
@@ -124,13 +129,36 @@ class FakeDriver:
         return self.rows.get((task_id, round_))
 
 
-def test_the_guard_asks_only_the_drivers_of_rounds_that_have_not_asked_it_yet(fleet):
+def test_the_guard_asks_a_driver_only_for_a_round_without_a_result_after_its_wait(fleet, monkeypatch):
+    monkeypatch.setattr(fleet_module, "SIBLING_WAIT_S", 0.0)
     accounts = fleet.coordinator.nodes.accounts
     route(
         fleet, [started(9, r, accounts[r].address, r) for r in range(3)]
     )  # rounds 0, 2: driver 0; 1: driver 1
-    drivers = [FakeDriver({(9, 2): Sibling(2, True, None)}), FakeDriver({(9, 1): Sibling(1, False, "0xbb")})]
+    drivers = [FakeDriver({(9, 2): Sibling(2, True, None)}), FakeDriver({(9, 1): Sibling(1, False, b"\xbb")})]
     fleet.handles = drivers
-    found = asyncio.run(fleet.siblings(9, 0, {0: "0xaa", 1: "0xbb"}))
-    assert sorted(found, key=lambda s: s.round) == [Sibling(1, False, "0xbb"), Sibling(2, True, None)]
+    found = asyncio.run(fleet.siblings(9, 0, {0: b"\xaa", 1: b"\xbb"}))
+    assert sorted(found, key=lambda s: s.round) == [Sibling(1, False, b"\xbb"), Sibling(2, True, None)]
     assert drivers[0].asked == [(9, 2)] and drivers[1].asked == []  # round 1 had asked: its result is known
+
+
+def test_a_sibling_s_job_passing_through_the_pool_answers_the_guard_without_a_driver_call(fleet):
+    accounts = fleet.coordinator.nodes.accounts
+    route(fleet, [started(4, r, accounts[r].address, r) for r in range(3)])
+    drivers = [FakeDriver({}), FakeDriver({})]
+    fleet.handles = drivers
+
+    async def main() -> list[Sibling]:
+        waiting = asyncio.create_task(fleet.siblings(4, 0, {0: b"\xaa"}))
+        await asyncio.sleep(0)
+        fleet.job_done(JobRequest(ARGS, 0.0, task_id=4, round=1), JobReply("w", (), b"\xaa"))
+        await asyncio.sleep(0)
+        assert not waiting.done()  # round 2's job is still out: the guard waits for it
+        fleet.job_done(
+            JobRequest(ARGS, 0.0, task_id=4, round=2), JobReply("w", error=ArgumentsInvalid("bad"))
+        )
+        return await asyncio.wait_for(waiting, 5)
+
+    found = asyncio.run(main())
+    assert sorted(found, key=lambda s: s.round) == [Sibling(1, False, b"\xaa"), Sibling(2, False, None)]
+    assert drivers[0].asked == drivers[1].asked == []  # a task error is a sibling with no result to compare

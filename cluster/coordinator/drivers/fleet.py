@@ -15,10 +15,11 @@ restarted driver must find again), as detached actors that outlive a restart of 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import time
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -55,7 +56,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 NAMESPACE = "helium"
-SUMMARY_EVERY_S = 2.0  # how stale the drivers' counts in the status may be
+SIBLING_WAIT_S = 30.0  # the card guard waits this long for a sibling's job before asking its driver
+REMEMBERED_JOBS = 10_000  # tasks whose rounds' job results the fleet keeps for the card guard
+SUMMARY_EVERY_S = 5.0  # how stale the drivers' counts (and busy accounts) the coordinator reads may be
 MAX_ROUTED_TASKS = 200_000  # routes of tasks whose settlements never came (kept bounded, oldest dropped)
 
 
@@ -67,6 +70,7 @@ class Rounds(Protocol):
     def resume_unfinished(self) -> None: ...
     async def refresh(self) -> None: ...
     def summary(self) -> RoundsSummary: ...
+    def busy_nodes(self) -> set[str] | frozenset[str]: ...
     async def close(self) -> None: ...
 
 
@@ -84,7 +88,11 @@ class DriverHost:
         return coordinator
 
     async def run_job(self, card: CardModel, request: JobRequest) -> JobReply:
-        return await self._started().pool.run_job(card, request)
+        coordinator = self._started()
+        reply = await coordinator.pool.run_job(card, request)
+        if coordinator.fleet is not None:  # the card guard hears of the result as it passes
+            coordinator.fleet.job_done(request, reply)
+        return reply
 
     async def guard_holds(self, task: NodeTask) -> bool:
         return await self._started().guard.holds(task)
@@ -113,6 +121,11 @@ class DriverFleet:
         self._failure: str | None = None
         self._root = Path(coordinator.settings.state_dir) / "drivers"
         self._journals: list[TxJournal] = []  # the drivers', read here
+        # The results of the farm's jobs as they pass through the pool here (None: a task error), by task and
+        # round, and an event per task the card guard waits on: it asks a driver only for a sibling whose
+        # job has not come back within SIBLING_WAIT_S.
+        self._jobs: OrderedDict[int, dict[int, bytes | None]] = OrderedDict()
+        self._job_done: dict[int, asyncio.Event] = {}
 
     # -- life cycle -----------------------------------------------------------------------------------------
 
@@ -244,6 +257,8 @@ class DriverFleet:
                     del rounds[round_]
             if not rounds:
                 del self.routes[typed.task_id]
+                self._jobs.pop(typed.task_id, None)
+                self._job_done.pop(typed.task_id, None)
 
     async def after_poll(self) -> None:
         block_s = int(self.coordinator.clock.latest_block_s)
@@ -256,15 +271,36 @@ class DriverFleet:
 
     # -- what the coordinator reads -------------------------------------------------------------------------
 
-    async def siblings(self, task_id: int, round_: int, asked: Mapping[int, str]) -> list[Sibling]:
-        """The farm's other rounds of the task (for the card guard): those that asked the guard already have
-        their result; the others are asked of the drivers that own them."""
-        others = [(r, node) for r, node in self.routes.get(task_id, {}).items() if r != round_]
-        known = [Sibling(r, False, asked[r]) for r, _ in others if r in asked]
+    def job_done(self, request: JobRequest, reply: JobReply) -> None:
+        """A job of the farm's came back through the pool: its result (None for a task error) is the card
+        guard's to compare, and the guard's waits for it end."""
+        if request.task_id is None or request.round is None:
+            return  # not a round's job (the reference check)
+        results = self._jobs.setdefault(request.task_id, {})
+        results[request.round] = reply.result if reply.error is None else None
+        self._jobs.move_to_end(request.task_id)
+        while len(self._jobs) > REMEMBERED_JOBS:
+            self._job_done.pop(self._jobs.popitem(last=False)[0], None)
+        if (event := self._job_done.get(request.task_id)) is not None:
+            event.set()
+
+    async def siblings(self, task_id: int, round_: int, asked: Mapping[int, bytes]) -> list[Sibling]:
+        """The farm's other rounds of the task (for the card guard), once each has a result or a task error
+        here (asked the guard already, or its job came back through the pool), waiting up to
+        ``SIBLING_WAIT_S`` for them; a sibling still without one then is asked of the driver that owns it."""
+        others = {r: node for r, node in self.routes.get(task_id, {}).items() if r != round_}
+        results = self._jobs.get(task_id, {})
+        deadline = time.monotonic() + SIBLING_WAIT_S
+        while (missing := others.keys() - asked.keys() - results.keys()) and time.monotonic() < deadline:
+            event = self._job_done.setdefault(task_id, asyncio.Event())
+            event.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), deadline - time.monotonic())
+            results = self._jobs.get(task_id, {})
+        known = [Sibling(r, False, asked.get(r, results.get(r))) for r in others if r not in missing]
         found = await asyncio.gather(
-            *(_ask(self.handles[self._driver_of(node)].sibling.remote(task_id, r))
-              for r, node in others if r not in asked)
-        )  # fmt: skip
+            *(_ask(self.handles[self._driver_of(others[r])].sibling.remote(task_id, r)) for r in missing)
+        )
         return known + [sibling for sibling in found if sibling is not None]
 
     async def refresh(self) -> None:
@@ -286,6 +322,9 @@ class DriverFleet:
 
     def summary(self) -> RoundsSummary:
         return self._summary
+
+    def busy_nodes(self) -> frozenset[str]:
+        return self._summary.busy_nodes
 
     def alerts(self) -> list[str]:
         if self._failure is None:

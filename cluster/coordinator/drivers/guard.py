@@ -28,7 +28,7 @@ class Sibling:
 
     round: int
     is_running: bool  # still executing: its result may yet come
-    result: str | None
+    result: bytes | None
 
     @classmethod
     def of(cls, task: NodeTask) -> Sibling:
@@ -36,7 +36,7 @@ class Sibling:
 
 
 # (task id, this round, the results of the rounds that asked already) -> the farm's other rounds
-Siblings = Callable[[int, int, Mapping[int, str]], Awaitable[list[Sibling]]]
+Siblings = Callable[[int, int, Mapping[int, bytes]], Awaitable[list[Sibling]]]
 REMEMBERED_TASKS = 10_000  # tasks whose rounds' results the guard keeps (a round asks again until it commits)
 
 
@@ -47,7 +47,9 @@ class CardGuard:
         self.nodes = nodes
         self.siblings = siblings
         self._paused_on_chain: set[bytes] = set()  # card models whose nodes this process paused
-        self._asked: OrderedDict[int, dict[int, str]] = OrderedDict()  # task -> results of rounds that asked
+        self._asked: OrderedDict[int, dict[int, bytes]] = (
+            OrderedDict()
+        )  # task -> results of rounds that asked
 
     async def holds(self, task: NodeTask) -> bool:
         """True (and the card model paused) when the farm's other rounds of this task got another result;
@@ -83,7 +85,7 @@ class CardGuard:
 def store_siblings(store: RoundStore) -> Siblings:
     """The siblings on the coordinator's own loop: the rows of its store."""
 
-    async def siblings(task_id: int, round_: int, asked: Mapping[int, str]) -> list[Sibling]:
+    async def siblings(task_id: int, round_: int, asked: Mapping[int, bytes]) -> list[Sibling]:
         return [Sibling.of(t) for t in store.of_task(task_id) if t.round != round_]
 
     return siblings

@@ -42,6 +42,9 @@ class RoundShard:
     async def refresh(self) -> None:
         """Nothing to fetch: the rows are here."""
 
+    def busy_nodes(self) -> set[str]:
+        return self.store.busy_nodes()
+
     def summary(self, num_accounts: int = 0) -> RoundsSummary:
         return RoundsSummary(
             counts=self.store.counts(),
