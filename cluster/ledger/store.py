@@ -11,7 +11,7 @@ past SQLite's 64-bit integers.
 from __future__ import annotations
 
 import threading
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -108,6 +108,9 @@ class LedgerStore:
         if not entries and receipts_row is None:
             return 0  # nothing to write: no transaction (each is a write to the disk)
         num_new = 0
+        daily: Counter[tuple[str, str, str, str]] = Counter()  # the new entries' sums, added once a key
+        counts: Counter[tuple[str, str, str, str]] = Counter()
+        totals: Counter[tuple[str, str]] = Counter()
         with self._lock:
             self._db.execute("BEGIN")
             try:
@@ -115,6 +118,11 @@ class LedgerStore:
                     card = self._cards.get(entry.account, OTHER_CARD)
                     if self._insert(entry, card):
                         num_new += 1
+                        day_key = (entry.day, card, entry.account, entry.kind.value)
+                        daily[day_key] += entry.amount_wei
+                        counts[day_key] += 1
+                        totals[(card, entry.kind.value)] += entry.amount_wei
+                self._add_sums(daily, counts, totals)
                 if receipts_row is not None:
                     self._db.execute(
                         "INSERT OR REPLACE INTO progress (name, value) VALUES (?, ?)",
@@ -127,34 +135,42 @@ class LedgerStore:
         return num_new
 
     def _insert(self, entry: Entry, card: str) -> bool:
-        added = self._db.execute(
+        """The entry, unless met before (a replayed page, a receipt read again); its sums come after."""
+        return bool(self._db.execute(
             "INSERT OR IGNORE INTO entries (source, account, card, day, kind, amount_wei, block_number)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
             (entry.source, entry.account, card, entry.day, entry.kind.value, str(entry.amount_wei),
              entry.block_number),
-        ).rowcount  # fmt: skip
-        if not added:
-            return False  # met before: a replayed page, a receipt read again
-        day_key = (entry.day, card, entry.account, entry.kind.value)
-        row = self._db.execute(
-            "SELECT amount_wei, num_entries FROM daily"
-            " WHERE day = ? AND card = ? AND account = ? AND kind = ?",
-            day_key,
-        ).fetchone()
-        amount, count = (int(row[0]), row[1]) if row else (0, 0)
-        self._db.execute(
-            "INSERT OR REPLACE INTO daily (day, card, account, kind, amount_wei, num_entries)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (*day_key, str(amount + entry.amount_wei), count + 1),
-        )
-        total = self._db.execute(
-            "SELECT amount_wei FROM totals WHERE card = ? AND kind = ?", (card, entry.kind.value)
-        ).fetchone()
-        self._db.execute(
-            "INSERT OR REPLACE INTO totals (card, kind, amount_wei) VALUES (?, ?, ?)",
-            (card, entry.kind.value, str((int(total[0]) if total else 0) + entry.amount_wei)),
-        )
-        return True
+        ).rowcount)  # fmt: skip
+
+    def _add_sums(
+        self,
+        daily: Counter[tuple[str, str, str, str]],
+        counts: Counter[tuple[str, str, str, str]],
+        totals: Counter[tuple[str, str]],
+    ) -> None:
+        """Each key's sum read and written once a transaction, not once an entry (wei as text: sums may pass
+        SQLite's 64-bit integers)."""
+        for day_key, amount_wei in daily.items():
+            row = self._db.execute(
+                "SELECT amount_wei, num_entries FROM daily"
+                " WHERE day = ? AND card = ? AND account = ? AND kind = ?",
+                day_key,
+            ).fetchone()
+            amount, count = (int(row[0]), row[1]) if row else (0, 0)
+            self._db.execute(
+                "INSERT OR REPLACE INTO daily (day, card, account, kind, amount_wei, num_entries)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (*day_key, str(amount + amount_wei), count + counts[day_key]),
+            )
+        for (card, kind), amount_wei in totals.items():
+            total = self._db.execute(
+                "SELECT amount_wei FROM totals WHERE card = ? AND kind = ?", (card, kind)
+            ).fetchone()
+            self._db.execute(
+                "INSERT OR REPLACE INTO totals (card, kind, amount_wei) VALUES (?, ?, ?)",
+                (card, kind, str((int(total[0]) if total else 0) + amount_wei)),
+            )
 
     def receipts_row(self, journal: str = "") -> int:
         """The last receipt (rowid) of ``journal`` counted: the next read starts after it."""
