@@ -178,8 +178,9 @@ def write_report(results: dict[str, Any]) -> Path:
             "this machine the rounds/s cannot grow with the drivers: its 2 cores run the fake chain, the "
             "coordinator and every driver, about 16 to 20 ms of CPU a round in all, so about 100 rounds/s at"
             " most whatever the split; the CPU per round of each process is the figure that carries to a "
-            "bigger machine. Splitting costs about 4 ms a round in all (Ray calls: the events handed to the "
-            "drivers, the job and the guard's verdict asked of the coordinator)."
+            "bigger machine. Splitting costs about 4 to 6 ms a round in all (Ray calls: the events handed to "
+            "the drivers, the job and the guard's verdict asked of the coordinator). The 4-driver row was "
+            "taken after the ledger's sums were batched, the 1- and 2-driver rows before.",
             "",
         ]
         if "control_plane" in (first := results.get("control-plane-first", {})):
