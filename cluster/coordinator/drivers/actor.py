@@ -70,7 +70,7 @@ class DriverSpec:
         return index % self.num_drivers == self.index
 
 
-async def _ask(ref: Any) -> Any:
+async def ask(ref: Any) -> Any:
     """A call to the coordinator's actor, its own exception raised as itself; the actor gone or restarting
     is a ``ConnectionError`` (transient: the round retries)."""
     try:
@@ -89,7 +89,7 @@ class HostJobs:
         self.host = host
 
     async def run_job(self, card: CardModel, request: JobRequest) -> JobReply:
-        return await _ask(self.host.run_job.remote(card, request))
+        return await ask(self.host.run_job.remote(card, request))
 
 
 class DriverService:
@@ -134,7 +134,7 @@ class DriverService:
         return len(self.nodes.accounts)
 
     async def _guard(self, task: NodeTask) -> bool:
-        return await _ask(self.host.guard_holds.remote(task))
+        return await ask(self.host.guard_holds.remote(task))
 
     async def apply(self, pages: list[list[ChainEvent]], caps: dict[int, int]) -> None:
         """The events of this driver's rounds, page by page as the coordinator read them; the caps of the

@@ -41,7 +41,7 @@ from cluster.chain.task_events import (
 )
 from cluster.chain.tx_journal import TxJournal
 from cluster.config import ConfigError
-from cluster.coordinator.drivers.actor import Accounts, DriverSpec, RoundDriverActor, _ask
+from cluster.coordinator.drivers.actor import Accounts, DriverSpec, RoundDriverActor, ask
 from cluster.coordinator.drivers.guard import Sibling
 from cluster.coordinator.drivers.summary import RoundsSummary, merge
 from cluster.coordinator.funds.book import BalanceBook
@@ -105,7 +105,7 @@ class RemoteSender:
         self.handle = handle
 
     async def send(self, account: LocalAccount, request: TxRequest, *, key: str) -> SentTx:
-        return await _ask(self.handle.send.remote(account.address, request, key))
+        return await ask(self.handle.send.remote(account.address, request, key))
 
 
 class DriverFleet:
@@ -115,7 +115,6 @@ class DriverFleet:
         self.store: RoundStore = coordinator.store  # the caps of pending tasks
         self.routes: dict[int, dict[int, str]] = {}  # task id -> the farm's rounds of it -> their accounts
         self.handles: list[Any] = []
-        self.pids: list[int] = []
         self._summary = RoundsSummary()
         self._summary_at = 0.0
         self._failure: str | None = None
@@ -155,7 +154,7 @@ class DriverFleet:
                     get_if_exists=True, lifetime="detached", scheduling_strategy=here,
                 ).remote(spec, host, accounts)
             )  # fmt: skip
-        self.pids = list(await asyncio.gather(*(handle.ready.remote() for handle in self.handles)))
+        await self.current_pids()  # every driver started (a restarted one resumes on its own)
         await self._tell_accounts(accounts)  # a driver found running may have been started with fewer
         for rows in await asyncio.gather(*(handle.unsettled.remote() for handle in self.handles)):
             for task_id, round_, node in rows:
@@ -299,7 +298,7 @@ class DriverFleet:
             results = self._jobs.get(task_id, {})
         known = [Sibling(r, False, asked.get(r, results.get(r))) for r in others if r not in missing]
         found = await asyncio.gather(
-            *(_ask(self.handles[self._driver_of(others[r])].sibling.remote(task_id, r)) for r in missing)
+            *(ask(self.handles[self._driver_of(others[r])].sibling.remote(task_id, r)) for r in missing)
         )
         return known + [sibling for sibling in found if sibling is not None]
 
