@@ -125,6 +125,10 @@ class Events:
     TASK_NODE_COMPENSATED = "TaskNodeCompensated"
     TASK_DEADLINE_MOVED = "TaskDeadlineMoved"
     QUEUE_RENT_PAID = "QueueRentPaid"
+    AUDIT_RATE_SET = "AuditRateSet"
+    TASK_SAMPLED = "TaskSampled"
+    TASK_AUDIT_DRAWN = "TaskAuditDrawn"
+    TASK_AUDIT_STARTED = "TaskAuditStarted"
     # Node
     NODE_JOINED = "NodeJoined"
     NODE_STATUS_CHANGED = "NodeStatusChanged"

@@ -83,6 +83,7 @@ class CommitmentSubmitted(TaskEvent):
     NAME: ClassVar[str] = Events.TASK_RESULT_COMMITMENT_SUBMITTED
     round: int
     node: str
+    commitment: bytes  # the seal: the relay checks a sampled node's early upload against it
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -193,6 +194,34 @@ class NodeCompensated(TaskEvent):
     amount_wei: int
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskSampled(TaskEvent):
+    """The task goes to one node and is audited by two more 1 time in ``audit_rate`` (issue 28); emitted
+    right after its TaskPending. ``result_after_audit``: the relay serves the result after the decision."""
+
+    NAME: ClassVar[str] = Events.TASK_SAMPLED
+    audit_rate: int
+    result_after_audit: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditDrawn(TaskEvent):
+    """The draw of a sampled task was read (at its node's disclosure, its audit's start, or a cancel)."""
+
+    NAME: ClassVar[str] = Events.TASK_AUDIT_DRAWN
+    is_audited: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditStarted(TaskEvent):
+    """Two more nodes run a sampled task as its rounds 1 and 2 (their TaskStarted events come first, with
+    zero hashes: the task's hash is TaskPending's)."""
+
+    NAME: ClassVar[str] = Events.TASK_AUDIT_STARTED
+    first_node: str
+    auditors: tuple[str, str]
+
+
 _SETTLEMENT_NAMES = {
     NodeOutcome.PAID: Events.TASK_NODE_SUCCESS,
     NodeOutcome.SLASHED: Events.TASK_NODE_SLASHED,
@@ -210,7 +239,7 @@ _BUILDERS: dict[str, tuple[type[TaskEvent], _Builder]] = {
         "task_hash": bytes(a["taskHash"]), "round": a["round"],
     }),
     Events.TASK_RESULT_COMMITMENT_SUBMITTED: (CommitmentSubmitted, lambda a: {
-        "round": a["round"], "node": a["node"],
+        "round": a["round"], "node": a["node"], "commitment": bytes(a["commitment"]),
     }),
     Events.TASK_ERROR_REPORTED: (ErrorReported, lambda a: {"round": a["round"], "node": a["node"]}),
     Events.TASK_RESULT_COMMITMENTS_READY: (CommitmentsReady, lambda a: {}),
@@ -239,6 +268,13 @@ _BUILDERS: dict[str, tuple[type[TaskEvent], _Builder]] = {
     Events.TASK_NO_ARGUMENTS_REFUTED: (NoArgumentsRefuted, lambda a: {"stored_at_s": a["storedAt"]}),
     Events.TASK_DEADLINE_MOVED: (DeadlineMoved, lambda a: {"deadline_s": a["deadline"]}),
     Events.QUEUE_RENT_PAID: (QueueRentPaid, lambda a: {"treasury": a["treasury"], "amount_wei": a["amount"]}),
+    Events.TASK_SAMPLED: (TaskSampled, lambda a: {
+        "audit_rate": a["auditRate"], "result_after_audit": a["resultAfterAudit"],
+    }),
+    Events.TASK_AUDIT_DRAWN: (AuditDrawn, lambda a: {"is_audited": a["isAudited"]}),
+    Events.TASK_AUDIT_STARTED: (AuditStarted, lambda a: {
+        "first_node": a["firstNode"], "auditors": (a["auditor1"], a["auditor2"]),
+    }),
 }  # fmt: skip
 
 

@@ -6,11 +6,13 @@ import asyncio
 import re
 
 from cluster.chain.artifacts import REPO_ROOT, load_artifact
-from cluster.chain.contracts import AbortReason, TaskType
+from cluster.chain.contracts import AbortReason, TaskType, Validation
 from cluster.chain.events import EventDecoder, LogPager
 from cluster.chain.rpc import RpcClient, connect
 from cluster.chain.task_events import _BUILDERS as TYPED_EVENT_NAMES
 from cluster.chain.task_events import (
+    AuditDrawn,
+    AuditStarted,
     CommitmentsReady,
     CommitmentSubmitted,
     FeeRefunded,
@@ -20,10 +22,12 @@ from cluster.chain.task_events import (
     TaskAborted,
     TaskNodeSettled,
     TaskPending,
+    TaskSampled,
     TaskStarted,
     TaskSuccess,
     task_events,
 )
+from cluster.protocol.hashes import commitment
 from tests.contracts.net import ETHER, Net
 
 # Events of the Task contract that no consumer follows a task by: the owner's settings, the wiring, and the
@@ -40,9 +44,6 @@ NOT_ABOUT_A_TASK = {"Wired", "OwnershipTransferred", "TaskTimeoutSet", "Distance
     "AuditPoolFunded",
     "AuditPoolWithdrawn",
 }
-# Issue 28's events of a sampled task: the contracts emit them; cluster/chain/events.py types them when the
-# coordinator runs sampled tasks (docs/protocol-decisions.md, "Sampled audits", 11).
-NOT_TYPED_YET = {"TaskSampled", "TaskAuditDrawn", "TaskAuditStarted"}
 
 
 def read_task_events(anvil, deployment, first: int):
@@ -105,9 +106,36 @@ def test_a_cancelled_task_decodes_its_abort_and_refund(w3, anvil, deployment):
     assert [(r.creator, r.amount_wei) for r in refunds] == [(app, ETHER)]
 
 
+def test_a_sampled_task_s_audit_decodes_its_draw_and_auditors(w3, anvil, deployment):
+    net = Net(w3, deployment)
+    app, nodes = net.accounts[20], net.accounts[21:24]
+    net.join_all(nodes)
+    net.set_audit_rate(10, pool=5 * ETHER)
+    first = w3.eth.block_number + 1
+    task_id, _ = net.create_task_with_validation(app, Validation.SAMPLED_RESULT_AFTER_AUDIT, fee=ETHER // 10)
+    result = b"\x02" * 32
+    net.commit(task_id, 0, result, nonce=b"\x07" * 32)
+    w3.provider.make_request("anvil_mine", [hex(260)])  # blockhash(c + 1) reads zero: the draw audits
+    net.tx(net.task.functions.startAudit(task_id), app)
+    events = [e for e in read_task_events(anvil, deployment, first) if e.task_id == task_id]
+
+    pending, sampled, started0 = events[:3]
+    assert isinstance(pending, TaskPending) and isinstance(started0, TaskStarted) and started0.round == 0
+    assert isinstance(sampled, TaskSampled) and (sampled.audit_rate, sampled.result_after_audit) == (10, True)
+    [committed] = [e for e in events if isinstance(e, CommitmentSubmitted)]
+    assert committed.commitment == commitment(result, b"\x07" * 32, started0.node)
+    [drawn] = [e for e in events if isinstance(e, AuditDrawn)]
+    [audit] = [e for e in events if isinstance(e, AuditStarted)]
+    assert drawn.is_audited and audit.first_node == started0.node
+    auditors = [e for e in events if isinstance(e, TaskStarted) and e.round > 0]
+    assert [e.round for e in auditors] == [1, 2] and tuple(e.node for e in auditors) == audit.auditors
+    assert all(e.task_hash == bytes(32) for e in auditors)  # the task's hash is TaskPending's
+    assert started0.node not in audit.auditors and set(audit.auditors) <= set(nodes)
+
+
 def test_every_task_event_of_the_abi_is_typed_or_deliberately_left_out():
     events = {item["name"] for item in load_artifact("Task").abi if item["type"] == "event"}
-    typed = {name for name in events if name not in NOT_ABOUT_A_TASK | NOT_TYPED_YET}
+    typed = {name for name in events if name not in NOT_ABOUT_A_TASK}
     assert typed == set(TYPED_EVENT_NAMES)
 
 
