@@ -126,6 +126,17 @@ class ChainOps:
         )
         return TaskTimers(task_timeout_s=int(timeout_s), arguments_wait_s=int(wait_s))
 
+    async def audit_draw(self, task_id: int) -> tuple[bool, bool]:
+        """A sampled task's draw: (whether it can be read yet, whether it audits the task)."""
+        is_drawn, is_audited = await self.task.functions.auditDraw(task_id).call()
+        return bool(is_drawn), bool(is_audited)
+
+    async def task_sampling(self, task_id: int) -> tuple[int, bool]:
+        """(audit rate, result after the audit) of a running task, from its storage: for a task whose
+        TaskPending came before the farm's first block (0 for a full task)."""
+        info = await self.task.functions.getTask(task_id).call()
+        return int(info[9]), bool(info[11])  # ITask.TaskInfo's auditRate and resultAfterAudit
+
     async def latest_block_time_s(self) -> int:
         block = await self.sender.rpc.call("eth_getBlockByNumber", ["latest", False])
         return hex_int(block["timestamp"])
@@ -217,6 +228,12 @@ class ChainOps:
     async def report_uploaded(self, account: LocalAccount, task_id: int, round_: int) -> SentTx:
         key = f"uploaded:task={task_id}:round={round_}"
         return await self._step(account, "reportResultsUploaded", (task_id, round_), key)
+
+    async def start_audit(self, account: LocalAccount, task_id: int) -> SentTx:
+        """Estimated, like the cancel: with no two nodes free for the audit, or a pool too low to pay them,
+        it reverts at the estimate, unsent, and is tried again."""
+        request = TxRequest.call(self.task, "startAudit", task_id, gas_floor=LIFECYCLE_GAS_FLOOR)
+        return await self.send(account, request, f"audit:task={task_id}")
 
     async def cancel(self, account: LocalAccount, task_id: int) -> SentTx:
         request = TxRequest.call(self.task, "cancelTask", task_id, gas_floor=LIFECYCLE_GAS_FLOOR)

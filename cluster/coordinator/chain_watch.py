@@ -22,6 +22,8 @@ from cluster.chain.contracts import NODES_PER_TASK
 from cluster.chain.events import ChainEvent
 from cluster.chain.task_events import (
     ArgumentsWaitSet,
+    AuditDrawn,
+    AuditStarted,
     CommitmentsReady,
     DeadlineMoved,
     NodeOutcome,
@@ -29,6 +31,7 @@ from cluster.chain.task_events import (
     TaskEvent,
     TaskNodeSettled,
     TaskPending,
+    TaskSampled,
     TaskStarted,
     TaskSuccess,
     TaskTimeoutSet,
@@ -90,12 +93,15 @@ class ChainWatch:
 
     def _apply_one(self, event: TaskEvent) -> Collection[NodeTask]:
         if isinstance(event, TaskPending):
-            self.store.note_pending(event.task_id, event.cap)
+            self.store.note_pending(event.task_id, event.cap, event.task_hash)
+            return []
+        if isinstance(event, TaskSampled):
+            self.store.note_sampled(event.task_id, event.audit_rate, event.result_after_audit)
             return []
         if isinstance(event, TaskStarted):
             return self._started(event)
-        if isinstance(event, TaskAborted):  # a queued task cancelled or evicted never starts
-            self.store.forget_pending(event.task_id)
+        if isinstance(event, TaskAborted) or (isinstance(event, AuditDrawn) and not event.is_audited):
+            self.store.forget_pending(event.task_id)  # no (more) rounds will start
         rows = self.store.of_task(event.task_id)
         if not rows:
             return []
@@ -111,21 +117,32 @@ class ChainWatch:
                 return self._patch(rows, step=Step.DONE, outcome=outcome)
             case TaskNodeSettled():
                 return self._settled(event, rows)
+            case AuditStarted():  # the first node's commitment waits for the auditors' now
+                return self._patch(rows, is_audited=True, commitments_ready=False)
         return []
 
     def _started(self, event: TaskStarted) -> list[NodeTask]:
-        cap = self.store.pending_cap(event.task_id)
-        if event.round == NODES_PER_TASK - 1:  # its rounds start together: the last one's event ends the wait
+        pending = self.store.pending(event.task_id)
+        # A full task's rounds start together, a sampled one's audit rounds together: the last one's event
+        # ends the wait (an unaudited sampled task's ends at its draw, an aborted one's at its abort).
+        if event.round == NODES_PER_TASK - 1:
             self.store.forget_pending(event.task_id)
         if not self.is_ours(event.node):
             return []
         assert event.block_time_s is not None  # the EventReader's pager fills it in
-        if cap is None:  # pending before this farm's first block: the relay still checks the cap
+        if pending is None:  # pending before this farm's first block: the relay still checks the cap
             log.warning("[coordinator] cap not known task=%d (pending before the first block)", event.task_id)
+        task_hash = event.task_hash
+        if task_hash == bytes(32) and pending is not None and pending.task_hash is not None:
+            task_hash = pending.task_hash  # an audit's rounds start with a zero hash: TaskPending has it
         task = NodeTask(
             task_id=event.task_id, round=event.round, node=event.node, task_type=event.task_type,
-            task_hash=event.task_hash, step=Step.SELECTED, cap=cap, started_chain_s=event.block_time_s,
+            task_hash=task_hash, step=Step.SELECTED, cap=pending and pending.cap,
+            started_chain_s=event.block_time_s,
             deadline_chain_s=event.block_time_s + self.timers.task_timeout_s,
+            audit_rate=pending.audit_rate if pending else 0,
+            result_after_audit=pending.result_after_audit if pending else False,
+            is_audited=event.round > 0 and bool(pending and pending.audit_rate),
         )  # fmt: skip
         return [task] if self.store.add(task) else []
 

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
 from cluster.chain.contracts import NodeStatus
-from cluster.coordinator.round_state import Outcome, Step
+from cluster.coordinator.round_state import Outcome, Sampling, Step
 from cluster.failures import FailureCode
 from cluster.ledger.model import WEI_PER_CNX, LedgerKind
 from cluster.status.machines import MACHINE_STATES, count_by_state, short_node_id
@@ -56,6 +56,12 @@ class FarmMetrics:
             registry=r,
         )
         self.paused_cards = Gauge("helium_paused_card_models", "Card models paused by the guard", registry=r)
+        self.sampling = Gauge(
+            "helium_sampled_rounds",
+            "Rounds of sampled tasks (issue 28): as their one node (sampled), of those audited and "
+            "audit_failed (the first node slashed), and audit_rounds (the audits' other two nodes)",
+            ["kind"], registry=r,
+        )  # fmt: skip
         # What the farm status adds (cluster.status): node accounts, workers' health, the relay, downloads.
         self.nodes = Gauge(
             "helium_nodes", "The farm's node accounts, by status on chain", ["status"], registry=r
@@ -168,6 +174,8 @@ class FarmMetrics:
         self.queue_depth.set(counts.at(Step.SELECTED))
         self.earned.set(status.earned_cnx)
         self.slashed.set(counts.ended(Outcome.SLASHED))
+        for kind in Sampling:
+            self.sampling.labels(kind.value).set(counts.sampled(kind))
         self.paused_cards.set(len(status.paused_cards))
         self.waiting_for_disk.set(status.num_rounds_waiting_for_disk)
         for card, amounts in status.ledger.by_card.items():

@@ -3,6 +3,10 @@
     SELECTED --execute--> EXECUTED --commit--> COMMITTED --disclose--> DISCLOSED --chosen--> UPLOADING
        \\--task invalid--> ERROR_FOUND --report_error--> DISCLOSED        events --> DONE (paid, ...)
 
+A sampled task's one node (``NodeTask.is_lone``, issue 28) seals a task error as the empty result instead
+of reporting it, and at COMMITTED uploads its files to the relay, waits for the draw, then discloses (which
+ends the task) or starts the audit; from the audit's start it is round 0 of a three-node task.
+
 Each handler is named by what it does. A step writes what it produced to the store before the transaction
 that depends on it goes out (result, nonce and files before the commitment) and sends under an idempotency
 key, so a crash at any point replays to the same transactions. Steps that wait for the chain (all
@@ -18,6 +22,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 
 import aiohttp
 from eth_account.signers.local import LocalAccount
@@ -74,6 +79,7 @@ class RoundDriver:
         self._http = http
         self._relays: dict[str, RelayClient] = {}
         self._uploaded: set[tuple[int, int]] = set()  # rounds whose upload was reported: they wait to be paid
+        self._sealed_uploads: set[str] = set()  # lone rounds whose files the relay took before the draw
         self._handlers: dict[Step, Callable[[NodeTask], Awaitable[bool]]] = {
             Step.SELECTED: self._execute,
             Step.EXECUTED: self._commit,
@@ -97,6 +103,8 @@ class RoundDriver:
     # -- the steps ------------------------------------------------------------------------------------------
 
     async def _execute(self, task: NodeTask) -> bool:
+        if task.round == 0 and task.cap is None and task.audit_rate == 0:
+            task = await self._read_sampling(task)
         args_json = task.args_json or await self._fetch_args(task)
         if args_json is None:
             return True  # reported missing: the second report (or the deadline's cancel) ends the task
@@ -162,11 +170,28 @@ class RoundDriver:
         self.timeline.mark(task.key, "args_fetched")
         return args_json
 
+    async def _read_sampling(self, task: NodeTask) -> NodeTask:
+        """A task pending before the farm's first block: whether it is sampled comes from its storage."""
+        audit_rate, result_after_audit = await self.ops.task_sampling(task.task_id)
+        if audit_rate == 0:
+            return task
+        sampling = {"audit_rate": audit_rate, "result_after_audit": result_after_audit}
+        self.store.patch(task.task_id, task.round, **sampling)
+        return replace(task, **sampling)
+
     def _found_error(self, task: NodeTask, error: TaskExecutionError) -> bool:
         log.warning(
             "[coordinator] task error task=%d round=%d code=%s message=%s",
             task.task_id, task.round, error.code.value, error.message,
         )  # fmt: skip
+        if task.is_lone:  # a public report would show the outcome before the draw: the empty result, sealed
+            with self.store.transaction():
+                self.store.write_files(task.task_id, task.round, [])
+                self.store.patch(
+                    task.task_id, task.round, step=Step.EXECUTED, result=b"", nonce=new_nonce(), num_files=0,
+                    error=f"{error.code.value}: {error.message}",
+                )  # fmt: skip
+            return True
         self.store.patch(
             task.task_id, task.round, step=Step.ERROR_FOUND, error=f"{error.code.value}: {error.message}"
         )
@@ -193,11 +218,58 @@ class RoundDriver:
         if not task.commitments_ready:
             return False
         assert task.result is not None and task.nonce is not None
+        if task.is_lone:
+            return await self._disclose_alone(task)
         async with self._on_chain(task, "disclosed"):
             await self.ops.disclose(self._account(task), task.task_id, task.round, task.result, task.nonce)
         self.failpoints.reached("after_disclose", task.key)
         self.store.patch(task.task_id, task.round, step=Step.DISCLOSED)
         return True
+
+    async def _disclose_alone(self, task: NodeTask) -> bool:
+        """A sampled task's one node: its files to the relay first (checked there against the commitment;
+        the disclosure ends the task, so nothing can be uploaded after it), then the draw, read from the
+        second block after the commitment's: not audited, the disclosure (paid, the task ends); audited,
+        the audit's start, by anyone and so by this node (its auditors' commitments then lead to the
+        disclosure as in a three-node task)."""
+        assert task.result is not None and task.nonce is not None
+        await self._upload_sealed(task)
+        is_drawn, is_audited = await self.ops.audit_draw(task.task_id)
+        if not is_drawn:
+            return False  # looked at again within a poll (NodeTask.awaits_draw)
+        if is_audited:
+            return await self._start_audit(task)
+        async with self._on_chain(task, "disclosed"):
+            await self.ops.disclose(self._account(task), task.task_id, task.round, task.result, task.nonce)
+        self.failpoints.reached("after_disclose", task.key)
+        self.store.patch(task.task_id, task.round, step=Step.DISCLOSED)
+        return True
+
+    async def _start_audit(self, task: NodeTask) -> bool:
+        try:
+            async with self._on_chain(task, "audit_started"):
+                await self.ops.start_audit(self._account(task), task.task_id)
+        except ContractRevert as exc:
+            if exc.name in ("AuditNodesUnavailable", "AuditPoolTooLow"):
+                log.info("[coordinator] audit waits task=%d: %s", task.task_id, exc.name)
+                return False  # refused at the estimate, unsent: tried again within a poll
+            if exc.name != "TaskNotAudited":
+                raise
+            # started by someone else (or mined for us and not yet seen): TaskAuditStarted comes
+        log.info("[coordinator] audited task=%d node=%s", task.task_id, task.node)
+        return False  # the row waits for the auditors' commitments (TaskAuditStarted, then CommitmentsReady)
+
+    async def _upload_sealed(self, task: NodeTask) -> None:
+        """The lone node's files with its result and nonce, once per process (a sealed error has none)."""
+        if task.num_files == 0 or task.key in self._sealed_uploads:
+            return
+        assert task.result is not None and task.nonce is not None
+        files = self.store.read_files(task.task_id, task.round)
+        wait_s = max(1.0, self.clock.seconds_left(task.deadline_chain_s))
+        relay = self._relay_for(task.node)
+        await relay.upload_results(task.task_id, files, wait_s=wait_s, sealed=(task.result, task.nonce))
+        self._sealed_uploads.add(task.key)
+        self.timeline.mark(task.key, "uploaded")
 
     async def _await_decision(self, task: NodeTask) -> bool:
         if not task.is_result_node:
@@ -222,6 +294,7 @@ class RoundDriver:
     def round_ended(self, key: tuple[int, int]) -> None:
         """The round's runner is done: forget what this process kept of it."""
         self._uploaded.discard(key)
+        self._sealed_uploads.discard(f"task={key[0]}:round={key[1]}")
 
     @staticmethod
     def _may_act_late(task: NodeTask) -> bool:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from cluster.atomic_files import read_indexed_files, write_indexed_files
-from cluster.coordinator.round_state import NodeTask, Outcome, Step, TaskCounts
+from cluster.coordinator.round_state import NodeTask, Outcome, Sampling, Step, TaskCounts
 from cluster.durable_sqlite import open_durable
 from cluster.failures import FailureCode
 from cluster.protocol.cards import CardModel
@@ -49,6 +49,9 @@ CREATE TABLE IF NOT EXISTS node_tasks (
     fee_earned TEXT NOT NULL DEFAULT '0',
     failure TEXT,
     failure_code TEXT,
+    audit_rate INTEGER NOT NULL DEFAULT 0,
+    result_after_audit INTEGER NOT NULL DEFAULT 0,
+    is_audited INTEGER NOT NULL DEFAULT 0,
     updated_at REAL NOT NULL,
     PRIMARY KEY (task_id, round)
 );
@@ -62,7 +65,10 @@ CREATE TABLE IF NOT EXISTS result_files (
 );
 CREATE TABLE IF NOT EXISTS pending_caps (
     task_id INTEGER PRIMARY KEY,
-    cap TEXT NOT NULL
+    cap TEXT NOT NULL,
+    task_hash TEXT,
+    audit_rate INTEGER NOT NULL DEFAULT 0,
+    result_after_audit INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS paused_cards (
     card_key TEXT PRIMARY KEY,
@@ -80,7 +86,26 @@ CREATE TABLE IF NOT EXISTS node_accounts (
 """
 # Columns renamed or added since a state directory may have been written (oldest first).
 RENAMED_COLUMNS = {"deadline": "deadline_chain_s"}
-ADDED_COLUMNS = {"failure": "TEXT", "started_chain_s": "REAL", "cap": "TEXT", "failure_code": "TEXT"}
+ADDED_COLUMNS = {
+    "failure": "TEXT", "started_chain_s": "REAL", "cap": "TEXT", "failure_code": "TEXT",
+    "audit_rate": "INTEGER NOT NULL DEFAULT 0", "result_after_audit": "INTEGER NOT NULL DEFAULT 0",
+    "is_audited": "INTEGER NOT NULL DEFAULT 0",
+}  # fmt: skip
+ADDED_PENDING_COLUMNS = {
+    "task_hash": "TEXT", "audit_rate": "INTEGER NOT NULL DEFAULT 0",
+    "result_after_audit": "INTEGER NOT NULL DEFAULT 0",
+}  # fmt: skip
+_BOOL_FIELDS = ("commitments_ready", "result_after_audit", "is_audited")
+
+
+class PendingTask(NamedTuple):
+    """What the farm keeps of a task from its TaskPending (and TaskSampled) until its rounds start: the cap
+    its fee paid for, its hash (an audit's TaskStarted carries none), and its sampling."""
+
+    cap: int
+    task_hash: bytes | None = None
+    audit_rate: int = 0
+    result_after_audit: bool = False
 
 
 _HEX_FIELDS = {"task_hash", "result", "nonce"}
@@ -99,7 +124,7 @@ def _to_row(task: NodeTask) -> dict[str, Any]:
         value = getattr(task, name)
         if name in _HEX_FIELDS and value is not None:
             value = value.hex()
-        elif name in ("commitments_ready",):
+        elif name in _BOOL_FIELDS:
             value = int(value)
         elif name in _BIG_INT_FIELDS and value is not None:
             value = str(value)
@@ -121,7 +146,8 @@ def _from_row(row: sqlite3.Row) -> NodeTask:
             values[name] = bytes.fromhex(values[name])
     values["step"] = Step(values["step"])
     values["outcome"] = Outcome(values["outcome"])
-    values["commitments_ready"] = bool(values["commitments_ready"])
+    for name in _BOOL_FIELDS:
+        values[name] = bool(values[name])
     values["fee_earned"] = int(values["fee_earned"])
     if values["cap"] is not None:
         values["cap"] = int(values["cap"])
@@ -250,10 +276,17 @@ class RoundStore:
                 "SELECT failure_code, COUNT(*) FROM node_tasks WHERE failure_code IS NOT NULL "
                 "GROUP BY failure_code"
             ).fetchall()
+            sampling = self._db.execute(
+                "SELECT SUM(round = 0), SUM(round = 0 AND is_audited), "
+                "SUM(round = 0 AND is_audited AND outcome = ?), SUM(round > 0) "
+                "FROM node_tasks WHERE audit_rate > 0",
+                (Outcome.SLASHED.value,),
+            ).fetchone()
         return TaskCounts(
             by_step={Step(s): n for s, n in by_step},
             by_outcome={Outcome(o): n for o, n in by_outcome},
             by_failure={FailureCode(c): n for c, n in by_failure},
+            by_sampling={kind: n for kind, n in zip(Sampling, sampling, strict=True) if n},
         )
 
     def earnings_wei(self) -> int:
@@ -276,16 +309,43 @@ class RoundStore:
 
     # -- caps of tasks seen pending: what their fee paid for, until they start ----------------------------
 
-    def note_pending(self, task_id: int, cap: int) -> None:
+    def note_pending(self, task_id: int, cap: int, task_hash: bytes | None = None) -> None:
+        self.keep_pending(task_id, PendingTask(cap, task_hash))
+
+    def note_sampled(self, task_id: int, audit_rate: int, result_after_audit: bool) -> None:
+        """The TaskSampled that follows a task's TaskPending."""
         with self._lock:
             self._db.execute(
-                "INSERT OR IGNORE INTO pending_caps (task_id, cap) VALUES (?, ?)", (task_id, str(cap))
+                "UPDATE pending_caps SET audit_rate = ?, result_after_audit = ? WHERE task_id = ?",
+                (audit_rate, int(result_after_audit), task_id),
             )
 
-    def pending_cap(self, task_id: int) -> int | None:
+    def keep_pending(self, task_id: int, pending: PendingTask) -> None:
+        """A pending task as seen (a replayed page keeps the first)."""
+        row = (task_id, str(pending.cap), None if pending.task_hash is None else pending.task_hash.hex(),
+               pending.audit_rate, int(pending.result_after_audit))  # fmt: skip
         with self._lock:
-            row = self._db.execute("SELECT cap FROM pending_caps WHERE task_id = ?", (task_id,)).fetchone()
-        return None if row is None else int(row[0])
+            self._db.execute(
+                "INSERT OR IGNORE INTO pending_caps "
+                "(task_id, cap, task_hash, audit_rate, result_after_audit) VALUES (?, ?, ?, ?, ?)",
+                row,
+            )
+
+    def pending(self, task_id: int) -> PendingTask | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT cap, task_hash, audit_rate, result_after_audit FROM pending_caps WHERE task_id = ?",
+                (task_id,),
+            ).fetchone()
+        if row is None:
+            return None
+        cap, task_hash, audit_rate, result_after_audit = row
+        hash_bytes = None if task_hash is None else bytes.fromhex(task_hash)
+        return PendingTask(int(cap), hash_bytes, audit_rate, bool(result_after_audit))
+
+    def pending_cap(self, task_id: int) -> int | None:
+        pending = self.pending(task_id)
+        return None if pending is None else pending.cap
 
     def forget_pending(self, task_id: int) -> None:
         with self._lock:
@@ -392,6 +452,10 @@ class AccountRegistry:
 
 def _migrate(db: sqlite3.Connection) -> None:
     """Bring a state directory written by an earlier version to the current columns (nothing is lost)."""
+    pending_columns = {row[1] for row in db.execute("PRAGMA table_info(pending_caps)")}
+    for name, kind in ADDED_PENDING_COLUMNS.items():
+        if pending_columns and name not in pending_columns:
+            db.execute(f"ALTER TABLE pending_caps ADD COLUMN {name} {kind}")
     columns = {row[1] for row in db.execute("PRAGMA table_info(node_tasks)")}
     if not columns:
         return  # a new state directory: SCHEMA creates everything

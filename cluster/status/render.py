@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from cluster.coordinator.round_state import TaskCounts
+from cluster.coordinator.round_state import Sampling, TaskCounts
 from cluster.ledger.report import render_totals
 from cluster.status.machines import count_by_state, short_node_id
 from cluster.status.model import (
@@ -152,6 +152,8 @@ def render_task_counts(counts: TaskCounts) -> str:
     line = f"task rounds: {steps}; outcomes: {outcomes}"
     if counts.by_failure:
         line += "; failed: " + ", ".join(f"{code}={n}" for code, n in sorted(counts.by_failure.items()))
+    if counts.by_sampling:
+        line += "; sampled: " + ", ".join(f"{kind}={counts.sampled(kind)}" for kind in Sampling)
     return line
 
 

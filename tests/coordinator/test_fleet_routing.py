@@ -20,7 +20,7 @@ from cluster.coordinator.drivers.fleet import DriverFleet, check_driver_count
 from cluster.coordinator.drivers.guard import Sibling
 from cluster.coordinator.nodes import NodeSet
 from cluster.coordinator.round_state import NodeTask, Step
-from cluster.coordinator.store import RoundStore
+from cluster.coordinator.store import PendingTask, RoundStore
 from cluster.protocol.errors import ArgumentsInvalid
 from cluster.protocol.task import parse_task_args
 from cluster.workers.messages import JobReply, JobRequest
@@ -36,9 +36,9 @@ def event(name: str, task_id: int, log_index: int, **args) -> ChainEvent:
                       tx_hash="0x" + "ab" * 32, address="0x" + "5" * 40, block_time_s=1_000)  # fmt: skip
 
 
-def started(task_id: int, round_: int, node: str, log_index: int) -> ChainEvent:
+def started(task_id: int, round_: int, node: str, log_index: int, task_hash: bytes = HASH) -> ChainEvent:
     return event(Events.TASK_STARTED, task_id, log_index, taskType=0, creator=OUTSIDER, selectedNode=node,
-                 taskHash=HASH, round=round_)  # fmt: skip
+                 taskHash=task_hash, round=round_)  # fmt: skip
 
 
 @pytest.fixture
@@ -54,9 +54,9 @@ def fleet(tmp_path: Path) -> DriverFleet:
 
 def route(
     fleet: DriverFleet, events: list[ChainEvent]
-) -> tuple[dict[int, list[str]], dict[int, dict[int, int]]]:
+) -> tuple[dict[int, list[str]], dict[int, dict[int, PendingTask]]]:
     pages: dict[int, list[ChainEvent]] = defaultdict(list)
-    caps: dict[int, dict[int, int]] = defaultdict(dict)
+    caps: dict[int, dict[int, PendingTask]] = defaultdict(dict)
     with fleet.store.transaction():
         for one in events:
             fleet._route(one, pages, caps)
@@ -77,9 +77,36 @@ def test_each_driver_gets_the_events_of_its_own_rounds_and_the_timing_settings(f
         0: [Events.TASK_STARTED, Events.TASK_TIMEOUT_SET, Events.TASK_RESULT_COMMITMENTS_READY],
         1: [Events.TASK_STARTED, Events.TASK_TIMEOUT_SET, Events.TASK_RESULT_COMMITMENTS_READY],
     }  # a task none of the farm's accounts runs reaches no driver
-    assert caps == {0: {1: 77}, 1: {1: 77}}  # the cap travels with the TaskStarted it belongs to
+    # the cap (and the hash) travel with the TaskStarted they belong to
+    assert caps == {0: {1: PendingTask(77, HASH)}, 1: {1: PendingTask(77, HASH)}}
     assert fleet.store.pending_cap(1) is None  # forgotten once the task's last round started
     assert fleet.routes == {1: {0: first, 1: second}}
+
+
+def test_a_sampled_task_s_sampling_and_hash_reach_its_audit_rounds(fleet):
+    first, second = fleet.coordinator.nodes.accounts[0].address, fleet.coordinator.nodes.accounts[1].address
+    pending = event(Events.TASK_PENDING, 1, 0, taskType=0, creator=OUTSIDER, taskHash=HASH, vramLimit=0,
+                    cap=5, fee=10)  # fmt: skip
+    sampled = event(Events.TASK_SAMPLED, 1, 1, auditRate=10, resultAfterAudit=True)
+    pages, caps = route(fleet, [pending, sampled, started(1, 0, OUTSIDER, 2)])
+    assert pages == {} and fleet.store.pending(1) == PendingTask(5, HASH, 10, True)  # kept for an audit
+    auditors = {"auditor1": first, "auditor2": second}
+    audit_started = event(Events.TASK_AUDIT_STARTED, 1, 6, firstNode=OUTSIDER, **auditors)
+    audit = [event(Events.TASK_AUDIT_DRAWN, 1, 3, isAudited=True),
+             started(1, 1, first, 4, task_hash=bytes(32)), started(1, 2, second, 5, task_hash=bytes(32)),
+             audit_started]  # fmt: skip
+    pages, caps = route(fleet, audit)
+    assert caps == {0: {1: PendingTask(5, HASH, 10, True)}, 1: {1: PendingTask(5, HASH, 10, True)}}
+    assert pages[0] == pages[1] == [Events.TASK_STARTED, Events.TASK_AUDIT_STARTED]
+    assert fleet.store.pending(1) is None  # the audit's last round started
+
+    route(fleet, [event(Events.TASK_PENDING, 2, 0, taskType=0, creator=OUTSIDER, taskHash=HASH, vramLimit=0,
+                        cap=5, fee=10),
+                  event(Events.TASK_SAMPLED, 2, 1, auditRate=10, resultAfterAudit=False),
+                  started(2, 0, first, 2)])  # fmt: skip
+    assert fleet.store.pending(2) is not None
+    pages, _ = route(fleet, [event(Events.TASK_AUDIT_DRAWN, 2, 3, isAudited=False)])
+    assert pages == {0: [Events.TASK_AUDIT_DRAWN]} and fleet.store.pending(2) is None  # no audit will start
 
 
 def test_a_round_s_route_ends_with_its_settlement(fleet):

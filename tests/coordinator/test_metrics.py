@@ -8,7 +8,7 @@ from prometheus_client import generate_latest
 
 from cluster.chain.anvil import free_port
 from cluster.coordinator.metrics import FarmMetrics
-from cluster.coordinator.round_state import Outcome, Step, TaskCounts
+from cluster.coordinator.round_state import Outcome, Sampling, Step, TaskCounts
 from cluster.failures import FailureCode
 from cluster.ledger.model import LedgerAmounts, LedgerTotals
 from cluster.protocol.cards import CardModel
@@ -21,6 +21,7 @@ STATUS = CoordinatorStatus(
         by_step={Step.SELECTED: 2, Step.DONE: 5},
         by_outcome={Outcome.PAID: 4, Outcome.SLASHED: 1},
         by_failure={FailureCode.MODEL_NOT_AVAILABLE: 2, FailureCode.CONTRACT_REVERT: 1},
+        by_sampling={Sampling.SAMPLED: 9, Sampling.AUDITED: 2, Sampling.AUDIT_FAILED: 1},
     ),
     earned_wei=1_500_000_000_000_000_000,
     num_running_rounds=2,
@@ -58,6 +59,9 @@ def test_metrics_reflect_status_chain_and_workers():
         "helium_model_download_failures 2.0",
         "helium_rounds_waiting_for_disk 1.0",
         'helium_task_rounds{step="committed"} 0.0',  # every step is shown, an empty one as 0
+        'helium_sampled_rounds{kind="sampled"} 9.0',
+        'helium_sampled_rounds{kind="audit_failed"} 1.0',
+        'helium_sampled_rounds{kind="audit_rounds"} 0.0',
     ]:
         assert line in text, line
     assert 'helium_gpu_utilization_ratio{worker="w-1"}' not in text  # a CPU slot has no GPU to report

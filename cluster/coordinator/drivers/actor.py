@@ -40,7 +40,7 @@ from cluster.coordinator.drivers.summary import RoundsSummary
 from cluster.coordinator.nodes import NodeSet
 from cluster.coordinator.round_state import NodeTask
 from cluster.coordinator.rounds import RoundDriver, relay_session
-from cluster.coordinator.store import RoundStore
+from cluster.coordinator.store import PendingTask, RoundStore
 from cluster.failpoints import NO_FAILPOINTS, Failpoints
 from cluster.failures import log_retried_failure
 from cluster.protocol.cards import CardModel
@@ -136,12 +136,12 @@ class DriverService:
     async def _guard(self, task: NodeTask) -> bool:
         return await ask(self.host.guard_holds.remote(task))
 
-    async def apply(self, pages: list[list[ChainEvent]], caps: dict[int, int]) -> None:
-        """The events of this driver's rounds, page by page as the coordinator read them; the caps of the
-        tasks they start (the coordinator keeps the TaskPending events)."""
+    async def apply(self, pages: list[list[ChainEvent]], pending: dict[int, PendingTask]) -> None:
+        """The events of this driver's rounds, page by page as the coordinator read them; what the farm saw
+        pending of the tasks they start (the coordinator keeps the TaskPending and TaskSampled events)."""
         with self.store.transaction():
-            for task_id, cap in caps.items():
-                self.store.note_pending(task_id, cap)
+            for task_id, seen in pending.items():
+                self.store.keep_pending(task_id, seen)
         for page in pages:
             await self.shard.apply(page)
 

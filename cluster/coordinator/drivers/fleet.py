@@ -6,7 +6,8 @@ and hands every driver the events of its own rounds: a TaskStarted to the driver
 the task's later events to the drivers of the farm's rounds of that task (``routes``), the timing settings
 to all. A page a driver could not take is read again at the next poll, for every driver (applying an event
 twice changes nothing). The routes are rebuilt from the drivers' unsettled rows when the coordinator starts.
-The caps of pending tasks stay with the coordinator's store and travel with the TaskStarted they belong to.
+What the farm keeps of pending tasks (cap, hash, sampling) stays in the coordinator's store and travels
+with the TaskStarted it belongs to.
 
 Drivers run on the coordinator's machine (their journals and rows are in its state directory, which a
 restarted driver must find again), as detached actors that outlive a restart of the coordinator's actor.
@@ -32,9 +33,11 @@ from cluster.chain.contracts import NODES_PER_TASK
 from cluster.chain.events import ChainEvent
 from cluster.chain.sender import SentTx, TxRequest
 from cluster.chain.task_events import (
+    AuditDrawn,
     TaskAborted,
     TaskNodeSettled,
     TaskPending,
+    TaskSampled,
     TaskStarted,
     task_event,
     timing_event,
@@ -46,7 +49,7 @@ from cluster.coordinator.drivers.guard import Sibling
 from cluster.coordinator.drivers.summary import RoundsSummary, merge
 from cluster.coordinator.funds.book import BalanceBook
 from cluster.coordinator.round_state import NodeTask
-from cluster.coordinator.store import RoundStore
+from cluster.coordinator.store import PendingTask, RoundStore
 from cluster.ledger.follow import LedgerFollower
 from cluster.protocol.cards import CardModel
 from cluster.workers.messages import JobReply, JobRequest
@@ -209,18 +212,21 @@ class DriverFleet:
 
     async def apply(self, events: list[ChainEvent]) -> None:
         pages: dict[int, list[ChainEvent]] = defaultdict(list)
-        caps: dict[int, dict[int, int]] = defaultdict(dict)
+        pending: dict[int, dict[int, PendingTask]] = defaultdict(dict)
         with self.store.transaction():
             for event in events:
-                self._route(event, pages, caps)
+                self._route(event, pages, pending)
         await asyncio.gather(
-            *(self.handles[index].apply.remote([page], caps[index]) for index, page in pages.items())
+            *(self.handles[index].apply.remote([page], pending[index]) for index, page in pages.items())
         )
         while len(self.routes) > MAX_ROUTED_TASKS:
             self.routes.pop(next(iter(self.routes)))
 
     def _route(
-        self, event: ChainEvent, pages: dict[int, list[ChainEvent]], caps: dict[int, dict[int, int]]
+        self,
+        event: ChainEvent,
+        pages: dict[int, list[ChainEvent]],
+        pending: dict[int, dict[int, PendingTask]],
     ) -> None:
         if timing_event(event) is not None:
             for index in range(self.num_drivers):
@@ -230,21 +236,24 @@ class DriverFleet:
         if typed is None:
             return
         if isinstance(typed, TaskPending):
-            self.store.note_pending(typed.task_id, typed.cap)
+            self.store.note_pending(typed.task_id, typed.cap, typed.task_hash)
+            return
+        if isinstance(typed, TaskSampled):
+            self.store.note_sampled(typed.task_id, typed.audit_rate, typed.result_after_audit)
             return
         if isinstance(typed, TaskStarted):
-            cap = self.store.pending_cap(typed.task_id)
-            if typed.round == NODES_PER_TASK - 1:  # its rounds start together: the last one's event ends it
+            seen = self.store.pending(typed.task_id)
+            if typed.round == NODES_PER_TASK - 1:  # the last round to start (ChainWatch._started) ends it
                 self.store.forget_pending(typed.task_id)
             if typed.node in self.coordinator.nodes:
                 index = self._driver_of(typed.node)
                 self.routes.setdefault(typed.task_id, {})[typed.round] = typed.node
                 pages[index].append(event)
-                if cap is not None:
-                    caps[index][typed.task_id] = cap
+                if seen is not None:
+                    pending[index][typed.task_id] = seen
             return
-        if isinstance(typed, TaskAborted):  # a queued task cancelled or evicted never starts
-            self.store.forget_pending(typed.task_id)
+        if isinstance(typed, TaskAborted) or (isinstance(typed, AuditDrawn) and not typed.is_audited):
+            self.store.forget_pending(typed.task_id)  # no (more) rounds will start
         rounds = self.routes.get(typed.task_id)
         if not rounds:
             return

@@ -129,6 +129,8 @@ class RoundRunners:
         soon_s = max(self.poll_interval_s, 1.0)
         if task.failure is None and task.step in (Step.SELECTED, Step.EXECUTED, Step.ERROR_FOUND):
             return soon_s
+        if task.failure is None and task.awaits_draw:  # the draw's block, or two nodes free for an audit
+            return soon_s
         return min(MAX_IDLE_S, max(soon_s, self.driver.clock.seconds_left(task.deadline_chain_s)))
 
     def _record_failure(self, task: NodeTask, exc: Exception) -> bool:

@@ -28,15 +28,22 @@ def merge(summaries: Iterable[RoundsSummary]) -> RoundsSummary:
     by_step: Counter = Counter()
     by_outcome: Counter = Counter()
     by_failure: Counter = Counter()
+    by_sampling: Counter = Counter()
     earned: Counter = Counter()
     for summary in summaries:
         by_step.update(summary.counts.by_step)
         by_outcome.update(summary.counts.by_outcome)
         by_failure.update(summary.counts.by_failure)
+        by_sampling.update(summary.counts.by_sampling)
         earned.update(summary.earnings_by_node)
     selected = [s.last_selected_chain_s for s in summaries if s.last_selected_chain_s is not None]
     return RoundsSummary(
-        counts=TaskCounts(by_step=dict(by_step), by_outcome=dict(by_outcome), by_failure=dict(by_failure)),
+        counts=TaskCounts(
+            by_step=dict(by_step),
+            by_outcome=dict(by_outcome),
+            by_failure=dict(by_failure),
+            by_sampling=dict(by_sampling),
+        ),
         earnings_by_node=dict(earned),
         last_selected_chain_s=max(selected, default=None),
         busy_nodes=frozenset().union(*(s.busy_nodes for s in summaries)),
