@@ -148,17 +148,31 @@ class RelayClient:
         response = await self._until_ready(request, wait_s, f"download args of task {task_id}")
         return response.json()["data"]["task_args"]
 
-    async def upload_results(self, task_id: int, files: list[bytes], *, wait_s: float = 60.0) -> None:
+    async def upload_results(
+        self,
+        task_id: int,
+        files: list[bytes],
+        *,
+        wait_s: float = 60.0,
+        sealed: tuple[bytes, bytes] | None = None,
+    ) -> None:
+        """Uploads the task's result files: the result node's, after the task's TaskSuccess; or, with
+        ``sealed=(result, nonce)``, a sampled task's first node's early upload, before its decision, which
+        the relay checks against round 0's commitment on chain (docs/relay.md, "Sampled tasks"). The early
+        upload is answered "not yet", and retried, until the relay has seen that commitment."""
         digests = file_digests(files)
+        opened = {} if sealed is None else {"result": "0x" + sealed[0].hex(), "nonce": "0x" + sealed[1].hex()}
 
         def request() -> RelayRequest:
             path = f"/v1/inference_tasks/{task_id}/results"
-            params = bound_params("POST", path, {"task_id": task_id}, files_sha256=digests)
+            params = bound_params("POST", path, {"task_id": task_id, **opened}, files_sha256=digests)
             timestamp, signature = self._sign(params)
             fields = {"timestamp": str(timestamp), "signature": signature, "files_sha256": ",".join(digests)}
+            fields.update(opened)  # after files_sha256, before the files
             return RelayRequest("POST", f"{self.base_url}{path}", fields=fields, files=files)
 
-        await self._until_ready(request, wait_s, f"upload results of task {task_id}")
+        what = "early upload" if sealed is not None else "upload"
+        await self._until_ready(request, wait_s, f"{what} results of task {task_id}")
 
     async def get_result(self, task_id: int, index: int, *, wait_s: float = 60.0) -> bytes:
         def request() -> RelayRequest:

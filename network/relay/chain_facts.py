@@ -19,7 +19,7 @@ import time
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection
 
-from cluster.chain.contracts import NodeStatus
+from cluster.chain.contracts import NodeStatus, Validation
 from network.relay import schema
 from network.relay.schema import PHASE_COUNTER, Counter, TaskPhase, TaskState
 
@@ -75,6 +75,29 @@ class ChainFacts:
             .where(TASKS.c.task_id == task_id)
             .values(selected_nodes=json.dumps(selected, sort_keys=True), state=state)
         )
+
+    def saw_sampled(self, task_id: int, result_after_audit: bool) -> None:
+        """TaskSampled: one node, audited by two more when the draw says so (issue 28)."""
+        sampled = Validation.SAMPLED_RESULT_AFTER_AUDIT if result_after_audit else Validation.SAMPLED
+        self._set(task_id, validation=int(sampled))
+
+    def saw_first_commitment(self, task_id: int, commitment: bytes) -> None:
+        """Round 0's commitment, kept for a sampled task only (a Full task's early upload is refused)."""
+        self.conn.execute(
+            update(TASKS)
+            .where(TASKS.c.task_id == task_id, TASKS.c.validation.is_not(None))
+            .values(commitment="0x" + commitment.hex())
+        )
+
+    def saw_audit(self, task_id: int) -> None:
+        """TaskAuditStarted: rounds 1 and 2 are selected (their TaskStarted came first, in the same page)."""
+        self._set(task_id, audited=True)
+
+    def _set(self, task_id: int, **values: object) -> None:
+        if self._state(task_id) is None:
+            log.warning("[relay] event for a task never seen skipped task_id=%d", task_id)
+            return
+        self.conn.execute(update(TASKS).where(TASKS.c.task_id == task_id).values(**values))
 
     def saw_success(self, task_id: int, result: bytes, result_node: str, at: float | None = None) -> None:
         if self._state(task_id) is None:

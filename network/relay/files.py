@@ -1,5 +1,8 @@
 """Task files on local disk: ``<root>/<task_id>/args.json`` and ``<root>/<task_id>/results/<index>``,
-each written atomically (cluster.atomic_files), so a reader or a restart sees whole files or none.
+each written atomically (cluster.atomic_files), so a reader or a restart sees whole files or none. A
+sampled task's first node may upload before the task's decision: those files go to
+``<root>/<task_id>/early/<index>``, a set of their own, so that the result node's upload after a decision
+that differs from them never has to replace a set in place.
 """
 
 from __future__ import annotations
@@ -30,8 +33,8 @@ class FileStore:
     def args_path(self, task_id: int) -> Path:
         return self.task_dir(task_id) / "args.json"
 
-    def result_path(self, task_id: int, index: int) -> Path:
-        return self.task_dir(task_id) / "results" / str(index)
+    def result_path(self, task_id: int, index: int, *, early: bool = False) -> Path:
+        return self.task_dir(task_id) / ("early" if early else "results") / str(index)
 
     def write_args(self, task_id: int, data: bytes) -> None:
         write_file(self.args_path(task_id), data)
@@ -51,9 +54,10 @@ class FileStore:
             raise
         return True
 
-    def stage_results(self, task_id: int) -> StagedResults:
-        """A staging folder for result files that arrive one by one (``StagedResults``)."""
-        return StagedResults(self.task_dir(task_id) / "results")
+    def stage_results(self, task_id: int, *, early: bool = False) -> StagedResults:
+        """A staging folder for result files that arrive one by one (``StagedResults``); ``early``: a
+        sampled task's first node's, uploaded before the decision."""
+        return StagedResults(self.task_dir(task_id) / ("early" if early else "results"))
 
     def read_result(self, task_id: int, index: int) -> bytes:
         return self.result_path(task_id, index).read_bytes()
@@ -61,8 +65,8 @@ class FileStore:
     async def read_args_async(self, task_id: int) -> bytes:
         return await _read(self.args_path(task_id))
 
-    async def read_result_async(self, task_id: int, index: int) -> bytes:
-        return await _read(self.result_path(task_id, index))
+    async def read_result_async(self, task_id: int, index: int, *, early: bool = False) -> bytes:
+        return await _read(self.result_path(task_id, index, early=early))
 
     def delete_task(self, task_id: int) -> None:
         shutil.rmtree(self.task_dir(task_id), ignore_errors=True)

@@ -20,7 +20,16 @@ from web3 import AsyncWeb3
 from cluster.chain.contracts import Events, NodeStatus
 from cluster.chain.events import ChainEvent, EventDecoder, LogPager
 from cluster.chain.rpc import RpcClient, hex_int
-from cluster.chain.task_events import TaskAborted, TaskPending, TaskStarted, TaskSuccess, task_event
+from cluster.chain.task_events import (
+    AuditStarted,
+    CommitmentSubmitted,
+    TaskAborted,
+    TaskPending,
+    TaskSampled,
+    TaskStarted,
+    TaskSuccess,
+    task_event,
+)
 from cluster.failures import Failure, classify
 from network.relay.chain_facts import ChainFacts
 from network.relay.lease import FollowerLease
@@ -132,11 +141,19 @@ def apply_event(facts: ChainFacts, event: ChainEvent) -> None:
             p = pending
             facts.saw_task(p.task_id, p.task_type, p.creator, p.task_hash, p.cap)
             facts.task_phase_changed(TaskPhase.NONE, TaskPhase.QUEUED)
+        case TaskSampled() as sampled:  # right after its TaskPending, in the same transaction
+            facts.saw_sampled(sampled.task_id, sampled.result_after_audit)
         case TaskStarted() as started:
-            facts.saw_task(started.task_id, started.task_type, started.creator, started.task_hash)
+            # An audit's rounds 1 and 2 start with a zero hash (TaskPending has the task's): it names no task.
+            if any(started.task_hash):
+                facts.saw_task(started.task_id, started.task_type, started.creator, started.task_hash)
             facts.saw_selection(started.task_id, started.round, started.node)
-            if started.round == 0:  # one start emits one TaskStarted per round
+            if started.round == 0:  # one start emits one TaskStarted per round it selects
                 facts.task_phase_changed(TaskPhase.QUEUED, TaskPhase.RUNNING)
+        case CommitmentSubmitted() as committed if committed.round == 0:
+            facts.saw_first_commitment(committed.task_id, committed.commitment)
+        case AuditStarted() as audit:
+            facts.saw_audit(audit.task_id)
         case TaskSuccess() as success:
             facts.saw_success(success.task_id, success.result, success.result_node, at)
             facts.task_phase_changed(TaskPhase.RUNNING, TaskPhase.SUCCEEDED)

@@ -34,6 +34,19 @@ tasks = Table(
     Column("ended_at", Float, nullable=True, index=True),
     # TaskPending's cap (num_images / max_new_tokens the fee was priced for); NULL when first seen otherwise.
     Column("cap", BigInteger, nullable=True),
+    # Sampled audits (issue 28), all NULL for a Full task and for rows written before them:
+    # the task's Validation (TaskSampled: 1 Sampled, 2 SampledResultAfterAudit)
+    Column("validation", Integer, nullable=True),
+    Column(
+        "commitment", String(66), nullable=True
+    ),  # round 0's, of a sampled task: what an early upload opens
+    Column(
+        "audited", Boolean, nullable=True
+    ),  # TaskAuditStarted seen: the readers of the arguments are final
+    # The first node's early upload (docs/relay.md, "Sampled tasks"): its files (in ``early/``, beside
+    # ``results/``) and the result they were checked against, which decides when they are served.
+    Column("early_result", Text, nullable=True),
+    Column("num_early_files", Integer, nullable=True),
 )
 
 cursors = Table(

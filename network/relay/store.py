@@ -34,6 +34,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from cluster.chain.contracts import Validation
 from network.relay import schema
 from network.relay.chain_facts import ChainFacts
 from network.relay.schema import Counter, TaskState
@@ -76,10 +77,27 @@ class TaskRecord:
     ended_at: float | None
     cap: int | None = None
     args_uploaded_at: float | None = None  # None: not uploaded, or stored before the relay kept the time
+    validation: Validation = Validation.FULL
+    commitment: bytes | None = None  # round 0's, of a sampled task
+    audited: bool = False  # a sampled task's audit started: its rounds 1 and 2 are selected
+    early_result: bytes | None = None  # the result the first node's early files were checked against
+    num_early_files: int = 0
 
     @property
     def readers_of_args(self) -> set[str]:
         return {self.creator, *self.selected_nodes.values()}
+
+    @property
+    def is_sampled(self) -> bool:
+        return self.validation is not Validation.FULL
+
+    @property
+    def readers_are_final(self) -> bool:
+        """No node can join the readers of the arguments any more: a running sampled task gains two when
+        its audit starts, so one that asks before the relay saw that is answered "not yet", not refused."""
+        if self.state is TaskState.PENDING:
+            return False
+        return not (self.is_sampled and self.state is TaskState.RUNNING and not self.audited)
 
 
 def _record(row: Any) -> TaskRecord:
@@ -98,6 +116,11 @@ def _record(row: Any) -> TaskRecord:
         ended_at=row.ended_at,
         cap=row.cap,
         args_uploaded_at=row.args_uploaded_at,
+        validation=Validation(row.validation or 0),
+        commitment=None if row.commitment is None else bytes.fromhex(row.commitment[2:]),
+        audited=bool(row.audited),
+        early_result=None if row.early_result is None else bytes.fromhex(row.early_result),
+        num_early_files=row.num_early_files or 0,
     )
 
 
@@ -299,6 +322,18 @@ class RelayStore:
             known = claimed or conn.scalar(select(tasks.c.task_id).where(tasks.c.task_id == task_id))
             if known is None:
                 raise KeyError(f"task {task_id} was not seen on chain")
+        return claimed == 1
+
+    def mark_early_results_uploaded(self, task_id: int, result: bytes, num_files: int) -> bool:
+        """Record a sampled task's early files once, with the result they were checked against: False
+        when a set was already recorded (a retry, or a racing replica: the commitment binds one result)."""
+        tasks = schema.tasks
+        with self.engine.begin() as conn:
+            claimed = conn.execute(
+                update(tasks)
+                .where(tasks.c.task_id == task_id, func.coalesce(tasks.c.num_early_files, 0) == 0)
+                .values(num_early_files=num_files, early_result=result.hex())
+            ).rowcount
         return claimed == 1
 
     # -- retention ----------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from cluster.chain.contracts import Validation
 from cluster.protocol.errors import ArgumentsInvalid
 from cluster.protocol.hashes import task_hash
 from cluster.protocol.results import ResultFilesInvalid, check_result_files
@@ -88,11 +89,14 @@ async def download_args(
     task = await relay.seen_async(task_id)
     what = "only the creator and the selected nodes read the arguments"
     params = bound_params("GET", f"/v1/inference_tasks/{task_id}", {"task_id": task_id})
-    if task.state is TaskState.PENDING:
-        # Queued: its nodes are not chosen yet, and a node asking now may be chosen when it starts.
+    if not task.readers_are_final:
+        # Queued: its nodes are not chosen yet, and a node asking now may be chosen when it starts. A
+        # running sampled task: an audit's two nodes may be selected in a block the relay has not read yet.
         signer = relay.signer_of(params, timestamp, signature, None, what)
         if signer not in task.readers_of_args:
-            raise not_yet(f"task {task_id} is queued: its nodes have not been selected yet")
+            if task.state is TaskState.PENDING:
+                raise not_yet(f"task {task_id} is queued: its nodes have not been selected yet")
+            raise not_yet(f"task {task_id} is sampled: the relay has not seen an audit select its nodes")
     relay.signer_of(params, timestamp, signature, task.readers_of_args, what)
     if not task.args_uploaded:
         raise not_yet(f"the arguments of task {task_id} have not been uploaded yet")
@@ -103,24 +107,45 @@ async def download_args(
 @router.post("/{task_id}/results", response_model=Envelope, openapi_extra=RESULTS_FORM_SCHEMA)
 async def upload_results(task_id: TaskId, request: Request, relay: RelayDep) -> dict[str, Any]:
     task = await relay.seen_async(task_id)
-    if task.state is not TaskState.SUCCEEDED or task.result_node is None or task.result is None:
+    is_validated = task.state is TaskState.SUCCEEDED and task.result_node is not None
+    if not (is_validated or task.is_sampled):  # a sampled task's first node may upload early (its form says)
         raise RelayError(409, f"task {task_id} has no validated result on chain yet")
-    staged = await receive_results(request, task, relay)  # signed, declared and hashed as they came
+    received = await receive_results(request, task, relay)  # signed, declared and hashed as they came
+    staged = received.staged
     try:
-        num_files = await asyncio.to_thread(_keep_results, relay, task, staged)
+        if received.early_result is None:
+            num_files = await asyncio.to_thread(_keep_results, relay, task, staged)
+        else:
+            num_files = await asyncio.to_thread(
+                _keep_early_results, relay, task, staged, received.early_result
+            )
     finally:
         await asyncio.to_thread(staged.discard)
     return envelope("results stored", {"num_files": num_files})
 
 
+def _keep_early_results(relay: RelayAccess, task: TaskRecord, staged: StagedResults, result: bytes) -> int:
+    """Check a sampled task's early files against the result that opened its commitment, then keep them
+    with that result (unless a set is there: the commitment binds one result, so it is the same)."""
+    try:
+        check_result_files(task.task_type, result, staged.read_all())
+    except ResultFilesInvalid as exc:
+        raise RelayError(400, f"the uploaded files do not match the sealed result: {exc}") from None
+    if task.num_early_files == 0:
+        staged.commit()
+        relay.store.mark_early_results_uploaded(task.task_id, result, staged.num_files)
+    return staged.num_files
+
+
 def _keep_results(relay: RelayAccess, task: TaskRecord, staged: StagedResults) -> int:
-    """Check the staged files against the result on chain, then keep them (unless a set is there)."""
+    """Check the staged files against the result on chain, then keep them (unless a set is there, or the
+    early set of a sampled task was checked against this very result)."""
     assert task.result is not None
     try:
         check_result_files(task.task_type, task.result, staged.read_all())
     except ResultFilesInvalid as exc:
         raise RelayError(400, f"the uploaded files do not match the result on chain: {exc}") from None
-    if task.num_result_files == 0:
+    if task.num_result_files == 0 and not _early_files_are_the_result(task):
         # Racing uploads (a retry, or two replicas): the first whole set renamed into place is the one
         # kept; every racer answers 200, since each upload matched the result on chain.
         staged.commit()
@@ -141,9 +166,26 @@ async def download_result(
         "GET", f"/v1/inference_tasks/{task_id}/results/{index}", {"task_id": task_id, "index": index}
     )
     relay.signer_of(params, timestamp, signature, {task.creator}, "only the task's creator reads results")
-    if task.num_result_files == 0:
+    early = task.num_result_files == 0 and _early_files_served(task)
+    num_files = task.num_early_files if early else task.num_result_files
+    if num_files == 0:
         raise not_yet(f"the results of task {task_id} have not been uploaded yet")
-    if index >= task.num_result_files:
-        raise RelayError(400, f"task {task_id} has {task.num_result_files} result files; no index {index}")
+    if index >= num_files:
+        raise RelayError(400, f"task {task_id} has {num_files} result files; no index {index}")
     media = "application/json" if task.task_type == TaskType.GPT else "image/png"
-    return Response(await relay.files.read_result_async(task_id, index), media_type=media)
+    return Response(await relay.files.read_result_async(task_id, index, early=early), media_type=media)
+
+
+def _early_files_are_the_result(task: TaskRecord) -> bool:
+    return task.num_early_files > 0 and task.state is TaskState.SUCCEEDED and task.early_result == task.result
+
+
+def _early_files_served(task: TaskRecord) -> bool:
+    """A sampled task's early files go to its creator once the decision's result is theirs, and before any
+    decision when the creator asked for its result early (Sampled); never after a decision that differs
+    (the audit found the first node wrong: the result node's upload is served) or an abort."""
+    if task.num_early_files == 0:
+        return False
+    if task.state is TaskState.RUNNING:
+        return task.validation is Validation.SAMPLED
+    return _early_files_are_the_result(task)
