@@ -29,7 +29,7 @@ POOL = 5 * 10**18
 
 def create_sampled(w3, deployment, args: str, validation: Validation = Validation.SAMPLED) -> int:
     task = deployment.bind(w3).contract("Task")
-    cap = task_cap(parse_task_args(TaskType.GPT, args)) if "tiny-lm" in args else 1
+    cap = task_cap(parse_task_args(TaskType.GPT, args))
     tx = task.functions.createTaskWithValidation(
         int(TaskType.GPT), task_hash(args), b"\0" * 32, 0, cap, int(validation)
     ).transact({"from": APP.address, "value": FEE})
