@@ -3,7 +3,8 @@
     async with ApplicationClient(rpc_url, deployment, relay_url, account, state_dir) as app:
         task_id, files = await app.run(TaskType.GPT, args_json, request_id="chat-42")
 
-Money moves only through ``createTask`` (the fee, as msg.value) and ``cancelTask`` (refunds), both sent
+Money moves only through ``createTask`` / ``createTaskWithValidation`` (the fee, as msg.value; the
+latter for a sampled task, issue 28) and ``cancelTask`` (refunds), both sent
 by the exactly-once ``TxSender`` whose journal lives in ``state_dir`` beside the request records
 (``submissions.py``): a request id creates at most one task, across crashes and restarts. See
 docs/application.md for the fee rule and the guarantees.
@@ -25,7 +26,7 @@ from eth_account.signers.local import LocalAccount
 from web3 import AsyncWeb3
 
 from cluster.chain.artifacts import all_abis, load_artifact
-from cluster.chain.contracts import Events
+from cluster.chain.contracts import Events, Validation
 from cluster.chain.deploy import Deployment
 from cluster.chain.revert import ContractRevert
 from cluster.chain.rpc import connect
@@ -39,13 +40,14 @@ from network.app.errors import (
     ArgumentsNotDelivered,
     ContractRejected,
     RequestConflict,
+    SampledFeeTooHigh,
     TaskAbortedError,
     TaskTimeout,
     WrongChain,
     rejected,
 )
 from network.app.models import Submission, TaskOutcome
-from network.app.pricing import PricePolicy
+from network.app.pricing import AuditTerms, PricePolicy
 from network.app.submissions import RequestRecord, SubmissionStore
 from network.app.verify import expected_file_count, verify_files
 from network.app.watch import ProgressCallback, TaskLogReader, TaskTrace, TaskWatcher
@@ -98,6 +100,7 @@ class ApplicationClient:
         )
         self.requests = SubmissionStore(state / "requests.db")
         self.task = self._contract("Task")
+        self.node = self._contract("Node")
         self.queue = self._contract("TaskQueue")
         self.relay = RelayClient(
             relay_url,
@@ -132,15 +135,33 @@ class ApplicationClient:
         """The run time the TaskQueue contract estimates for a task: base[type] + perUnit[type] * cap."""
         return await self.queue.functions.estimatedMs(int(task_type), cap).call()
 
-    async def quote(self, task_type: TaskType, task_args_json: str) -> int:
-        """The default fee of a task, in wei (``PricePolicy.fee_for`` of the chain's estimate)."""
+    async def quote(
+        self, task_type: TaskType, task_args_json: str, *, validation: Validation = Validation.FULL
+    ) -> int:
+        """The default fee of a task, in wei: ``PricePolicy.fee_for`` of the chain's estimate (three runs)
+        for Full validation; a sampled task pays one run (a third of it) and the audit premium,
+        ``p (1 + 2(1+m)/N)`` at the chain's audit rate N (the Full fee when N is 1)."""
         args = parse_task_args(task_type, task_args_json)
-        return await self._default_fee(task_type, task_cap(args))
+        terms = await self.audit_terms() if Validation(validation) != Validation.FULL else None
+        return await self._default_fee(task_type, task_cap(args), terms)
 
-    async def _default_fee(self, task_type: TaskType, cap: int) -> int:
-        """The price policy's fee for the chain's estimate, and never below the chain's minimum fee."""
+    async def audit_terms(self) -> AuditTerms:
+        """The chain's terms for sampled tasks now: the audit rate, the margin, the node stake."""
+        rate, margin, stake = await asyncio.gather(
+            self.task.functions.auditRate().call(),
+            self.task.functions.AUDIT_MARGIN_BPS().call(),
+            self.node.functions.nodeStake().call(),
+        )
+        return AuditTerms(audit_rate=rate, margin_bps=margin, node_stake_wei=stake)
+
+    async def _default_fee(self, task_type: TaskType, cap: int, sampled: AuditTerms | None = None) -> int:
+        """The price policy's fee for the chain's estimate (a sampled one's when ``sampled`` samples), and
+        never below the chain's minimum fee."""
         minimum = await self.task.functions.minTaskFee().call()
-        return max(minimum, self.settings.price.fee_for(await self.estimated_ms(task_type, cap)))
+        fee = self.settings.price.fee_for(await self.estimated_ms(task_type, cap))
+        if sampled is not None and sampled.samples:
+            fee = sampled.sampled_fee_for_full(fee)
+        return max(minimum, fee)
 
     # -- submitting ----------------------------------------------------------------------------------------
 
@@ -152,14 +173,16 @@ class ApplicationClient:
         fee_wei: int | None = None,
         vram_limit: int = 0,
         request_id: str | None = None,
+        validation: Validation = Validation.FULL,
     ) -> int:
         """Create the task (paying the fee) and upload its arguments; returns the task id.
 
         See ``submit_request``, which also returns the request id and the fee that was paid.
         """
         submission = await self.submit_request(
-            task_type, task_args_json, fee_wei=fee_wei, vram_limit=vram_limit, request_id=request_id
-        )
+            task_type, task_args_json, fee_wei=fee_wei, vram_limit=vram_limit, request_id=request_id,
+            validation=validation,
+        )  # fmt: skip
         return submission.task_id
 
     async def submit_request(
@@ -170,8 +193,16 @@ class ApplicationClient:
         fee_wei: int | None = None,
         vram_limit: int = 0,
         request_id: str | None = None,
+        validation: Validation = Validation.FULL,
     ) -> Submission:
         """Create the task for ``request_id`` unless it exists already, then upload the arguments.
+
+        ``validation`` (issue 28): FULL (the default) runs the task on three nodes, as ``createTask``
+        always did; SAMPLED runs it on one node, audited by two more 1 time in the chain's audit rate N,
+        for about 1/3 (1 + 2.2/N) of the Full fee; SAMPLED_RESULT_AFTER_AUDIT is SAMPLED whose result
+        the relay serves only after the task's decision. At N = 1 a sampled request is a Full task at
+        the Full fee. The fee (given or the default) is checked against the network's bound on a
+        sampled run's pay, ``nodeStake / (2 N)``, before anything is sent: ``SampledFeeTooHigh``.
 
         Calling again with the same request id (in this process or after a restart on the same state
         dir) never creates a second task: it finishes what the first call left (the transaction, the
@@ -183,6 +214,7 @@ class ApplicationClient:
         with the same request id to retry the upload), ``TxTimeout`` (call again to keep waiting).
         """
         task_type = TaskType(task_type)  # the door: a plain 0 or 1 is taken too, anything else refused
+        validation = Validation(validation)
         args = parse_task_args(task_type, task_args_json)  # before anything costs money
         if vram_limit < 0 or (fee_wei is not None and fee_wei <= 0):
             raise ValueError(f"{vram_limit=} must be >= 0 and {fee_wei=} > 0")
@@ -193,12 +225,23 @@ class ApplicationClient:
             record = self.requests.get(request_id)
             if record is None:
                 cap = task_cap(args)
+                terms = await self.audit_terms() if validation != Validation.FULL else None
                 if fee_wei is None:
-                    fee_wei = await self._default_fee(task_type, cap)
+                    fee_wei = await self._default_fee(task_type, cap, terms)
+                audit_rate = 1
+                if terms is not None and terms.samples:
+                    audit_rate = terms.audit_rate
+                    if terms.run_pay(fee_wei) > terms.max_run_pay_wei:
+                        raise SampledFeeTooHigh(
+                            fee_wei, terms.run_pay(fee_wei), terms.max_run_pay_wei, terms.audit_rate
+                        )
                 record = self.requests.add(
-                    RequestRecord(request_id, task_type, digest, task_args_json, fee_wei, vram_limit, cap)
-                )
-            record.check_same_request(task_type, digest, fee_wei, vram_limit)
+                    RequestRecord(
+                        request_id, task_type, digest, task_args_json, fee_wei, vram_limit, cap,
+                        validation=validation, audit_rate=audit_rate,
+                    )
+                )  # fmt: skip
+            record.check_same_request(task_type, digest, fee_wei, vram_limit, validation)
             return await self._finish(record)
 
     def pending(self) -> list[str]:
@@ -234,6 +277,8 @@ class ApplicationClient:
             cap=record.cap,
             block_number=record.block_number,
             tx_hash=record.tx_hash,
+            validation=record.validation,
+            audit_rate=record.audit_rate,
         )
 
     async def _upload_args(self, record: RequestRecord) -> None:
@@ -289,9 +334,12 @@ class ApplicationClient:
             return record.task_id
 
     async def _create(self, record: RequestRecord) -> RequestRecord:
+        """createTask, or createTaskWithValidation for a request priced as sampled (at N > 1)."""
+        action = "createTaskWithValidation" if record.is_sampled else "createTask"
+        sampled_args = (int(record.validation),) if record.is_sampled else ()
         request = TxRequest.call(
-            self.task, "createTask", record.task_type, record.task_hash, ZERO_DATA_HASH,
-            record.vram_limit, record.cap, value_wei=record.fee_wei,
+            self.task, action, record.task_type, record.task_hash, ZERO_DATA_HASH,
+            record.vram_limit, record.cap, *sampled_args, value_wei=record.fee_wei,
         )  # fmt: skip
         try:
             sent = await self.sender.send(self.account, request, key=record.idempotency_key)
@@ -300,7 +348,11 @@ class ApplicationClient:
                 self.requests.mark_rejected(record.request_id)  # the key is spent on chain
             else:
                 self.requests.delete(record.request_id)  # nothing reached the chain: the id may be retried
-            raise rejected("createTask", exc) from None
+            terms = None
+            if record.is_sampled:
+                margin = await self.task.functions.AUDIT_MARGIN_BPS().call()
+                terms = AuditTerms(audit_rate=record.audit_rate, margin_bps=margin, node_stake_wei=0)
+            raise rejected(action, exc, terms) from None
         events = await self._receipt_events(sent.tx_hash)
         (pending,) = [e for e in events if isinstance(e, TaskPending) and e.task_hash == record.task_hash]
         self.requests.mark_created(record.request_id, pending.task_id, pending.block_number, sent.tx_hash)
@@ -389,13 +441,15 @@ class ApplicationClient:
         request_id: str | None = None,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         on_progress: ProgressCallback | None = None,
+        validation: Validation = Validation.FULL,
     ) -> tuple[int, list[bytes]]:
         """``submit`` then ``results``: the task id and its verified result files."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         task_id = await self.submit(
-            task_type, task_args_json, fee_wei=fee_wei, vram_limit=vram_limit, request_id=request_id
-        )
+            task_type, task_args_json, fee_wei=fee_wei, vram_limit=vram_limit, request_id=request_id,
+            validation=validation,
+        )  # fmt: skip
         left = max(deadline - loop.time(), 0.0)
         return task_id, await self.results(task_id, timeout_s=left, on_progress=on_progress)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from cluster.chain.contracts import AbortReason
 from cluster.chain.revert import ContractRevert
-from network.app.pricing import fee_to_outbid
+from network.app.pricing import RUNS_PER_FULL_TASK, AuditTerms, fee_to_outbid
 
 
 class ApplicationError(Exception):
@@ -72,6 +72,20 @@ class ArgumentsNotDelivered(ApplicationError):
         )
 
 
+class SampledFeeTooHigh(ApplicationError, ValueError):
+    """A sampled task whose run pay exceeds ``nodeStake / (2 N)``: the contract would refuse it
+    (``SampledFeeTooHigh``), so nothing is sent. A task worth that much asks for Full validation."""
+
+    def __init__(self, fee_wei: int, run_pay_wei: int, max_run_pay_wei: int, audit_rate: int):
+        self.fee_wei, self.run_pay_wei = fee_wei, run_pay_wei
+        self.max_run_pay_wei, self.audit_rate = max_run_pay_wei, audit_rate
+        super().__init__(
+            f"a sampled task's fee of {fee_wei} wei pays its node {run_pay_wei} wei, above the network's "
+            f"bound of {max_run_pay_wei} wei (nodeStake / (2 x audit rate {audit_rate})): ask for Full "
+            "validation (validation=Validation.FULL) or a smaller task"
+        )
+
+
 class WrongChain(ApplicationError):
     """The RPC endpoint serves another chain than the deployment's: nothing is sent, nothing will be."""
 
@@ -92,11 +106,16 @@ REVERT_REASONS: dict[str, str] = {
     "NotTaskCreator": "Only the creator cancels a queued task",
     "NotAllowedToCancel": "Only the creator or a selected node cancels a started task",
     "DeadlineNotPassed": "Task deadline not passed yet",
+    "SampledFeeTooHigh": "A sampled task's run pay exceeds nodeStake / (2 x audit rate): ask for Full",
+    "InvalidValidation": "Unknown validation",
 }
 
 
-def rejected(action: str, revert: ContractRevert) -> ContractRejected:
-    """The application's error for a refused transaction, in the protocol's wording where it has one."""
+def rejected(action: str, revert: ContractRevert, sampled: AuditTerms | None = None) -> ContractRejected:
+    """The application's error for a refused transaction, in the protocol's wording where it has one.
+
+    ``sampled``: the terms a sampled task was priced at. The queue ranks a sampled task by three times
+    its run pay, so the fee suggested to outbid the queue is the sampled fee of that run pay."""
     name = revert.name or ""
     if name == "Error":  # a require() string
         reason = str(revert.error_args.get("message", ""))
@@ -106,4 +125,6 @@ def rejected(action: str, revert: ContractRevert) -> ContractRejected:
     if name == "TaskFeeTooLow":
         a = revert.error_args
         suggested = fee_to_outbid(a["estimatedMs"], a["lowestFee"], a["lowestEstimatedMs"])
+        if sampled is not None:
+            suggested = sampled.sampled_fee(-(-suggested // RUNS_PER_FULL_TASK))
     return ContractRejected(action, reason, revert, suggested_fee_wei=suggested)

@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from cluster.chain.contracts import Validation
 from cluster.protocol.task import TaskType
 
 
@@ -22,6 +23,12 @@ class Submission(BaseModel):
     cap: int
     block_number: int  # the block of createTask: where following the task's events starts
     tx_hash: str  # the createTask transaction
+    validation: Validation = Validation.FULL  # as asked
+    audit_rate: int = 1  # the N its fee was priced at; 1: created as a Full task
+
+    @property
+    def is_sampled(self) -> bool:
+        return self.validation != Validation.FULL and self.audit_rate > 1
 
 
 class TaskOutcome(BaseModel):
@@ -44,7 +51,19 @@ class TaskOutcome(BaseModel):
     refund_wei: int
     paid_to_nodes_wei: int
     block_number: int  # the last block read
+    # Sampled audits (issue 28), from TaskSampled, TaskAuditDrawn and the settlements: FULL for a Full
+    # task; ``audited`` None until the draw is read (always None for a Full task); ``first_node_caught``
+    # the audit slashed the first node (its result was wrong: the whole fee comes back, in refund_wei
+    # once seen)
+    validation: Validation = Validation.FULL
+    audit_rate: int | None = None
+    audited: bool | None = None
+    first_node_caught: bool = False
 
     @property
     def succeeded(self) -> bool:
         return self.status == "succeeded"
+
+    @property
+    def sampled(self) -> bool:
+        return self.validation != Validation.FULL

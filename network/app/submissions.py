@@ -7,16 +7,22 @@ signing a second one). States: ``sending`` (maybe signed, maybe mined), ``create
 arguments not yet on the relay), ``uploaded`` (done), ``rejected`` (a createTask revert was mined: that
 idempotency key is spent, the request id cannot be reused). Beside them, the relay's receipt of each
 task's uploaded arguments (``receipts``): what refutes a false "no arguments" report on chain.
+
+Each request keeps its validation (issue 28) and the audit rate N it was priced at: a sampled request
+priced at N > 1 is created with ``createTaskWithValidation``, any other with ``createTask``. A
+requests.db written before those columns existed reads as Full at N = 1, which is what its tasks were.
 """
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from cluster.chain.contracts import Validation
 from cluster.durable_sqlite import open_durable
 from cluster.protocol.receipts import ArgumentsReceipt
 from cluster.protocol.task import TaskType
@@ -37,9 +43,13 @@ CREATE TABLE IF NOT EXISTS requests (
     task_id INTEGER,
     block_number INTEGER,
     tx_hash TEXT,
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    validation INTEGER NOT NULL DEFAULT 0,
+    audit_rate INTEGER NOT NULL DEFAULT 1
 )
 """
+# Columns added since a requests.db may have been written (oldest first); old rows take the defaults.
+ADDED_COLUMNS = {"validation": "INTEGER NOT NULL DEFAULT 0", "audit_rate": "INTEGER NOT NULL DEFAULT 1"}
 RECEIPTS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS receipts (
     task_id INTEGER PRIMARY KEY,
@@ -62,6 +72,13 @@ class RequestRecord:
     task_id: int | None = None
     block_number: int | None = None
     tx_hash: str | None = None
+    validation: Validation = Validation.FULL  # as asked
+    audit_rate: int = 1  # the N its fee was priced at; 1: a Full task (asked for, or N was 1)
+
+    @property
+    def is_sampled(self) -> bool:
+        """Created with createTaskWithValidation: one node, audited 1 time in ``audit_rate``."""
+        return self.validation != Validation.FULL and self.audit_rate > 1
 
     @property
     def idempotency_key(self) -> str:
@@ -69,9 +86,14 @@ class RequestRecord:
         return f"create:{self.task_hash.hex()}:{self.request_id}"
 
     def check_same_request(
-        self, task_type: TaskType, digest: bytes, fee_wei: int | None, vram_limit: int
+        self,
+        task_type: TaskType,
+        digest: bytes,
+        fee_wei: int | None,
+        vram_limit: int,
+        validation: Validation = Validation.FULL,
     ) -> None:
-        """A request id names one request: the same arguments, fee (when given) and VRAM limit."""
+        """A request id names one request: the same arguments, fee (when given), VRAM limit and validation."""
         differs = [
             name
             for name, same in (
@@ -79,6 +101,7 @@ class RequestRecord:
                 ("task arguments", self.task_hash == digest),
                 ("fee", fee_wei is None or self.fee_wei == fee_wei),
                 ("VRAM limit", self.vram_limit == vram_limit),
+                ("validation", self.validation == validation),
             )
             if not same
         ]
@@ -92,7 +115,12 @@ class SubmissionStore:
     def __init__(self, path: str | Path):
         self._lock = threading.Lock()
         index = "CREATE INDEX IF NOT EXISTS requests_task ON requests (task_id);"
-        self._db = open_durable(path, f"{SCHEMA};{RECEIPTS_SCHEMA};{index}")
+        self._db = open_durable(path, f"{SCHEMA};{RECEIPTS_SCHEMA}", rows_by_name=True)
+        columns = {row["name"] for row in self._db.execute("PRAGMA table_info(requests)")}
+        for name, kind in ADDED_COLUMNS.items():  # a requests.db written by an earlier version
+            if name not in columns:
+                self._db.execute(f"ALTER TABLE requests ADD COLUMN {name} {kind}")
+        self._db.execute(index)
 
     def close(self) -> None:
         with self._lock:
@@ -117,7 +145,8 @@ class SubmissionStore:
         with self._lock:
             self._db.execute(
                 "INSERT OR IGNORE INTO requests (request_id, task_type, task_hash, task_args, fee_wei,"
-                " vram_limit, cap, state, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'sending', ?)",
+                " vram_limit, cap, state, updated_at, validation, audit_rate)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, 'sending', ?, ?, ?)",
                 (
                     record.request_id,
                     record.task_type,
@@ -127,6 +156,8 @@ class SubmissionStore:
                     record.vram_limit,
                     record.cap,
                     time.time(),
+                    int(record.validation),
+                    record.audit_rate,
                 ),
             )
         stored = self.get(record.request_id)
@@ -183,18 +214,19 @@ class SubmissionStore:
         return None if row is None else _record(row)
 
 
-def _record(row: tuple[Any, ...]) -> RequestRecord:
-    request_id, task_type, task_hash, task_args, fee, vram, cap, state, task_id, block, tx_hash, _ = row
+def _record(row: sqlite3.Row) -> RequestRecord:
     return RequestRecord(
-        request_id=request_id,
-        task_type=TaskType(task_type),
-        task_hash=bytes.fromhex(task_hash),
-        task_args=task_args,
-        fee_wei=int(fee),
-        vram_limit=vram,
-        cap=cap,
-        state=state,
-        task_id=task_id,
-        block_number=block,
-        tx_hash=tx_hash,
+        request_id=row["request_id"],
+        task_type=TaskType(row["task_type"]),
+        task_hash=bytes.fromhex(row["task_hash"]),
+        task_args=row["task_args"],
+        fee_wei=int(row["fee_wei"]),
+        vram_limit=row["vram_limit"],
+        cap=row["cap"],
+        state=row["state"],
+        task_id=row["task_id"],
+        block_number=row["block_number"],
+        tx_hash=row["tx_hash"],
+        validation=Validation(row["validation"]),
+        audit_rate=row["audit_rate"],
     )

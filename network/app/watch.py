@@ -16,9 +16,11 @@ from dataclasses import dataclass, field
 from web3 import AsyncWeb3
 
 from cluster.chain.artifacts import load_artifact
+from cluster.chain.contracts import Validation
 from cluster.chain.events import EventDecoder, LogPager
 from cluster.chain.rpc import RpcClient, hex_int
 from cluster.chain.task_events import (
+    AuditDrawn,
     FeeRefunded,
     NodeOutcome,
     ResultUploaded,
@@ -26,6 +28,7 @@ from cluster.chain.task_events import (
     TaskEvent,
     TaskNodeSettled,
     TaskPending,
+    TaskSampled,
     TaskStarted,
     TaskSuccess,
     task_events,
@@ -53,6 +56,10 @@ class TaskTrace:
     paid_to_nodes_wei: int = 0
     last_event: str | None = None
     block_number: int = 0
+    validation: Validation = Validation.FULL
+    audit_rate: int | None = None
+    audited: bool | None = None
+    slashed: set[str] = field(default_factory=set)
 
     def apply(self, event: TaskEvent) -> None:
         self.last_event = event.name
@@ -72,6 +79,15 @@ class TaskTrace:
                 self.refund_wei += event.amount_wei
             case TaskNodeSettled(outcome=NodeOutcome.PAID):
                 self.paid_to_nodes_wei += event.fee_wei
+            case TaskNodeSettled(outcome=NodeOutcome.SLASHED):
+                self.slashed.add(event.node)
+            case TaskSampled():
+                self.audit_rate = event.audit_rate
+                self.validation = (
+                    Validation.SAMPLED_RESULT_AFTER_AUDIT if event.result_after_audit else Validation.SAMPLED
+                )
+            case AuditDrawn():
+                self.audited = event.is_audited
 
     @property
     def is_decided(self) -> bool:
@@ -100,6 +116,10 @@ class TaskTrace:
             refund_wei=self.refund_wei,
             paid_to_nodes_wei=self.paid_to_nodes_wei,
             block_number=self.block_number,
+            validation=self.validation,
+            audit_rate=self.audit_rate,
+            audited=self.audited,
+            first_node_caught=bool(self.audited) and self.selected.get(0) in self.slashed,
         )
 
 

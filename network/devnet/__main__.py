@@ -17,6 +17,7 @@ import sys
 import threading
 from pathlib import Path
 
+from cluster.chain.contracts import Validation
 from network.devnet.stack import STOP_BUDGET_S, Devnet
 from network.devnet.view import make_view
 
@@ -41,6 +42,15 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
         "--relay-wait", type=float, default=60.0, metavar="S",
         help="the least the application waits for the relay before it gives up on a task (60 s)",
     )  # fmt: skip
+    parser.add_argument(
+        "--audit-rate", type=int, default=1, metavar="N",
+        help="sampled audits: the Task contract's audit rate after deployment, and an audit pool seeded "
+        "(1, the default: every task on three nodes, today's protocol)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--validation", choices=[v.name.lower() for v in Validation], default=None,
+        help="the application's validation (default: sampled when --audit-rate > 1, else full)",
+    )  # fmt: skip
     parser.add_argument("--plain", action="store_true", help="a line per change even on a terminal")
     parser.add_argument(
         "--hold", action="store_true",
@@ -56,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     if options.fresh_models:
         shutil.rmtree(options.dir / "models", ignore_errors=True)
-    devnet = Devnet(options.dir, overrides)
+    validation = None if options.validation is None else Validation[options.validation.upper()]
+    devnet = Devnet(options.dir, overrides, audit_rate=options.audit_rate, validation=validation)
     devnet.view = make_view(devnet.board, sys.stdout, plain=options.plain)
     stop = asyncio.Event()
     signalled: list[int] = []

@@ -19,6 +19,7 @@ from web3 import HTTPProvider, Web3
 
 from cluster import envs
 from cluster.chain.anvil import DEV_MNEMONIC, Anvil, free_port
+from cluster.chain.contracts import Validation
 from cluster.chain.deploy import ContractParameters, Deployment, deploy_network
 from cluster.config import ClusterConfig, load_config
 from cluster.coordinator.round_state import Outcome
@@ -36,6 +37,9 @@ OPERATOR_FUNDS_WEI = 5_000 * 10**18
 # From Ctrl-C or SIGTERM to every process gone within 10 s: the farm's graceful stop gets this much, the
 # rest goes to Ray's shutdown, the bridge, the relay and anvil (about 2 s on a loaded two-core machine).
 STOP_BUDGET_S = 6.0
+# The audit pool's seed at --audit-rate N > 1: an audit draws two runs from it (an SD task's run is about
+# 0.67 CNX at the default price), so 100 CNX pays well over a hundred audits before premiums refill it.
+AUDIT_POOL_SEED_WEI = 100 * 10**18
 Account.enable_unaudited_hdwallet_features()
 
 
@@ -48,6 +52,20 @@ def answers(rpc_url: str, timeout_s: float = 1.0) -> bool:
     return Web3(HTTPProvider(rpc_url, request_kwargs={"timeout": timeout_s})).is_connected()
 
 
+def set_audit_rate(w3: Web3, deployment: Deployment, rate: int, pool_wei: int = AUDIT_POOL_SEED_WEI) -> None:
+    """The owner sets ``Task.auditRate`` to ``rate`` (tasks created afterwards) and, when it samples
+    (rate > 1), seeds the audit pool with ``pool_wei`` (docs/protocol-decisions.md, "Sampled audits")."""
+    task = deployment.bind(w3).contract("Task")
+    owner = deployment.owner
+    calls = [(task.functions.setAuditRate(rate), 0)]
+    if rate > 1 and pool_wei:
+        calls.append((task.functions.fundAuditPool(), pool_wei))
+    for call, value in calls:
+        receipt = w3.eth.wait_for_transaction_receipt(call.transact({"from": owner, "value": value}))
+        if receipt["status"] != 1:
+            raise RuntimeError(f"{call.fn_name} reverted (audit rate {rate})")
+
+
 def context_of(model_dir: Path) -> int | None:
     """A text model's context in tokens, from its config.json (for the bridge's prompt check)."""
     config = json.loads((Path(model_dir) / "config.json").read_text())
@@ -55,7 +73,17 @@ def context_of(model_dir: Path) -> int | None:
 
 
 class Devnet:
-    def __init__(self, root: Path, overrides: list[str]):
+    def __init__(
+        self, root: Path, overrides: list[str], *, audit_rate: int = 1, validation: Validation | None = None
+    ):
+        """``audit_rate``: the Task contract's N after deployment (1: today's protocol). ``validation``: the
+        application's, by default SAMPLED when N > 1 and FULL otherwise."""
+        if not 1 <= audit_rate <= 65_535:
+            raise ValueError(f"the audit rate must be in 1..65535, got {audit_rate}")
+        self.audit_rate = audit_rate
+        if validation is None:
+            validation = Validation.SAMPLED if audit_rate > 1 else Validation.FULL
+        self.validation = validation
         self.root = root.resolve()
         self.run_dir = self.root / "run"
         self.overrides = overrides
@@ -89,6 +117,12 @@ class Devnet:
         )
         self.deployment.save(self.run_dir / "deployment.json")
         self.say(f"chain {self.anvil.rpc_url}, contracts deployed: {dict(self.deployment.addresses)}")
+        if self.audit_rate > 1:
+            set_audit_rate(w3, self.deployment, self.audit_rate)
+            self.say(
+                f"sampled audits: audit rate {self.audit_rate}, audit pool seeded with "
+                f"{AUDIT_POOL_SEED_WEI / 10**18:.0f} CNX; the application asks for {self.validation.name}"
+            )
 
         operator, mnemonic = Account.create_with_mnemonic()
         self._operator = operator.address
@@ -351,12 +385,16 @@ class Devnet:
         row = self.board.add(i, task_type.name)
 
         def progress(event: Any) -> None:
-            if self.board.on_event(i, event.name, event.task_id, getattr(event, "node", None)):
+            changed = self.board.on_event(
+                i, event.name, event.task_id, getattr(event, "node", None),
+                audit_rate=getattr(event, "audit_rate", None), audited=getattr(event, "is_audited", None),
+            )  # fmt: skip
+            if changed:
                 self.view.changed(row)
 
         try:
             task_id, files = await app.run(task_type, args, request_id=f"devnet-{i}", timeout_s=600,
-                                           on_progress=progress)  # fmt: skip
+                                           on_progress=progress, validation=self.validation)  # fmt: skip
             row.chain_id = task_id
             shown = answer_of(files[0]) if task_type is TaskType.GPT else f"{len(files)} PNGs"
             self.view.changed(self.board.finish(i, "validated", shown))

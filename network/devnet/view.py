@@ -15,7 +15,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TextIO
 
-NODES_PER_TASK = 3  # the protocol's: a task runs on three nodes
+NODES_PER_TASK = 3  # the protocol's: a task runs on three nodes (a sampled one on one, three if audited)
 # The application's view of a task's events, in chain order; events not named keep the state.
 STATE_OF_EVENT = {
     "TaskPending": "queued",
@@ -23,6 +23,7 @@ STATE_OF_EVENT = {
     "TaskResultCommitmentSubmitted": "committing",
     "TaskErrorReported": "committing",
     "TaskResultCommitmentsReady": "disclosing",
+    "TaskAuditStarted": "auditing",
     "TaskSuccess": "downloading",
     "TaskAborted": "aborted",
 }
@@ -40,6 +41,21 @@ class TaskRow:
     nodes: list[str] = field(default_factory=list)
     ended_s: float | None = None
     outcome: str = ""  # the answer's start, "2 PNGs", or why it failed
+    audit_rate: int | None = None  # a sampled task's N (TaskSampled); None: Full
+    audited: bool | None = None  # its draw (TaskAuditDrawn), once read
+
+    @property
+    def nodes_wanted(self) -> int:
+        """The nodes the task runs on: three, or one for a sampled task until its audit starts."""
+        return 1 if self.audit_rate is not None and not self.audited else NODES_PER_TASK
+
+    @property
+    def sampling(self) -> str:
+        """How the task is validated, for its lines: "" for Full."""
+        if self.audit_rate is None:
+            return ""
+        drawn = {None: "", True: ", audited", False: ", not audited"}[self.audited]
+        return f" [sampled 1/{self.audit_rate}{drawn}]"
 
     def seconds(self, now_s: float) -> float:
         return (self.ended_s or now_s) - self.started_s
@@ -65,17 +81,32 @@ class Board:
         self.rows[number] = row = TaskRow(number, task_type, time.monotonic())
         return row
 
-    def on_event(self, number: int, name: str, task_id: int, node: str | None) -> bool:
-        """Apply one chain event; True when the row changed in a way worth a line."""
+    def on_event(
+        self,
+        number: int,
+        name: str,
+        task_id: int,
+        node: str | None,
+        *,
+        audit_rate: int | None = None,
+        audited: bool | None = None,
+    ) -> bool:
+        """Apply one chain event; True when the row changed in a way worth a line. ``audit_rate``: a
+        TaskSampled's; ``audited``: a TaskAuditDrawn's."""
         row = self.rows[number]
         row.chain_id = task_id
+        if name == "TaskSampled":
+            row.audit_rate = audit_rate
+        if name == "TaskAuditDrawn":
+            row.audited = audited
+            return bool(audited)  # an audit is news; an unaudited draw shows on the task's last line
         if name == "TaskStarted" and node is not None and node not in row.nodes:
             row.nodes.append(node)
-            if len(row.nodes) < NODES_PER_TASK:
+            if len(row.nodes) < row.nodes_wanted:
                 return False  # one line once all three are chosen, not one per node
         state = STATE_OF_EVENT.get(name)
         if state is None or state == row.state or row.is_final:
-            return name == "TaskStarted" and len(row.nodes) == NODES_PER_TASK
+            return name == "TaskStarted" and len(row.nodes) == row.nodes_wanted
         row.state = state
         return True
 
@@ -104,9 +135,10 @@ class Board:
     def describe(self, row: TaskRow) -> str:
         """A row as one line: what ``LineView`` prints on each change."""
         chain = f" (chain task {row.chain_id})" if row.chain_id is not None else ""
-        head = f"task #{row.number} {row.task_type}{chain}"
+        head = f"task #{row.number} {row.task_type}{chain}{row.sampling}"
         if row.state == "running":
-            return f"{head} running on {len(row.nodes)} nodes: {self.cards(row)}"
+            nodes = "1 node" if len(row.nodes) == 1 else f"{len(row.nodes)} nodes"
+            return f"{head} running on {nodes}: {self.cards(row)}"
         if row.is_final:
             cards = len(set(self.card_of.get(n, n) for n in row.nodes))
             where = f" on {cards} card model(s)" if row.nodes else ""

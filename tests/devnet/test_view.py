@@ -83,3 +83,23 @@ def test_the_live_view_never_wraps_a_line(monkeypatch):
     view.refresh()
     drawn = view.out.getvalue().split("\n")
     assert all(len(line) < 40 for line in drawn)
+
+
+def test_a_sampled_task_runs_on_one_node_and_says_whether_it_was_audited():
+    out = io.StringIO()
+    board = Board()
+    board.card_of = {NODES[0]: "Card A"}
+    view = make_view(board, out)
+    row = board.add(0, "GPT")
+    events: list[tuple[str, dict]] = [
+        ("TaskPending", {}), ("TaskSampled", {"audit_rate": 10}), ("TaskStarted", {"node": NODES[0]}),
+        ("TaskResultCommitmentSubmitted", {}), ("TaskResultCommitmentsReady", {}),
+        ("TaskAuditDrawn", {"audited": False}), ("TaskResultDisclosed", {}), ("TaskSuccess", {}),
+    ]  # fmt: skip
+    for name, extra in events:
+        if board.on_event(0, name, task_id=7, node=extra.pop("node", None), **extra):
+            view.changed(row)
+    view.changed(board.finish(0, "validated", '"hello"'))
+    lines = out.getvalue().splitlines()
+    assert "task #0 GPT (chain task 7) [sampled 1/10] running on 1 node: Card A" in lines[1]
+    assert "[sampled 1/10, not audited] validated in" in lines[-1]
