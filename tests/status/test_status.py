@@ -7,7 +7,7 @@ import json
 from prometheus_client import generate_latest
 
 from cluster.coordinator.metrics import FarmMetrics
-from cluster.coordinator.round_state import Outcome, Step, TaskCounts
+from cluster.coordinator.round_state import Outcome, Sampling, Step, TaskCounts
 from cluster.failures import FailureCode
 from cluster.status.collect import _alerts
 from cluster.status.machines import machine_alerts
@@ -60,7 +60,8 @@ def farm() -> FarmStatus:
     endpoints = Endpoints(rpc_url="http://chain:8545", chain_id=42, block_number=7, relay_url="http://relay",
                           is_relay_reachable=False, contracts={"Node": "0x" + "3" * 40})  # fmt: skip
     tasks = TaskCounts(by_step={Step.DONE: 4, Step.COMMITTED: 1}, by_outcome={Outcome.PAID: 4},
-                       by_failure={FailureCode.MODEL_NOT_AVAILABLE: 2})  # fmt: skip
+                       by_failure={FailureCode.MODEL_NOT_AVAILABLE: 2},
+                       by_sampling={Sampling.SAMPLED: 3, Sampling.AUDITED: 1})  # fmt: skip
     return FarmStatus(endpoints=endpoints, cards=[card], nodes=nodes, tasks=tasks, earned_wei=CNX // 2,
                       alerts=["card model 5f8cc037 paused"], last_selected_chain_s=1000.0,
                       machines=machines())  # fmt: skip
@@ -75,7 +76,8 @@ def test_the_text_view_shows_workers_nodes_alerts_and_endpoints():
         "helium-worker-5f8cc037-1     down",
         f"{'0x' + '1' * 40} 5f8cc037 busy             20     400.00      0.5000",
         "earned 0.5000 CNX", "! card model 5f8cc037 paused",
-        "task rounds: committed=1, done=4; outcomes: paid=4; failed: model_not_available=2",
+        "task rounds: committed=1, done=4; outcomes: paid=4; failed: model_not_available=2; "
+        "sampled: sampled=3, audited=1, audit_failed=0, audit_rounds=0",
     ]:  # fmt: skip
         assert shown in text, shown
 
