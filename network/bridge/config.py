@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from cluster.chain.contracts import Validation
 from cluster.protocol.task import TaskType, TaskTypeName
 from network.connection_limits import ConnectionLimits
+
+# The validation a task is bought with (issue 28; docs/application.md, "Validation"): three nodes, or one
+# audited 1 time in the chain's audit rate, its result served early or after the decision.
+ValidationName = Literal["full", "sampled", "sampled_result_after_audit"]
+VALIDATIONS: dict[str, Validation] = {
+    "full": Validation.FULL,
+    "sampled": Validation.SAMPLED,
+    "sampled_result_after_audit": Validation.SAMPLED_RESULT_AFTER_AUDIT,
+}
 
 
 class ModelSpec(BaseModel):
@@ -23,6 +33,7 @@ class ModelSpec(BaseModel):
     defaults: dict[str, Any] = Field(default_factory=dict)  # GPT generation_config / SD task_config defaults
     # GPT: the model's context in tokens (max_position_embeddings); a prompt that cannot fit is a 400
     context_tokens: int | None = Field(default=None, ge=1)
+    validation: ValidationName | None = None  # None: the bridge's ``validation``
 
 
 class ApiKey(BaseModel):
@@ -55,6 +66,8 @@ class BridgeConfig(BaseModel):
     gas_reserve_wei: int = Field(default=10**16, ge=0)  # kept for cancel/create gas: the 402 threshold
     # the most one task may cost, whoever asks (a native task's caller-chosen fee, a chat's max_tokens)
     max_fee_wei: int = Field(default=10 * 10**18, gt=0)
+    # the validation of a task whose request and model name none; "full" is what the network always did
+    validation: ValidationName = "full"
     poll_interval_s: float = Field(default=1.0, gt=0)
     # slow requests are closed and each client address holds a bounded number of connections
     connection_limits: ConnectionLimits = Field(default_factory=ConnectionLimits)

@@ -29,10 +29,11 @@ from network.app import (
     ApplicationClient,
     ArgumentsNotDelivered,
     ContractRejected,
+    SampledFeeTooHigh,
     TaskAbortedError,
     TaskTimeout,
 )
-from network.bridge.config import ApiKey, BridgeConfig, ModelSpec
+from network.bridge.config import VALIDATIONS, ApiKey, BridgeConfig, ModelSpec, ValidationName
 from network.bridge.tasks import BridgeTask, EventView, SpendLimits, TaskStore
 
 log = logging.getLogger(__name__)
@@ -72,15 +73,24 @@ class TaskManager:
 
     # -- creating and reading -------------------------------------------------------------------------
 
-    async def fee_for(self, model: ModelSpec, task_args: str) -> int:
-        return model.fee_wei or await self.app.quote(model.task_type, task_args)
+    async def fee_for(self, model: ModelSpec, task_args: str, validation: ValidationName = "full") -> int:
+        """The model's fixed fee, or the chain-priced default of the validation (a sampled task's is about
+        0.41 of the Full one at N = 10). A sampled fee whose run pay exceeds the network's bound
+        (nodeStake / (2 N)) raises ``SampledFeeTooHigh``, before anything is recorded or paid."""
+        chosen = VALIDATIONS[validation]
+        fee = model.fee_wei or await self.app.quote(model.task_type, task_args, validation=chosen)
+        if validation != "full":
+            terms = await self.app.audit_terms()
+            if terms.samples and terms.run_pay(fee) > terms.max_run_pay_wei:
+                raise SampledFeeTooHigh(fee, terms.run_pay(fee), terms.max_run_pay_wei, terms.audit_rate)
+        return fee
 
     async def balance(self) -> int:
         return await self.app.w3.eth.get_balance(self.app.account.address)
 
     def create(
         self, kind: str, model: ModelSpec, task_args: str, fee_wei: int, vram_limit: int, *,
-        key: ApiKey, balance_wei: int,
+        key: ApiKey, balance_wei: int, validation: ValidationName = "full",
     ) -> BridgeTask:  # fmt: skip
         """Record and start the task, if the wallet and the key's limits allow its fee (``SpendRefused``)."""
         args = parse_task_args(model.task_type, task_args)  # raises ArgumentsInvalid: the caller's 400
@@ -91,6 +101,7 @@ class TaskManager:
             id=f"task_{uuid.uuid4().hex}", kind=kind, model=model.id, task_type=model.task_type,
             task_args=task_args, vram_limit=vram_limit or model.vram_limit, fee_wei=fee_wei,
             created_at=now, deadline=now + self.config.task_timeout_s, key_name=key.name,
+            validation=validation,
         )  # fmt: skip
         limits = SpendLimits(
             key.name, key.max_fee_wei, key.max_wei_per_day, key.max_wei_total, day_start=now - now % 86_400
@@ -148,6 +159,8 @@ class TaskManager:
                 await self._update(task_id, status="aborted", reason=exc.reason, refund_wei=exc.refund_wei)
             except ContractRejected as exc:  # createTask refused (nothing spent at estimation)
                 await self._update(task_id, status="aborted", reason=f"createTask refused: {exc.reason}")
+            except SampledFeeTooHigh as exc:  # the audit rate rose since the fee was checked: nothing sent
+                await self._update(task_id, status="aborted", reason=str(exc))
             except ArgumentsNotDelivered as exc:  # the client cancelled the task for its refund
                 await self._update(task_id, status="aborted", reason=str(exc), refund_wei=exc.refund_wei)
             except TaskTimeout:
@@ -178,7 +191,7 @@ class TaskManager:
     async def _advance(self, record: BridgeTask) -> None:
         submission = await self.app.submit_request(
             record.task_type, record.task_args, fee_wei=record.fee_wei, vram_limit=record.vram_limit,
-            request_id=record.id,
+            request_id=record.id, validation=VALIDATIONS[record.validation],
         )  # fmt: skip
         if record.task_id is None:
             await self._update(record.id, task_id=submission.task_id, fee_wei=submission.fee_wei)

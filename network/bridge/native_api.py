@@ -12,7 +12,7 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from cluster.protocol.task import TaskType, TaskTypeName
-from network.bridge.config import ModelSpec
+from network.bridge.config import ModelSpec, ValidationName
 from network.bridge.errors import BridgeError, not_found
 from network.bridge.service import Bridge, BridgeDep, KeyDep
 from network.bridge.tasks import BridgeTask
@@ -27,6 +27,7 @@ class NativeTaskRequest(BaseModel):
     task_args: str | dict[str, Any]  # a dict is serialized with json.dumps; a string is used as is
     vram_limit: int = Field(default=0, ge=0, le=2**20)  # GB: no card comes near a million
     fee_wei: int | None = Field(default=None, gt=0)  # default: the chain-priced fee
+    validation: ValidationName | None = None  # default: the bridge's (config ``validation``)
 
 
 def _record(bridge: Bridge, task_id: str) -> BridgeTask:
@@ -41,7 +42,7 @@ async def create_task(request: NativeTaskRequest, bridge: BridgeDep, key: KeyDep
     args = request.task_args if isinstance(request.task_args, str) else json.dumps(request.task_args)
     model = ModelSpec(id=f"native-{request.task_type.name.lower()}", path="-", task_type=request.task_type,
                       fee_wei=request.fee_wei)  # fmt: skip
-    record = await bridge.submit("native", model, args, key, request.vram_limit)
+    record = await bridge.submit("native", model, args, key, request.vram_limit, request.validation)
     return bridge.view(record)
 
 

@@ -14,7 +14,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from cluster.protocol.task import TaskType
-from network.bridge.config import ApiKey, ModelSpec
+from network.bridge.config import ApiKey, ModelSpec, ValidationName
 from network.bridge.errors import BridgeError, bad_request, not_found
 from network.bridge.service import Bridge, BridgeDep, KeyDep
 from network.bridge.tasks import BridgeTask
@@ -62,6 +62,7 @@ class ChatCompletionRequest(BaseModel):
     seed: int | None = Field(default=None, ge=0)
     stop: str | list[str] | None = None
     stream: bool = False
+    validation: ValidationName | None = None  # not OpenAI's: the openai client sends it in extra_body
 
 
 class ImageRequest(BaseModel):
@@ -72,6 +73,7 @@ class ImageRequest(BaseModel):
     size: str = "512x512"
     seed: int | None = Field(default=None, ge=0, lt=2**31)
     response_format: Literal["b64_json"] = "b64_json"
+    validation: ValidationName | None = None  # not OpenAI's: the openai client sends it in extra_body
 
 
 # No tokenizer's token is longer than this many UTF-8 bytes: a prompt's bytes over it are fewer than its
@@ -161,10 +163,17 @@ def _model(bridge: Bridge, model_id: str | None, task_type: TaskType) -> ModelSp
     return model
 
 
-async def _validated(bridge: Bridge, kind: str, model: ModelSpec, task_args: str, key: ApiKey) -> BridgeTask:
+async def _validated(
+    bridge: Bridge,
+    kind: str,
+    model: ModelSpec,
+    task_args: str,
+    key: ApiKey,
+    validation: ValidationName | None = None,
+) -> BridgeTask:
     """Pay for one task and wait until it is validated; an aborted or failed task is a 502 in OpenAI's
     shape."""
-    record = await bridge.submit(kind, model, task_args, key)
+    record = await bridge.submit(kind, model, task_args, key, validation=validation)
     record = await bridge.manager.wait_done(record.id)
     if record.status != "validated":
         raise BridgeError(
@@ -180,7 +189,7 @@ async def _validated(bridge: Bridge, kind: str, model: ModelSpec, task_args: str
 async def run_chat(bridge: Bridge, request: ChatCompletionRequest, key: ApiKey) -> tuple[str, dict[str, Any]]:
     """Pay for and wait on one chat task: its bridge id and its 0.json response."""
     model = _model(bridge, request.model, TaskType.GPT)
-    record = await _validated(bridge, "chat", model, gpt_task_args(request, model), key)
+    record = await _validated(bridge, "chat", model, gpt_task_args(request, model), key, request.validation)
     data = bridge.manager.store.result(record.id, 0)
     if data is None:
         raise BridgeError(
@@ -196,7 +205,8 @@ async def list_models(bridge: BridgeDep, key: KeyDep) -> dict:
         "object": "list",
         "data": [
             {"id": m.id, "object": "model", "created": 0, "owned_by": "helium",
-             **m.model_dump(include={"task_type", "fee_wei", "vram_limit"})}
+             **m.model_dump(include={"task_type", "fee_wei", "vram_limit"}),
+             "validation": m.validation or bridge.config.validation}
             for m in bridge.config.models
         ],
     }  # fmt: skip
@@ -212,7 +222,9 @@ async def chat_completions(
         return chat_completion(record_id, request.model, created, response)
     # Validate and pay before the stream starts, so errors keep their status code.
     model = _model(bridge, request.model, TaskType.GPT)
-    record = await bridge.submit("chat", model, gpt_task_args(request, model), key)
+    record = await bridge.submit(
+        "chat", model, gpt_task_args(request, model), key, validation=request.validation
+    )
 
     async def chunks() -> AsyncIterator[str]:
         done = await bridge.manager.wait_done(record.id)
@@ -242,7 +254,7 @@ async def chat_completions(
 @router.post("/images/generations")
 async def image_generations(request: ImageRequest, bridge: BridgeDep, key: KeyDep) -> dict[str, Any]:
     model = _model(bridge, request.model, TaskType.SD)
-    record = await _validated(bridge, "image", model, sd_task_args(request, model), key)
+    record = await _validated(bridge, "image", model, sd_task_args(request, model), key, request.validation)
     images = [bridge.manager.store.result(record.id, i) or b"" for i in range(record.num_results)]
     return {
         "created": int(record.created_at),
@@ -254,5 +266,7 @@ async def image_generations(request: ImageRequest, bridge: BridgeDep, key: KeyDe
 async def chat_task(request: ChatCompletionRequest, bridge: BridgeDep, key: KeyDep) -> dict[str, Any]:
     """The chat page's call: start a chat task and return at once (follow it with /v1/tasks/{id}/events)."""
     model = _model(bridge, request.model, TaskType.GPT)
-    record = await bridge.submit("chat", model, gpt_task_args(request, model), key)
+    record = await bridge.submit(
+        "chat", model, gpt_task_args(request, model), key, validation=request.validation
+    )
     return bridge.view(record)

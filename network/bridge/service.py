@@ -11,7 +11,8 @@ from pydantic import BaseModel
 from cluster.protocol.errors import ArgumentsInvalid
 from cluster.protocol.gpt import GPTTaskArgs
 from cluster.protocol.task import TaskType, TaskTypeName, parse_task_args
-from network.bridge.config import ApiKey, BridgeConfig, ModelSpec
+from network.app import SampledFeeTooHigh
+from network.bridge.config import ApiKey, BridgeConfig, ModelSpec, ValidationName
 from network.bridge.errors import BridgeError, bad_request
 from network.bridge.keys import require_key
 from network.bridge.manager import TaskManager
@@ -28,6 +29,7 @@ class TaskView(BaseModel):
     status: Status
     task_id: int | None  # the chain's task id, once created
     fee_wei: str | None  # decimal strings: wei amounts exceed JavaScript's integers
+    validation: ValidationName
     selected_nodes: list[str]
     reason: str | None
     refund_wei: str
@@ -44,20 +46,31 @@ class Bridge:
         self.prompts = PromptSizer()
 
     async def submit(
-        self, kind: str, model: ModelSpec, task_args: str, key: ApiKey, vram_limit: int = 0
+        self,
+        kind: str,
+        model: ModelSpec,
+        task_args: str,
+        key: ApiKey,
+        vram_limit: int = 0,
+        validation: ValidationName | None = None,
     ) -> BridgeTask:
         """Check the arguments, the fee, the wallet and the key's spending limits, then record and start the
         task (paid in the background). 400 for arguments or a fee over the cap, 402 for the wallet, 429
         for a key's limit: a request that cannot be paid ends here, never left retrying. A chat's prompt
-        is counted as the nodes will count it: one their model cannot hold is a 400 here, not a fee lost."""
+        is counted as the nodes will count it: one their model cannot hold is a 400 here, not a fee lost.
+        ``validation``: the request's, else the model's, else the bridge's default; a sampled fee above
+        the network's bound is a 400 ``sampled_fee_too_high``."""
+        validation = validation or model.validation or self.config.validation
         try:
             if kind == "chat":
                 args = parse_task_args(TaskType.GPT, task_args)
                 assert isinstance(args, GPTTaskArgs)
                 await asyncio.to_thread(self.prompts.check, model, args)
-            fee = await self.manager.fee_for(model, task_args)
+            fee = await self.manager.fee_for(model, task_args, validation)
         except ArgumentsInvalid as exc:
             raise bad_request(f"invalid task arguments: {exc}", ",".join(exc.fields) or None) from None
+        except SampledFeeTooHigh as exc:
+            raise BridgeError(400, str(exc), param="validation", code="sampled_fee_too_high") from None
         if fee > self.config.max_fee_wei:
             raise BridgeError(
                 400,
@@ -67,7 +80,9 @@ class Bridge:
             )
         balance = await self.manager.balance()
         try:
-            return self.manager.create(kind, model, task_args, fee, vram_limit, key=key, balance_wei=balance)
+            return self.manager.create(
+                kind, model, task_args, fee, vram_limit, key=key, balance_wei=balance, validation=validation
+            )
         except ArgumentsInvalid as exc:
             raise bad_request(f"invalid task arguments: {exc}", ",".join(exc.fields) or None) from None
         except SpendRefused as exc:

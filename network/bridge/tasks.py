@@ -21,6 +21,7 @@ from pydantic import BaseModel
 
 from cluster.durable_sqlite import open_durable
 from cluster.protocol.task import TaskTypeName
+from network.bridge.config import ValidationName
 
 Status = Literal["queued", "running", "validated", "aborted", "failed"]
 TERMINAL: tuple[Status, ...] = ("validated", "aborted", "failed")
@@ -45,11 +46,16 @@ CREATE TABLE IF NOT EXISTS tasks (
     created_at REAL NOT NULL,
     deadline REAL NOT NULL,
     key_name TEXT NOT NULL DEFAULT '',
-    swept INTEGER NOT NULL DEFAULT 0
+    swept INTEGER NOT NULL DEFAULT 0,
+    validation TEXT NOT NULL DEFAULT 'full'
 )
 """
 # Columns added since a bridge.db may have been written (oldest first).
-ADDED_COLUMNS = {"key_name": "TEXT NOT NULL DEFAULT ''", "swept": "INTEGER NOT NULL DEFAULT 0"}
+ADDED_COLUMNS = {
+    "key_name": "TEXT NOT NULL DEFAULT ''",
+    "swept": "INTEGER NOT NULL DEFAULT 0",
+    "validation": "TEXT NOT NULL DEFAULT 'full'",
+}
 
 
 class SpendRefused(Exception):
@@ -87,6 +93,7 @@ class BridgeTask(BaseModel):
     deadline: float
     key_name: str = ""
     swept: bool = False  # a failed task's fee was looked after on chain (cancelled, or found ended)
+    validation: ValidationName = "full"
 
     @property
     def done(self) -> bool:
@@ -138,9 +145,10 @@ class TaskStore:
         row = record.model_dump(include={"task_type"})  # its name, as the column has always held it
         self._db.execute(
             "INSERT INTO tasks (id, kind, model, task_type, task_args, vram_limit, fee_wei, status,"
-            " created_at, deadline, key_name) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " created_at, deadline, key_name, validation) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (record.id, record.kind, record.model, row["task_type"], record.task_args, record.vram_limit,
-             _text(record.fee_wei), record.status, record.created_at, record.deadline, record.key_name),
+             _text(record.fee_wei), record.status, record.created_at, record.deadline, record.key_name,
+             record.validation),
         )  # fmt: skip
 
     def _spent(self, key_name: str, since: float) -> int:
