@@ -108,7 +108,11 @@ class Devnet:
         self.say("making the models: a chat model trained on network/devnet/corpus.txt, a tiny SD "
                  f"(cached in {self.root / 'models'})")  # fmt: skip
         self.models = ensure_models(self.root / "models")
-        self.anvil = self._exit.enter_context(Anvil(num_accounts=10))
+        # A sampled task's draw reads the hash of the block after its commitment's, from the block after
+        # that: a chain that mines only on transactions would keep a lone node waiting for the next task.
+        # Blocks each second as well as one per transaction (anvil's mixed mining), as a real chain moves.
+        mining = {"block_time_s": 1, "extra_args": ("--mixed-mining",)} if self.audit_rate > 1 else {}
+        self.anvil = self._exit.enter_context(Anvil(num_accounts=10, **mining))
         w3 = self.anvil.web3()
         # The relay's receipt key: its receipts of uploaded arguments refute false "no arguments" reports.
         relay_key = Account.create()
@@ -377,6 +381,8 @@ class Devnet:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as response:
             lines = response.read().decode().splitlines()
         shown = [line for line in lines if line.startswith(("helium_task_outcomes", "helium_earned_cnx"))]
+        if self.audit_rate > 1:
+            shown += [line for line in lines if line.startswith("helium_sampled_rounds{")]
         self.say("metrics: " + "; ".join(shown))
 
     async def _one(self, app: Any, i: int, room: asyncio.Semaphore) -> None:
