@@ -118,7 +118,11 @@ async def _node_view(coordinator: Coordinator, address: str, card: CardModel, ea
 
 async def _endpoints(coordinator: Coordinator) -> Endpoints:
     endpoints, rpc = coordinator.settings.endpoints, coordinator.ops.sender.rpc
-    chain_id, block = await asyncio.gather(rpc.call("eth_chainId", []), rpc.call("eth_blockNumber", []))
+    task = coordinator.ops.task.functions
+    chain_id, block, audit_rate, audit_pool = await asyncio.gather(
+        rpc.call("eth_chainId", []), rpc.call("eth_blockNumber", []),
+        task.auditRate().call(), task.auditPool().call(),
+    )  # fmt: skip
     try:
         async with httpx.AsyncClient(timeout=RELAY_PROBE_TIMEOUT_S) as http:
             is_reachable = (await http.get(f"{endpoints.relay_url.rstrip('/')}/v1/relay")).status_code == 200
@@ -126,6 +130,7 @@ async def _endpoints(coordinator: Coordinator) -> Endpoints:
         is_reachable = False
     return Endpoints(
         rpc_url=endpoints.rpc_url, chain_id=int(chain_id, 16), block_number=int(block, 16),
+        audit_rate=int(audit_rate), audit_pool_wei=int(audit_pool),
         relay_url=endpoints.relay_url, is_relay_reachable=is_reachable, contracts=dict(endpoints.addresses),
     )  # fmt: skip
 

@@ -83,6 +83,8 @@ class Endpoints(_View):
     rpc_url: str
     chain_id: int | None = None
     block_number: int | None = None
+    audit_rate: int | None = None  # Task.auditRate(): 1 in N sampled tasks audited (1: every task on three)
+    audit_pool_wei: int | None = None  # Task.auditPool(): what pays the audits' runs
     relay_url: str
     is_relay_reachable: bool
     contracts: dict[str, str]

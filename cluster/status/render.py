@@ -78,8 +78,13 @@ def render_machines(machines: list[MachineView], now: float) -> list[str]:
 def render_status(status: FarmStatus, now: float | None = None) -> str:
     ep = status.endpoints
     relay = "reachable" if ep.is_relay_reachable else "NOT reachable"
+    sampling = ""
+    if ep.audit_rate is not None and ep.audit_rate > 1 and ep.audit_pool_wei is not None:
+        sampling = (
+            f"; sampled tasks audited 1 in {ep.audit_rate}, audit pool {ep.audit_pool_wei / 10**18:.4f} CNX"
+        )
     lines = [
-        f"chain  {ep.rpc_url} (chain id {ep.chain_id}, block {ep.block_number})",
+        f"chain  {ep.rpc_url} (chain id {ep.chain_id}, block {ep.block_number}{sampling})",
         f"relay  {ep.relay_url} ({relay})",
         "",
         "card models and GPU workers:",

@@ -57,7 +57,8 @@ def farm() -> FarmStatus:
         NodeView(address="0x" + "2" * 40, card_short_id="5f8cc037", status="quit", qos_score=3, stake_wei=0,
                  earned_wei=0),
     ]  # fmt: skip
-    endpoints = Endpoints(rpc_url="http://chain:8545", chain_id=42, block_number=7, relay_url="http://relay",
+    endpoints = Endpoints(rpc_url="http://chain:8545", chain_id=42, block_number=7, audit_rate=10,
+                          audit_pool_wei=25 * CNX, relay_url="http://relay",
                           is_relay_reachable=False, contracts={"Node": "0x" + "3" * 40})  # fmt: skip
     tasks = TaskCounts(by_step={Step.DONE: 4, Step.COMMITTED: 1}, by_outcome={Outcome.PAID: 4},
                        by_failure={FailureCode.MODEL_NOT_AVAILABLE: 2},
@@ -70,7 +71,9 @@ def farm() -> FarmStatus:
 def test_the_text_view_shows_workers_nodes_alerts_and_endpoints():
     text = render_status(farm())
     for shown in [
-        "chain  http://chain:8545 (chain id 42, block 7)", "relay  http://relay (NOT reachable)",
+        "chain  http://chain:8545 (chain id 42, block 7; "
+        "sampled tasks audited 1 in 10, audit pool 25.0000 CNX)",
+        "relay  http://relay (NOT reachable)",
         "5f8cc037 NVIDIA H100 80GB HBM3 (80 GB, vllm-0.11)  PAUSED by the guard",
         "helium-worker-5f8cc037-0", "busy x1", "jobs 7", "vram 3.00 GiB", "warm: /models/tiny-chat",
         "helium-worker-5f8cc037-1     down",
