@@ -33,7 +33,19 @@ GPU_B = ("NVIDIA GeForce RTX 3090", 24, "vllm-0.8.5")
 GPU_C = ("NVIDIA H100 80GB HBM3", 80, "vllm-0.8.5")
 GPU_SMALL = ("NVIDIA GeForce RTX 3060", 12, "vllm-0.8.5")
 ETHER = 10**18
-GAS_MARGIN = 1.3  # selection loops depend on the block's randomness: estimates get a margin
+GAS_MARGIN = 1.3
+# An estimate does not bound the mined gas: anvil estimates with the latest block's prevrandao and mines
+# with a new one, so the mined block draws other nodes (a real chain too: the block is not known when the
+# transaction is sent). A draw that takes its card model below three available nodes moves the model's
+# other two between pools: among 9-12 nodes of three models, one createTask's cheapest and dearest draws
+# were 118,000 gas apart for a sampled task (1.48 times), 230,000 for a full SD task (1.58 times). A
+# call draws at most nine nodes (its own task's three, two queued tasks' three each): 130,000 a draw.
+DRAW_ALLOWANCE = 9 * 130_000
+
+
+def gas_limit(estimate: int) -> int:
+    """The gas a transaction is sent with: its estimate can be another draw's (DRAW_ALLOWANCE)."""
+    return int(estimate * GAS_MARGIN) + DRAW_ALLOWANCE
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,11 +159,37 @@ class Net:
             gas = call.estimate_gas(params)
         except ContractLogicError as exc:
             raise self.decoder.decode(RevertDecoder.revert_data(exc.data) or b"") from None
-        tx_hash = call.transact({**params, "gas": int(gas * GAS_MARGIN) + 30_000})
+        limit = gas_limit(gas)
+        tx_hash = call.transact({**params, "gas": limit})
         receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash)
         self.ledger.record_gas(sender, receipt)
-        assert receipt["status"] == 1, f"transaction reverted on chain: {tx_hash.hex()}"
+        if receipt["status"] != 1:
+            block = self.w3.eth.get_block(receipt["blockNumber"])
+            raise AssertionError(
+                f"transaction reverted on chain: {call.fn_name} from {sender}, mined in block"
+                f" {block['number']} at {block['timestamp']} (estimated {gas} gas, limit {limit}, used"
+                f" {receipt['gasUsed']}): {self.mined_failure(tx_hash)}"
+            )
         return receipt
+
+    def mined_failure(self, tx_hash: bytes) -> str:
+        """Why a mined transaction failed, from anvil's call trace: each failed call, outermost first, with
+        its error and decoded revert (an inner "out of gas" reaches the caller as an empty revert)."""
+        trace = self.w3.provider.make_request(
+            "debug_traceTransaction", ["0x" + tx_hash.hex().removeprefix("0x"), {"tracer": "callTracer"}]
+        ).get("result", {})
+        names = {a.lower(): n for n, a in self.deployment.addresses.items()}
+        failures = []
+        frames = [trace]
+        while frames:
+            frame = frames.pop()
+            if frame.get("error"):
+                output = frame.get("output") or "0x"
+                shown = f" {self.decoder.decode(output)}" if output != "0x" else ""
+                to = names.get(str(frame.get("to")).lower(), frame.get("to"))
+                failures.append(f"{frame.get('type')} to {to}: {frame['error']}{shown}")
+            frames += reversed(frame.get("calls", []))
+        return "; ".join(failures) or "no failed call in the trace"
 
     def reverts(self, call: Any, sender: str, value: int = 0) -> ContractRevert:
         """The decoded revert of a call that must fail (nothing is mined)."""
