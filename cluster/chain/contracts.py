@@ -92,6 +92,13 @@ MAX_NODE_STAKE_WEI = 2**96 - 1
 # Run time estimates in milliseconds: base + per unit (SD: per image, GPT: per token).
 DEFAULT_PRICE_ESTIMATES_MS = {TaskType.SD: (20_000, 30_000), TaskType.GPT: (10_000, 50)}
 
+# Gas signed above an estimate per node a call may draw: the selection reads block.prevrandao, and the
+# mined block's is not the one the estimate ran with; a draw that takes a card model below three available
+# nodes moves its other two between pools (about 120,000 gas: tests/contracts/test_sampled_audits.py
+# measures the spread). Unused gas is refunded.
+DRAW_GAS_PER_NODE = 130_000
+DRAW_GAS_ALLOWANCE = 3 * DRAW_GAS_PER_NODE  # a task's three nodes (createTask; a sampled task draws one)
+
 POSITION_AWARDS = (10, 9, 6)
 SCORE_DENOMINATOR = 50  # the three nodes' task scores always sum to 2 * sum(POSITION_AWARDS)
 NEW_NODE_QOS_SCORE = 20

@@ -99,8 +99,10 @@ class TxSender:
                         )
                         if (sent := await self._settle(entry, account)) is not None:
                             return sent
-                estimated = request.gas or await self.chain.estimate_gas(account.address, request)
-                gas = max(estimated, request.gas_floor, min_gas)
+                gas = request.gas
+                if gas is None:
+                    gas = await self.chain.estimate_gas(account.address, request) + request.gas_allowance
+                gas = max(gas, request.gas_floor, min_gas)
                 entry = await self._sign_and_broadcast(account, request, gas, key)
                 if (sent := await self._settle(entry, account, is_broadcast=True)) is not None:
                     return sent

@@ -13,21 +13,24 @@ class TxRequest:
     """One contract call to send. ``gas=None`` estimates it (and surfaces a revert before spending gas);
     ``gas_floor`` is the least gas signed even so: for a call whose cost depends on what lands before it
     (a join that makes a card model's third node, or starts a queued task), where the estimate of the
-    moment is too low."""
+    moment is too low. ``gas_allowance`` is signed above the estimate: for a call that draws nodes, whose
+    mined block's randomness is not the estimate's (``cluster.chain.contracts.DRAW_GAS_ALLOWANCE``)."""
 
     to: str
     data: str = "0x"
     value_wei: int = 0
     gas: int | None = None
     gas_floor: int = 0
+    gas_allowance: int = 0
 
     @classmethod
     def call(
         cls, contract: Any, fn_name: str, *args: Any, value_wei: int = 0, gas: int | None = None,
-        gas_floor: int = 0,
+        gas_floor: int = 0, gas_allowance: int = 0,
     ) -> TxRequest:  # fmt: skip
         """From a web3 contract object (sync or async) and a function name: works with any ABI."""
-        return cls(contract.address, contract.encode_abi(fn_name, args=list(args)), value_wei, gas, gas_floor)
+        data = contract.encode_abi(fn_name, args=list(args))
+        return cls(contract.address, data, value_wei, gas, gas_floor, gas_allowance)
 
 
 class SentTx(BaseModel):

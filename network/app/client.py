@@ -26,7 +26,7 @@ from eth_account.signers.local import LocalAccount
 from web3 import AsyncWeb3
 
 from cluster.chain.artifacts import all_abis, load_artifact
-from cluster.chain.contracts import Events, Validation
+from cluster.chain.contracts import DRAW_GAS_ALLOWANCE, Events, Validation
 from cluster.chain.deploy import Deployment
 from cluster.chain.revert import ContractRevert
 from cluster.chain.rpc import connect
@@ -340,6 +340,7 @@ class ApplicationClient:
         request = TxRequest.call(
             self.task, action, record.task_type, record.task_hash, ZERO_DATA_HASH,
             record.vram_limit, record.cap, *sampled_args, value_wei=record.fee_wei,
+            gas_allowance=DRAW_GAS_ALLOWANCE,
         )  # fmt: skip
         try:
             sent = await self.sender.send(self.account, request, key=record.idempotency_key)
@@ -483,7 +484,8 @@ class ApplicationClient:
         ("Task deadline not passed yet", "Task not found ..."), nothing spent when it was refused at
         estimation.
         """
-        request = TxRequest.call(self.task, "cancelTask", task_id)
+        # a cancel may start two queued tasks: their nodes are drawn at mining
+        request = TxRequest.call(self.task, "cancelTask", task_id, gas_allowance=2 * DRAW_GAS_ALLOWANCE)
         try:
             sent = await self.sender.send(self.account, request, key=f"cancel:{task_id}")
         except ContractRevert as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -339,6 +340,20 @@ def test_an_out_of_gas_revert_is_signed_again_with_more_gas(w3: Web3, anvil, pro
     # one or more out-of-gas transactions (each retry doubles the gas), then the one that went through
     assert sent.nonce > start and nonce_of(w3, account) == sent.nonce + 1
     assert sent.gas_used > 30_000
+
+
+def test_an_allowance_for_a_draw_at_mining_is_signed_above_the_estimate(w3: Web3, anvil, probe, tmp_path):
+    """A call that draws nodes costs what the mined block's randomness draws, not the estimate's."""
+    account = KEYS.node(0)
+    request = TxRequest.call(probe, "bump", 8, "drawn", gas_allowance=100_000)
+    estimate = w3.eth.estimate_gas({"from": account.address, "to": request.to, "data": request.data})
+
+    async def scenario() -> SentTx:
+        async with sender_on(anvil.rpc_url, tmp_path / "j.db", probe.abi) as sender:
+            return await sender.send(account, request, key="bump:drawn")
+
+    sent = run(scenario)
+    assert w3.eth.get_transaction(sent.tx_hash)["gas"] == math.ceil(estimate * 1.2) + 100_000
 
 
 def test_a_transaction_reorged_out_before_its_confirmations_is_sent_again_once(
