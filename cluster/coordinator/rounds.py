@@ -220,6 +220,10 @@ class RoundDriver:
         assert task.result is not None and task.nonce is not None
         if task.is_lone:
             return await self._disclose_alone(task)
+        return await self._send_disclosure(task)
+
+    async def _send_disclosure(self, task: NodeTask) -> bool:
+        assert task.result is not None and task.nonce is not None
         async with self._on_chain(task, "disclosed"):
             await self.ops.disclose(self._account(task), task.task_id, task.round, task.result, task.nonce)
         self.failpoints.reached("after_disclose", task.key)
@@ -239,11 +243,7 @@ class RoundDriver:
             return False  # looked at again within a poll (NodeTask.awaits_draw)
         if is_audited:
             return await self._start_audit(task)
-        async with self._on_chain(task, "disclosed"):
-            await self.ops.disclose(self._account(task), task.task_id, task.round, task.result, task.nonce)
-        self.failpoints.reached("after_disclose", task.key)
-        self.store.patch(task.task_id, task.round, step=Step.DISCLOSED)
-        return True
+        return await self._send_disclosure(task)
 
     async def _start_audit(self, task: NodeTask) -> bool:
         try:
