@@ -215,7 +215,7 @@ def test_a_task_whose_result_cannot_be_had_fails_once_with_its_reason(world: Wor
     ends failed, with the reason, at once (the first release retried any exception until the deadline,
     and a validated task has none the sweep could end)."""
 
-    async def not_the_result(task_id: int, index: int) -> bytes:
+    async def not_the_result(task_id: int, index: int, *, early: bool = False) -> bytes:
         return b'{"model": "x", "choices": [], "usage": {}}'
 
     monkeypatch.setattr(world.relay.service.files, "read_result_async", not_the_result)
