@@ -98,14 +98,18 @@ def test_full_queue_evicts_the_lowest_value_task_and_refunds_it(net: Net):
     net.join_paused(net.accounts[3:6])
     ids = [net.create_task(creator, SD, ETHER, cap=1)[0] for _ in range(limit - 1)]
     cheap, _ = net.create_task(creator, SD, ETHER, cap=2)  # the lowest value: 1 CNX / 80 s
+    net.mine_after(60)  # it waits a minute in the queue: the refund is its fee less that rent
     new, receipt = net.create_task(rich, GPT, ETHER, cap=1)
     assert net.event_args(receipt, "TaskAborted") == [{"taskId": cheap, "reason": AbortReason.FEE_TOO_LOW}]
+    # the fee back, less the queue's rent (10% an hour) for the minute or so it waited
+    rent = sum(e["amount"] for e in net.event_args(receipt, "QueueRentPaid") if e["taskId"] == cheap)
+    assert ETHER // 600 <= rent < ETHER // 500
     assert net.event_args(receipt, "TaskFeeRefunded") == [
-        {"taskId": cheap, "creator": creator, "amount": ETHER}
+        {"taskId": cheap, "creator": creator, "amount": ETHER - rent}
     ]
     assert net.task_status(cheap) == TaskStatus.NONE and net.task_status(new) == TaskStatus.QUEUED
     assert net.queue.functions.size().call() == limit
-    assert net.ledger.received(creator) == -ETHER * (limit - 1)
+    assert net.ledger.received(creator) == -ETHER * (limit - 1) - rent
     # Among equal lowest values the newest is evicted: the older tasks keep their places.
     _newer, receipt = net.create_task(rich, SD, 2 * ETHER, cap=1)
     assert net.event_args(receipt, "TaskAborted")[0]["taskId"] == ids[-1]
