@@ -18,11 +18,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Collection
 
-from cluster.chain.contracts import NODES_PER_TASK
 from cluster.chain.events import ChainEvent
 from cluster.chain.task_events import (
     ArgumentsWaitSet,
-    AuditDrawn,
     AuditStarted,
     CommitmentsReady,
     DeadlineMoved,
@@ -40,7 +38,7 @@ from cluster.chain.task_events import (
 )
 from cluster.coordinator.chain_ops import TaskTimers
 from cluster.coordinator.round_state import NodeTask, Outcome, Step
-from cluster.coordinator.store import RoundStore
+from cluster.coordinator.store import PendingTask, RoundStore
 from cluster.coordinator.timeline import RoundTimeline
 
 log = logging.getLogger(__name__)
@@ -92,16 +90,11 @@ class ChainWatch:
         return list(changed.values())
 
     def _apply_one(self, event: TaskEvent) -> Collection[NodeTask]:
-        if isinstance(event, TaskPending):
-            self.store.note_pending(event.task_id, event.cap, event.task_hash)
-            return []
-        if isinstance(event, TaskSampled):
-            self.store.note_sampled(event.task_id, event.audit_rate, event.result_after_audit)
+        pending = self.store.follow_pending(event)
+        if isinstance(event, TaskPending | TaskSampled):
             return []
         if isinstance(event, TaskStarted):
-            return self._started(event)
-        if isinstance(event, TaskAborted) or (isinstance(event, AuditDrawn) and not event.is_audited):
-            self.store.forget_pending(event.task_id)  # no (more) rounds will start
+            return self._started(event, pending)
         rows = self.store.of_task(event.task_id)
         if not rows:
             return []
@@ -121,12 +114,7 @@ class ChainWatch:
                 return self._patch(rows, is_audited=True, commitments_ready=False)
         return []
 
-    def _started(self, event: TaskStarted) -> list[NodeTask]:
-        pending = self.store.pending(event.task_id)
-        # A full task's rounds start together, a sampled one's audit rounds together: the last one's event
-        # ends the wait (an unaudited sampled task's ends at its draw, an aborted one's at its abort).
-        if event.round == NODES_PER_TASK - 1:
-            self.store.forget_pending(event.task_id)
+    def _started(self, event: TaskStarted, pending: PendingTask | None) -> list[NodeTask]:
         if not self.is_ours(event.node):
             return []
         assert event.block_time_s is not None  # the EventReader's pager fills it in

@@ -79,7 +79,7 @@ class RoundDriver:
         self._http = http
         self._relays: dict[str, RelayClient] = {}
         self._uploaded: set[tuple[int, int]] = set()  # rounds whose upload was reported: they wait to be paid
-        self._sealed_uploads: set[str] = set()  # lone rounds whose files the relay took before the draw
+        self._sealed_uploads: set[tuple[int, int]] = set()  # lone rounds whose files the relay took early
         self._handlers: dict[Step, Callable[[NodeTask], Awaitable[bool]]] = {
             Step.SELECTED: self._execute,
             Step.EXECUTED: self._commit,
@@ -261,14 +261,14 @@ class RoundDriver:
 
     async def _upload_sealed(self, task: NodeTask) -> None:
         """The lone node's files with its result and nonce, once per process (a sealed error has none)."""
-        if task.num_files == 0 or task.key in self._sealed_uploads:
+        if task.num_files == 0 or (task.task_id, task.round) in self._sealed_uploads:
             return
         assert task.result is not None and task.nonce is not None
         files = self.store.read_files(task.task_id, task.round)
         wait_s = max(1.0, self.clock.seconds_left(task.deadline_chain_s))
         relay = self._relay_for(task.node)
         await relay.upload_results(task.task_id, files, wait_s=wait_s, sealed=(task.result, task.nonce))
-        self._sealed_uploads.add(task.key)
+        self._sealed_uploads.add((task.task_id, task.round))
         self.timeline.mark(task.key, "uploaded")
 
     async def _await_decision(self, task: NodeTask) -> bool:
@@ -294,7 +294,7 @@ class RoundDriver:
     def round_ended(self, key: tuple[int, int]) -> None:
         """The round's runner is done: forget what this process kept of it."""
         self._uploaded.discard(key)
-        self._sealed_uploads.discard(f"task={key[0]}:round={key[1]}")
+        self._sealed_uploads.discard(key)
 
     @staticmethod
     def _may_act_late(task: NodeTask) -> bool:

@@ -22,6 +22,15 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from cluster.atomic_files import read_indexed_files, write_indexed_files
+from cluster.chain.contracts import NODES_PER_TASK
+from cluster.chain.task_events import (
+    AuditDrawn,
+    TaskAborted,
+    TaskEvent,
+    TaskPending,
+    TaskSampled,
+    TaskStarted,
+)
 from cluster.coordinator.round_state import NodeTask, Outcome, Sampling, Step, TaskCounts
 from cluster.durable_sqlite import open_durable
 from cluster.failures import FailureCode
@@ -308,6 +317,25 @@ class RoundStore:
         return latest
 
     # -- caps of tasks seen pending: what their fee paid for, until they start ----------------------------
+
+    def follow_pending(self, event: TaskEvent) -> PendingTask | None:
+        """Keep what a task's TaskPending and TaskSampled say until its rounds start; for a TaskStarted,
+        what was kept. A full task's rounds start together, a sampled one's audit rounds together: the
+        last one's event ends the wait, as does an abort or a draw that audits nothing (ChainWatch and,
+        with round drivers, the fleet follow the chain through here)."""
+        match event:
+            case TaskPending():
+                self.note_pending(event.task_id, event.cap, event.task_hash)
+            case TaskSampled():
+                self.note_sampled(event.task_id, event.audit_rate, event.result_after_audit)
+            case TaskStarted():
+                seen = self.pending(event.task_id)
+                if event.round == NODES_PER_TASK - 1:
+                    self.forget_pending(event.task_id)
+                return seen
+            case TaskAborted() | AuditDrawn(is_audited=False):
+                self.forget_pending(event.task_id)  # no (more) rounds will start
+        return None
 
     def note_pending(self, task_id: int, cap: int, task_hash: bytes | None = None) -> None:
         self.keep_pending(task_id, PendingTask(cap, task_hash))

@@ -29,12 +29,9 @@ import ray
 from eth_account.signers.local import LocalAccount
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from cluster.chain.contracts import NODES_PER_TASK
 from cluster.chain.events import ChainEvent
 from cluster.chain.sender import SentTx, TxRequest
 from cluster.chain.task_events import (
-    AuditDrawn,
-    TaskAborted,
     TaskNodeSettled,
     TaskPending,
     TaskSampled,
@@ -235,16 +232,10 @@ class DriverFleet:
         typed = task_event(event)
         if typed is None:
             return
-        if isinstance(typed, TaskPending):
-            self.store.note_pending(typed.task_id, typed.cap, typed.task_hash)
-            return
-        if isinstance(typed, TaskSampled):
-            self.store.note_sampled(typed.task_id, typed.audit_rate, typed.result_after_audit)
+        seen = self.store.follow_pending(typed)  # the pending tasks stay in the coordinator's store
+        if isinstance(typed, TaskPending | TaskSampled):
             return
         if isinstance(typed, TaskStarted):
-            seen = self.store.pending(typed.task_id)
-            if typed.round == NODES_PER_TASK - 1:  # the last round to start (ChainWatch._started) ends it
-                self.store.forget_pending(typed.task_id)
             if typed.node in self.coordinator.nodes:
                 index = self._driver_of(typed.node)
                 self.routes.setdefault(typed.task_id, {})[typed.round] = typed.node
@@ -252,8 +243,6 @@ class DriverFleet:
                 if seen is not None:
                     pending[index][typed.task_id] = seen
             return
-        if isinstance(typed, TaskAborted) or (isinstance(typed, AuditDrawn) and not typed.is_audited):
-            self.store.forget_pending(typed.task_id)  # no (more) rounds will start
         rounds = self.routes.get(typed.task_id)
         if not rounds:
             return
