@@ -93,22 +93,17 @@ class ChainFacts:
         """TaskAuditStarted: rounds 1 and 2 are selected (their TaskStarted came first, in the same page)."""
         self._set(task_id, audited=True)
 
-    def _set(self, task_id: int, **values: object) -> None:
+    def _set(self, task_id: int, **values: object) -> bool:
+        """Write a seen task's fields; False (and a warning) for a task never seen."""
         if self._state(task_id) is None:
             log.warning("[relay] event for a task never seen skipped task_id=%d", task_id)
-            return
+            return False
         self.conn.execute(update(TASKS).where(TASKS.c.task_id == task_id).values(**values))
+        return True
 
     def saw_success(self, task_id: int, result: bytes, result_node: str, at: float | None = None) -> None:
-        if self._state(task_id) is None:
-            log.warning("[relay] event for a task never seen skipped task_id=%d", task_id)
-            return
-        self.conn.execute(
-            update(TASKS)
-            .where(TASKS.c.task_id == task_id)
-            .values(state=TaskState.SUCCEEDED.value, result=result.hex(), result_node=result_node)
-        )
-        self._ended(task_id, at)
+        if self._set(task_id, state=TaskState.SUCCEEDED.value, result=result.hex(), result_node=result_node):
+            self._ended(task_id, at)
 
     def saw_abort(self, task_id: int, reason: str, at: float | None = None) -> TaskPhase | None:
         """Returns the phase the abort ended (queued or running), None if the task had already ended or

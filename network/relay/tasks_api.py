@@ -113,39 +113,33 @@ async def upload_results(task_id: TaskId, request: Request, relay: RelayDep) -> 
     received = await receive_results(request, task, relay)  # signed, declared and hashed as they came
     staged = received.staged
     try:
-        if received.early_result is None:
-            num_files = await asyncio.to_thread(_keep_results, relay, task, staged)
-        else:
-            num_files = await asyncio.to_thread(
-                _keep_early_results, relay, task, staged, received.early_result
-            )
+        num_files = await asyncio.to_thread(_keep_results, relay, task, staged, received.early_result)
     finally:
         await asyncio.to_thread(staged.discard)
     return envelope("results stored", {"num_files": num_files})
 
 
-def _keep_early_results(relay: RelayAccess, task: TaskRecord, staged: StagedResults, result: bytes) -> int:
-    """Check a sampled task's early files against the result that opened its commitment, then keep them
-    with that result (unless a set is there: the commitment binds one result, so it is the same)."""
+def _keep_results(
+    relay: RelayAccess, task: TaskRecord, staged: StagedResults, early_result: bytes | None
+) -> int:
+    """Check the staged files against the result on chain, or an early upload's against the result that
+    opened round 0's commitment; then keep them. An early set is kept once with its result (the commitment
+    binds one result: a second is the same); an ordinary one unless a set is there, or the early set of a
+    sampled task was checked against this very result."""
+    if early_result is None:
+        result, against = task.result, "the result on chain"
+    else:
+        result, against = early_result, "the sealed result"
+    assert result is not None
     try:
         check_result_files(task.task_type, result, staged.read_all())
     except ResultFilesInvalid as exc:
-        raise RelayError(400, f"the uploaded files do not match the sealed result: {exc}") from None
-    if task.num_early_files == 0:
-        staged.commit()
-        relay.store.mark_early_results_uploaded(task.task_id, result, staged.num_files)
-    return staged.num_files
-
-
-def _keep_results(relay: RelayAccess, task: TaskRecord, staged: StagedResults) -> int:
-    """Check the staged files against the result on chain, then keep them (unless a set is there, or the
-    early set of a sampled task was checked against this very result)."""
-    assert task.result is not None
-    try:
-        check_result_files(task.task_type, task.result, staged.read_all())
-    except ResultFilesInvalid as exc:
-        raise RelayError(400, f"the uploaded files do not match the result on chain: {exc}") from None
-    if task.num_result_files == 0 and not _early_files_are_the_result(task):
+        raise RelayError(400, f"the uploaded files do not match {against}: {exc}") from None
+    if early_result is not None:
+        if task.num_early_files == 0:
+            staged.commit()
+            relay.store.mark_early_results_uploaded(task.task_id, early_result, staged.num_files)
+    elif task.num_result_files == 0 and not _early_files_are_the_result(task):
         # Racing uploads (a retry, or two replicas): the first whole set renamed into place is the one
         # kept; every racer answers 200, since each upload matched the result on chain.
         staged.commit()
