@@ -23,9 +23,35 @@ from tests.coordinator.factories import (
 from tests.coordinator.local_runner import LocalJobRunner
 
 
+def rpc(w3, method: str, params: list) -> object:
+    response = w3.provider.make_request(method, params)
+    assert "error" not in response, (method, params, response)  # e.g. a timestamp behind the latest block
+    return response["result"]
+
+
 def mine_at(w3, timestamp: int) -> None:
-    w3.provider.make_request("evm_setNextBlockTimestamp", [timestamp])
-    w3.provider.make_request("evm_mine", [])
+    rpc(w3, "evm_setNextBlockTimestamp", [timestamp])
+    rpc(w3, "evm_mine", [])
+
+
+def chain_deadline(task, task_id: int) -> int:
+    fields = [c["name"] for c in task.functions.getTask(task_id).abi["outputs"][0]["components"]]
+    return task.functions.getTask(task_id).call()[fields.index("deadline")]
+
+
+def mined_at(w3, timestamp: int, call, sender: str) -> dict:
+    """``call`` sent by ``sender`` and mined alone in a block at exactly ``timestamp``, its receipt checked:
+    with automine on, anything else mined first would take the timestamp and push this call later."""
+    rpc(w3, "evm_setAutomine", [False])
+    try:
+        tx = call.transact({"from": sender, "gas": 1_000_000})  # no estimate: it runs at a later time
+        mine_at(w3, timestamp)
+    finally:
+        rpc(w3, "evm_setAutomine", [True])
+    receipt = w3.eth.wait_for_transaction_receipt(tx)
+    block_time = w3.eth.get_block(receipt["blockNumber"])["timestamp"]
+    assert (receipt["status"], block_time) == (1, timestamp), (receipt, block_time)
+    return receipt
 
 
 def test_a_late_last_commitment_leaves_the_farm_the_window_to_disclose(
@@ -52,10 +78,10 @@ def test_a_late_last_commitment_leaves_the_farm_the_window_to_disclose(
             await run_until(coordinator, committed)
             deadline = int(farm_rounds()[0].deadline_chain_s)
             outsider_round = next(r for r in range(3) if r not in {t.round for t in farm_rounds()})
+            assert chain_deadline(task, task_id) == deadline  # the row's deadline is the contract's
             # The outsider commits five seconds before the deadline; the chain then moves past it.
-            w3.provider.make_request("evm_setNextBlockTimestamp", [deadline - 5])
             commit = task.functions.submitTaskResultCommitment(task_id, outsider_round, b"\x01" * 32)
-            commit.transact({"from": outsider})
+            mined_at(w3, deadline - 5, commit, outsider)
             mine_at(w3, deadline + 10)
             await run_until(
                 coordinator,
