@@ -1,8 +1,9 @@
 """A coordinator process for the restart tests: ``python -m tests.coordinator.crash_runner CONFIG.json``.
 
 Runs the coordinator (its nodes brought up, as every start does) until every row of the listed tasks is
-done, or, when ``crash_at`` names a checkpoint (``Failpoints.checkpoint``: of a round in
-cluster.coordinator.rounds, or of a node's bring-up in cluster.coordinator.nodes), dies the
+done (three rounds each, or what a sampled task has: ``rounds_per_task`` null), or, when ``crash_at``
+names a checkpoint (``Failpoints.checkpoint``: of a round in cluster.coordinator.rounds, or of a node's
+bring-up in cluster.coordinator.nodes), dies the
 ``crash_after``-th time it is reached with ``os._exit(137)``: no finally blocks, no flush, no goodbye,
 as a killed process dies. With ``payout`` ("sweep" or "dry-run") it sweeps the node accounts to
 ``funds.payout_address`` instead of waiting for tasks, as ``python -m cluster payout`` does, and prints
@@ -50,7 +51,8 @@ def main(config_path: str) -> int:
     keys = OperatorKeys.from_mnemonic(config["mnemonic"])
     if config.get("payout"):
         return asyncio.run(_payout(settings, keys, is_dry_run=config["payout"] == "dry-run"))
-    return asyncio.run(_run(settings, keys, config["task_ids"], config["timeout_s"]))
+    rounds = config.get("rounds_per_task", 3)
+    return asyncio.run(_run(settings, keys, config["task_ids"], config["timeout_s"], rounds))
 
 
 async def _payout(settings: CoordinatorSettings, keys: OperatorKeys, *, is_dry_run: bool) -> int:
@@ -66,8 +68,14 @@ async def _payout(settings: CoordinatorSettings, keys: OperatorKeys, *, is_dry_r
 
 
 async def _run(
-    settings: CoordinatorSettings, keys: OperatorKeys, task_ids: list[int], timeout_s: float
+    settings: CoordinatorSettings,
+    keys: OperatorKeys,
+    task_ids: list[int],
+    timeout_s: float,
+    rounds_per_task: int | None,
 ) -> int:
+    """``rounds_per_task`` None: a sampled task's one round, or three once audited (its first round ends
+    only with the audit's end)."""
     coordinator = Coordinator(settings, keys, LocalJobRunner(settings.state_dir / "hub-cache"))
     await coordinator.start()
     await coordinator.join_nodes()  # as every start does: joins, resumes, or finds the nodes available
@@ -76,8 +84,9 @@ async def _run(
     deadline = time.monotonic() + timeout_s
     try:
         while time.monotonic() < deadline:
-            rows = [r for t in task_ids for r in coordinator.store.of_task(t)]
-            if len(rows) == 3 * len(task_ids) and all(r.step is Step.DONE for r in rows):
+            by_task = [coordinator.store.of_task(t) for t in task_ids]
+            counted = all(len(rows) == (rounds_per_task or len(rows) or 1) for rows in by_task)
+            if counted and all(r.step is Step.DONE for rows in by_task for r in rows):
                 print(coordinator.status().model_dump_json())
                 return 0
             await asyncio.sleep(0.1)

@@ -16,7 +16,7 @@ from eth_account import Account
 
 from cluster.chain.accounts import OperatorKeys
 from cluster.chain.anvil import DEV_MNEMONIC
-from cluster.chain.contracts import TaskType
+from cluster.chain.contracts import TaskType, Validation
 from cluster.chain.deploy import Deployment
 from cluster.chain.sender import SenderConfig
 from cluster.config import ChainEndpoints
@@ -86,6 +86,24 @@ def create_task(w3, deployment, args: str, fee: int = 10**18, cap: int | None = 
     receipt = w3.eth.wait_for_transaction_receipt(tx)
     (pending,) = task.events.TaskPending().process_receipt(receipt)
     return pending["args"]["taskId"]
+
+
+SAMPLED_FEE = 10**17  # a run pay of 0.082 CNX at N = 10: below the stake bound (400 CNX / 2N)
+
+
+def create_sampled(w3, deployment, args: str, validation: Validation = Validation.SAMPLED) -> int:
+    """A sampled GPT task (the deployment's audit rate set above 1): one node, audited as drawn."""
+    task = deployment.bind(w3).contract("Task")
+    cap = task_cap(parse_task_args(TaskType.GPT, args))
+    tx = task.functions.createTaskWithValidation(
+        int(TaskType.GPT), task_hash(args), b"\0" * 32, 0, cap, int(validation)
+    ).transact({"from": APP.address, "value": SAMPLED_FEE})
+    (pending,) = task.events.TaskPending().process_receipt(w3.eth.wait_for_transaction_receipt(tx))
+    return pending["args"]["taskId"]
+
+
+def mine(w3, blocks: int) -> None:
+    w3.provider.make_request("anvil_mine", [hex(blocks)])
 
 
 async def upload(relay, task_id: int, args: str) -> None:

@@ -13,32 +13,24 @@ import hashlib
 import json
 from collections.abc import Callable
 
-from cluster.chain.contracts import AbortReason, TaskType, Validation
+from cluster.chain.contracts import AbortReason, Validation
 from cluster.coordinator.coordinator import Coordinator
 from cluster.coordinator.round_state import Outcome, Sampling, Step
-from cluster.protocol.hashes import task_hash
-from cluster.protocol.task import parse_task_args, task_cap
 from cluster.relay import RelayClient
-from tests.coordinator.factories import APP, gpt_args, running_coordinator, settings, upload
+from tests.coordinator.factories import (
+    APP,
+    SAMPLED_FEE,
+    create_sampled,
+    gpt_args,
+    mine,
+    running_coordinator,
+    settings,
+    upload,
+)
 from tests.coordinator.local_runner import LocalJobRunner
 
 N = 10
-FEE = 10**17  # a run pay of 0.082 CNX: below the stake bound (400 CNX / 2N)
 POOL = 5 * 10**18
-
-
-def create_sampled(w3, deployment, args: str, validation: Validation = Validation.SAMPLED) -> int:
-    task = deployment.bind(w3).contract("Task")
-    cap = task_cap(parse_task_args(TaskType.GPT, args))
-    tx = task.functions.createTaskWithValidation(
-        int(TaskType.GPT), task_hash(args), b"\0" * 32, 0, cap, int(validation)
-    ).transact({"from": APP.address, "value": FEE})
-    (pending,) = task.events.TaskPending().process_receipt(w3.eth.wait_for_transaction_receipt(tx))
-    return pending["args"]["taskId"]
-
-
-def mine(w3, blocks: int) -> None:
-    w3.provider.make_request("anvil_mine", [hex(blocks)])
 
 
 class DrawSteer:
@@ -141,7 +133,7 @@ def test_a_sampled_task_is_disclosed_alone_or_audited_by_the_farm_s_other_nodes(
     assert [r.node for r in rows[audited]] == [started["firstNode"], started["auditor1"], started["auditor2"]]
     assert [r.is_audited for r in rows[audited]] == [True] * 3
     paid = {(e["args"]["taskId"], e["args"]["node"]): e["args"]["fee"] for e in logs["TaskNodeSuccess"]}
-    run_pay = FEE - FEE * 22_000 // (N * 10_000 + 22_000)
+    run_pay = SAMPLED_FEE - SAMPLED_FEE * 22_000 // (N * 10_000 + 22_000)
     assert [paid[(audited, r.node)] for r in rows[audited]] == [run_pay] * 3
     # alone: one round, paid its run, no upload report (the disclosure ended the task)
     [lone] = rows[alone]
