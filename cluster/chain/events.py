@@ -253,6 +253,17 @@ class LogPager:
             first = end + 1
         return events
 
+    async def last_match(self, last: int, *, topics: Topics, floor: int = 0) -> ChainEvent | None:
+        """The latest event matching ``topics`` in ``[floor, last]``, read a page at a time backwards: a
+        lookup of one event whose block is not known (a task's TaskPending), most often a few pages back."""
+        while last >= floor:
+            first = max(floor, last - self.page_blocks + 1)
+            events = await self.all(first, last, topics=topics)
+            if events:
+                return events[-1]
+            last = first - 1
+        return None
+
 
 Handler = Callable[[list[ChainEvent]], Awaitable[None]]
 

@@ -24,7 +24,8 @@ from web3 import AsyncWeb3
 
 from cluster.chain.abi_calls import CallEncoder
 from cluster.chain.artifacts import load_artifact
-from cluster.chain.contracts import NodeStatus
+from cluster.chain.contracts import Events, NodeStatus
+from cluster.chain.events import EventDecoder, LogPager, event_topic
 from cluster.chain.rpc import hex_int
 from cluster.chain.sender import SentTx, TxRequest, TxSender
 from cluster.chain.tx_journal import TxJournal
@@ -136,6 +137,18 @@ class ChainOps:
         TaskPending came before the farm's first block (0 for a full task)."""
         info = await self.task.functions.getTask(task_id).call()
         return int(info[9]), bool(info[11])  # ITask.TaskInfo's auditRate and resultAfterAudit
+
+    async def pending_task_hash(self, task_id: int) -> bytes | None:
+        """A task's hash from its TaskPending log, searched back from the latest block: for an audit's
+        rounds (their TaskStarted carries zero) of a task that was pending before the farm's first block,
+        so that neither the store nor the task's storage (which drops it at the start) has it."""
+        abi = load_artifact("Task").abi
+        (pending_abi,) = [e for e in abi if e.get("type") == "event" and e["name"] == Events.TASK_PENDING]
+        pager = LogPager(self.sender.rpc, EventDecoder({"Task": (self.task.address, abi)}))
+        topics = ["0x" + event_topic(pending_abi).hex(), "0x" + task_id.to_bytes(32, "big").hex()]
+        head = hex_int(await self.sender.rpc.call("eth_blockNumber", []))
+        event = await pager.last_match(head, topics=topics)
+        return None if event is None else bytes(event.args["taskHash"])
 
     async def latest_block_time_s(self) -> int:
         block = await self.sender.rpc.call("eth_getBlockByNumber", ["latest", False])

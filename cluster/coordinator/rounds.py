@@ -105,6 +105,8 @@ class RoundDriver:
     async def _execute(self, task: NodeTask) -> bool:
         if task.round == 0 and task.cap is None and task.audit_rate == 0:
             task = await self._read_sampling(task)
+        if task.task_hash == bytes(32):  # an audit round of a task pending before the farm's first block
+            task = await self._read_task_hash(task)
         args_json = task.args_json or await self._fetch_args(task)
         if args_json is None:
             return True  # reported missing: the second report (or the deadline's cancel) ends the task
@@ -178,6 +180,15 @@ class RoundDriver:
         sampling = {"audit_rate": audit_rate, "result_after_audit": result_after_audit}
         self.store.patch(task.task_id, task.round, **sampling)
         return replace(task, **sampling)
+
+    async def _read_task_hash(self, task: NodeTask) -> NodeTask:
+        """The hash its arguments are checked against, from the task's TaskPending log (unknown to this
+        farm's store, and dropped from the task's storage at its start)."""
+        found = await self.ops.pending_task_hash(task.task_id)
+        if found is None:
+            return task  # its arguments then fail their check (ArgumentsMismatch): nothing vouches for them
+        self.store.patch(task.task_id, task.round, task_hash=found)
+        return replace(task, task_hash=found)
 
     def _found_error(self, task: NodeTask, error: TaskExecutionError) -> bool:
         log.warning(

@@ -118,6 +118,25 @@ def test_a_provider_range_limit_is_met_by_halving_the_page(w3: Web3, probe, rpc_
     assert reader.pager.page_blocks <= 2  # remembered, so later pages are not refused again
 
 
+def test_the_last_match_is_found_pages_back_and_none_when_there_is_none(w3: Web3, probe, rpc_proxy, tmp_path):
+    start = w3.eth.block_number
+    for tag in (7, 8, 7, 9):
+        bump(w3, probe, tag, f"t{tag}")
+    w3.provider.make_request("anvil_mine", [hex(10)])  # the match is pages behind the head
+    rpc_proxy.max_log_range = 3  # and a page asked for is refused, halved, and the rest read
+    pager = reader_for(rpc_proxy.url, probe, tmp_path / "c.db", page_blocks=4).pager
+    bumped = "0x" + Web3.keccak(text="Bumped(address,uint256,uint256,string)").hex().removeprefix("0x")
+
+    def last(tag: int, floor: int) -> ChainEvent | None:
+        topics = [bumped, None, "0x" + tag.to_bytes(32, "big").hex()]  # by anyone, of this tag
+        return run(lambda: pager.last_match(w3.eth.block_number, topics=topics, floor=floor))
+
+    found = last(7, start)
+    assert found is not None and found.args["note"] == "t7" and found.args["count"] == 3  # the latest 7
+    assert last(5, start) is None  # every page down to the floor read, nothing matched
+    assert rpc_proxy.num_refused_log_ranges > 0
+
+
 def test_events_carry_their_block_s_time_whether_or_not_the_node_puts_it_in_logs(
     w3: Web3, probe, rpc_proxy, tmp_path
 ):

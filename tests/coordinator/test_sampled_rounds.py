@@ -12,13 +12,16 @@ import asyncio
 import hashlib
 import json
 from collections.abc import Callable
+from dataclasses import replace
 
-from cluster.chain.contracts import AbortReason, Validation
+from cluster.chain.contracts import DEFAULT_NODE_STAKE_WEI, AbortReason, Validation
 from cluster.coordinator.coordinator import Coordinator
 from cluster.coordinator.round_state import Outcome, Sampling, Step
+from cluster.protocol.hashes import task_hash
 from cluster.relay import RelayClient
 from tests.coordinator.factories import (
     APP,
+    CARD,
     SAMPLED_FEE,
     create_sampled,
     gpt_args,
@@ -162,3 +165,49 @@ def test_a_sampled_task_is_disclosed_alone_or_audited_by_the_farm_s_other_nodes(
 def _audit_done(coordinator: Coordinator, task_id: int) -> bool:
     rows = coordinator.store.of_task(task_id)
     return len(rows) == 3 and all(r.step is Step.DONE for r in rows)
+
+
+def test_an_audit_of_a_task_pending_before_the_farm_s_first_block_checks_its_arguments_against_its_log(
+    w3, anvil, deployment, relay, operator, tiny_lm_dir, tmp_path
+):
+    """The audit's rounds start with a zero hash; the farm knows the task's from TaskPending, which here
+    came before its first block (and the task's storage dropped it at the start): it reads that log."""
+    task, node = deployment.bind(w3).contract("Task"), deployment.bind(w3).contract("Node")
+    owner = {"from": deployment.owner}  # all reverted with the test's snapshot
+    task.functions.setAuditRate(N).transact(owner)
+    task.functions.fundAuditPool().transact(owner | {"value": POOL})
+    outsiders = w3.eth.accounts[25:28]  # not the farm's: a sampled GPT task starts with three of its card
+    for account in outsiders:
+        node.functions.join(*CARD.join_args).transact({"from": account, "value": DEFAULT_NODE_STAKE_WEI})
+    args = gpt_args(tiny_lm_dir, seed=31)
+    task_id = create_sampled(w3, deployment, args)
+    (started,) = task.events.TaskStarted().get_logs(from_block=deployment.block_number)
+    first_node = started["args"]["selectedNode"]
+    for account in set(outsiders) - {first_node}:  # the audit then takes the farm's two nodes
+        node.functions.pause().transact({"from": account})
+    config = settings(anvil, deployment, relay, tmp_path, cards=(CARD,) * 2)
+    first_block = w3.eth.block_number + 1  # the farm follows the chain from after the task's TaskPending
+    config = replace(config, endpoints=config.endpoints.model_copy(update={"start_block": first_block}))
+
+    async def scenario():
+        await upload(relay, task_id, args)
+        async with running_coordinator(config, operator, LocalJobRunner(tmp_path)) as coordinator:
+            # the first node commits a result the audit will not confirm; the draw's hash then reads zero
+            commit = task.functions.submitTaskResultCommitment(task_id, 0, b"\x01" * 32)
+            w3.eth.wait_for_transaction_receipt(commit.transact({"from": first_node}))
+            mine(w3, 260)
+            start = task.functions.startAudit(task_id).transact({"from": first_node, "gas": 3_000_000})
+            assert w3.eth.wait_for_transaction_receipt(start)["status"] == 1
+
+            def audit_paid() -> bool:
+                rows = coordinator.store.of_task(task_id)
+                return len(rows) == 2 and all(r.outcome is Outcome.PAID for r in rows)
+
+            await run_while(coordinator, audit_paid)
+            return coordinator.store.of_task(task_id)
+
+    rows = asyncio.run(scenario())
+    assert {r.round for r in rows} == {1, 2} and all(r.failure is None for r in rows)
+    assert all(r.task_hash == task_hash(args) for r in rows)  # from the log, not the zero they began with
+    success = task.events.TaskSuccess().get_logs(from_block=deployment.block_number)
+    assert [e["args"]["taskId"] for e in success] == [task_id]
