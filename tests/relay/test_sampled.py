@@ -17,7 +17,9 @@ import pytest
 from cluster.chain.contracts import TaskType, Validation
 from cluster.protocol.hashes import task_hash
 from cluster.protocol.results import task_result
+from cluster.protocol.signing import bound_params, file_digests, sign_request
 from cluster.relay import RelayNotReady, RelayRefused
+from cluster.relay.client import RelayRequest
 from network.relay.background import RunningRelay
 from network.relay.schema import TaskState
 from tests.contracts.net import ETHER
@@ -196,3 +198,50 @@ def finish_audit(net, task_id: int, result: bytes) -> None:
     receipts = [net.disclose(task_id, r) for r in (0, 1, 2)]
     (success,) = [a for r in receipts for a in net.event_args(r, "TaskSuccess")]
     net.upload(task_id, net.selected(task_id).index(success["resultNode"]), success["resultNode"])
+
+
+def early_upload(relay: RunningRelay, account, task_id: int, files: list[bytes], opened: dict[str, str]):
+    """An early upload whose ``result`` and ``nonce`` fields are sent as given (the client sends only well
+    formed ones), signed: the relay's answer, or its refusal."""
+    digests = file_digests(files)
+    path = f"/v1/inference_tasks/{task_id}/results"
+    timestamp, signature = sign_request(
+        bound_params("POST", path, {"task_id": task_id, **opened}, files_sha256=digests), account.key
+    )
+    fields = {"timestamp": str(timestamp), "signature": signature, "files_sha256": ",".join(digests)}
+    request = RelayRequest("POST", f"{relay.url}{path}", fields=fields | opened, files=files)
+
+    async def run():
+        async with client_at(relay.url, account) as c:
+            try:
+                return await c._until_ready(lambda: request, 0, "early upload")
+            except (RelayRefused, RelayNotReady) as exc:
+                return exc
+
+    return asyncio.run(run())
+
+
+def test_malformed_early_uploads_are_refused_saying_why_and_keep_nothing(sampled_net, relay):
+    net, store = sampled_net, relay.service.store
+    task_id, node = create_sampled(net, Validation.SAMPLED)
+    first, nonce = by_address(node), secrets.token_bytes(32)
+    net.commit(task_id, 0, b"", nonce=nonce)  # a sealed task error: the empty result
+    relay_sees(store, task_id, lambda t: t.commitment)
+    full_id, _ = net.create_task(CREATOR.address, TaskType.GPT)  # queued behind the sampled task's node
+    relay_sees(store, full_id, lambda t: True)
+
+    opened = {"result": "0x", "nonce": "0x" + nonce.hex()}
+    cases = [
+        (task_id, {"result": "0x"}, "both result and nonce"),
+        (task_id, {**opened, "result": "0xAB"}, "lowercase hex"),
+        (task_id, {**opened, "nonce": "0x" + nonce[:31].hex()}, "expected 32 bytes, got 31"),
+        (task_id, opened, "the empty result is a sealed error"),  # it opens the commitment: no files
+    ]
+    for refused_task, fields, why in cases:
+        answer = early_upload(relay, first, refused_task, [RESPONSE], fields)
+        assert status(answer) == 400 and why in str(answer), (fields, answer)
+    # A Full task takes no early upload: "not yet" until its TaskSuccess, before its form is read.
+    answer = early_upload(relay, first, full_id, [RESPONSE], {**opened, "result": "0x" + R_RIGHT.hex()})
+    assert status(answer) == 409 and "no validated result on chain yet" in str(answer), answer
+    for kept in (store.get(task_id), store.get(full_id)):
+        assert kept.early_result is None and kept.num_early_files == 0 and kept.num_result_files == 0
