@@ -24,7 +24,7 @@ if compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null || [ -n "${HELIUM_
   export HELIUM_REQUIRE_POSTGRES=1
 fi
 
-# One process by default (1,425 s on two cores, 2026-12-07). HELIUM_TEST_WORKERS=2 runs two pytest-xdist
+# One process by default (1,476 s on two cores, 2026-12-07). HELIUM_TEST_WORKERS=2 runs two pytest-xdist
 # workers (679 s instead of 906 before tests/farm; the tests that start a Ray cluster stay together on one
 # worker, tests/conftest.py),
 # but on a loaded machine two workers starve the Ray tests' worker pools past their timeouts.
