@@ -182,9 +182,10 @@ class RoundDriver:
         return replace(task, **sampling)
 
     async def _read_task_hash(self, task: NodeTask) -> NodeTask:
-        """The hash its arguments are checked against, from the task's TaskPending log (unknown to this
-        farm's store, and dropped from the task's storage at its start)."""
-        found = await self.ops.pending_task_hash(task.task_id)
+        """The hash its arguments are checked against: a sibling round's that read it already, or the task's
+        TaskPending log (unknown to this farm's store, and dropped from the task's storage at its start)."""
+        siblings = [r.task_hash for r in self.store.of_task(task.task_id) if r.task_hash and any(r.task_hash)]
+        found = siblings[0] if siblings else await self.ops.pending_task_hash(task.task_id)
         if found is None:
             return task  # its arguments then fail their check (ArgumentsMismatch): nothing vouches for them
         self.store.patch(task.task_id, task.round, task_hash=found)
