@@ -28,6 +28,7 @@ from cluster.chain.contracts import Events, NodeStatus
 from cluster.chain.events import EventDecoder, LogPager, event_topic
 from cluster.chain.rpc import hex_int
 from cluster.chain.sender import SentTx, TxRequest, TxSender
+from cluster.chain.task_events import TaskPending, task_event
 from cluster.chain.tx_journal import TxJournal
 from cluster.protocol.cards import CardModel
 from cluster.protocol.hashes import commitment
@@ -142,13 +143,14 @@ class ChainOps:
         """A task's hash from its TaskPending log, searched back from the latest block: for an audit's
         rounds (their TaskStarted carries zero) of a task that was pending before the farm's first block,
         so that neither the store nor the task's storage (which drops it at the start) has it."""
-        abi = load_artifact("Task").abi
+        abi = self.task.abi
         (pending_abi,) = [e for e in abi if e.get("type") == "event" and e["name"] == Events.TASK_PENDING]
         pager = LogPager(self.sender.rpc, EventDecoder({"Task": (self.task.address, abi)}))
         topics = ["0x" + event_topic(pending_abi).hex(), "0x" + task_id.to_bytes(32, "big").hex()]
         head = hex_int(await self.sender.rpc.call("eth_blockNumber", []))
-        event = await pager.last_match(head, topics=topics)
-        return None if event is None else bytes(event.args["taskHash"])
+        found = await pager.last_match(head, topics=topics)
+        pending = None if found is None else task_event(found)
+        return pending.task_hash if isinstance(pending, TaskPending) else None
 
     async def latest_block_time_s(self) -> int:
         block = await self.sender.rpc.call("eth_getBlockByNumber", ["latest", False])

@@ -184,7 +184,8 @@ class RoundDriver:
     async def _read_task_hash(self, task: NodeTask) -> NodeTask:
         """The hash its arguments are checked against: a sibling round's that read it already, or the task's
         TaskPending log (unknown to this farm's store, and dropped from the task's storage at its start)."""
-        siblings = [r.task_hash for r in self.store.of_task(task.task_id) if r.task_hash and any(r.task_hash)]
+        rows = self.store.of_task(task.task_id)
+        siblings = [r.task_hash for r in rows if r.task_hash not in (None, bytes(32))]
         found = siblings[0] if siblings else await self.ops.pending_task_hash(task.task_id)
         if found is None:
             return task  # its arguments then fail their check (ArgumentsMismatch): nothing vouches for them

@@ -85,8 +85,9 @@ async def _run(
     try:
         while time.monotonic() < deadline:
             by_task = [coordinator.store.of_task(t) for t in task_ids]
-            counted = all(len(rows) == (rounds_per_task or len(rows) or 1) for rows in by_task)
-            if counted and all(r.step is Step.DONE for rows in by_task for r in rows):
+            if all(_all_started(rows, rounds_per_task) for rows in by_task) and all(
+                r.step is Step.DONE for rows in by_task for r in rows
+            ):
                 print(coordinator.status().model_dump_json())
                 return 0
             await asyncio.sleep(0.1)
@@ -96,6 +97,11 @@ async def _run(
         stop.set()
         await loop
         await coordinator.close()
+
+
+def _all_started(rows: list, rounds_per_task: int | None) -> bool:
+    """Every round of the task has its row: the given count, or for a sampled task (None) at least one."""
+    return len(rows) == rounds_per_task if rounds_per_task is not None else bool(rows)
 
 
 if __name__ == "__main__":
